@@ -1,0 +1,282 @@
+//! Verification keys: parsing PEM, certificates and JWKs into keys parsed once, and their
+//! RFC 7638 thumbprints.
+
+use std::fmt;
+use std::str::FromStr;
+
+use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The algorithms auth-core verifies. `none` is not one of them, in any spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Alg {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// ECDSA on P-256 with SHA-256.
+    ES256,
+    /// Ed25519.
+    EdDSA,
+    /// HMAC with SHA-256 (shared secret).
+    HS256,
+}
+
+impl Alg {
+    /// Every supported algorithm.
+    pub const ALL: [Alg; 4] = [Alg::RS256, Alg::ES256, Alg::EdDSA, Alg::HS256];
+
+    /// The name used in a JWS header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alg::RS256 => "RS256",
+            Alg::ES256 => "ES256",
+            Alg::EdDSA => "EdDSA",
+            Alg::HS256 => "HS256",
+        }
+    }
+
+    /// The kind of key this algorithm needs.
+    pub fn family(self) -> KeyFamily {
+        match self {
+            Alg::RS256 => KeyFamily::Rsa,
+            Alg::ES256 => KeyFamily::EcP256,
+            Alg::EdDSA => KeyFamily::Ed25519,
+            Alg::HS256 => KeyFamily::Hmac,
+        }
+    }
+
+    /// The jsonwebtoken algorithm.
+    pub fn to_jwt(self) -> Algorithm {
+        match self {
+            Alg::RS256 => Algorithm::RS256,
+            Alg::ES256 => Algorithm::ES256,
+            Alg::EdDSA => Algorithm::EdDSA,
+            Alg::HS256 => Algorithm::HS256,
+        }
+    }
+}
+
+impl fmt::Display for Alg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Alg {
+    type Err = String;
+
+    /// Exact, case-sensitive names (RFC 7518): `rs256` is not `RS256`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Alg::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unsupported algorithm {s:?} (accepted: RS256, ES256, EdDSA, HS256)"))
+    }
+}
+
+/// The kind of a key; a token's `alg` must fit it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyFamily {
+    /// RSA public key.
+    Rsa,
+    /// EC public key on P-256.
+    EcP256,
+    /// Ed25519 public key.
+    Ed25519,
+    /// HMAC shared secret.
+    Hmac,
+}
+
+/// Why a key could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The PEM text is not a supported public key or certificate.
+    #[error("not a supported PEM public key or certificate (RSA, P-256 or Ed25519)")]
+    UnsupportedPem,
+    /// The JWK is malformed or of an unsupported type.
+    #[error("unsupported or malformed JWK: {0}")]
+    Jwk(String),
+    /// An HMAC secret shorter than 32 bytes.
+    #[error("an HS256 secret must be at least 32 bytes")]
+    ShortSecret,
+}
+
+/// A verification key, parsed once.
+#[derive(Clone)]
+pub struct VerifyingKey {
+    /// The key id a token names in its header (`kid`), when the source gives one.
+    pub kid: Option<String>,
+    /// The algorithm the key is bound to (a JWK's `alg`), when the source gives one.
+    pub alg: Option<Alg>,
+    /// The kind of key.
+    pub family: KeyFamily,
+    /// RFC 7638 thumbprint (SHA-256, base64url); for a secret, a SHA-256 of it.
+    pub thumbprint: String,
+    pub(crate) decoding: DecodingKey,
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("family", &self.family)
+            .field("thumbprint", &self.thumbprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyingKey {
+    /// Parses a PEM public key (SPKI, PKCS#1 RSA) or an X.509 certificate's public key.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        let (decoding, family) = DecodingKey::from_rsa_pem(pem)
+            .map(|k| (k, KeyFamily::Rsa))
+            .or_else(|_| DecodingKey::from_ec_pem(pem).map(|k| (k, KeyFamily::EcP256)))
+            .or_else(|_| DecodingKey::from_ed_pem(pem).map(|k| (k, KeyFamily::Ed25519)))
+            .map_err(|_| KeyError::UnsupportedPem)?;
+        let jwk = Jwk::from_decoding_key(&decoding, None).map_err(|_| KeyError::UnsupportedPem)?;
+        if family == KeyFamily::EcP256 && !is_p256(&jwk) {
+            return Err(KeyError::UnsupportedPem);
+        }
+        let thumbprint = jwk.thumbprint(ThumbprintHash::SHA256).map_err(|_| KeyError::UnsupportedPem)?;
+        Ok(Self { kid: None, alg: None, family, thumbprint, decoding })
+    }
+
+    /// Parses one JWK of a key set. Private members, if any, are ignored; symmetric (`oct`) keys
+    /// are refused: a published key set never carries a shared secret.
+    pub fn from_jwk(jwk: &Jwk) -> Result<Self, KeyError> {
+        use jsonwebtoken::jwk::AlgorithmParameters as P;
+        let family = match &jwk.algorithm {
+            P::RSA(_) => KeyFamily::Rsa,
+            P::EllipticCurve(_) if is_p256(jwk) => KeyFamily::EcP256,
+            P::OctetKeyPair(p) if p.curve == jsonwebtoken::jwk::EllipticCurve::Ed25519 => {
+                KeyFamily::Ed25519
+            }
+            _ => return Err(KeyError::Jwk("only RSA, EC P-256 and Ed25519 keys are accepted".into())),
+        };
+        let alg = match jwk.common.key_algorithm {
+            None => None,
+            Some(ka) => {
+                let alg: Alg = ka.to_string().parse().map_err(KeyError::Jwk)?;
+                if alg.family() != family {
+                    return Err(KeyError::Jwk(format!("alg {alg} does not fit the key type")));
+                }
+                Some(alg)
+            }
+        };
+        if matches!(jwk.common.public_key_use, Some(ref u) if *u != jsonwebtoken::jwk::PublicKeyUse::Signature)
+        {
+            return Err(KeyError::Jwk("key is not for signatures (use != sig)".into()));
+        }
+        let decoding = DecodingKey::from_jwk(jwk).map_err(|e| KeyError::Jwk(e.to_string()))?;
+        let thumbprint = jwk.thumbprint(ThumbprintHash::SHA256).map_err(|e| KeyError::Jwk(e.to_string()))?;
+        Ok(Self { kid: jwk.common.key_id.clone(), alg, family, thumbprint, decoding })
+    }
+
+    /// An HS256 shared secret (at least 32 bytes).
+    pub fn from_secret(secret: &[u8]) -> Result<Self, KeyError> {
+        if secret.len() < 32 {
+            return Err(KeyError::ShortSecret);
+        }
+        Ok(Self {
+            kid: None,
+            alg: Some(Alg::HS256),
+            family: KeyFamily::Hmac,
+            thumbprint: secret_fingerprint(secret),
+            decoding: DecodingKey::from_secret(secret),
+        })
+    }
+
+    /// Sets the key id (a static key has none of its own).
+    pub fn with_kid(mut self, kid: Option<String>) -> Self {
+        self.kid = kid;
+        self
+    }
+
+    /// Whether this key may verify a token signed with `alg`.
+    pub fn fits(&self, alg: Alg) -> bool {
+        alg.family() == self.family && self.alg.is_none_or(|a| a == alg)
+    }
+}
+
+fn is_p256(jwk: &Jwk) -> bool {
+    matches!(&jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(p)
+        if p.curve == jsonwebtoken::jwk::EllipticCurve::P256)
+}
+
+/// SHA-256 of a shared secret, hex encoded: how a secret is recognised without keeping it.
+pub fn secret_fingerprint(secret: &[u8]) -> String {
+    Sha256::digest(secret).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The dev-only key material of `fixtures/`, recognised wherever its file lives: production
+/// refuses to start with any of it.
+pub mod dev {
+    /// RFC 7638 thumbprints of the fixture public keys (RSA, P-256, Ed25519).
+    pub const THUMBPRINTS: [&str; 3] = [
+        "Gq9MTt0SaIBOXZdBUhjvM9RokVQPQjLjXxP5pp3M9Ic",
+        "7qdAkdwGnoWT44rQQPZxYDG3_c4wo9htWlgB1o-UAAs",
+        "mpY3ryaN0OQbxVLVitjywIZfz4zxjHqZXC0Cpc9RsG4",
+    ];
+    /// SHA-256 (hex) of the fixture HS256 secret.
+    pub const SECRET_SHA256: &str = "a4cf73a6202e6f30df3c03b240e10de40e01e3065306158bdbe3346d803f0e6e";
+
+    /// Whether a key with this thumbprint (or secret fingerprint) is a fixtures key.
+    pub fn is_dev_key(thumbprint: &str) -> bool {
+        THUMBPRINTS.contains(&thumbprint) || thumbprint == SECRET_SHA256
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/../fixtures/keys/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn fixture_keys_are_recognised_as_dev_keys() {
+        for (file, family) in [
+            ("rsa-public.pem", KeyFamily::Rsa),
+            ("rsa-cert.pem", KeyFamily::Rsa),
+            ("ec-public.pem", KeyFamily::EcP256),
+            ("ed25519-public.pem", KeyFamily::Ed25519),
+        ] {
+            let key = VerifyingKey::from_pem(&fixture(file)).unwrap();
+            assert_eq!(key.family, family, "{file}");
+            assert!(dev::is_dev_key(&key.thumbprint), "{file}: {}", key.thumbprint);
+        }
+        let secret = fixture("hs256-secret.txt");
+        let key = VerifyingKey::from_secret(secret.trim_ascii()).unwrap();
+        assert!(dev::is_dev_key(&key.thumbprint), "secret: {}", key.thumbprint);
+    }
+
+    #[test]
+    fn certificate_and_public_key_have_the_same_thumbprint() {
+        let a = VerifyingKey::from_pem(&fixture("rsa-public.pem")).unwrap();
+        let b = VerifyingKey::from_pem(&fixture("rsa-cert.pem")).unwrap();
+        assert_eq!(a.thumbprint, b.thumbprint);
+    }
+
+    #[test]
+    fn short_secret_is_refused() {
+        assert!(matches!(VerifyingKey::from_secret(&[7; 31]), Err(KeyError::ShortSecret)));
+        assert!(VerifyingKey::from_secret(&[7; 32]).is_ok());
+    }
+
+    #[test]
+    fn garbage_pem_is_refused() {
+        assert!(VerifyingKey::from_pem(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").is_err());
+        assert!(VerifyingKey::from_pem(b"hello").is_err());
+    }
+
+    #[test]
+    fn alg_names_are_exact() {
+        assert_eq!("EdDSA".parse::<Alg>().unwrap(), Alg::EdDSA);
+        for bad in ["none", "None", "NONE", "nOnE", "rs256", "HS512", ""] {
+            assert!(bad.parse::<Alg>().is_err(), "{bad}");
+        }
+    }
+}

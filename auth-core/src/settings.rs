@@ -1,0 +1,124 @@
+//! The `auth` section of a service's configuration: plain data with documented defaults.
+//!
+//! Strict by default: verification on, `exp` required, `iss`/`aud` checked whenever set, the
+//! algorithm list pinned. A service's config layer fills in the local environment's convenient
+//! defaults (issuer, audience, key URL) and refuses unsafe values in production; this type only
+//! describes what was configured.
+
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer};
+
+use crate::keys::Alg;
+
+/// How a verifier is configured (`[auth]` in a service's TOML, `<PREFIX>__AUTH__*` in the environment).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// `auth.enabled` (default `true`). `false` is verification-off mode: tokens are still
+    /// required and decoded, but neither signature nor time is checked. Local environment only.
+    pub enabled: bool,
+    /// `auth.issuer`: the `iss` every token must carry. Required in production.
+    pub issuer: Option<String>,
+    /// `auth.audience`: a token's `aud` must contain one of these. A string or a list.
+    /// Required in production.
+    #[serde(deserialize_with = "one_or_many")]
+    pub audience: Vec<String>,
+    /// `auth.jwks_url`: key source, a JWKS document.
+    pub jwks_url: Option<String>,
+    /// `auth.discovery_url`: key source, an issuer whose `/.well-known/openid-configuration`
+    /// names the `jwks_uri`. The document's `issuer` must equal `auth.issuer`.
+    pub discovery_url: Option<String>,
+    /// `auth.public_key`: key source, a PEM public key or X.509 certificate, as a file path or an
+    /// `https://` URL (seed 003).
+    pub public_key: Option<String>,
+    /// `auth.secret`: key source, an HS256 shared secret of at least 32 bytes.
+    pub secret: Option<SecretString>,
+    /// `auth.secret_file`: key source, a file holding the HS256 shared secret (trimmed).
+    pub secret_file: Option<String>,
+    /// `auth.algorithms`: the algorithms this verifier accepts (default ES256, EdDSA, RS256;
+    /// HS256 only when a secret is configured and listed).
+    pub algorithms: Vec<Alg>,
+    /// `auth.leeway_seconds`: clock skew allowed on `exp`, `nbf`, `iat` (default 30).
+    pub leeway_seconds: u64,
+    /// `auth.max_lifetime_seconds`: when set, `exp - iat` may not exceed it.
+    pub max_lifetime_seconds: Option<u64>,
+    /// `auth.require_at_jwt`: require `typ: at+jwt` (RFC 9068); default accepts `at+jwt`, `JWT` or none.
+    pub require_at_jwt: bool,
+    /// `auth.max_token_bytes`: longer tokens are refused before any decoding (default 8192).
+    pub max_token_bytes: usize,
+    /// `auth.require_access`: a route also needs the `access` claim to grant its path (seed 003).
+    pub require_access: bool,
+    /// `auth.jwks`: the key store's fetching and caching.
+    pub jwks: JwksSettings,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            issuer: None,
+            audience: Vec::new(),
+            jwks_url: None,
+            discovery_url: None,
+            public_key: None,
+            secret: None,
+            secret_file: None,
+            algorithms: vec![Alg::ES256, Alg::EdDSA, Alg::RS256],
+            leeway_seconds: 30,
+            max_lifetime_seconds: None,
+            require_at_jwt: false,
+            max_token_bytes: 8 * 1024,
+            require_access: false,
+            jwks: JwksSettings::default(),
+        }
+    }
+}
+
+/// `auth.jwks.*`: how the JWKS key store fetches and caches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwksSettings {
+    /// `auth.jwks.timeout_seconds`: connect and total timeout of a fetch (default 5).
+    pub timeout_seconds: u64,
+    /// `auth.jwks.max_body_bytes`: larger documents are refused (default 512 KiB).
+    pub max_body_bytes: usize,
+    /// `auth.jwks.min_ttl_seconds`: lower clamp of `Cache-Control: max-age` (default 60).
+    pub min_ttl_seconds: u64,
+    /// `auth.jwks.max_ttl_seconds`: upper clamp of `Cache-Control: max-age` (default 86400).
+    pub max_ttl_seconds: u64,
+    /// `auth.jwks.default_ttl_seconds`: freshness when the response has no max-age (default 600).
+    pub default_ttl_seconds: u64,
+    /// `auth.jwks.max_stale_seconds`: how long the last good set keeps verifying while refreshes
+    /// fail (default 86400).
+    pub max_stale_seconds: u64,
+    /// `auth.jwks.unknown_kid_cooldown_seconds`: at most one refresh per this many seconds is
+    /// triggered by unknown `kid`s (default 30).
+    pub unknown_kid_cooldown_seconds: u64,
+}
+
+impl Default for JwksSettings {
+    fn default() -> Self {
+        Self {
+            timeout_seconds: 5,
+            max_body_bytes: 512 * 1024,
+            min_ttl_seconds: 60,
+            max_ttl_seconds: 86_400,
+            default_ttl_seconds: 600,
+            max_stale_seconds: 86_400,
+            unknown_kid_cooldown_seconds: 30,
+        }
+    }
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+        OneOrMany::Many(v) => v,
+    })
+}
