@@ -30,7 +30,11 @@ pub struct ErrorBody<'a> {
 
 /// A JSON error response with `status`, a stable `code` and a `message`.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = ErrorBody { status: status.as_u16(), error: code, message };
+    let body = ErrorBody {
+        status: status.as_u16(),
+        error: code,
+        message,
+    };
     warp::reply::with_status(warp::reply::json(&body), status).into_response()
 }
 
@@ -50,7 +54,12 @@ pub struct ApiError {
 impl ApiError {
     /// An error with this status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
     /// 400 `invalid_request`.
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -66,11 +75,22 @@ impl ApiError {
     }
     /// 503 `temporarily_unavailable` with a `Retry-After`.
     pub fn unavailable(message: impl Into<String>, retry_after: u64) -> Self {
-        Self { retry_after: Some(retry_after), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", message) }
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                message,
+            )
+        }
     }
     /// 500 `internal_error`: a real server fault, logged by the caller, opaque to the client.
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal server error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal server error",
+        )
     }
     /// Sets `Retry-After`.
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
@@ -85,7 +105,8 @@ impl Reply for ApiError {
     fn into_response(self) -> Response {
         let mut res = error_response(self.status, self.code, &self.message);
         if let Some(secs) = self.retry_after {
-            res.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+            res.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
         }
         res
     }
@@ -108,24 +129,51 @@ pub fn rejection_response(err: &Rejection) -> Response {
     if err.is_not_found() {
         return error_response(StatusCode::NOT_FOUND, "not_found", "no such route");
     }
+    if err.find::<warp::filters::cors::CorsForbidden>().is_some() {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "cors_forbidden",
+            "origin not allowed",
+        );
+    }
     if err.find::<warp::reject::MethodNotAllowed>().is_some() {
-        return error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route");
+        return error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route",
+        );
     }
     if err.find::<warp::reject::PayloadTooLarge>().is_some() {
-        return error_response(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large");
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body too large",
+        );
     }
     if err.find::<warp::reject::UnsupportedMediaType>().is_some() {
-        return error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "unsupported content type");
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "unsupported content type",
+        );
     }
     if let Some(e) = err.find::<warp::filters::body::BodyDeserializeError>() {
         let msg = format!("invalid body: {}", body_error_message(e));
         return error_response(StatusCode::BAD_REQUEST, "invalid_request", &msg);
     }
     if let Some(e) = err.find::<warp::reject::InvalidQuery>() {
-        return error_response(StatusCode::BAD_REQUEST, "invalid_request", &format!("invalid query string: {e}"));
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("invalid query string: {e}"),
+        );
     }
     if err.find::<warp::reject::LengthRequired>().is_some() {
-        return error_response(StatusCode::LENGTH_REQUIRED, "length_required", "content-length required");
+        return error_response(
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "content-length required",
+        );
     }
     if let Some(e) = err.find::<warp::reject::InvalidHeader>() {
         return error_response(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string());
@@ -134,13 +182,20 @@ pub fn rejection_response(err: &Rejection) -> Response {
         return error_response(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string());
     }
     tracing::error!(rejection = ?err, "unhandled rejection");
-    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal server error")
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "internal server error",
+    )
 }
 
 /// serde's message names the field (`unknown field `owner``, `invalid type: … at line 1 column 9`);
 /// keep it short and free of the input.
 fn body_error_message(e: &warp::filters::body::BodyDeserializeError) -> String {
     use std::error::Error as _;
-    let inner = e.source().map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+    let inner = e
+        .source()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| e.to_string());
     inner.chars().take(300).collect()
 }

@@ -71,7 +71,9 @@ impl FromStr for Alg {
         Alg::ALL
             .into_iter()
             .find(|a| a.as_str() == s)
-            .ok_or_else(|| format!("unsupported algorithm {s:?} (accepted: RS256, ES256, EdDSA, HS256)"))
+            .ok_or_else(|| {
+                format!("unsupported algorithm {s:?} (accepted: RS256, ES256, EdDSA, HS256)")
+            })
     }
 }
 
@@ -139,8 +141,16 @@ impl VerifyingKey {
         if family == KeyFamily::EcP256 && !is_p256(&jwk) {
             return Err(KeyError::UnsupportedPem);
         }
-        let thumbprint = jwk.thumbprint(ThumbprintHash::SHA256).map_err(|_| KeyError::UnsupportedPem)?;
-        Ok(Self { kid: None, alg: None, family, thumbprint, decoding })
+        let thumbprint = jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|_| KeyError::UnsupportedPem)?;
+        Ok(Self {
+            kid: None,
+            alg: None,
+            family,
+            thumbprint,
+            decoding,
+        })
     }
 
     /// Parses one JWK of a key set. Private members, if any, are ignored; symmetric (`oct`) keys
@@ -153,25 +163,41 @@ impl VerifyingKey {
             P::OctetKeyPair(p) if p.curve == jsonwebtoken::jwk::EllipticCurve::Ed25519 => {
                 KeyFamily::Ed25519
             }
-            _ => return Err(KeyError::Jwk("only RSA, EC P-256 and Ed25519 keys are accepted".into())),
+            _ => {
+                return Err(KeyError::Jwk(
+                    "only RSA, EC P-256 and Ed25519 keys are accepted".into(),
+                ));
+            }
         };
         let alg = match jwk.common.key_algorithm {
             None => None,
             Some(ka) => {
                 let alg: Alg = ka.to_string().parse().map_err(KeyError::Jwk)?;
                 if alg.family() != family {
-                    return Err(KeyError::Jwk(format!("alg {alg} does not fit the key type")));
+                    return Err(KeyError::Jwk(format!(
+                        "alg {alg} does not fit the key type"
+                    )));
                 }
                 Some(alg)
             }
         };
         if matches!(jwk.common.public_key_use, Some(ref u) if *u != jsonwebtoken::jwk::PublicKeyUse::Signature)
         {
-            return Err(KeyError::Jwk("key is not for signatures (use != sig)".into()));
+            return Err(KeyError::Jwk(
+                "key is not for signatures (use != sig)".into(),
+            ));
         }
         let decoding = DecodingKey::from_jwk(jwk).map_err(|e| KeyError::Jwk(e.to_string()))?;
-        let thumbprint = jwk.thumbprint(ThumbprintHash::SHA256).map_err(|e| KeyError::Jwk(e.to_string()))?;
-        Ok(Self { kid: jwk.common.key_id.clone(), alg, family, thumbprint, decoding })
+        let thumbprint = jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|e| KeyError::Jwk(e.to_string()))?;
+        Ok(Self {
+            kid: jwk.common.key_id.clone(),
+            alg,
+            family,
+            thumbprint,
+            decoding,
+        })
     }
 
     /// An HS256 shared secret (at least 32 bytes).
@@ -207,7 +233,10 @@ fn is_p256(jwk: &Jwk) -> bool {
 
 /// SHA-256 of a shared secret, hex encoded: how a secret is recognised without keeping it.
 pub fn secret_fingerprint(secret: &[u8]) -> String {
-    Sha256::digest(secret).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(secret)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The dev-only key material of `fixtures/`, recognised wherever its file lives: production
@@ -220,7 +249,8 @@ pub mod dev {
         "mpY3ryaN0OQbxVLVitjywIZfz4zxjHqZXC0Cpc9RsG4",
     ];
     /// SHA-256 (hex) of the fixture HS256 secret.
-    pub const SECRET_SHA256: &str = "a4cf73a6202e6f30df3c03b240e10de40e01e3065306158bdbe3346d803f0e6e";
+    pub const SECRET_SHA256: &str =
+        "a4cf73a6202e6f30df3c03b240e10de40e01e3065306158bdbe3346d803f0e6e";
 
     /// Whether a key with this thumbprint (or secret fingerprint) is a fixtures key.
     pub fn is_dev_key(thumbprint: &str) -> bool {
@@ -233,7 +263,11 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{}/../fixtures/keys/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        std::fs::read(format!(
+            "{}/../fixtures/keys/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -246,11 +280,19 @@ mod tests {
         ] {
             let key = VerifyingKey::from_pem(&fixture(file)).unwrap();
             assert_eq!(key.family, family, "{file}");
-            assert!(dev::is_dev_key(&key.thumbprint), "{file}: {}", key.thumbprint);
+            assert!(
+                dev::is_dev_key(&key.thumbprint),
+                "{file}: {}",
+                key.thumbprint
+            );
         }
         let secret = fixture("hs256-secret.txt");
         let key = VerifyingKey::from_secret(secret.trim_ascii()).unwrap();
-        assert!(dev::is_dev_key(&key.thumbprint), "secret: {}", key.thumbprint);
+        assert!(
+            dev::is_dev_key(&key.thumbprint),
+            "secret: {}",
+            key.thumbprint
+        );
     }
 
     #[test]
@@ -262,13 +304,19 @@ mod tests {
 
     #[test]
     fn short_secret_is_refused() {
-        assert!(matches!(VerifyingKey::from_secret(&[7; 31]), Err(KeyError::ShortSecret)));
+        assert!(matches!(
+            VerifyingKey::from_secret(&[7; 31]),
+            Err(KeyError::ShortSecret)
+        ));
         assert!(VerifyingKey::from_secret(&[7; 32]).is_ok());
     }
 
     #[test]
     fn garbage_pem_is_refused() {
-        assert!(VerifyingKey::from_pem(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").is_err());
+        assert!(
+            VerifyingKey::from_pem(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+                .is_err()
+        );
         assert!(VerifyingKey::from_pem(b"hello").is_err());
     }
 

@@ -22,8 +22,16 @@ impl AuthError {
     /// The RFC 6750 response.
     pub fn to_response(&self) -> Response {
         match self {
-            AuthError::Missing => crate::error::error_response(StatusCode::UNAUTHORIZED, "invalid_token", "missing token"),
-            AuthError::Unavailable => crate::error::error_response(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "verification keys unavailable"),
+            AuthError::Missing => crate::error::error_response(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "missing token",
+            ),
+            AuthError::Unavailable => crate::error::error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "verification keys unavailable",
+            ),
         }
     }
 }
@@ -47,7 +55,9 @@ pub struct Auth {
 impl Auth {
     /// Builds the verifier a service's `auth` settings describe.
     pub fn new(_settings: &AuthSettings, realm: &str) -> Result<Self, SetupError> {
-        Ok(Self { realm: realm.to_owned() })
+        Ok(Self {
+            realm: realm.to_owned(),
+        })
     }
     /// The realm of `WWW-Authenticate`.
     pub fn realm(&self) -> &str {

@@ -1,0 +1,190 @@
+//! What every service's `App` is made of: a bound listener, the assembled routes, the database,
+//! and the serving loop. Services build their routes and hand them here; `main` and the tests run
+//! the same [`App`].
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tokio::net::TcpListener;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+use super::config::{ConfigError, CorsSettings, ServerSettings};
+use super::storage::Database;
+
+/// A service ready to serve: its port is bound, its database open.
+pub struct App {
+    listener: TcpListener,
+    addr: SocketAddr,
+    routes: BoxedFilter<(Response,)>,
+    server: ServerSettings,
+    db: Option<Database>,
+}
+
+/// Binds `server.host:server.port`. A port in use is one line naming the port and the key.
+pub async fn bind(server: &ServerSettings, env_prefix: &str) -> Result<TcpListener, ConfigError> {
+    let addr = SocketAddr::new(server.host, server.port);
+    TcpListener::bind(addr).await.map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            ConfigError(format!(
+                "config error: server.port: {addr} is already in use (set server.port or {env_prefix}__SERVER__PORT)"
+            ))
+        } else {
+            ConfigError(format!("config error: server.host: cannot listen on {addr}: {e}"))
+        }
+    })
+}
+
+impl App {
+    /// Assembles a service: `api` (the service's own routes) and `ops` (the operational routes),
+    /// one rejection handler, CORS outermost.
+    pub fn new(
+        listener: TcpListener,
+        api: BoxedFilter<(Response,)>,
+        ops: BoxedFilter<(Response,)>,
+        server: ServerSettings,
+        cors: &CorsSettings,
+        db: Option<Database>,
+    ) -> io::Result<App> {
+        let addr = listener.local_addr()?;
+        let routes = ops
+            .or(api)
+            .unify()
+            .recover(crate::error::handle_rejection)
+            .unify()
+            .boxed();
+        let routes = super::cors::wrap(routes, cors);
+        Ok(App {
+            listener,
+            addr,
+            routes,
+            server,
+            db,
+        })
+    }
+
+    /// The bound port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until SIGINT or SIGTERM, lets in-flight requests finish, closes the database.
+    pub async fn run_until_stopped(self) {
+        self.run_until(super::server::shutdown_signal()).await;
+    }
+
+    /// Serves until `shutdown` resolves (tests), then stops gracefully.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        tracing::info!(addr = %self.addr, "listening");
+        super::server::serve(self.listener, self.routes, self.server, shutdown).await;
+        if let Some(db) = self.db {
+            db.close().await;
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// The `--config PATH` option every service binary takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// A TOML configuration file (default: config/<service>.toml when it exists).
+    #[arg(long, value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// Prints a configuration or startup error as one line on stderr and exits non-zero.
+pub fn exit_with(error: impl std::fmt::Display) -> ! {
+    eprintln!("{error}");
+    std::process::exit(2)
+}
+
+/// The whole `main` of a resource service: `--config`, settings, telemetry, build, serve until a
+/// stop signal. Every failure is one line on stderr and a non-zero exit.
+pub fn run_service<F, Fut>(
+    info: super::config::ServiceInfo,
+    local_auth: serde_json::Value,
+    build: F,
+) where
+    F: FnOnce(super::config::Settings) -> Fut,
+    Fut: Future<Output = anyhow::Result<App>>,
+{
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: ConfigArg,
+    }
+    let cli = Cli::parse();
+    let settings = super::config::Settings::load(&info, cli.config.config.as_deref(), local_auth)
+        .unwrap_or_else(|e| exit_with(e));
+    super::telemetry::init(&settings.log, settings.environment);
+    super::telemetry::record_build_info(info.name);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| exit_with(format!("cannot start the runtime: {e}")));
+    runtime.block_on(async move {
+        let app = build(settings)
+            .await
+            .unwrap_or_else(|e| exit_with(format!("{e:#}")));
+        app.run_until_stopped().await;
+    });
+}
+
+/// What a resource service's `build` starts from: the bound listener, the migrated database and
+/// the verifier its `auth` settings describe.
+pub struct Parts {
+    /// Bound to `server.host:server.port`.
+    pub listener: TcpListener,
+    /// Opened and migrated.
+    pub db: Database,
+    /// The verifier, realm = the service's name.
+    pub auth: crate::verify::Auth,
+}
+
+impl Parts {
+    /// Binds, opens and migrates the database (`sqlite` or `postgres` migrations by backend),
+    /// builds the verifier.
+    pub async fn prepare(
+        settings: &super::config::Settings,
+        info: &super::config::ServiceInfo,
+        sqlite: &sqlx::migrate::Migrator,
+        postgres: &sqlx::migrate::Migrator,
+    ) -> anyhow::Result<Parts> {
+        let listener = bind(&settings.server, info.env_prefix).await?;
+        let db = Database::connect(&settings.database, info.name).await?;
+        db.migrate(sqlite, postgres).await?;
+        let auth = crate::verify::Auth::new(&settings.auth, info.name)?;
+        Ok(Parts { listener, db, auth })
+    }
+
+    /// `/ready`'s checks: the database answers, the verification keys are loaded.
+    pub fn ready_checks(&self) -> Vec<super::ops::ReadyCheck> {
+        let db = self.db.clone();
+        let auth = self.auth.clone();
+        vec![
+            super::ops::ready_check(move || {
+                let db = db.clone();
+                async move { db.ping().await }
+            }),
+            super::ops::ready_check(move || {
+                let ready = auth.is_ready();
+                async move {
+                    if ready {
+                        Ok(())
+                    } else {
+                        Err("verification keys not loaded".to_owned())
+                    }
+                }
+            }),
+        ]
+    }
+}

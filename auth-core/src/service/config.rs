@@ -1,0 +1,601 @@
+//! Layered configuration: built-in defaults → the local environment's defaults (only when
+//! `environment = "local"`) → a TOML file (`--config PATH`, or `config/<service>.toml`) →
+//! environment variables with the service's prefix and `__` nesting (`TODO_API__AUTH__JWKS_URL`).
+//!
+//! A configuration error is one line naming the key; [`ConfigError`] displays as exactly that.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{VerifyingKey, dev};
+use crate::settings::AuthSettings;
+
+/// Where a service runs. The parse error lists the accepted values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// Convenient defaults for an engineer's machine (the default).
+    #[default]
+    Local,
+    /// Strict: every unsafe setting is refused at start.
+    Production,
+}
+
+/// What the plumbing needs to know about a service.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceInfo {
+    /// The service's name: binary, realm, log field, `config/<name>.toml`.
+    pub name: &'static str,
+    /// Prefix of its environment variables, without the trailing `__` (`TODO_API`).
+    pub env_prefix: &'static str,
+    /// Default port.
+    pub default_port: u16,
+}
+
+/// `server.*`: where and how the service listens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// `server.host` (default 127.0.0.1).
+    pub host: IpAddr,
+    /// `server.port` (0 picks a free port).
+    pub port: u16,
+    /// `server.max_connections`: connections served at once; more wait in the backlog (default 1024).
+    pub max_connections: usize,
+    /// `server.header_read_timeout_seconds`: a client must send its headers within this (default 10).
+    pub header_read_timeout_seconds: u64,
+    /// `server.max_header_bytes`: request line and headers together (default 16384; at least 8192).
+    pub max_header_bytes: usize,
+    /// `server.shutdown_timeout_seconds`: how long in-flight requests may take after a stop signal (default 30).
+    pub shutdown_timeout_seconds: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 0,
+            max_connections: 1024,
+            header_read_timeout_seconds: 10,
+            max_header_bytes: 16 * 1024,
+            shutdown_timeout_seconds: 30,
+        }
+    }
+}
+
+/// `log.*`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `log.level`: an `EnvFilter` directive (default `info`); `RUST_LOG` overrides it.
+    pub level: String,
+    /// `log.format`: `pretty`, `json`, or `auto` (the default: pretty locally, JSON in production).
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty locally, JSON in production.
+    Auto,
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `database.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `database.url`: `postgres://…` selects PostgreSQL; unset means a SQLite file
+    /// `<data_dir>/<service>.db`. A `sqlite://` URL names another file.
+    pub url: Option<SecretString>,
+    /// `database.data_dir`: where the SQLite file lives, created if missing (default `data`).
+    pub data_dir: PathBuf,
+    /// `database.max_connections` (default 8).
+    pub max_connections: u32,
+    /// `database.acquire_timeout_seconds`: a request waits at most this for a connection (default 5).
+    pub acquire_timeout_seconds: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            data_dir: PathBuf::from("data"),
+            max_connections: 8,
+            acquire_timeout_seconds: 5,
+        }
+    }
+}
+
+/// `cors.*`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsSettings {
+    /// `cors.allowed_origins`: exact origins (`https://app.example.com`). None by default in
+    /// production; the local stack's loopback origins locally.
+    pub allowed_origins: Vec<String>,
+}
+
+/// The settings of a resource service: the sections every service shares. A service with more
+/// (token-service) embeds these sections in its own type.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// `environment`: `local` (the default) or `production`.
+    pub environment: Environment,
+    /// `server.*`.
+    pub server: ServerSettings,
+    /// `log.*`.
+    pub log: LogSettings,
+    /// `database.*`.
+    pub database: DatabaseSettings,
+    /// `cors.*`.
+    pub cors: CorsSettings,
+    /// `auth.*`.
+    pub auth: AuthSettings,
+}
+
+impl Settings {
+    /// Loads a resource service's settings (see [`load`]) and applies the production rules.
+    /// `local_auth` holds the local environment's `auth` defaults (issuer, audience, key URL).
+    pub fn load(
+        info: &ServiceInfo,
+        config_path: Option<&Path>,
+        local_auth: serde_json::Value,
+    ) -> Result<Self, ConfigError> {
+        let defaults = serde_json::json!({ "server": { "port": info.default_port } });
+        let local = serde_json::json!({
+            "auth": local_auth,
+            "cors": { "allowed_origins": local_cors_origins() },
+        });
+        let settings: Settings = load(info, config_path, defaults, local)?;
+        if settings.environment == Environment::Production {
+            check_auth_for_production(&settings.auth)?;
+        }
+        Ok(settings)
+    }
+}
+
+/// A configuration error: one line, naming the key.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    /// An error about `key`.
+    pub fn key(key: &str, message: impl fmt::Display) -> Self {
+        Self(format!("config error: {key}: {message}"))
+    }
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        // figment's own text names the key (`invalid type … for key "default.auth.leeway_seconds"`);
+        // keep the first error only, on one line.
+        let key = e.path.join(".");
+        let mut kind = e.kind.to_string();
+        kind.retain(|c| c != '\n');
+        if key.is_empty() {
+            Self(format!("config error: {kind}"))
+        } else {
+            Self::key(&key, kind)
+        }
+    }
+}
+
+/// Loads a service's settings: `defaults` (the service's built-in defaults, complete),
+/// `local_defaults` (merged over them only in the local environment), the TOML file, then the
+/// environment.
+pub fn load<T: DeserializeOwned>(
+    info: &ServiceInfo,
+    config_path: Option<&Path>,
+    defaults: impl Serialize,
+    local_defaults: impl Serialize,
+) -> Result<T, ConfigError> {
+    let file = match config_path {
+        Some(path) if !path.exists() => {
+            return Err(ConfigError(format!(
+                "config error: --config {}: no such file",
+                path.display()
+            )));
+        }
+        Some(path) => Some(path.to_path_buf()),
+        None => {
+            let default = PathBuf::from(format!("config/{}.toml", info.name));
+            default.exists().then_some(default)
+        }
+    };
+    let user = |fig: Figment| {
+        let fig = match &file {
+            Some(path) => fig.merge(Toml::file_exact(path)),
+            None => fig,
+        };
+        fig.merge(
+            Env::prefixed(&format!("{}__", info.env_prefix))
+                .split("__")
+                .lowercase(true),
+        )
+    };
+
+    #[derive(Deserialize)]
+    struct Env0 {
+        #[serde(default)]
+        environment: Environment,
+    }
+    let env: Env0 = user(Figment::new()).extract()?;
+
+    let mut fig = Figment::from(Serialized::defaults(defaults));
+    if env.environment == Environment::Local {
+        fig = fig.merge(Serialized::defaults(local_defaults));
+    }
+    Ok(user(fig).extract()?)
+}
+
+/// The production rules for the `auth` section: verification on, issuer and audience set, a key
+/// source that is not a fixtures key and is fetched over https (or loopback). Returns the first
+/// offending key.
+pub fn check_auth_for_production(auth: &AuthSettings) -> Result<(), ConfigError> {
+    if !auth.enabled {
+        return Err(ConfigError::key(
+            "auth.enabled",
+            "verification-off mode is not allowed in production",
+        ));
+    }
+    if auth.issuer.as_deref().is_none_or(str::is_empty) {
+        return Err(ConfigError::key("auth.issuer", "required in production"));
+    }
+    if auth.audience.is_empty() {
+        return Err(ConfigError::key("auth.audience", "required in production"));
+    }
+    let sources = [
+        auth.jwks_url.is_some(),
+        auth.discovery_url.is_some(),
+        auth.public_key.is_some(),
+        auth.secret.is_some(),
+        auth.secret_file.is_some(),
+    ];
+    if !sources.contains(&true) {
+        return Err(ConfigError::key(
+            "auth.jwks_url",
+            "a key source is required in production (auth.jwks_url, auth.discovery_url, auth.public_key or auth.secret)",
+        ));
+    }
+    for (key, url) in [
+        ("auth.jwks_url", &auth.jwks_url),
+        ("auth.discovery_url", &auth.discovery_url),
+    ] {
+        if let Some(url) = url {
+            check_url_for_production(key, url)?;
+        }
+    }
+    if let Some(pk) = &auth.public_key {
+        if pk.contains("://") {
+            check_url_for_production("auth.public_key", pk)?;
+        } else {
+            check_not_dev_public_key("auth.public_key", Path::new(pk))?;
+        }
+    }
+    if let Some(secret) = &auth.secret {
+        check_not_dev_secret("auth.secret", secret.expose_secret().as_bytes())?;
+    }
+    if let Some(path) = &auth.secret_file {
+        let bytes = std::fs::read(path).map_err(|e| {
+            ConfigError::key("auth.secret_file", format!("cannot read {path}: {e}"))
+        })?;
+        check_not_dev_secret("auth.secret_file", bytes.trim_ascii())?;
+    }
+    Ok(())
+}
+
+/// `https://`, or `http://` to a loopback host only.
+pub fn check_url_for_production(key: &str, url: &str) -> Result<(), ConfigError> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| ConfigError::key(key, format!("not a URL: {e}")))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(&parsed) => Ok(()),
+        "http" => Err(ConfigError::key(
+            key,
+            "must be https:// in production (http:// only to a loopback address)",
+        )),
+        other => Err(ConfigError::key(
+            key,
+            format!("unsupported scheme {other:?}"),
+        )),
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or("");
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses a PEM public key or certificate that is one of the fixtures keys, wherever it lives.
+pub fn check_not_dev_public_key(key: &str, path: &Path) -> Result<(), ConfigError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", path.display())))?;
+    if let Ok(k) = VerifyingKey::from_pem(&pem) {
+        if dev::is_dev_key(&k.thumbprint) {
+            return Err(ConfigError::key(
+                key,
+                format!(
+                    "{} is a dev-only fixtures key, refused in production",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses the fixtures HS256 secret.
+pub fn check_not_dev_secret(key: &str, secret: &[u8]) -> Result<(), ConfigError> {
+    if dev::is_dev_key(&crate::keys::secret_fingerprint(secret)) {
+        return Err(ConfigError::key(
+            key,
+            "the dev-only fixtures secret is refused in production",
+        ));
+    }
+    Ok(())
+}
+
+/// The loopback origins of the local stack (the three services and common dev front-end ports).
+pub fn local_cors_origins() -> Vec<String> {
+    let mut v = Vec::new();
+    for port in [3000, 3001, 4000, 5173, 8080] {
+        v.push(format!("http://127.0.0.1:{port}"));
+        v.push(format!("http://localhost:{port}"));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    const INFO: ServiceInfo = ServiceInfo {
+        name: "demo-api",
+        env_prefix: "DEMO_API",
+        default_port: 3999,
+    };
+
+    fn local_auth() -> serde_json::Value {
+        serde_json::json!({
+            "issuer": "http://127.0.0.1:4000",
+            "audience": ["demo-api"],
+            "jwks_url": "http://127.0.0.1:4000/.well-known/jwks.json",
+        })
+    }
+
+    fn load_err(jail: &Jail) -> String {
+        let _ = jail;
+        Settings::load(&INFO, None, local_auth())
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn fixture(name: &str) -> String {
+        format!("{}/../fixtures/keys/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn no_config_gives_the_local_defaults() {
+        Jail::expect_with(|_| {
+            let s = Settings::load(&INFO, None, local_auth()).unwrap();
+            assert_eq!(s.environment, Environment::Local);
+            assert_eq!(s.server.port, 3999);
+            assert_eq!(s.server.host.to_string(), "127.0.0.1");
+            assert_eq!(s.auth.issuer.as_deref(), Some("http://127.0.0.1:4000"));
+            assert_eq!(s.auth.audience, vec!["demo-api"]);
+            assert!(s.auth.enabled);
+            assert_eq!(s.auth.leeway_seconds, 30);
+            assert!(
+                s.cors
+                    .allowed_origins
+                    .contains(&"http://127.0.0.1:3000".to_owned())
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_dir("config")?;
+            jail.create_file(
+                "config/demo-api.toml",
+                "[server]\nport = 1234\n[auth]\nleeway_seconds = 5\n",
+            )?;
+            jail.set_env("DEMO_API__AUTH__JWKS_URL", "http://127.0.0.1:9/jwks.json");
+            jail.set_env("DEMO_API__AUTH__AUDIENCE", "a,b");
+            let s = Settings::load(&INFO, None, local_auth()).unwrap();
+            assert_eq!(s.server.port, 1234);
+            assert_eq!(s.auth.leeway_seconds, 5);
+            assert_eq!(
+                s.auth.jwks_url.as_deref(),
+                Some("http://127.0.0.1:9/jwks.json")
+            );
+            assert_eq!(s.auth.audience, vec!["a", "b"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn explicit_config_path_must_exist() {
+        Jail::expect_with(|_| {
+            let e = Settings::load(&INFO, Some(Path::new("nope.toml")), local_auth()).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "config error: --config nope.toml: no such file"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_the_key_on_one_line() {
+        Jail::expect_with(|jail| {
+            jail.set_env("DEMO_API__ENVIRONMENT", "staging");
+            let e = load_err(jail);
+            assert!(e.starts_with("config error: environment:"), "{e}");
+            assert!(
+                e.contains("local") && e.contains("production"),
+                "lists accepted values: {e}"
+            );
+            assert!(!e.contains('\n'));
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("DEMO_API__AUTH__LEEWAY_SECONDS", "soon");
+            assert!(load_err(jail).starts_with("config error: auth.leeway_seconds:"));
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("DEMO_API__AUTH__NO_SUCH_KEY", "1");
+            let e = load_err(jail);
+            assert!(e.contains("no_such_key"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn production_with_nothing_else_names_the_first_missing_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("DEMO_API__ENVIRONMENT", "production");
+            assert_eq!(
+                load_err(jail),
+                "config error: auth.issuer: required in production"
+            );
+            jail.set_env("DEMO_API__AUTH__ISSUER", "https://id.example.com");
+            assert_eq!(
+                load_err(jail),
+                "config error: auth.audience: required in production"
+            );
+            jail.set_env("DEMO_API__AUTH__AUDIENCE", "demo-api");
+            assert!(
+                load_err(jail).starts_with("config error: auth.jwks_url: a key source is required")
+            );
+            jail.set_env(
+                "DEMO_API__AUTH__JWKS_URL",
+                "https://id.example.com/jwks.json",
+            );
+            let s = Settings::load(&INFO, None, local_auth()).unwrap();
+            assert!(
+                s.cors.allowed_origins.is_empty(),
+                "no CORS origins by default in production"
+            );
+            Ok(())
+        });
+    }
+
+    fn production(jail: &mut Jail) {
+        jail.set_env("DEMO_API__ENVIRONMENT", "production");
+        jail.set_env("DEMO_API__AUTH__ISSUER", "https://id.example.com");
+        jail.set_env("DEMO_API__AUTH__AUDIENCE", "demo-api");
+    }
+
+    #[test]
+    fn production_refuses_unsafe_settings() {
+        Jail::expect_with(|jail| {
+            production(jail);
+            jail.set_env(
+                "DEMO_API__AUTH__JWKS_URL",
+                "https://id.example.com/jwks.json",
+            );
+            jail.set_env("DEMO_API__AUTH__ENABLED", "false");
+            assert!(
+                load_err(jail).starts_with("config error: auth.enabled: verification-off mode")
+            );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            production(jail);
+            jail.set_env(
+                "DEMO_API__AUTH__JWKS_URL",
+                "http://id.example.com/jwks.json",
+            );
+            assert!(load_err(jail).starts_with("config error: auth.jwks_url: must be https://"));
+            jail.set_env(
+                "DEMO_API__AUTH__JWKS_URL",
+                "http://127.0.0.1:4000/jwks.json",
+            );
+            assert!(
+                Settings::load(&INFO, None, local_auth()).is_ok(),
+                "loopback http is allowed"
+            );
+            Ok(())
+        });
+        for file in [
+            "rsa-cert.pem",
+            "rsa-public.pem",
+            "ec-public.pem",
+            "ed25519-public.pem",
+        ] {
+            Jail::expect_with(|jail| {
+                production(jail);
+                // A copy elsewhere is recognised by its thumbprint, not its path.
+                let copy = jail.directory().join("innocent.pem");
+                std::fs::copy(fixture(file), &copy).unwrap();
+                jail.set_env("DEMO_API__AUTH__PUBLIC_KEY", copy.display());
+                let e = load_err(jail);
+                assert!(
+                    e.starts_with("config error: auth.public_key:") && e.contains("dev-only"),
+                    "{file}: {e}"
+                );
+                Ok(())
+            });
+        }
+        Jail::expect_with(|jail| {
+            production(jail);
+            let secret = std::fs::read_to_string(fixture("hs256-secret.txt")).unwrap();
+            jail.set_env("DEMO_API__AUTH__SECRET", secret.trim());
+            assert!(
+                load_err(jail)
+                    .starts_with("config error: auth.secret: the dev-only fixtures secret")
+            );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            production(jail);
+            let copy = jail.directory().join("s.txt");
+            std::fs::copy(fixture("hs256-secret.txt"), &copy).unwrap();
+            jail.set_env("DEMO_API__AUTH__SECRET_FILE", copy.display());
+            assert!(
+                load_err(jail)
+                    .starts_with("config error: auth.secret_file: the dev-only fixtures secret")
+            );
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,27 @@
+//! CORS for browser clients: exact allowed origins only. A preflight `OPTIONS` is answered by the
+//! CORS layer itself, before any route or auth filter runs (a preflight carries no token).
+
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::{Reply, Response};
+
+use super::config::CorsSettings;
+
+/// Wraps `routes` with CORS when any origin is allowed; with none, no CORS headers are sent and
+/// browsers keep cross-origin pages out.
+pub fn wrap(routes: BoxedFilter<(Response,)>, settings: &CorsSettings) -> BoxedFilter<(Response,)> {
+    if settings.allowed_origins.is_empty() {
+        return routes;
+    }
+    let cors = warp::cors()
+        .allow_origins(settings.allowed_origins.iter().map(String::as_str))
+        .allow_methods(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+        .allow_headers(["authorization", "content-type"])
+        .max_age(600);
+    routes
+        .with(cors)
+        .map(Reply::into_response)
+        .recover(crate::error::handle_rejection)
+        .unify()
+        .boxed()
+}

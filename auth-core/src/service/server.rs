@@ -1,0 +1,180 @@
+//! The serving loop: hyper-util's auto (HTTP/1 + HTTP/2) connection builder driving a warp
+//! filter, because warp 0.4's own `serve` has no header-size limit, no read timeout, no
+//! connection cap and keeps the client address private.
+//!
+//! Every request gets two extensions before the filter runs: [`PeerAddr`] (the socket peer, for
+//! per-IP throttling) and a [`CallerSlot`] (filled by the auth filters, read by the request log).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower_service::Service;
+use warp::Filter;
+use warp::reply::{Reply, Response};
+
+use super::config::ServerSettings;
+use crate::caller::CallerSlot;
+
+/// The socket peer of a request's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// A filter extracting the peer address (always present under [`serve`]).
+pub fn peer_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Clone {
+    warp::ext::optional::<PeerAddr>().map(|p: Option<PeerAddr>| p.map(|p| p.0))
+}
+
+/// A filter extracting the request's caller slot (for the auth filters).
+pub fn caller_slot() -> impl Filter<Extract = (Option<CallerSlot>,), Error = Infallible> + Clone {
+    warp::ext::optional::<CallerSlot>()
+}
+
+/// Serves `filter` on `listener` until `shutdown` resolves, then lets in-flight requests finish
+/// (up to `server.shutdown_timeout_seconds`).
+pub async fn serve<F>(
+    listener: TcpListener,
+    filter: F,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: Filter + Clone + Send + Sync + 'static,
+    F::Extract: Reply,
+    F::Future: Send,
+{
+    let limit = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let header_timeout = Duration::from_secs(settings.header_read_timeout_seconds.max(1));
+    let max_header = settings.max_header_bytes.max(8192);
+    loop {
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off a moment instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = hyper_util::service::TowerToHyperService::new(RequestService {
+            inner: warp::service(filter.clone()),
+            peer,
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_buf_size(max_header);
+        builder
+            .http2()
+            .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX));
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let grace = Duration::from_secs(settings.shutdown_timeout_seconds);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests still running after the shutdown timeout; closing");
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("stop signal received, finishing in-flight requests");
+}
+
+/// Wraps warp's service: adds the request extensions and writes the request log line.
+#[derive(Clone)]
+struct RequestService<S> {
+    inner: S,
+    peer: SocketAddr,
+}
+
+impl<S, B> Service<http::Request<B>> for RequestService<S>
+where
+    S: Service<http::Request<B>, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let start = Instant::now();
+        let slot = CallerSlot::default();
+        req.extensions_mut().insert(slot.clone());
+        req.extensions_mut().insert(PeerAddr(self.peer));
+        let method = req.method().clone();
+        // The path only: a query string may carry anything, a token included.
+        let path: String = req.uri().path().chars().take(256).collect();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await?;
+            tracing::info!(
+                target: "access",
+                method = %method,
+                path = %path,
+                status = res.status().as_u16(),
+                latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+                sub = slot.get(),
+                "request"
+            );
+            Ok(res)
+        })
+    }
+}

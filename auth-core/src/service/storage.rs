@@ -1,0 +1,189 @@
+//! Storage: one sqlx `AnyPool` on SQLite (the default: a file under the data directory, created
+//! if missing, WAL mode, bundled SQLite) or PostgreSQL (a `postgres://` URL), and migrations with
+//! one set per backend. Queries use `$1`-style placeholders, which both backends accept, and
+//! portable types (TEXT, BIGINT, BOOLEAN), so one query text serves both.
+
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+use super::config::DatabaseSettings;
+
+/// Which database a pool talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// Why storage could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The URL is neither `sqlite:` nor `postgres:`.
+    #[error("database.url: unsupported scheme (use postgres:// or sqlite://)")]
+    Scheme,
+    /// The data directory could not be created.
+    #[error("database.data_dir: cannot create {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Connecting failed.
+    #[error("database: cannot connect: {0}")]
+    Connect(sqlx::Error),
+    /// A migration failed.
+    #[error("database: migration failed: {0}")]
+    Migrate(sqlx::migrate::MigrateError),
+}
+
+/// A connection pool and its backend.
+#[derive(Debug, Clone)]
+pub struct Database {
+    /// The pool; queries use `$1` placeholders.
+    pub pool: AnyPool,
+    /// The backend behind it.
+    pub backend: Backend,
+}
+
+impl Database {
+    /// Opens the database `settings` name, for `service` (the SQLite file is `<data_dir>/<service>.db`).
+    pub async fn connect(
+        settings: &DatabaseSettings,
+        service: &str,
+    ) -> Result<Database, StorageError> {
+        install_default_drivers();
+        let url = match &settings.url {
+            Some(url) => url.expose_secret().to_owned(),
+            None => {
+                let dir = &settings.data_dir;
+                std::fs::create_dir_all(dir).map_err(|source| StorageError::DataDir {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+                sqlite_url(&dir.join(format!("{service}.db")))
+            }
+        };
+        Self::connect_url(
+            &url,
+            settings.max_connections,
+            Duration::from_secs(settings.acquire_timeout_seconds),
+        )
+        .await
+    }
+
+    /// Opens a database by URL.
+    pub async fn connect_url(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Database, StorageError> {
+        install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StorageError::Scheme);
+        };
+        let mut options = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(acquire_timeout);
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(url).await.map_err(StorageError::Connect)?;
+        if backend == Backend::Sqlite {
+            // WAL is a property of the file: set once, kept.
+            pool.execute("PRAGMA journal_mode = WAL;")
+                .await
+                .map_err(StorageError::Connect)?;
+        }
+        Ok(Database { pool, backend })
+    }
+
+    /// Runs the migrations of the pool's backend.
+    pub async fn migrate(
+        &self,
+        sqlite: &Migrator,
+        postgres: &Migrator,
+    ) -> Result<(), StorageError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => sqlite,
+            Backend::Postgres => postgres,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(StorageError::Migrate)
+    }
+
+    /// Readiness: a connection can be had and answers a query.
+    pub async fn ping(&self) -> Result<(), String> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "database unreachable");
+                "database unreachable".to_owned()
+            })
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A `sqlite://` URL for a file, created if missing.
+pub fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+/// For tests: a fresh, empty PostgreSQL database on the server of `TEST_DATABASE_URL`, or `None`
+/// (with a line on stderr saying the PostgreSQL tests are skipped) when it is not set.
+pub async fn test_postgres_url(test: &str) -> Option<String> {
+    let Ok(base) = std::env::var("TEST_DATABASE_URL") else {
+        eprintln!("TEST_DATABASE_URL not set: skipping PostgreSQL test {test}");
+        return None;
+    };
+    install_default_drivers();
+    let name = format!("t_{}", uuid_like());
+    let admin = sqlx::AnyPool::connect(&base).await.ok()?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .ok()?;
+    admin.close().await;
+    let (prefix, _) = base.rsplit_once('/')?;
+    Some(format!("{prefix}/{name}"))
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}

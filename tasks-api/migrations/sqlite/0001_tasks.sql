@@ -1,0 +1,11 @@
+CREATE TABLE tasks (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner       TEXT    NOT NULL,
+    title       TEXT    NOT NULL,
+    description TEXT,
+    due         TEXT,
+    done        BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at  TEXT    NOT NULL,
+    updated_at  TEXT    NOT NULL
+);
+CREATE INDEX tasks_owner ON tasks (owner, id);

@@ -1,0 +1,9 @@
+CREATE TABLE todos (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    title       TEXT    NOT NULL,
+    done        BOOLEAN NOT NULL DEFAULT FALSE,
+    created_by  TEXT    NOT NULL,
+    created_at  TEXT    NOT NULL,
+    updated_at  TEXT    NOT NULL
+);
+CREATE INDEX todos_done ON todos (done, id);
