@@ -178,3 +178,88 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    async fn start<F>(filter: F, settings: ServerSettings) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>)
+    where
+        F: Filter + Clone + Send + Sync + 'static,
+        F::Extract: Reply,
+        F::Future: Send,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(serve(listener, filter, settings, async move {
+            let _ = rx.await;
+        }));
+        (addr, tx, handle)
+    }
+
+    #[tokio::test]
+    async fn filters_see_the_peer_address() {
+        let route = peer_addr().map(|p: Option<SocketAddr>| p.map(|a| a.ip().to_string()).unwrap_or_default());
+        let (addr, _stop, _h) = start(route, ServerSettings::default()).await;
+        let body = reqwest::get(format!("http://{addr}/")).await.unwrap().text().await.unwrap();
+        assert_eq!(body, "127.0.0.1");
+    }
+
+    #[tokio::test]
+    async fn in_flight_requests_finish_after_the_stop_signal() {
+        // The handler waits for a release we control: no sleeping.
+        let (release_tx, release_rx) = oneshot::channel::<()>();
+        let release = Arc::new(Mutex::new(Some(release_rx)));
+        let (entered_tx, entered_rx) = oneshot::channel::<()>();
+        let entered = Arc::new(Mutex::new(Some(entered_tx)));
+        let route = warp::any().then(move || {
+            let release = release.lock().unwrap().take();
+            let entered = entered.lock().unwrap().take();
+            async move {
+                if let Some(e) = entered {
+                    let _ = e.send(());
+                }
+                if let Some(r) = release {
+                    let _ = r.await;
+                }
+                "finished"
+            }
+        });
+        let (addr, stop, handle) = start(route, ServerSettings::default()).await;
+        let request = tokio::spawn(async move { reqwest::get(format!("http://{addr}/")).await.unwrap().text().await.unwrap() });
+        entered_rx.await.unwrap();
+        stop.send(()).unwrap();
+        // The listener closes, but the in-flight request is still being served.
+        assert!(!handle.is_finished());
+        release_tx.send(()).unwrap();
+        assert_eq!(request.await.unwrap(), "finished");
+        handle.await.unwrap();
+        assert!(TcpStream::connect(addr).await.is_err(), "listener closed after shutdown");
+    }
+
+    use tokio::net::TcpStream;
+
+    async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn oversized_headers_are_refused() {
+        let (addr, _stop, _h) = start(warp::any().map(|| "ok"), ServerSettings::default()).await;
+        let big = "a".repeat(64 * 1024);
+        let res = raw(addr, format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\nconnection: close\r\n\r\n").as_bytes()).await;
+        assert!(res.starts_with("HTTP/1.1 431"), "{res}");
+        let ok = raw(addr, b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    }
+}
