@@ -71,6 +71,11 @@ impl App {
         self.addr.port()
     }
 
+    /// The service's database.
+    pub fn database(&self) -> Option<&Database> {
+        self.db.as_ref()
+    }
+
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -159,6 +164,7 @@ impl Parts {
         sqlite: &sqlx::migrate::Migrator,
         postgres: &sqlx::migrate::Migrator,
     ) -> anyhow::Result<Parts> {
+        super::telemetry::record_build_info(info.name);
         let listener = bind(&settings.server, info.env_prefix).await?;
         let db = Database::connect(&settings.database, info.name).await?;
         db.migrate(sqlite, postgres).await?;

@@ -17,3 +17,4 @@ pub mod ops;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod testing;

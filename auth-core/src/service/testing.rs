@@ -1,0 +1,201 @@
+//! Helpers for the integration tests of services: spawn the real app on port 0, check the
+//! operational routes, run a service binary and read its one-line config error. No mocks here:
+//! tests drive the same `App` that `main` runs.
+
+use std::path::Path;
+use std::process::Command;
+
+use tokio::sync::oneshot;
+
+use super::app::App;
+use super::config::{DatabaseSettings, Settings};
+
+/// A running app on 127.0.0.1 and a client for it. Dropping it stops the app.
+pub struct Spawned {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// The bound port.
+    pub port: u16,
+    /// A client that follows no redirects.
+    pub client: reqwest::Client,
+    /// The app's database, for tests that take it away.
+    pub db: Option<super::storage::Database>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Spawned {
+    /// Stops the app gracefully and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+
+    /// `GET {address}{path}`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.address)).send().await.expect("request failed")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Serves `app` in the background.
+pub fn spawn(app: App) -> Spawned {
+    let port = app.port();
+    let db = app.database().cloned();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .expect("client");
+    Spawned { address: format!("http://127.0.0.1:{port}"), port, client, db, stop: Some(tx), handle: Some(handle) }
+}
+
+/// Local-environment settings for a test: port 0, the SQLite file in `data_dir` (or the
+/// PostgreSQL database `database_url`), the `auth` section given.
+pub fn settings(data_dir: &Path, database_url: Option<String>, auth: crate::settings::AuthSettings) -> Settings {
+    Settings {
+        database: DatabaseSettings {
+            data_dir: data_dir.to_path_buf(),
+            url: database_url.map(Into::into),
+            ..DatabaseSettings::default()
+        },
+        auth,
+        ..Settings::default()
+    }
+}
+
+/// Asserts the four operational routes answer as documented: `/health` 200, `/ready` 200,
+/// `/metrics` valid Prometheus text with `build_info`, `/openapi.json` OpenAPI 3.1.
+pub async fn assert_operational_routes(app: &Spawned) {
+    let health = app.get("/health").await;
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.json::<serde_json::Value>().await.unwrap()["status"], "ok");
+
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.json::<serde_json::Value>().await.unwrap()["status"], "ready");
+
+    let metrics = app.get("/metrics").await;
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = metrics.text().await.unwrap();
+    assert_prometheus_text(&text);
+    assert!(text.lines().any(|l| l.starts_with("build_info{")), "build_info gauge missing:\n{text}");
+
+    let doc = app.get("/openapi.json").await;
+    assert_eq!(doc.status(), 200);
+    let doc: serde_json::Value = doc.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap_or("").starts_with("3.1"), "not OpenAPI 3.1: {}", doc["openapi"]);
+    for path in ["/health", "/ready", "/metrics", "/openapi.json"] {
+        assert!(doc["paths"][path]["get"].is_object(), "{path} missing from the OpenAPI document");
+    }
+}
+
+/// Asserts `text` is valid Prometheus text exposition: every line a comment (`# HELP`/`# TYPE`
+/// with a metric name) or `name{labels} value` with a numeric value.
+pub fn assert_prometheus_text(text: &str) {
+    fn valid_name(n: &str) -> bool {
+        let mut chars = n.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let kind = parts.next().unwrap_or("");
+            let name = parts.next().unwrap_or("");
+            assert!(matches!(kind, "HELP" | "TYPE"), "bad comment line: {line}");
+            assert!(valid_name(name), "bad metric name in: {line}");
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        let name = series.split('{').next().unwrap_or("");
+        assert!(valid_name(name), "bad metric name in: {line}");
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')), "bad labels: {line}");
+        }
+        assert!(
+            value.parse::<f64>().is_ok() || matches!(value, "+Inf" | "-Inf" | "NaN"),
+            "bad value in: {line}"
+        );
+    }
+}
+
+/// Runs a service binary with `env` (and nothing inherited from the caller's service
+/// variables) in `dir`, expecting it to refuse to start: returns its stderr, asserting a
+/// non-zero exit and exactly one line.
+pub fn expect_config_error(exe: &Path, dir: &Path, env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(exe);
+    cmd.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.contains("__") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env_remove("RUST_LOG");
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().expect("run the service binary");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "expected a non-zero exit, stderr: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "expected one line on stderr, got: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr.trim_end().to_owned()
+}
+
+/// Asserts a service binary refuses to start in production with nothing else configured, with
+/// verification off, and with a fixtures key copied to another path: each one line naming the key.
+pub fn assert_production_refusals(exe: &Path, env_prefix: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let var = |k: &str| format!("{env_prefix}__{k}");
+    let (environment, issuer, audience) = (var("ENVIRONMENT"), var("AUTH__ISSUER"), var("AUTH__AUDIENCE"));
+    let (enabled, jwks, public_key) = (var("AUTH__ENABLED"), var("AUTH__JWKS_URL"), var("AUTH__PUBLIC_KEY"));
+
+    let e = expect_config_error(exe, dir.path(), &[(&environment, "production")]);
+    assert_eq!(e, "config error: auth.issuer: required in production");
+
+    let base = [(environment.as_str(), "production"), (issuer.as_str(), "https://id.example.com"), (audience.as_str(), "api")];
+    let mut env = base.to_vec();
+    env.extend([(jwks.as_str(), "https://id.example.com/jwks.json"), (enabled.as_str(), "false")]);
+    let e = expect_config_error(exe, dir.path(), &env);
+    assert!(e.starts_with("config error: auth.enabled:"), "{e}");
+
+    let copy = dir.path().join("not-a-fixture.pem");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/keys/rsa-cert.pem"), &copy).expect("copy");
+    let copy = copy.display().to_string();
+    let mut env = base.to_vec();
+    env.push((public_key.as_str(), &copy));
+    let e = expect_config_error(exe, dir.path(), &env);
+    assert!(e.starts_with("config error: auth.public_key:") && e.contains("dev-only"), "{e}");
+
+    let mut env = base.to_vec();
+    env.push((jwks.as_str(), "http://id.example.com/jwks.json"));
+    let e = expect_config_error(exe, dir.path(), &env);
+    assert!(e.starts_with("config error: auth.jwks_url: must be https://"), "{e}");
+}
+
+/// Asserts `/ready` is 200, then 503 with a JSON reason once the service's database is
+/// unavailable (its pool closed under it).
+pub async fn assert_ready_fails_without_the_database(app: &Spawned) {
+    assert_eq!(app.get("/ready").await.status(), 200);
+    app.db.as_ref().expect("the app has a database").close().await;
+    let res = app.get("/ready").await;
+    assert_eq!(res.status(), 503);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["reason"], "database unreachable");
+}

@@ -1,0 +1,4 @@
+//! Integration tests of tasks-api: the real app on port 0.
+
+mod helpers;
+mod operational;

@@ -1,0 +1,20 @@
+use auth_core::service::testing;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn answers_the_operational_routes_with_default_settings() {
+    let t = spawn_app().await;
+    testing::assert_operational_routes(&t.app).await;
+}
+
+#[tokio::test]
+async fn ready_is_503_without_the_database() {
+    let t = spawn_app().await;
+    testing::assert_ready_fails_without_the_database(&t.app).await;
+}
+
+#[test]
+fn production_refuses_unsafe_config_with_one_line() {
+    testing::assert_production_refusals(env!("CARGO_BIN_EXE_tasks-api").as_ref(), tasks_api::INFO.env_prefix);
+}
