@@ -188,7 +188,10 @@ mod tests {
 
     use super::*;
 
-    async fn start<F>(filter: F, settings: ServerSettings) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>)
+    async fn start<F>(
+        filter: F,
+        settings: ServerSettings,
+    ) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>)
     where
         F: Filter + Clone + Send + Sync + 'static,
         F::Extract: Reply,
@@ -205,9 +208,15 @@ mod tests {
 
     #[tokio::test]
     async fn filters_see_the_peer_address() {
-        let route = peer_addr().map(|p: Option<SocketAddr>| p.map(|a| a.ip().to_string()).unwrap_or_default());
+        let route = peer_addr()
+            .map(|p: Option<SocketAddr>| p.map(|a| a.ip().to_string()).unwrap_or_default());
         let (addr, _stop, _h) = start(route, ServerSettings::default()).await;
-        let body = reqwest::get(format!("http://{addr}/")).await.unwrap().text().await.unwrap();
+        let body = reqwest::get(format!("http://{addr}/"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert_eq!(body, "127.0.0.1");
     }
 
@@ -232,7 +241,14 @@ mod tests {
             }
         });
         let (addr, stop, handle) = start(route, ServerSettings::default()).await;
-        let request = tokio::spawn(async move { reqwest::get(format!("http://{addr}/")).await.unwrap().text().await.unwrap() });
+        let request = tokio::spawn(async move {
+            reqwest::get(format!("http://{addr}/"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
         entered_rx.await.unwrap();
         stop.send(()).unwrap();
         // The listener closes, but the in-flight request is still being served.
@@ -240,7 +256,10 @@ mod tests {
         release_tx.send(()).unwrap();
         assert_eq!(request.await.unwrap(), "finished");
         handle.await.unwrap();
-        assert!(TcpStream::connect(addr).await.is_err(), "listener closed after shutdown");
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "listener closed after shutdown"
+        );
     }
 
     use tokio::net::TcpStream;
@@ -257,9 +276,18 @@ mod tests {
     async fn oversized_headers_are_refused() {
         let (addr, _stop, _h) = start(warp::any().map(|| "ok"), ServerSettings::default()).await;
         let big = "a".repeat(64 * 1024);
-        let res = raw(addr, format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\nconnection: close\r\n\r\n").as_bytes()).await;
+        let res = raw(
+            addr,
+            format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
         assert!(res.starts_with("HTTP/1.1 431"), "{res}");
-        let ok = raw(addr, b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+        let ok = raw(
+            addr,
+            b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await;
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     }
 }

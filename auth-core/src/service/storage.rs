@@ -1,7 +1,9 @@
 //! Storage: one sqlx `AnyPool` on SQLite (the default: a file under the data directory, created
 //! if missing, WAL mode, bundled SQLite) or PostgreSQL (a `postgres://` URL), and migrations with
 //! one set per backend. Queries use `$1`-style placeholders, which both backends accept, and
-//! portable types (TEXT, BIGINT, BOOLEAN), so one query text serves both.
+//! portable types, so one query text serves both: TEXT, and 64-bit integers (SQLite `INTEGER`,
+//! PostgreSQL `BIGINT`, decoded as `i64`). Booleans are stored as integers 0/1: the Any driver
+//! cannot decode SQLite's `BOOLEAN`. Timestamps are RFC 3339 TEXT.
 
 use std::path::Path;
 use std::time::Duration;
@@ -186,4 +188,133 @@ fn uuid_like() -> String {
         nanos,
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::watch;
+
+    use super::*;
+
+    static SQLITE: Migrator = sqlx::migrate!("./tests/migrations/sqlite");
+    static POSTGRES: Migrator = sqlx::migrate!("./tests/migrations/postgres");
+
+    async fn roundtrip(db: &Database) {
+        db.migrate(&SQLITE, &POSTGRES).await.unwrap();
+        let text = "it's \"quoted\" -- ; DROP TABLE notes; \u{1F600}";
+        sqlx::query("INSERT INTO notes (body, done) VALUES ($1, $2)")
+            .bind(text)
+            .bind(1_i64)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let (body, done): (String, i64) = sqlx::query_as("SELECT body, done FROM notes")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(body, text);
+        assert_eq!(done, 1);
+        db.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_is_created_in_wal_mode_and_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DatabaseSettings {
+            data_dir: dir.path().join("nested/data"),
+            ..DatabaseSettings::default()
+        };
+        let db = Database::connect(&settings, "demo").await.unwrap();
+        assert_eq!(db.backend, Backend::Sqlite);
+        assert!(dir.path().join("nested/data/demo.db").exists());
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        roundtrip(&db).await;
+        // Migrations are idempotent.
+        db.migrate(&SQLITE, &POSTGRES).await.unwrap();
+        db.close().await;
+        assert!(db.ping().await.is_err(), "a closed pool is not ready");
+    }
+
+    #[tokio::test]
+    async fn postgres_migrates_and_roundtrips() {
+        let Some(url) = test_postgres_url("postgres_migrates_and_roundtrips").await else {
+            return;
+        };
+        let db = Database::connect_url(&url, 2, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(db.backend, Backend::Postgres);
+        roundtrip(&db).await;
+    }
+
+    /// A TCP proxy the test can cut (`false`) and restore (`true`), between the pool and PostgreSQL.
+    async fn proxy(upstream: String, open: watch::Receiver<bool>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut state = open.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if !*state.borrow() {
+                        return; // dropped: the connection is refused mid-handshake
+                    }
+                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.split();
+                    let (mut sr, mut sw) = server.split();
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut cr, &mut sw) => {},
+                        _ = tokio::io::copy(&mut sr, &mut cw) => {},
+                        _ = state.wait_for(|open| !*open) => {},
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn postgres_outage_fails_the_ping_and_recovers() {
+        let Some(url) = test_postgres_url("postgres_outage_fails_the_ping_and_recovers").await
+        else {
+            return;
+        };
+        let parsed = reqwest::Url::parse(&url).unwrap();
+        let upstream = format!(
+            "{}:{}",
+            parsed.host_str().unwrap(),
+            parsed.port().unwrap_or(5432)
+        );
+        let (open, state) = watch::channel(true);
+        let port = proxy(upstream.clone(), state).await;
+        let proxied = url.replacen(&upstream, &format!("127.0.0.1:{port}"), 1);
+        let db = Database::connect_url(&proxied, 2, Duration::from_secs(1))
+            .await
+            .unwrap();
+        db.ping().await.unwrap();
+        open.send_replace(false);
+        assert!(
+            db.ping().await.is_err(),
+            "ping must fail while the connection is cut"
+        );
+        open.send_replace(true);
+        let mut recovered = false;
+        for _ in 0..20 {
+            if db.ping().await.is_ok() {
+                recovered = true;
+                break;
+            }
+        }
+        assert!(recovered, "the pool reconnects once the database is back");
+    }
 }

@@ -37,7 +37,11 @@ impl Spawned {
 
     /// `GET {address}{path}`.
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(format!("{}{path}", self.address)).send().await.expect("request failed")
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request failed")
     }
 }
 
@@ -62,12 +66,23 @@ pub fn spawn(app: App) -> Spawned {
         .no_proxy()
         .build()
         .expect("client");
-    Spawned { address: format!("http://127.0.0.1:{port}"), port, client, db, stop: Some(tx), handle: Some(handle) }
+    Spawned {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        client,
+        db,
+        stop: Some(tx),
+        handle: Some(handle),
+    }
 }
 
 /// Local-environment settings for a test: port 0, the SQLite file in `data_dir` (or the
 /// PostgreSQL database `database_url`), the `auth` section given.
-pub fn settings(data_dir: &Path, database_url: Option<String>, auth: crate::settings::AuthSettings) -> Settings {
+pub fn settings(
+    data_dir: &Path,
+    database_url: Option<String>,
+    auth: crate::settings::AuthSettings,
+) -> Settings {
     Settings {
         database: DatabaseSettings {
             data_dir: data_dir.to_path_buf(),
@@ -75,6 +90,9 @@ pub fn settings(data_dir: &Path, database_url: Option<String>, auth: crate::sett
             ..DatabaseSettings::default()
         },
         auth,
+        cors: super::config::CorsSettings {
+            allowed_origins: super::config::local_cors_origins(),
+        },
         ..Settings::default()
     }
 }
@@ -84,25 +102,46 @@ pub fn settings(data_dir: &Path, database_url: Option<String>, auth: crate::sett
 pub async fn assert_operational_routes(app: &Spawned) {
     let health = app.get("/health").await;
     assert_eq!(health.status(), 200);
-    assert_eq!(health.json::<serde_json::Value>().await.unwrap()["status"], "ok");
+    assert_eq!(
+        health.json::<serde_json::Value>().await.unwrap()["status"],
+        "ok"
+    );
 
     let ready = app.get("/ready").await;
     assert_eq!(ready.status(), 200);
-    assert_eq!(ready.json::<serde_json::Value>().await.unwrap()["status"], "ready");
+    assert_eq!(
+        ready.json::<serde_json::Value>().await.unwrap()["status"],
+        "ready"
+    );
 
     let metrics = app.get("/metrics").await;
     assert_eq!(metrics.status(), 200);
-    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let text = metrics.text().await.unwrap();
     assert_prometheus_text(&text);
-    assert!(text.lines().any(|l| l.starts_with("build_info{")), "build_info gauge missing:\n{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("build_info{")),
+        "build_info gauge missing:\n{text}"
+    );
 
     let doc = app.get("/openapi.json").await;
     assert_eq!(doc.status(), 200);
     let doc: serde_json::Value = doc.json().await.unwrap();
-    assert!(doc["openapi"].as_str().unwrap_or("").starts_with("3.1"), "not OpenAPI 3.1: {}", doc["openapi"]);
+    assert!(
+        doc["openapi"].as_str().unwrap_or("").starts_with("3.1"),
+        "not OpenAPI 3.1: {}",
+        doc["openapi"]
+    );
     for path in ["/health", "/ready", "/metrics", "/openapi.json"] {
-        assert!(doc["paths"][path]["get"].is_object(), "{path} missing from the OpenAPI document");
+        assert!(
+            doc["paths"][path]["get"].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
     }
 }
 
@@ -111,7 +150,9 @@ pub async fn assert_operational_routes(app: &Spawned) {
 pub fn assert_prometheus_text(text: &str) {
     fn valid_name(n: &str) -> bool {
         let mut chars = n.chars();
-        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
             && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
     }
     for line in text.lines().filter(|l| !l.is_empty()) {
@@ -123,11 +164,16 @@ pub fn assert_prometheus_text(text: &str) {
             assert!(valid_name(name), "bad metric name in: {line}");
             continue;
         }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
         let name = series.split('{').next().unwrap_or("");
         assert!(valid_name(name), "bad metric name in: {line}");
         if let Some(labels) = series.strip_prefix(name) {
-            assert!(labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')), "bad labels: {line}");
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "bad labels: {line}"
+            );
         }
         assert!(
             value.parse::<f64>().is_ok() || matches!(value, "+Inf" | "-Inf" | "NaN"),
@@ -151,8 +197,15 @@ pub fn expect_config_error(exe: &Path, dir: &Path, env: &[(&str, &str)]) -> Stri
     cmd.envs(env.iter().copied());
     let out = cmd.output().expect("run the service binary");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "expected a non-zero exit, stderr: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "expected one line on stderr, got: {stderr}");
+    assert!(
+        !out.status.success(),
+        "expected a non-zero exit, stderr: {stderr}"
+    );
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "expected one line on stderr, got: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr.trim_end().to_owned()
 }
@@ -162,37 +215,66 @@ pub fn expect_config_error(exe: &Path, dir: &Path, env: &[(&str, &str)]) -> Stri
 pub fn assert_production_refusals(exe: &Path, env_prefix: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let var = |k: &str| format!("{env_prefix}__{k}");
-    let (environment, issuer, audience) = (var("ENVIRONMENT"), var("AUTH__ISSUER"), var("AUTH__AUDIENCE"));
-    let (enabled, jwks, public_key) = (var("AUTH__ENABLED"), var("AUTH__JWKS_URL"), var("AUTH__PUBLIC_KEY"));
+    let (environment, issuer, audience) = (
+        var("ENVIRONMENT"),
+        var("AUTH__ISSUER"),
+        var("AUTH__AUDIENCE"),
+    );
+    let (enabled, jwks, public_key) = (
+        var("AUTH__ENABLED"),
+        var("AUTH__JWKS_URL"),
+        var("AUTH__PUBLIC_KEY"),
+    );
 
     let e = expect_config_error(exe, dir.path(), &[(&environment, "production")]);
     assert_eq!(e, "config error: auth.issuer: required in production");
 
-    let base = [(environment.as_str(), "production"), (issuer.as_str(), "https://id.example.com"), (audience.as_str(), "api")];
+    let base = [
+        (environment.as_str(), "production"),
+        (issuer.as_str(), "https://id.example.com"),
+        (audience.as_str(), "api"),
+    ];
     let mut env = base.to_vec();
-    env.extend([(jwks.as_str(), "https://id.example.com/jwks.json"), (enabled.as_str(), "false")]);
+    env.extend([
+        (jwks.as_str(), "https://id.example.com/jwks.json"),
+        (enabled.as_str(), "false"),
+    ]);
     let e = expect_config_error(exe, dir.path(), &env);
     assert!(e.starts_with("config error: auth.enabled:"), "{e}");
 
     let copy = dir.path().join("not-a-fixture.pem");
-    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/keys/rsa-cert.pem"), &copy).expect("copy");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/keys/rsa-cert.pem"),
+        &copy,
+    )
+    .expect("copy");
     let copy = copy.display().to_string();
     let mut env = base.to_vec();
     env.push((public_key.as_str(), &copy));
     let e = expect_config_error(exe, dir.path(), &env);
-    assert!(e.starts_with("config error: auth.public_key:") && e.contains("dev-only"), "{e}");
+    assert!(
+        e.starts_with("config error: auth.public_key:") && e.contains("dev-only"),
+        "{e}"
+    );
 
     let mut env = base.to_vec();
     env.push((jwks.as_str(), "http://id.example.com/jwks.json"));
     let e = expect_config_error(exe, dir.path(), &env);
-    assert!(e.starts_with("config error: auth.jwks_url: must be https://"), "{e}");
+    assert!(
+        e.starts_with("config error: auth.jwks_url: must be https://"),
+        "{e}"
+    );
 }
 
 /// Asserts `/ready` is 200, then 503 with a JSON reason once the service's database is
 /// unavailable (its pool closed under it).
 pub async fn assert_ready_fails_without_the_database(app: &Spawned) {
     assert_eq!(app.get("/ready").await.status(), 200);
-    app.db.as_ref().expect("the app has a database").close().await;
+    app.db
+        .as_ref()
+        .expect("the app has a database")
+        .close()
+        .await;
     let res = app.get("/ready").await;
     assert_eq!(res.status(), 503);
     let body: serde_json::Value = res.json().await.unwrap();

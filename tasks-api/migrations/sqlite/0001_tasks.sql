@@ -4,7 +4,7 @@ CREATE TABLE tasks (
     title       TEXT    NOT NULL,
     description TEXT,
     due         TEXT,
-    done        BOOLEAN NOT NULL DEFAULT FALSE,
+    done        INTEGER NOT NULL DEFAULT 0,
     created_at  TEXT    NOT NULL,
     updated_at  TEXT    NOT NULL
 );

@@ -8,8 +8,14 @@ pub struct TestApp {
 
 pub async fn spawn_app() -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
-    let auth = AuthSettings { jwks_url: Some("http://127.0.0.1:9/jwks.json".into()), ..AuthSettings::default() };
+    let auth = AuthSettings {
+        jwks_url: Some("http://127.0.0.1:9/jwks.json".into()),
+        ..AuthSettings::default()
+    };
     let settings = testing::settings(data_dir.path(), None, auth);
     let app = tasks_api::startup::build(settings).await.expect("build");
-    TestApp { app: testing::spawn(app), data_dir }
+    TestApp {
+        app: testing::spawn(app),
+        data_dir,
+    }
 }

@@ -1,7 +1,7 @@
 CREATE TABLE todos (
     id          BIGSERIAL PRIMARY KEY,
     title       TEXT    NOT NULL,
-    done        BOOLEAN NOT NULL DEFAULT FALSE,
+    done        BIGINT  NOT NULL DEFAULT 0,
     created_by  TEXT    NOT NULL,
     created_at  TEXT    NOT NULL,
     updated_at  TEXT    NOT NULL

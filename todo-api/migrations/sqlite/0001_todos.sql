@@ -1,7 +1,7 @@
 CREATE TABLE todos (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     title       TEXT    NOT NULL,
-    done        BOOLEAN NOT NULL DEFAULT FALSE,
+    done        INTEGER NOT NULL DEFAULT 0,
     created_by  TEXT    NOT NULL,
     created_at  TEXT    NOT NULL,
     updated_at  TEXT    NOT NULL

@@ -16,5 +16,55 @@ async fn ready_is_503_without_the_database() {
 
 #[test]
 fn production_refuses_unsafe_config_with_one_line() {
-    testing::assert_production_refusals(env!("CARGO_BIN_EXE_todo-api").as_ref(), todo_api::INFO.env_prefix);
+    testing::assert_production_refusals(
+        env!("CARGO_BIN_EXE_todo-api").as_ref(),
+        todo_api::INFO.env_prefix,
+    );
+}
+
+#[tokio::test]
+async fn cors_preflight_is_answered_before_any_auth_check() {
+    let t = spawn_app().await;
+    let preflight = |origin: &'static str| {
+        t.app
+            .client
+            .request(reqwest::Method::OPTIONS, format!("{}/todos", t.app.address))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    // A preflight carries no token; it is answered for an allowed local origin.
+    let res = preflight("http://127.0.0.1:3000").await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "http://127.0.0.1:3000"
+    );
+    let methods = res.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(methods.contains("POST"), "{methods}");
+    // An origin that is not listed is refused with a JSON error.
+    let res = preflight("https://evil.example").await.unwrap();
+    assert_eq!(res.status(), 403);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "cors_forbidden");
+    // A simple request from an allowed origin gets the header too.
+    let res = t
+        .app
+        .client
+        .get(format!("{}/health", t.app.address))
+        .header("origin", "http://localhost:3001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "http://localhost:3001"
+    );
 }

@@ -3,7 +3,7 @@ CREATE TABLE users (
     username      TEXT    NOT NULL UNIQUE,
     password_hash TEXT    NOT NULL,
     roles         TEXT    NOT NULL,
-    disabled      BOOLEAN NOT NULL DEFAULT FALSE,
+    disabled      INTEGER NOT NULL DEFAULT 0,
     created_at    TEXT    NOT NULL,
     updated_at    TEXT    NOT NULL
 );

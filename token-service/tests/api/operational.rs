@@ -16,5 +16,8 @@ async fn ready_is_503_without_the_database() {
 
 #[test]
 fn production_refuses_unsafe_config_with_one_line() {
-    testing::assert_production_refusals(env!("CARGO_BIN_EXE_token-service").as_ref(), token_service::INFO.env_prefix);
+    testing::assert_production_refusals(
+        env!("CARGO_BIN_EXE_token-service").as_ref(),
+        token_service::INFO.env_prefix,
+    );
 }
