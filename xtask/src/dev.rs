@@ -24,8 +24,11 @@ pub struct Dev {
 }
 
 /// name, environment prefix, port.
-const SERVICES: [(&str, &str, u16); 3] =
-    [("token-service", "TOKEN_SERVICE", 4000), ("todo-api", "TODO_API", 3000), ("tasks-api", "TASKS_API", 3001)];
+const SERVICES: [(&str, &str, u16); 3] = [
+    ("token-service", "TOKEN_SERVICE", 4000),
+    ("todo-api", "TODO_API", 3000),
+    ("tasks-api", "TASKS_API", 3001),
+];
 
 struct Running {
     name: &'static str,
@@ -34,14 +37,27 @@ struct Running {
 
 pub fn run(args: Dev) -> anyhow::Result<()> {
     let root = crate::root();
-    let data_dir = if args.data_dir.is_absolute() { args.data_dir.clone() } else { root.join(&args.data_dir) };
+    let data_dir = if args.data_dir.is_absolute() {
+        args.data_dir.clone()
+    } else {
+        root.join(&args.data_dir)
+    };
     if args.fresh && data_dir.exists() {
-        std::fs::remove_dir_all(&data_dir).with_context(|| format!("wiping {}", data_dir.display()))?;
+        std::fs::remove_dir_all(&data_dir)
+            .with_context(|| format!("wiping {}", data_dir.display()))?;
         println!("xtask: wiped {}", data_dir.display());
     }
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .current_dir(&root)
-        .args(["build", "-p", "token-service", "-p", "todo-api", "-p", "tasks-api"])
+        .args([
+            "build",
+            "-p",
+            "token-service",
+            "-p",
+            "todo-api",
+            "-p",
+            "tasks-api",
+        ])
         .status()
         .context("running cargo build")?;
     if !status.success() {
@@ -51,7 +67,8 @@ pub fn run(args: Dev) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .context("installing the Ctrl-C handler")?;
     }
 
     let mut running = Vec::new();
@@ -78,7 +95,10 @@ pub fn run(args: Dev) -> anyhow::Result<()> {
         }
         if Instant::now() > deadline {
             shutdown(&mut running);
-            bail!("not every service became ready within 60 s (still waiting for {:?})", pending.iter().map(|s| s.0).collect::<Vec<_>>());
+            bail!(
+                "not every service became ready within 60 s (still waiting for {:?})",
+                pending.iter().map(|s| s.0).collect::<Vec<_>>()
+            );
         }
         pending.retain(|(_, _, port)| !is_ready(*port));
         std::thread::sleep(Duration::from_millis(200));
@@ -99,7 +119,12 @@ pub fn run(args: Dev) -> anyhow::Result<()> {
     }
 }
 
-fn start(root: &Path, name: &'static str, prefix: &str, data_dir: &Path) -> anyhow::Result<Running> {
+fn start(
+    root: &Path,
+    name: &'static str,
+    prefix: &str,
+    data_dir: &Path,
+) -> anyhow::Result<Running> {
     let exe = root.join("target/debug").join(name);
     let mut child = Command::new(&exe)
         .current_dir(root)
@@ -138,7 +163,9 @@ fn check_children(running: &mut [Running]) -> Option<String> {
 fn shutdown(running: &mut [Running]) {
     for r in running.iter_mut() {
         if matches!(r.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill").args(["-TERM", &r.child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &r.child.id().to_string()])
+                .status();
         }
     }
     for r in running.iter_mut() {
@@ -148,9 +175,13 @@ fn shutdown(running: &mut [Running]) {
 
 /// `GET /ready` over a plain socket: true on a 200.
 fn is_ready(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /ready HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n").is_err() {
+    if s.write_all(b"GET /ready HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut buf = [0u8; 12];

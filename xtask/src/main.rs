@@ -14,7 +14,11 @@ mod token;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Developer tasks of the auth workspace", version)]
+#[command(
+    name = "cargo xtask",
+    about = "Developer tasks of the auth workspace",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,5 +49,8 @@ fn main() {
 
 /// The workspace root (xtask lives one level below it).
 fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(std::path::Path::to_path_buf).unwrap_or_default()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default()
 }

@@ -37,7 +37,9 @@ pub fn run(args: Test) -> anyhow::Result<()> {
     if std::env::var_os("TEST_DATABASE_URL").is_some() {
         println!("xtask: TEST_DATABASE_URL is set: the PostgreSQL tests run too");
     } else {
-        println!("xtask: TEST_DATABASE_URL is not set: the PostgreSQL tests are SKIPPED (each says so)");
+        println!(
+            "xtask: TEST_DATABASE_URL is not set: the PostgreSQL tests are SKIPPED (each says so)"
+        );
     }
     let mut suites = Vec::new();
     for target in build_tests(&root)? {
@@ -54,7 +56,14 @@ pub fn run(args: Test) -> anyhow::Result<()> {
         fmt.args(["fmt", "--all", "--", "--check"]);
         suites.push(run_check("lint: cargo fmt --check", fmt)?);
         let mut clippy = cargo(&root);
-        clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+        clippy.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]);
         suites.push(run_check("lint: cargo clippy -D warnings", clippy)?);
     }
 
@@ -62,7 +71,10 @@ pub fn run(args: Test) -> anyhow::Result<()> {
     let (mut passed, mut failed) = (0, 0);
     for s in &suites {
         let verdict = if s.ok { "ok" } else { "FAILED" };
-        println!("{verdict:>6}  {:<60} {} passed, {} failed", s.name, s.passed, s.failed);
+        println!(
+            "{verdict:>6}  {:<60} {} passed, {} failed",
+            s.name, s.passed, s.failed
+        );
         passed += s.passed;
         failed += s.failed;
     }
@@ -83,18 +95,29 @@ fn cargo(root: &Path) -> Command {
 /// `cargo test --workspace --no-run`, reading the executables from cargo's JSON messages.
 fn build_tests(root: &Path) -> anyhow::Result<Vec<Target>> {
     let mut cmd = cargo(root);
-    cmd.args(["test", "--workspace", "--no-run", "--message-format=json-render-diagnostics"])
-        .stdout(Stdio::piped());
+    cmd.args([
+        "test",
+        "--workspace",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ])
+    .stdout(Stdio::piped());
     let mut child = cmd.spawn().context("running cargo")?;
     let stdout = child.stdout.take().context("cargo stdout")?;
     let mut targets = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let line = line?;
-        let Ok(msg) = serde_json::from_str::<Value>(&line) else { continue };
-        if msg["reason"] != "compiler-artifact" || !msg["profile"]["test"].as_bool().unwrap_or(false) {
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact"
+            || !msg["profile"]["test"].as_bool().unwrap_or(false)
+        {
             continue;
         }
-        let Some(exe) = msg["executable"].as_str() else { continue };
+        let Some(exe) = msg["executable"].as_str() else {
+            continue;
+        };
         let manifest = PathBuf::from(msg["manifest_path"].as_str().unwrap_or_default());
         let package = manifest
             .parent()
@@ -102,9 +125,19 @@ fn build_tests(root: &Path) -> anyhow::Result<Vec<Target>> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         targets.push(Target {
-            package: if package == "testkit" { "fixtures/testkit".into() } else { package },
-            name: msg["target"]["name"].as_str().unwrap_or_default().to_owned(),
-            kind: msg["target"]["kind"][0].as_str().unwrap_or_default().to_owned(),
+            package: if package == "testkit" {
+                "fixtures/testkit".into()
+            } else {
+                package
+            },
+            name: msg["target"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            kind: msg["target"]["kind"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             exe: PathBuf::from(exe),
             dir: manifest.parent().map(Path::to_path_buf).unwrap_or_default(),
         });
@@ -133,20 +166,38 @@ fn run_suite(name: &str, mut cmd: Command) -> anyhow::Result<Suite> {
         }
     }
     let ok = child.wait()?.success() && failed == 0;
-    Ok(Suite { name: name.to_owned(), passed, failed, ok })
+    Ok(Suite {
+        name: name.to_owned(),
+        passed,
+        failed,
+        ok,
+    })
 }
 
 /// Runs a check that is not a test runner: one pass or one failure.
 fn run_check(name: &str, mut cmd: Command) -> anyhow::Result<Suite> {
     println!("\n== {name}");
-    let ok = cmd.status().with_context(|| format!("running {name}"))?.success();
-    Ok(Suite { name: name.to_owned(), passed: u64::from(ok), failed: u64::from(!ok), ok })
+    let ok = cmd
+        .status()
+        .with_context(|| format!("running {name}"))?
+        .success();
+    Ok(Suite {
+        name: name.to_owned(),
+        passed: u64::from(ok),
+        failed: u64::from(!ok),
+        ok,
+    })
 }
 
 /// The number before `what` in `ok. 3 passed; 0 failed; …`.
 fn count(line: &str, what: &str) -> u64 {
     line.split(';')
-        .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(what.trim_start()))
+        .find_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .strip_suffix(what.trim_start())
+        })
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
 }
@@ -157,10 +208,12 @@ mod tests {
 
     #[test]
     fn counts_libtest_result_lines() {
-        let line = "ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        let line =
+            "ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s";
         assert_eq!(count(line, " passed"), 12);
         assert_eq!(count(line, " failed"), 0);
-        let line = "FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        let line =
+            "FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s";
         assert_eq!(count(line, " passed"), 3);
         assert_eq!(count(line, " failed"), 2);
     }

@@ -74,7 +74,9 @@ pub struct DevToken {
 /// `30s`, `10m`, `1h`, `7d`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits.parse().map_err(|_| format!("not a duration: {s:?} (use 30s, 10m, 1h, 7d)"))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (use 30s, 10m, 1h, 7d)"))?;
     let factor = match unit {
         "" | "s" => 1,
         "m" => 60,
@@ -82,11 +84,14 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
         "d" => 86_400,
         _ => return Err(format!("unknown unit in {s:?} (use s, m, h or d)")),
     };
-    n.checked_mul(factor).ok_or_else(|| format!("duration too large: {s:?}"))
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("duration too large: {s:?}"))
 }
 
 fn parse_claim(s: &str) -> Result<(String, Value), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected key=value, got {s:?}"))?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))?;
     if k.is_empty() {
         return Err("empty claim name".into());
     }
@@ -109,21 +114,31 @@ fn signing_key(alg: Alg) -> anyhow::Result<(EncodingKey, Algorithm, Option<Strin
         Alg::ES256 => (
             EncodingKey::from_ec_pem(&fixture("ec-private.pem")?)?,
             Algorithm::ES256,
-            Some(thumbprint(DecodingKey::from_ec_pem(&fixture("ec-public.pem")?)?)?),
+            Some(thumbprint(DecodingKey::from_ec_pem(&fixture(
+                "ec-public.pem",
+            )?)?)?),
         ),
         Alg::EdDSA => (
             EncodingKey::from_ed_pem(&fixture("ed25519-private.pem")?)?,
             Algorithm::EdDSA,
-            Some(thumbprint(DecodingKey::from_ed_pem(&fixture("ed25519-public.pem")?)?)?),
+            Some(thumbprint(DecodingKey::from_ed_pem(&fixture(
+                "ed25519-public.pem",
+            )?)?)?),
         ),
         Alg::RS256 => (
             EncodingKey::from_rsa_pem(&fixture("rsa-private.pem")?)?,
             Algorithm::RS256,
-            Some(thumbprint(DecodingKey::from_rsa_pem(&fixture("rsa-public.pem")?)?)?),
+            Some(thumbprint(DecodingKey::from_rsa_pem(&fixture(
+                "rsa-public.pem",
+            )?)?)?),
         ),
         Alg::HS256 => {
             let secret = fixture("hs256-secret.txt")?;
-            (EncodingKey::from_secret(secret.trim_ascii()), Algorithm::HS256, None)
+            (
+                EncodingKey::from_secret(secret.trim_ascii()),
+                Algorithm::HS256,
+                None,
+            )
         }
     })
 }
@@ -131,9 +146,17 @@ fn signing_key(alg: Alg) -> anyhow::Result<(EncodingKey, Algorithm, Option<Strin
 /// Mints the token `args` describe.
 pub fn mint(args: &DevToken, now: u64) -> anyhow::Result<String> {
     let (key, algorithm, kid) = signing_key(args.alg)?;
-    let (iat, exp) = if args.expired { (now - 2 * 3600, now - 3600) } else { (now, now + args.ttl) };
+    let (iat, exp) = if args.expired {
+        (now - 2 * 3600, now - 3600)
+    } else {
+        (now, now + args.ttl)
+    };
     let nbf = args.not_before.map_or(iat, |d| now + d);
-    let audiences = if args.audiences.is_empty() { vec!["todo-api".to_owned(), "tasks-api".to_owned()] } else { args.audiences.clone() };
+    let audiences = if args.audiences.is_empty() {
+        vec!["todo-api".to_owned(), "tasks-api".to_owned()]
+    } else {
+        args.audiences.clone()
+    };
     let mut claims = Map::new();
     claims.insert("iss".into(), json!(args.iss));
     claims.insert("sub".into(), json!(args.sub));
@@ -141,8 +164,14 @@ pub fn mint(args: &DevToken, now: u64) -> anyhow::Result<String> {
     claims.insert("iat".into(), json!(iat));
     claims.insert("nbf".into(), json!(nbf));
     claims.insert("exp".into(), json!(exp));
-    claims.insert("jti".into(), json!(format!("dev-{now}-{}", std::process::id())));
-    claims.insert("username".into(), json!(args.username.as_deref().unwrap_or(&args.sub)));
+    claims.insert(
+        "jti".into(),
+        json!(format!("dev-{now}-{}", std::process::id())),
+    );
+    claims.insert(
+        "username".into(),
+        json!(args.username.as_deref().unwrap_or(&args.sub)),
+    );
     claims.insert("roles".into(), json!(args.roles));
     if let Some(scope) = &args.scope {
         claims.insert("scope".into(), json!(scope));
@@ -160,8 +189,13 @@ pub fn mint(args: &DevToken, now: u64) -> anyhow::Result<String> {
     if !args.bad_signature {
         return Ok(token);
     }
-    let Some((signed, _)) = token.rsplit_once('.') else { bail!("minted token has no signature") };
-    Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(b"dev-only: not a signature of any key")))
+    let Some((signed, _)) = token.rsplit_once('.') else {
+        bail!("minted token has no signature")
+    };
+    Ok(format!(
+        "{signed}.{}",
+        URL_SAFE_NO_PAD.encode(b"dev-only: not a signature of any key")
+    ))
 }
 
 pub fn run(args: DevToken) -> anyhow::Result<()> {
@@ -195,8 +229,14 @@ mod tests {
     #[test]
     fn claim_values_are_json_when_they_parse() {
         assert_eq!(parse_claim("n=7").unwrap(), ("n".into(), json!(7)));
-        assert_eq!(parse_claim("tags=[\"a\"]").unwrap(), ("tags".into(), json!(["a"])));
-        assert_eq!(parse_claim("team=blue").unwrap(), ("team".into(), json!("blue")));
+        assert_eq!(
+            parse_claim("tags=[\"a\"]").unwrap(),
+            ("tags".into(), json!(["a"]))
+        );
+        assert_eq!(
+            parse_claim("team=blue").unwrap(),
+            ("team".into(), json!("blue"))
+        );
         assert!(parse_claim("novalue").is_err());
     }
 }
