@@ -117,7 +117,10 @@ mod tests {
     #[test]
     fn aud_string_or_array() {
         assert_eq!(parse(serde_json::json!({"aud": "a"})).aud, vec!["a"]);
-        assert_eq!(parse(serde_json::json!({"aud": ["a", "b"]})).aud, vec!["a", "b"]);
+        assert_eq!(
+            parse(serde_json::json!({"aud": ["a", "b"]})).aud,
+            vec!["a", "b"]
+        );
         assert!(parse(serde_json::json!({})).aud.is_empty());
     }
 

@@ -4,8 +4,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+use aws_lc_rs::hmac;
+use aws_lc_rs::signature::{self, ParsedPublicKey, VerificationAlgorithm};
 use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -71,7 +73,9 @@ impl FromStr for Alg {
         Alg::ALL
             .into_iter()
             .find(|a| a.as_str() == s)
-            .ok_or_else(|| format!("unsupported algorithm {s:?} (accepted: RS256, ES256, EdDSA, HS256)"))
+            .ok_or_else(|| {
+                format!("unsupported algorithm {s:?} (accepted: RS256, ES256, EdDSA, HS256)")
+            })
     }
 }
 
@@ -97,6 +101,9 @@ pub enum KeyError {
     /// The JWK is malformed or of an unsupported type.
     #[error("unsupported or malformed JWK: {0}")]
     Jwk(String),
+    /// The cryptographic library refused the key (e.g. an RSA modulus under 2048 bits).
+    #[error("key rejected: {0}")]
+    Rejected(String),
     /// An HMAC secret shorter than 32 bytes.
     #[error("an HS256 secret must be at least 32 bytes")]
     ShortSecret,
@@ -113,7 +120,30 @@ pub struct VerifyingKey {
     pub family: KeyFamily,
     /// RFC 7638 thumbprint (SHA-256, base64url); for a secret, a SHA-256 of it.
     pub thumbprint: String,
-    pub(crate) decoding: DecodingKey,
+    pub(crate) material: Material,
+}
+
+/// The key material, parsed once for the one algorithm its family allows.
+#[derive(Clone)]
+pub(crate) enum Material {
+    /// An RSA, P-256 or Ed25519 public key.
+    Public(ParsedPublicKey),
+    /// An HMAC-SHA-256 key.
+    Secret(Box<hmac::Key>),
+}
+
+impl Material {
+    fn public(family: KeyFamily, der: &[u8]) -> Result<Self, KeyError> {
+        let alg: &'static dyn VerificationAlgorithm = match family {
+            KeyFamily::Rsa => &signature::RSA_PKCS1_2048_8192_SHA256,
+            KeyFamily::EcP256 => &signature::ECDSA_P256_SHA256_FIXED,
+            KeyFamily::Ed25519 => &signature::ED25519,
+            KeyFamily::Hmac => return Err(KeyError::UnsupportedPem),
+        };
+        ParsedPublicKey::new(alg, der)
+            .map(Material::Public)
+            .map_err(|e| KeyError::Rejected(e.to_string()))
+    }
 }
 
 impl fmt::Debug for VerifyingKey {
@@ -139,8 +169,23 @@ impl VerifyingKey {
         if family == KeyFamily::EcP256 && !is_p256(&jwk) {
             return Err(KeyError::UnsupportedPem);
         }
-        let thumbprint = jwk.thumbprint(ThumbprintHash::SHA256).map_err(|_| KeyError::UnsupportedPem)?;
-        Ok(Self { kid: None, alg: None, family, thumbprint, decoding })
+        let thumbprint = jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|_| KeyError::UnsupportedPem)?;
+        let material = Material::public(family, raw_key(&decoding)?.as_ref())?;
+        Ok(Self {
+            kid: None,
+            alg: None,
+            family,
+            thumbprint,
+            material,
+        })
+    }
+
+    /// Parses a DER SubjectPublicKeyInfo (RSA, P-256 or Ed25519), as [`VerifyingKey::from_pem`]
+    /// does once the PEM armour is off.
+    pub fn from_spki_der(der: &[u8]) -> Result<Self, KeyError> {
+        Self::from_pem(pem::encode(&pem::Pem::new("PUBLIC KEY", der)).as_bytes())
     }
 
     /// Parses one JWK of a key set. Private members, if any, are ignored; symmetric (`oct`) keys
@@ -153,25 +198,47 @@ impl VerifyingKey {
             P::OctetKeyPair(p) if p.curve == jsonwebtoken::jwk::EllipticCurve::Ed25519 => {
                 KeyFamily::Ed25519
             }
-            _ => return Err(KeyError::Jwk("only RSA, EC P-256 and Ed25519 keys are accepted".into())),
+            _ => {
+                return Err(KeyError::Jwk(
+                    "only RSA, EC P-256 and Ed25519 keys are accepted".into(),
+                ));
+            }
         };
         let alg = match jwk.common.key_algorithm {
             None => None,
             Some(ka) => {
                 let alg: Alg = ka.to_string().parse().map_err(KeyError::Jwk)?;
                 if alg.family() != family {
-                    return Err(KeyError::Jwk(format!("alg {alg} does not fit the key type")));
+                    return Err(KeyError::Jwk(format!(
+                        "alg {alg} does not fit the key type"
+                    )));
                 }
                 Some(alg)
             }
         };
         if matches!(jwk.common.public_key_use, Some(ref u) if *u != jsonwebtoken::jwk::PublicKeyUse::Signature)
         {
-            return Err(KeyError::Jwk("key is not for signatures (use != sig)".into()));
+            return Err(KeyError::Jwk(
+                "key is not for signatures (use != sig)".into(),
+            ));
         }
         let decoding = DecodingKey::from_jwk(jwk).map_err(|e| KeyError::Jwk(e.to_string()))?;
-        let thumbprint = jwk.thumbprint(ThumbprintHash::SHA256).map_err(|e| KeyError::Jwk(e.to_string()))?;
-        Ok(Self { kid: jwk.common.key_id.clone(), alg, family, thumbprint, decoding })
+        if family == KeyFamily::Ed25519
+            && !matches!(decoding.kind(), DecodingKeyKind::SecretOrDer(x) if x.len() == 32)
+        {
+            return Err(KeyError::Jwk("an Ed25519 key is 32 bytes".into()));
+        }
+        let thumbprint = jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|e| KeyError::Jwk(e.to_string()))?;
+        let material = Material::public(family, raw_key(&decoding)?.as_ref())?;
+        Ok(Self {
+            kid: jwk.common.key_id.clone(),
+            alg,
+            family,
+            thumbprint,
+            material,
+        })
     }
 
     /// An HS256 shared secret (at least 32 bytes).
@@ -184,7 +251,7 @@ impl VerifyingKey {
             alg: Some(Alg::HS256),
             family: KeyFamily::Hmac,
             thumbprint: secret_fingerprint(secret),
-            decoding: DecodingKey::from_secret(secret),
+            material: Material::Secret(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret))),
         })
     }
 
@@ -200,6 +267,48 @@ impl VerifyingKey {
     }
 }
 
+/// The bytes aws-lc-rs parses: PKCS#1 `RSAPublicKey` DER, an uncompressed P-256 point, or the
+/// 32 bytes of an Ed25519 key.
+fn raw_key(decoding: &DecodingKey) -> Result<std::borrow::Cow<'_, [u8]>, KeyError> {
+    match decoding.kind() {
+        DecodingKeyKind::SecretOrDer(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
+        DecodingKeyKind::RsaModulusExponent { n, e } => {
+            Ok(std::borrow::Cow::Owned(rsa_public_key_der(n, e)))
+        }
+    }
+}
+
+/// DER of PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`.
+fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn push_len(out: &mut Vec<u8>, len: usize) {
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes = len.to_be_bytes();
+            let skip = bytes.iter().take_while(|b| **b == 0).count();
+            out.push(0x80 | (bytes.len() - skip) as u8);
+            out.extend_from_slice(&bytes[skip..]);
+        }
+    }
+    fn integer(value: &[u8]) -> Vec<u8> {
+        let trimmed = &value[value.iter().take_while(|b| **b == 0).count()..];
+        let mut body = Vec::with_capacity(trimmed.len() + 1);
+        if trimmed.first().is_none_or(|b| b & 0x80 != 0) {
+            body.push(0);
+        }
+        body.extend_from_slice(trimmed);
+        let mut out = vec![0x02];
+        push_len(&mut out, body.len());
+        out.extend_from_slice(&body);
+        out
+    }
+    let body = [integer(n), integer(e)].concat();
+    let mut out = vec![0x30];
+    push_len(&mut out, body.len());
+    out.extend_from_slice(&body);
+    out
+}
+
 fn is_p256(jwk: &Jwk) -> bool {
     matches!(&jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(p)
         if p.curve == jsonwebtoken::jwk::EllipticCurve::P256)
@@ -207,7 +316,10 @@ fn is_p256(jwk: &Jwk) -> bool {
 
 /// SHA-256 of a shared secret, hex encoded: how a secret is recognised without keeping it.
 pub fn secret_fingerprint(secret: &[u8]) -> String {
-    Sha256::digest(secret).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(secret)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The dev-only key material of `fixtures/`, recognised wherever its file lives: production
@@ -220,7 +332,8 @@ pub mod dev {
         "mpY3ryaN0OQbxVLVitjywIZfz4zxjHqZXC0Cpc9RsG4",
     ];
     /// SHA-256 (hex) of the fixture HS256 secret.
-    pub const SECRET_SHA256: &str = "a4cf73a6202e6f30df3c03b240e10de40e01e3065306158bdbe3346d803f0e6e";
+    pub const SECRET_SHA256: &str =
+        "a4cf73a6202e6f30df3c03b240e10de40e01e3065306158bdbe3346d803f0e6e";
 
     /// Whether a key with this thumbprint (or secret fingerprint) is a fixtures key.
     pub fn is_dev_key(thumbprint: &str) -> bool {
@@ -233,7 +346,11 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{}/../fixtures/keys/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        std::fs::read(format!(
+            "{}/../fixtures/keys/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -246,11 +363,19 @@ mod tests {
         ] {
             let key = VerifyingKey::from_pem(&fixture(file)).unwrap();
             assert_eq!(key.family, family, "{file}");
-            assert!(dev::is_dev_key(&key.thumbprint), "{file}: {}", key.thumbprint);
+            assert!(
+                dev::is_dev_key(&key.thumbprint),
+                "{file}: {}",
+                key.thumbprint
+            );
         }
         let secret = fixture("hs256-secret.txt");
         let key = VerifyingKey::from_secret(secret.trim_ascii()).unwrap();
-        assert!(dev::is_dev_key(&key.thumbprint), "secret: {}", key.thumbprint);
+        assert!(
+            dev::is_dev_key(&key.thumbprint),
+            "secret: {}",
+            key.thumbprint
+        );
     }
 
     #[test]
@@ -262,13 +387,19 @@ mod tests {
 
     #[test]
     fn short_secret_is_refused() {
-        assert!(matches!(VerifyingKey::from_secret(&[7; 31]), Err(KeyError::ShortSecret)));
+        assert!(matches!(
+            VerifyingKey::from_secret(&[7; 31]),
+            Err(KeyError::ShortSecret)
+        ));
         assert!(VerifyingKey::from_secret(&[7; 32]).is_ok());
     }
 
     #[test]
     fn garbage_pem_is_refused() {
-        assert!(VerifyingKey::from_pem(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").is_err());
+        assert!(
+            VerifyingKey::from_pem(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+                .is_err()
+        );
         assert!(VerifyingKey::from_pem(b"hello").is_err());
     }
 
