@@ -119,94 +119,57 @@ async fn roles_and_scopes() {
             .claim("scope", "read:todos write:todos")
             .sign(),
     );
-    let cases: Vec<(
-        Box<dyn Fn() -> warp::filters::BoxedFilter<(Claims,)>>,
-        &str,
-        StatusCode,
-    )> = vec![
+    type Case<'a> = (warp::filters::BoxedFilter<(Claims,)>, &'a str, StatusCode);
+    let cases: Vec<Case> = vec![
         (
-            Box::new({
-                let a = auth.clone();
-                move || with_role(&a, "admin").boxed()
-            }),
+            with_role(&auth, "admin").boxed(),
+            &user,
+            StatusCode::FORBIDDEN,
+        ),
+        (with_role(&auth, "admin").boxed(), &admin, StatusCode::OK),
+        (
+            with_any_role(&auth, &["admin", "editor"]).boxed(),
+            &user,
+            StatusCode::OK,
+        ),
+        (
+            with_any_role(&auth, &["admin", "root"]).boxed(),
             &user,
             StatusCode::FORBIDDEN,
         ),
         (
-            Box::new({
-                let a = auth.clone();
-                move || with_role(&a, "admin").boxed()
-            }),
+            with_all_roles(&auth, &["user", "editor"]).boxed(),
+            &user,
+            StatusCode::OK,
+        ),
+        (
+            with_all_roles(&auth, &["user", "admin"]).boxed(),
+            &user,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            with_scope(&auth, "write:todos").boxed(),
             &admin,
             StatusCode::OK,
         ),
         (
-            Box::new({
-                let a = auth.clone();
-                move || with_any_role(&a, &["admin", "editor"]).boxed()
-            }),
-            &user,
-            StatusCode::OK,
-        ),
-        (
-            Box::new({
-                let a = auth.clone();
-                move || with_any_role(&a, &["admin", "root"]).boxed()
-            }),
+            with_scope(&auth, "write:todos").boxed(),
             &user,
             StatusCode::FORBIDDEN,
         ),
         (
-            Box::new({
-                let a = auth.clone();
-                move || with_all_roles(&a, &["user", "editor"]).boxed()
-            }),
-            &user,
-            StatusCode::OK,
-        ),
-        (
-            Box::new({
-                let a = auth.clone();
-                move || with_all_roles(&a, &["user", "admin"]).boxed()
-            }),
-            &user,
-            StatusCode::FORBIDDEN,
-        ),
-        (
-            Box::new({
-                let a = auth.clone();
-                move || with_scope(&a, "write:todos").boxed()
-            }),
-            &admin,
-            StatusCode::OK,
-        ),
-        (
-            Box::new({
-                let a = auth.clone();
-                move || with_scope(&a, "write:todos").boxed()
-            }),
-            &user,
-            StatusCode::FORBIDDEN,
-        ),
-        (
-            Box::new({
-                let a = auth.clone();
-                move || with_scope(&a, "write").boxed()
-            }),
+            with_scope(&auth, "write").boxed(),
             &admin,
             StatusCode::FORBIDDEN,
         ),
         (
-            Box::new({
-                let a = auth.clone();
-                move || with_any_scope(&a, &["write:todos", "read:todos"]).boxed()
-            }),
+            with_any_scope(&auth, &["write:todos", "read:todos"]).boxed(),
             &user,
             StatusCode::OK,
         ),
     ];
     for (i, (filter, header, want)) in cases.into_iter().enumerate() {
-        assert_eq!(status(&filter(), Some(header), "/").await, want, "case {i}");
+        assert_eq!(status(&filter, Some(header), "/").await, want, "case {i}");
     }
     // A bad token is a 401 before any role check.
     assert_eq!(

@@ -7,6 +7,7 @@ mod attacks;
 mod claims;
 mod filters;
 mod helpers;
+mod logs;
 mod metrics;
 mod off_mode;
 mod responses;
