@@ -8,8 +8,12 @@ pub struct TestApp {
 
 pub async fn spawn_app() -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
+    let public_key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/keys/ec-public.pem"
+    );
     let auth = AuthSettings {
-        jwks_url: Some("http://127.0.0.1:9/jwks.json".into()),
+        public_key: Some(public_key.into()),
         ..AuthSettings::default()
     };
     let settings = testing::settings(data_dir.path(), None, auth);
