@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Print a token signed with the fixtures dev key that local stacks trust.
-    DevToken(token::DevToken),
+    DevToken(Box<token::DevToken>),
     /// Build and run the whole local stack (token-service, todo-api, tasks-api).
     Dev(dev::Dev),
     /// Run every test suite of the workspace (unit, integration, doc, lints).
@@ -37,7 +37,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::DevToken(args) => token::run(args),
+        Command::DevToken(args) => token::run(*args),
         Command::Dev(args) => dev::run(args),
         Command::Test(args) => test::run(args),
     };

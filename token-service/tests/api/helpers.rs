@@ -3,7 +3,7 @@ use auth_core::settings::AuthSettings;
 
 pub struct TestApp {
     pub app: Spawned,
-    pub data_dir: tempfile::TempDir,
+    pub _data_dir: tempfile::TempDir,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -22,6 +22,6 @@ pub async fn spawn_app() -> TestApp {
         .expect("build");
     TestApp {
         app: testing::spawn(app),
-        data_dir,
+        _data_dir: data_dir,
     }
 }
