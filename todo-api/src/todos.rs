@@ -7,7 +7,7 @@ use auth_core::error::ApiError;
 use auth_core::filters::{with_any_role, with_auth, with_role};
 use auth_core::service::body;
 use auth_core::service::paging::{ListQuery, Page};
-use auth_core::service::storage::Database;
+use auth_core::service::storage::{Database, db_rejection};
 use auth_core::verify::Auth;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -72,20 +72,7 @@ pub struct TodoPage {
 }
 
 fn valid_title(title: &str) -> Result<String, ApiError> {
-    let t = title.trim();
-    let n = t.chars().count();
-    if n == 0 || n > MAX_TITLE {
-        return Err(ApiError::bad_request(format!(
-            "title: must be 1 to {MAX_TITLE} characters after trimming"
-        )));
-    }
-    // PostgreSQL's TEXT cannot hold NUL: refuse it on every backend alike.
-    if t.contains('\0') {
-        return Err(ApiError::bad_request(
-            "title: must not contain NUL characters",
-        ));
-    }
-    Ok(t.to_owned())
+    body::text_field("title", title, 1, MAX_TITLE)
 }
 
 fn row_to_todo(row: &AnyRow) -> Result<Todo, sqlx::Error> {
@@ -97,20 +84,6 @@ fn row_to_todo(row: &AnyRow) -> Result<Todo, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
-}
-
-/// A database fault: logged here, an opaque 503/500 to the client.
-fn db_error(e: sqlx::Error) -> Rejection {
-    match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            tracing::warn!(error = %e, "database unavailable");
-            warp::reject::custom(ApiError::unavailable("database unavailable", 5))
-        }
-        e => {
-            tracing::error!(error = %e, "database error");
-            warp::reject::custom(ApiError::internal())
-        }
-    }
 }
 
 const COLUMNS: &str = "id, title, done, created_by, created_at, updated_at";
@@ -278,7 +251,7 @@ async fn list_todos(
 ) -> Result<Response, Rejection> {
     let q = ListQuery::new(params, &["limit", "cursor", "done"])?;
     let (limit, after, done) = (q.limit()?, q.after()?, q.bool("done")?);
-    let rows = store.list(after, limit, done).await.map_err(db_error)?;
+    let rows = store.list(after, limit, done).await.map_err(db_rejection)?;
     let page = Page::from_rows(rows, limit, |t| t.id);
     Ok(warp::reply::json(&page).into_response())
 }
@@ -291,7 +264,7 @@ async fn create_todo(claims: Claims, new: NewTodo, store: Store) -> Result<Respo
     let todo = store
         .insert(&title, new.done.unwrap_or(false), claims.subject())
         .await
-        .map_err(db_error)?;
+        .map_err(db_rejection)?;
     Ok(warp::reply::with_status(warp::reply::json(&todo), StatusCode::CREATED).into_response())
 }
 
@@ -303,7 +276,7 @@ async fn get_todo(id: i64, _claims: Claims, store: Store) -> Result<Response, Re
     let todo = store
         .get(id)
         .await
-        .map_err(db_error)?
+        .map_err(db_rejection)?
         .ok_or_else(not_found)?;
     Ok(warp::reply::json(&todo).into_response())
 }
@@ -322,7 +295,7 @@ async fn update_todo(
     let todo = store
         .update(id, title.as_deref(), patch.done)
         .await
-        .map_err(db_error)?
+        .map_err(db_rejection)?
         .ok_or_else(not_found)?;
     Ok(warp::reply::json(&todo).into_response())
 }
@@ -332,7 +305,7 @@ async fn update_todo(
     params(("id" = i64, Path, description = "the todo's id")),
     responses((status = 204), (status = 401), (status = 403), (status = 404)))]
 async fn delete_todo(id: i64, _claims: Claims, store: Store) -> Result<Response, Rejection> {
-    if !store.delete(id).await.map_err(db_error)? {
+    if !store.delete(id).await.map_err(db_rejection)? {
         return Err(not_found());
     }
     Ok(StatusCode::NO_CONTENT.into_response())
