@@ -19,18 +19,11 @@ async fn no_token_is_401_with_www_authenticate() {
 async fn expired_bad_signature_and_wrong_audience_are_401_invalid_token() {
     let t = spawn_app().await;
     let now = testkit::now();
-    let expired = testkit::mint(&t.key)
-        .claim("iss", t.issuer.issuer())
-        .valid_from(now - 7200, 600)
-        .sign();
+    let expired = t.issuer.builder("todo-api").valid_from(now - 7200, 600).sign();
     let valid = t.token("alice", &["user"]);
     let (signed, _) = valid.rsplit_once('.').unwrap();
     let bad_signature = format!("{signed}.{}", testkit::b64([7u8; 64]));
-    let wrong_aud = testkit::mint(&t.key)
-        .claim("iss", t.issuer.issuer())
-        .claim("aud", "tasks-api")
-        .valid_from(now, 600)
-        .sign();
+    let wrong_aud = t.issuer.token("tasks-api", "alice", &["user"]);
     for (name, token) in [
         ("expired", expired),
         ("signature", bad_signature),
@@ -171,14 +164,8 @@ async fn the_committed_dev_tokens_are_refused_when_verification_is_on() {
 #[tokio::test]
 async fn require_access_needs_the_path_granted() {
     let t = spawn_with(|a| a.require_access = true, None).await;
-    let now = testkit::now();
     let mint = |access: serde_json::Value| {
-        testkit::mint(&t.key)
-            .claim("iss", t.issuer.issuer())
-            .claim("roles", json!(["editor"]))
-            .claim("access", access)
-            .valid_from(now, 600)
-            .sign()
+        t.issuer.builder("todo-api").claim("roles", json!(["editor"])).claim("access", access).sign()
     };
     assert_eq!(
         t.request("GET", "/todos", Some(&mint(json!(["/todos"]))), None)

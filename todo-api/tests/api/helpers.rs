@@ -1,12 +1,11 @@
 use auth_core::service::testing::{self, Spawned};
 use auth_core::settings::AuthSettings;
 use serde_json::{Value, json};
-use testkit::{MockIssuer, TestKey, keys};
+use testkit::LocalIssuer;
 
 pub struct TestApp {
     pub app: Spawned,
-    pub issuer: MockIssuer,
-    pub key: TestKey,
+    pub issuer: LocalIssuer,
     pub _data_dir: tempfile::TempDir,
 }
 
@@ -19,9 +18,7 @@ pub async fn spawn_with(
     adjust: impl FnOnce(&mut AuthSettings),
     database_url: Option<String>,
 ) -> TestApp {
-    let mut issuer = MockIssuer::start().await;
-    let (ec, rsa, ed) = (keys::ec(), keys::rsa(), keys::ed());
-    issuer.serve_jwks(&[&ec, &rsa, &ed]).await;
+    let issuer = LocalIssuer::start().await;
     let data_dir = tempfile::tempdir().unwrap();
     let mut auth = AuthSettings {
         issuer: Some(issuer.issuer()),
@@ -32,24 +29,13 @@ pub async fn spawn_with(
     adjust(&mut auth);
     let settings = testing::settings(data_dir.path(), database_url, auth);
     let app = todo_api::startup::build(settings).await.expect("build");
-    TestApp {
-        app: testing::spawn(app),
-        issuer,
-        key: ec,
-        _data_dir: data_dir,
-    }
+    TestApp { app: testing::spawn(app), issuer, _data_dir: data_dir }
 }
 
 impl TestApp {
     /// A valid token for `sub` with `roles`, audience todo-api.
     pub fn token(&self, sub: &str, roles: &[&str]) -> String {
-        testkit::mint(&self.key)
-            .claim("iss", self.issuer.issuer())
-            .claim("sub", sub)
-            .claim("username", sub)
-            .claim("roles", json!(roles))
-            .valid_from(testkit::now(), 600)
-            .sign()
+        self.issuer.token("todo-api", sub, roles)
     }
 
     pub fn url(&self, path: &str) -> String {
