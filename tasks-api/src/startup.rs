@@ -9,8 +9,8 @@ use warp::Filter;
 use crate::INFO;
 use crate::tasks::{self, Store, TasksApi};
 
-static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+pub(crate) static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(crate) static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The OpenAPI document of this service.
 #[derive(OpenApi)]
@@ -27,6 +27,16 @@ pub async fn build(settings: Settings) -> anyhow::Result<App> {
     doc.merge(TasksApi::openapi());
     let ops = ops::routes(parts.ready_checks(), doc);
     let store = Store::new(parts.db.clone());
-    let api = ops::whoami(&parts.auth).or(tasks::routes(&parts.auth, store)).unify().boxed();
-    Ok(App::new(parts.listener, api, ops, settings.server, &settings.cors, Some(parts.db))?)
+    let api = ops::whoami(&parts.auth)
+        .or(tasks::routes(&parts.auth, store))
+        .unify()
+        .boxed();
+    Ok(App::new(
+        parts.listener,
+        api,
+        ops,
+        settings.server,
+        &settings.cors,
+        Some(parts.db),
+    )?)
 }

@@ -118,7 +118,9 @@ fn owner_refused() -> ApiError {
 }
 
 fn description(value: Option<&str>) -> Result<Option<String>, ApiError> {
-    value.map(|d| body::text_field("description", d, 0, 2000)).transpose()
+    value
+        .map(|d| body::text_field("description", d, 0, 2000))
+        .transpose()
 }
 
 fn due(value: Option<&str>) -> Result<Option<String>, ApiError> {
@@ -259,11 +261,13 @@ impl Store {
     async fn get(&self, id: i64, scope: &Scope) -> Result<Option<Task>, sqlx::Error> {
         let row = match scope {
             Scope::Owner(sub) => {
-                sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1 AND owner = $2"))
-                    .bind(id)
-                    .bind(sub)
-                    .fetch_optional(&self.db.pool)
-                    .await?
+                sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM tasks WHERE id = $1 AND owner = $2"
+                ))
+                .bind(id)
+                .bind(sub)
+                .fetch_optional(&self.db.pool)
+                .await?
             }
             Scope::Anyone => {
                 sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1"))
@@ -330,7 +334,11 @@ fn not_found() -> Rejection {
 async fn find(store: &Store, claims: &Claims, id: &str) -> Result<Task, Rejection> {
     let id: i64 = id.parse().map_err(|_| not_found())?;
     let scope = Scope::of(claims)?;
-    let task = store.get(id, &scope).await.map_err(db_rejection)?.ok_or_else(not_found)?;
+    let task = store
+        .get(id, &scope)
+        .await
+        .map_err(db_rejection)?
+        .ok_or_else(not_found)?;
     // Defence in depth: the SQL already filtered, the owner rule must agree.
     if !claims.owns_or_has_role(&task.owner, OVERRIDE_ROLES) {
         return Err(not_found());
@@ -338,7 +346,9 @@ async fn find(store: &Store, claims: &Claims, id: &str) -> Result<Task, Rejectio
     Ok(task)
 }
 
-fn with_store(store: Store) -> impl Filter<Extract = (Store,), Error = std::convert::Infallible> + Clone {
+fn with_store(
+    store: Store,
+) -> impl Filter<Extract = (Store,), Error = std::convert::Infallible> + Clone {
     warp::any().map(move || store.clone())
 }
 
@@ -378,7 +388,17 @@ pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
         .and(with_auth(auth))
         .and(with_store(store))
         .and_then(delete_task);
-    list.or(create).unify().or(get).unify().or(put).unify().or(patch).unify().or(delete).unify().boxed()
+    list.or(create)
+        .unify()
+        .or(get)
+        .unify()
+        .or(put)
+        .unify()
+        .or(patch)
+        .unify()
+        .or(delete)
+        .unify()
+        .boxed()
 }
 
 /// The caller's tasks, a page at a time; an admin may pass `owner=<sub>` or `owner=*`.
@@ -390,7 +410,11 @@ pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
         ("due_before" = Option<String>, Query, description = "only tasks due before this RFC 3339 time"),
         ("owner" = Option<String>, Query, description = "admin only: a user's `sub`, or `*` for everyone")),
     responses((status = 200, body = TaskPage), (status = 400), (status = 401), (status = 403)))]
-async fn list_tasks(claims: Claims, params: HashMap<String, String>, store: Store) -> Result<Response, Rejection> {
+async fn list_tasks(
+    claims: Claims,
+    params: HashMap<String, String>,
+    store: Store,
+) -> Result<Response, Rejection> {
     let q = ListQuery::new(params, &["limit", "cursor", "done", "due_before", "owner"])?;
     let scope = Scope::of(&claims)?;
     let owner = match (q.get("owner"), &scope) {
@@ -400,7 +424,9 @@ async fn list_tasks(claims: Claims, params: HashMap<String, String>, store: Stor
         (Some(other), Scope::Anyone) => Some(other.to_owned()),
         (Some(_), Scope::Owner(_)) => {
             return Err(warp::reject::custom(AuthError::new(
-                AuthErrorKind::InsufficientScope("owner: only an admin may list another user's tasks".into()),
+                AuthErrorKind::InsufficientScope(
+                    "owner: only an admin may list another user's tasks".into(),
+                ),
                 crate::INFO.name,
             )));
         }
@@ -408,7 +434,10 @@ async fn list_tasks(claims: Claims, params: HashMap<String, String>, store: Stor
     let filter = ListFilter {
         owner,
         done: q.bool("done")?,
-        due_before: q.get("due_before").map(|d| body::timestamp_field("due_before", d)).transpose()?,
+        due_before: q
+            .get("due_before")
+            .map(|d| body::timestamp_field("due_before", d))
+            .transpose()?,
         after: q.after()?,
         limit: q.limit()?,
     };
@@ -419,14 +448,24 @@ async fn list_tasks(claims: Claims, params: HashMap<String, String>, store: Stor
 /// Creates a task owned by the caller.
 #[utoipa::path(post, path = "/tasks", tag = "tasks", security(("bearer_auth" = [])), request_body = TaskInput,
     responses((status = 201, body = Task), (status = 400), (status = 401), (status = 413)))]
-async fn create_task(claims: Claims, input: TaskInput, store: Store) -> Result<Response, Rejection> {
+async fn create_task(
+    claims: Claims,
+    input: TaskInput,
+    store: Store,
+) -> Result<Response, Rejection> {
     let fields = input.validate()?;
     let owner = match Scope::of(&claims)? {
         Scope::Owner(sub) => sub,
         // An admin's own task is still theirs.
-        Scope::Anyone => claims.sub.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
-            warp::reject::custom(ApiError::bad_request("the token has no subject to own the task"))
-        })?,
+        Scope::Anyone => claims
+            .sub
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                warp::reject::custom(ApiError::bad_request(
+                    "the token has no subject to own the task",
+                ))
+            })?,
     };
     let task = store.insert(&owner, &fields).await.map_err(db_rejection)?;
     Ok(warp::reply::with_status(warp::reply::json(&task), StatusCode::CREATED).into_response())
@@ -445,10 +484,19 @@ async fn get_task(id: String, claims: Claims, store: Store) -> Result<Response, 
 #[utoipa::path(put, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])), request_body = TaskInput,
     params(("id" = i64, Path, description = "the task's id")),
     responses((status = 200, body = Task), (status = 400), (status = 401), (status = 404)))]
-async fn replace_task(id: String, claims: Claims, input: TaskInput, store: Store) -> Result<Response, Rejection> {
+async fn replace_task(
+    id: String,
+    claims: Claims,
+    input: TaskInput,
+    store: Store,
+) -> Result<Response, Rejection> {
     let task = find(&store, &claims, &id).await?;
     let fields = input.validate()?;
-    let task = store.replace(&task, &fields).await.map_err(db_rejection)?.ok_or_else(not_found)?;
+    let task = store
+        .replace(&task, &fields)
+        .await
+        .map_err(db_rejection)?
+        .ok_or_else(not_found)?;
     Ok(warp::reply::json(&task).into_response())
 }
 
@@ -456,10 +504,19 @@ async fn replace_task(id: String, claims: Claims, input: TaskInput, store: Store
 #[utoipa::path(patch, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])), request_body = TaskPatch,
     params(("id" = i64, Path, description = "the task's id")),
     responses((status = 200, body = Task), (status = 400), (status = 401), (status = 404)))]
-async fn update_task(id: String, claims: Claims, patch: TaskPatch, store: Store) -> Result<Response, Rejection> {
+async fn update_task(
+    id: String,
+    claims: Claims,
+    patch: TaskPatch,
+    store: Store,
+) -> Result<Response, Rejection> {
     let task = find(&store, &claims, &id).await?;
     let fields = patch.apply(&task)?;
-    let task = store.replace(&task, &fields).await.map_err(db_rejection)?.ok_or_else(not_found)?;
+    let task = store
+        .replace(&task, &fields)
+        .await
+        .map_err(db_rejection)?
+        .ok_or_else(not_found)?;
     Ok(warp::reply::json(&task).into_response())
 }
 
@@ -478,7 +535,51 @@ async fn delete_task(id: String, claims: Claims, store: Store) -> Result<Respons
 /// The OpenAPI description of the task routes.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(list_tasks, create_task, get_task, replace_task, update_task, delete_task),
+    paths(
+        list_tasks,
+        create_task,
+        get_task,
+        replace_task,
+        update_task,
+        delete_task
+    ),
     components(schemas(Task, TaskInput, TaskPatch, TaskPage))
 )]
 pub struct TasksApi;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SQL alone keeps another user's row out, whatever a handler forgets.
+    #[tokio::test]
+    async fn a_non_admin_scope_cannot_load_another_users_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = auth_core::service::config::DatabaseSettings {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let db = Database::connect(&settings, "tasks-api").await.unwrap();
+        db.migrate(&crate::startup::SQLITE, &crate::startup::POSTGRES)
+            .await
+            .unwrap();
+        let store = Store::new(db);
+        let fields = Fields {
+            title: "a".into(),
+            description: None,
+            due: None,
+            done: false,
+        };
+        let task = store.insert("alice", &fields).await.unwrap();
+        let bob = Scope::Owner("bob".into());
+        assert!(store.get(task.id, &bob).await.unwrap().is_none());
+        assert!(
+            store
+                .get(task.id, &Scope::Owner("alice".into()))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(store.get(task.id, &Scope::Anyone).await.unwrap().is_some());
+    }
+}

@@ -176,10 +176,14 @@ pub fn text_field(name: &str, value: &str, min: usize, max: usize) -> Result<Str
     let t = value.trim();
     let n = t.chars().count();
     if n < min || n > max {
-        return Err(ApiError::bad_request(format!("{name}: must be {min} to {max} characters after trimming")));
+        return Err(ApiError::bad_request(format!(
+            "{name}: must be {min} to {max} characters after trimming"
+        )));
     }
     if t.contains('\0') {
-        return Err(ApiError::bad_request(format!("{name}: must not contain NUL characters")));
+        return Err(ApiError::bad_request(format!(
+            "{name}: must not contain NUL characters"
+        )));
     }
     Ok(t.to_owned())
 }
@@ -190,6 +194,9 @@ pub fn timestamp_field(name: &str, value: &str) -> Result<String, ApiError> {
     use time::format_description::well_known::Rfc3339;
     let bad = || ApiError::bad_request(format!("{name}: must be an RFC 3339 timestamp"));
     let t = time::OffsetDateTime::parse(value, &Rfc3339).map_err(|_| bad())?;
-    let t = t.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).map_err(|_| bad())?;
+    let t = t
+        .to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .map_err(|_| bad())?;
     t.format(&Rfc3339).map_err(|_| bad())
 }

@@ -157,7 +157,10 @@ pub fn db_rejection(e: sqlx::Error) -> warp::Rejection {
     match e {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             tracing::warn!(error = %e, "database unavailable");
-            warp::reject::custom(crate::error::ApiError::unavailable("database unavailable", 5))
+            warp::reject::custom(crate::error::ApiError::unavailable(
+                "database unavailable",
+                5,
+            ))
         }
         e => {
             tracing::error!(error = %e, "database error");

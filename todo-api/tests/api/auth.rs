@@ -19,7 +19,11 @@ async fn no_token_is_401_with_www_authenticate() {
 async fn expired_bad_signature_and_wrong_audience_are_401_invalid_token() {
     let t = spawn_app().await;
     let now = testkit::now();
-    let expired = t.issuer.builder("todo-api").valid_from(now - 7200, 600).sign();
+    let expired = t
+        .issuer
+        .builder("todo-api")
+        .valid_from(now - 7200, 600)
+        .sign();
     let valid = t.token("alice", &["user"]);
     let (signed, _) = valid.rsplit_once('.').unwrap();
     let bad_signature = format!("{signed}.{}", testkit::b64([7u8; 64]));
@@ -165,7 +169,11 @@ async fn the_committed_dev_tokens_are_refused_when_verification_is_on() {
 async fn require_access_needs_the_path_granted() {
     let t = spawn_with(|a| a.require_access = true, None).await;
     let mint = |access: serde_json::Value| {
-        t.issuer.builder("todo-api").claim("roles", json!(["editor"])).claim("access", access).sign()
+        t.issuer
+            .builder("todo-api")
+            .claim("roles", json!(["editor"]))
+            .claim("access", access)
+            .sign()
     };
     assert_eq!(
         t.request("GET", "/todos", Some(&mint(json!(["/todos"]))), None)

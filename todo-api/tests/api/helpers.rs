@@ -29,7 +29,11 @@ pub async fn spawn_with(
     adjust(&mut auth);
     let settings = testing::settings(data_dir.path(), database_url, auth);
     let app = todo_api::startup::build(settings).await.expect("build");
-    TestApp { app: testing::spawn(app), issuer, _data_dir: data_dir }
+    TestApp {
+        app: testing::spawn(app),
+        issuer,
+        _data_dir: data_dir,
+    }
 }
 
 impl TestApp {

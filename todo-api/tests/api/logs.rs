@@ -8,7 +8,11 @@ async fn tokens_never_reach_the_logs_at_any_level() {
     let logs = LogCapture::install();
     let t = spawn_app().await;
     let good = t.token("erin", &["editor"]);
-    let expired = t.issuer.builder("todo-api").valid_from(testkit::now() - 7200, 60).sign();
+    let expired = t
+        .issuer
+        .builder("todo-api")
+        .valid_from(testkit::now() - 7200, 60)
+        .sign();
     let forged = format!(
         "{}.{}",
         good.rsplit_once('.').unwrap().0,
