@@ -109,6 +109,37 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// A text field, trimmed: `min..=max` characters, no NUL (PostgreSQL's TEXT cannot hold it, so
+/// every backend refuses it alike). The error names the field.
+pub fn text_field(name: &str, value: &str, min: usize, max: usize) -> Result<String, ApiError> {
+    let t = value.trim();
+    let n = t.chars().count();
+    if n < min || n > max {
+        return Err(ApiError::bad_request(format!(
+            "{name}: must be {min} to {max} characters after trimming"
+        )));
+    }
+    if t.contains('\0') {
+        return Err(ApiError::bad_request(format!(
+            "{name}: must not contain NUL characters"
+        )));
+    }
+    Ok(t.to_owned())
+}
+
+/// An RFC 3339 timestamp, normalised to UTC whole seconds (`2026-11-25T08:50:28Z`) so stored
+/// values compare as text. The error names the field.
+pub fn timestamp_field(name: &str, value: &str) -> Result<String, ApiError> {
+    use time::format_description::well_known::Rfc3339;
+    let bad = || ApiError::bad_request(format!("{name}: must be an RFC 3339 timestamp"));
+    let t = time::OffsetDateTime::parse(value, &Rfc3339).map_err(|_| bad())?;
+    let t = t
+        .to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .map_err(|_| bad())?;
+    t.format(&Rfc3339).map_err(|_| bad())
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
@@ -168,35 +199,4 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.find::<ApiError>().unwrap().status, 415);
     }
-}
-
-/// A text field, trimmed: `min..=max` characters, no NUL (PostgreSQL's TEXT cannot hold it, so
-/// every backend refuses it alike). The error names the field.
-pub fn text_field(name: &str, value: &str, min: usize, max: usize) -> Result<String, ApiError> {
-    let t = value.trim();
-    let n = t.chars().count();
-    if n < min || n > max {
-        return Err(ApiError::bad_request(format!(
-            "{name}: must be {min} to {max} characters after trimming"
-        )));
-    }
-    if t.contains('\0') {
-        return Err(ApiError::bad_request(format!(
-            "{name}: must not contain NUL characters"
-        )));
-    }
-    Ok(t.to_owned())
-}
-
-/// An RFC 3339 timestamp, normalised to UTC whole seconds (`2026-11-25T08:50:28Z`) so stored
-/// values compare as text. The error names the field.
-pub fn timestamp_field(name: &str, value: &str) -> Result<String, ApiError> {
-    use time::format_description::well_known::Rfc3339;
-    let bad = || ApiError::bad_request(format!("{name}: must be an RFC 3339 timestamp"));
-    let t = time::OffsetDateTime::parse(value, &Rfc3339).map_err(|_| bad())?;
-    let t = t
-        .to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .map_err(|_| bad())?;
-    t.format(&Rfc3339).map_err(|_| bad())
 }
