@@ -64,6 +64,7 @@
 //! - [`verify`]: [`Auth`], the verification order and policy, [`verify::verify_signature`];
 //! - [`source`]: the key sources (JWKS, OIDC discovery, PEM file or URL, HS256 secret);
 //! - [`filters`]: `with_auth`, `optional_auth`, roles, scopes, `with_access`;
+//! - [`cache`]: the verified-token cache;
 //! - [`keys`], [`claims`], [`clock`], [`settings`], [`error`], [`caller`].
 //!
 //! # Verification-off mode
@@ -72,6 +73,7 @@
 //! decoded, but neither signature nor time is checked. [`Auth::new`] warns loudly.
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod caller;
 pub mod claims;
 pub mod clock;
@@ -89,5 +91,5 @@ pub use claims::Claims;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ApiError, handle_rejection};
 pub use keys::{Alg, VerifyingKey};
-pub use settings::{AuthSettings, JwksSettings};
+pub use settings::{AuthSettings, CacheSettings, JwksSettings};
 pub use verify::{Auth, AuthError, AuthErrorKind, SetupError};

@@ -50,6 +50,8 @@ pub struct AuthSettings {
     pub require_access: bool,
     /// `auth.jwks`: the key store's fetching and caching.
     pub jwks: JwksSettings,
+    /// `auth.cache`: the cache of verified tokens.
+    pub cache: CacheSettings,
 }
 
 impl Default for AuthSettings {
@@ -70,6 +72,7 @@ impl Default for AuthSettings {
             max_token_bytes: 8 * 1024,
             require_access: false,
             jwks: JwksSettings::default(),
+            cache: CacheSettings::default(),
         }
     }
 }
@@ -106,6 +109,23 @@ impl Default for JwksSettings {
             default_ttl_seconds: 600,
             max_stale_seconds: 86_400,
             unknown_kid_cooldown_seconds: 30,
+        }
+    }
+}
+
+/// `auth.cache.*`: the cache of verified tokens ([`crate::cache`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// `auth.cache.max_entries`: at most this many verified tokens are remembered (default
+    /// 10 000); `0` switches the cache off, so every request verifies its signature.
+    pub max_entries: usize,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            max_entries: crate::cache::DEFAULT_MAX_ENTRIES,
         }
     }
 }

@@ -28,6 +28,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use warp::reply::Response;
 
+use crate::cache::{CacheStats, CachedToken, TokenHash, VerifiedCache};
 use crate::claims::Claims;
 use crate::clock::{Clock, SystemClock};
 use crate::keys::{Alg, Material, VerifyingKey};
@@ -282,6 +283,7 @@ struct Inner {
     source: KeySource,
     clock: Arc<dyn Clock>,
     retry_after: u64,
+    cache: Option<VerifiedCache>,
 }
 
 /// A configured verifier, cheap to clone and shared by every request.
@@ -365,6 +367,7 @@ impl Auth {
             source,
             clock,
             retry_after,
+            cache: VerifiedCache::new(settings.cache.max_entries).filter(|_| settings.enabled),
         };
         let auth = Self {
             inner: Arc::new(inner),
@@ -395,6 +398,17 @@ impl Auth {
     /// claim to grant its path (the filters enforce it).
     pub fn requires_access(&self) -> bool {
         self.inner.policy.require_access
+    }
+
+    /// The verified-token cache ([`crate::cache`]); `None` when `auth.cache.max_entries` is 0
+    /// or in verification-off mode.
+    pub fn cache(&self) -> Option<&VerifiedCache> {
+        self.inner.cache.as_ref()
+    }
+
+    /// Hits, misses and entries of the verified-token cache, when it is on.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache().map(VerifiedCache::stats)
     }
 
     /// Whether this is verification-off mode (`auth.enabled = false`).
@@ -439,6 +453,10 @@ impl Auth {
         if !policy.enabled {
             return decode_unverified(token, seen);
         }
+        let hash = self.inner.cache.as_ref().map(|_| TokenHash::of(token));
+        if let Some(claims) = self.cached(hash.as_ref(), seen).await? {
+            return Ok(claims);
+        }
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -465,8 +483,46 @@ impl Auth {
         let claims: Claims = serde_json::from_slice(&b64(p)?)
             .map_err(|_| AuthErrorKind::Malformed("malformed token claims"))?;
         seen.sub.clone_from(&claims.sub);
-        check_claims(&claims, policy, self.inner.clock.now())?;
+        let now = self.inner.clock.now();
+        check_claims(&claims, policy, now)?;
+        if let (Some(cache), Some(hash), Some(exp)) = (&self.inner.cache, hash, claims.exp) {
+            let cached = CachedToken {
+                claims: claims.clone(),
+                kid: header.kid,
+                alg,
+                thumbprint: key.thumbprint.clone(),
+            };
+            cache.insert(hash, cached, exp, now);
+        }
         Ok(claims)
+    }
+
+    /// A verified-cache hit: the cached claims, when the key that verified the token is still
+    /// the key the source gives for its `kid` and `alg`, re-checked for time, issuer and audience.
+    /// `None` sends the token through full verification (an entry whose key left is dropped).
+    async fn cached(
+        &self,
+        hash: Option<&TokenHash>,
+        seen: &mut Seen,
+    ) -> Result<Option<Claims>, AuthErrorKind> {
+        let (Some(cache), Some(hash)) = (&self.inner.cache, hash) else {
+            return Ok(None);
+        };
+        let now = self.inner.clock.now();
+        let Some(hit) = cache.get(hash, now) else {
+            return Ok(None);
+        };
+        match self.inner.source.key(hit.kid.as_deref(), hit.alg).await {
+            Ok(key) if key.thumbprint == hit.thumbprint => {}
+            _ => {
+                cache.remove(hash);
+                return Ok(None);
+            }
+        }
+        seen.kid.clone_from(&hit.kid);
+        seen.sub.clone_from(&hit.claims.sub);
+        check_claims(&hit.claims, &self.inner.policy, now)?;
+        Ok(Some(hit.claims.clone()))
     }
 }
 

@@ -4,6 +4,7 @@
 //! servers on 127.0.0.1 (loopback `http://` is the one plain-HTTP form auth-core accepts).
 
 mod attacks;
+mod cache;
 mod claims;
 mod filters;
 mod helpers;

@@ -1,0 +1,340 @@
+//! The verified-token cache: a token whose signature and claims verified is remembered, so the
+//! next request carrying the same token skips the signature step.
+//!
+//! - **Keyed by the SHA-256 of the whole token** (header, payload and signature): a token that
+//!   differs in any byte is another entry. The token itself is never stored.
+//! - **Bounded**: at most `auth.cache.max_entries` entries (default 10 000; `0` switches the
+//!   cache off). When full, the oldest entry is evicted first.
+//! - **An entry never outlives its token**: it is dropped once `exp` has passed, checked on every
+//!   hit against auth-core's [`Clock`](crate::clock::Clock); [`crate::Auth`] also re-runs the
+//!   time, issuer and audience checks on the cached claims.
+//! - **Tied to its key**: an entry records the thumbprint of the key that verified it. On a hit,
+//!   [`crate::Auth`] asks the key source for the token's key again; when that key has left the
+//!   key set (rotation, removal), the entry is dropped and the token verified afresh, which then
+//!   fails. A key store may also drop such entries eagerly with [`VerifiedCache::retain_keys`].
+//! - **Per verifier**: each [`crate::Auth`] has its own cache, so a token cached by one service
+//!   is never accepted by another one with a different audience or issuer.
+//! - **Counted**: `auth_cache_hits_total` and `auth_cache_misses_total`, and
+//!   [`VerifiedCache::stats`].
+//!
+//! No lock is held across an `.await`: the map sits behind a short [`Mutex`].
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use aws_lc_rs::digest;
+
+use crate::claims::Claims;
+use crate::keys::Alg;
+
+/// The default bound of `auth.cache.max_entries`.
+pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
+
+/// The SHA-256 of a whole token: a cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    /// The hash of `token`.
+    pub fn of(token: &str) -> Self {
+        let digest = digest::digest(&digest::SHA256, token.as_bytes());
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(digest.as_ref());
+        Self(bytes)
+    }
+}
+
+/// What is remembered of a verified token: its claims, and what is needed to find the key that
+/// verified it again.
+#[derive(Debug, Clone)]
+pub struct CachedToken {
+    /// The verified claims.
+    pub claims: Claims,
+    /// The token's `kid`, as the key source was asked with it.
+    pub kid: Option<String>,
+    /// The token's `alg`.
+    pub alg: Alg,
+    /// The RFC 7638 thumbprint (or secret fingerprint) of the key that verified the signature.
+    pub thumbprint: String,
+}
+
+/// Hits, misses and size of a [`VerifiedCache`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups answered from the cache (no signature verification).
+    pub hits: u64,
+    /// Lookups that found nothing usable (the token is then verified in full).
+    pub misses: u64,
+    /// Entries held now.
+    pub entries: usize,
+}
+
+/// A bounded cache of verified tokens. See the [module docs](self).
+#[derive(Debug)]
+pub struct VerifiedCache {
+    max_entries: usize,
+    state: Mutex<State>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    map: HashMap<TokenHash, Entry, PrehashedState>,
+    /// Insertion order, for eviction. May name entries already gone (expired, removed); it is
+    /// compacted when it grows past twice the bound.
+    order: VecDeque<TokenHash>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    token: Arc<CachedToken>,
+    exp: u64,
+}
+
+impl VerifiedCache {
+    /// A cache of at most `max_entries` tokens; `None` when `max_entries` is 0 (cache off).
+    pub fn new(max_entries: usize) -> Option<Self> {
+        (max_entries > 0).then(|| Self {
+            max_entries,
+            state: Mutex::new(State::default()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    /// The bound.
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
+    /// The entry of `hash` if there is one and `now` is before its `exp`; an expired entry is
+    /// dropped. Counts a hit or a miss.
+    pub fn get(&self, hash: &TokenHash, now: u64) -> Option<Arc<CachedToken>> {
+        let found = {
+            let mut state = self.lock();
+            match state.map.get(hash) {
+                Some(entry) if now < entry.exp => Some(Arc::clone(&entry.token)),
+                Some(_) => {
+                    state.map.remove(hash);
+                    None
+                }
+                None => None,
+            }
+        };
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("auth_cache_hits_total").increment(1);
+        } else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("auth_cache_misses_total").increment(1);
+        }
+        found
+    }
+
+    /// Remembers a verified token until `exp` (not at all when `now` is already past it),
+    /// evicting the oldest entries beyond the bound.
+    pub fn insert(&self, hash: TokenHash, token: CachedToken, exp: u64, now: u64) {
+        if now >= exp {
+            return;
+        }
+        let mut state = self.lock();
+        let entry = Entry {
+            token: Arc::new(token),
+            exp,
+        };
+        if state.map.insert(hash, entry).is_some() {
+            return;
+        }
+        state.order.push_back(hash);
+        while state.map.len() > self.max_entries {
+            match state.order.pop_front() {
+                Some(oldest) => {
+                    state.map.remove(&oldest);
+                }
+                None => break,
+            }
+        }
+        if state.order.len() > self.max_entries.saturating_mul(2) {
+            let State { map, order } = &mut *state;
+            order.retain(|h| map.contains_key(h));
+        }
+    }
+
+    /// Drops the entry of `hash` (e.g. its key has left the key set).
+    pub fn remove(&self, hash: &TokenHash) {
+        self.lock().map.remove(hash);
+    }
+
+    /// Keeps only the entries verified by one of these keys (RFC 7638 thumbprints): for a key
+    /// store to call when its key set changes.
+    pub fn retain_keys(&self, thumbprints: &[&str]) {
+        self.lock()
+            .map
+            .retain(|_, e| thumbprints.contains(&e.token.thumbprint.as_str()));
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self) {
+        let mut state = self.lock();
+        state.map.clear();
+        state.order.clear();
+    }
+
+    /// Hits, misses and the number of entries.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: self.lock().map.len(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The map's hasher: the key already is a SHA-256, uniformly distributed and not chosen by a
+/// client, so its first 8 bytes are the hash (no second hashing per lookup).
+#[derive(Debug, Clone, Copy, Default)]
+struct PrehashedState;
+
+impl BuildHasher for PrehashedState {
+    type Hasher = Prehashed;
+
+    fn build_hasher(&self) -> Prehashed {
+        Prehashed(0)
+    }
+}
+
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its length then its bytes: fold them into one word.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(thumbprint: &str, sub: &str) -> CachedToken {
+        CachedToken {
+            claims: Claims {
+                sub: Some(sub.into()),
+                ..serde_json::from_str("{}").unwrap()
+            },
+            kid: None,
+            alg: Alg::ES256,
+            thumbprint: thumbprint.into(),
+        }
+    }
+
+    fn cache(max: usize) -> VerifiedCache {
+        VerifiedCache::new(max).unwrap()
+    }
+
+    #[test]
+    fn zero_entries_is_off() {
+        assert!(VerifiedCache::new(0).is_none());
+        assert_eq!(
+            VerifiedCache::new(DEFAULT_MAX_ENTRIES)
+                .unwrap()
+                .max_entries(),
+            10_000
+        );
+    }
+
+    #[test]
+    fn hash_is_sha256_of_the_whole_token() {
+        assert_eq!(TokenHash::of("a.b.c"), TokenHash::of("a.b.c"));
+        assert_ne!(TokenHash::of("a.b.c"), TokenHash::of("a.b.d"));
+        // SHA-256("abc")
+        assert_eq!(
+            TokenHash::of("abc").0[..4],
+            [0xba, 0x78, 0x16, 0xbf],
+            "known-answer prefix"
+        );
+    }
+
+    #[test]
+    fn hit_until_exp_then_gone() {
+        let c = cache(10);
+        let h = TokenHash::of("t");
+        assert!(c.get(&h, 100).is_none());
+        c.insert(h, cached("k", "alice"), 200, 100);
+        assert_eq!(c.get(&h, 199).unwrap().claims.subject(), "alice");
+        assert!(c.get(&h, 200).is_none(), "exp reached: gone");
+        assert!(
+            c.get(&h, 150).is_none(),
+            "an expired entry is dropped, not kept"
+        );
+        assert_eq!(
+            c.stats(),
+            CacheStats {
+                hits: 1,
+                misses: 3,
+                entries: 0
+            }
+        );
+    }
+
+    #[test]
+    fn already_expired_is_not_inserted() {
+        let c = cache(10);
+        let h = TokenHash::of("t");
+        c.insert(h, cached("k", "alice"), 100, 100);
+        assert_eq!(c.stats().entries, 0);
+    }
+
+    #[test]
+    fn bound_holds_under_a_flood_and_oldest_go_first() {
+        let c = cache(100);
+        for i in 0..10_000 {
+            c.insert(TokenHash::of(&format!("t{i}")), cached("k", "x"), 1_000, 1);
+            assert!(c.stats().entries <= 100);
+        }
+        assert_eq!(c.stats().entries, 100);
+        assert!(c.lock().order.len() <= 200);
+        assert!(c.get(&TokenHash::of("t0"), 2).is_none());
+        assert!(c.get(&TokenHash::of("t9999"), 2).is_some());
+    }
+
+    #[test]
+    fn order_stays_bounded_when_entries_leave_early() {
+        let c = cache(10);
+        for i in 0..1_000 {
+            let h = TokenHash::of(&format!("t{i}"));
+            c.insert(h, cached("k", "x"), 1_000, 1);
+            c.remove(&h);
+        }
+        assert_eq!(c.stats().entries, 0);
+        assert!(c.lock().order.len() <= 20);
+    }
+
+    #[test]
+    fn retain_keys_drops_entries_of_removed_keys() {
+        let c = cache(10);
+        let (a, b) = (TokenHash::of("a"), TokenHash::of("b"));
+        c.insert(a, cached("key-a", "alice"), 1_000, 1);
+        c.insert(b, cached("key-b", "bob"), 1_000, 1);
+        c.retain_keys(&["key-b"]);
+        assert!(c.get(&a, 2).is_none());
+        assert!(c.get(&b, 2).is_some());
+        c.clear();
+        assert!(c.get(&b, 2).is_none());
+    }
+}

@@ -1,0 +1,143 @@
+//! The verified-token cache through `Auth::verify`: hits skip the signature, never outlive `exp`
+//! or the key, stay bounded, and belong to one verifier.
+
+use auth_core::cache::CacheStats;
+use auth_core::{AuthErrorKind, AuthSettings, CacheSettings};
+use testkit::{MockIssuer, NOW, keys, mint};
+
+use crate::helpers::*;
+
+fn with_entries(settings: AuthSettings, max_entries: usize) -> AuthSettings {
+    AuthSettings {
+        cache: CacheSettings { max_entries },
+        ..settings
+    }
+}
+
+#[tokio::test]
+async fn a_hit_skips_signature_work() {
+    let auth = auth(&pem_settings("ec-public.pem"));
+    let token = mint(&keys::ec()).sign();
+    let first = auth.verify(&token).await.unwrap();
+    // Every miss, and only a miss, goes on to the signature check.
+    assert_eq!(auth.cache_stats().unwrap().misses, 1);
+    for _ in 0..3 {
+        assert_eq!(auth.verify(&token).await.unwrap(), first);
+    }
+    assert_eq!(
+        auth.cache_stats().unwrap(),
+        CacheStats {
+            hits: 3,
+            misses: 1,
+            entries: 1
+        }
+    );
+}
+
+#[tokio::test]
+async fn the_cache_is_on_by_default_and_can_be_switched_off() {
+    assert_eq!(
+        AuthSettings::default().cache.max_entries,
+        auth_core::cache::DEFAULT_MAX_ENTRIES
+    );
+    let auth = auth(&with_entries(pem_settings("ec-public.pem"), 0));
+    assert!(auth.cache_stats().is_none());
+    let token = mint(&keys::ec()).sign();
+    assert!(auth.verify(&token).await.is_ok());
+    assert!(auth.verify(&token).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_expired_cached_token_is_rejected() {
+    let clock = clock();
+    let auth = auth_with(&secret_settings(), &clock);
+    let token = mint(&keys::hs_secret()).valid_from(NOW, 60).sign();
+    assert!(auth.verify(&token).await.is_ok());
+    assert!(auth.verify(&token).await.is_ok());
+    assert_eq!(auth.cache_stats().unwrap().hits, 1);
+    // Past exp plus the leeway (30 s): the cached entry must not answer.
+    clock.advance(60 + 30);
+    assert_eq!(denied(&auth, &token).await, AuthErrorKind::Expired);
+    assert_eq!(auth.cache_stats().unwrap().entries, 0);
+}
+
+#[tokio::test]
+async fn a_cached_entry_never_answers_past_exp() {
+    let clock = clock();
+    let auth = auth_with(&secret_settings(), &clock);
+    let token = mint(&keys::hs_secret()).valid_from(NOW, 60).sign();
+    assert!(auth.verify(&token).await.is_ok());
+    // Within the leeway after exp the token is still accepted, but by full verification.
+    clock.advance(60);
+    let before = auth.cache_stats().unwrap();
+    assert!(auth.verify(&token).await.is_ok());
+    let after = auth.cache_stats().unwrap();
+    assert_eq!(after.hits, before.hits);
+    assert_eq!(after.misses, before.misses + 1);
+    assert_eq!(after.entries, 0, "not cached again past exp");
+}
+
+#[tokio::test]
+async fn a_token_whose_key_was_removed_is_rejected_on_the_next_request() {
+    let mut issuer = MockIssuer::start().await;
+    let old = issuer.serve_jwks(&[&keys::ec(), &keys::ed()]).await;
+    let clock = clock();
+    let auth = auth_with(&jwks_settings(&issuer), &clock);
+    let token = mint(&keys::ec()).valid_from(NOW, 3_600).sign();
+    assert!(auth.verify(&token).await.is_ok());
+    assert!(auth.verify(&token).await.is_ok());
+    assert_eq!(auth.cache_stats().unwrap().hits, 1);
+
+    // The issuer rotates the EC key out; the verifier's set is refreshed once it is stale.
+    old.remove_async().await;
+    let _new = issuer.serve_jwks(&[&keys::ed()]).await;
+    clock.advance(auth_core::JwksSettings::default().default_ttl_seconds);
+    assert_eq!(denied(&auth, &token).await, AuthErrorKind::UnknownKid);
+    assert_eq!(auth.cache_stats().unwrap().entries, 0);
+    // The remaining key's tokens still verify.
+    assert!(auth.verify(&mint(&keys::ed()).sign()).await.is_ok());
+}
+
+#[tokio::test]
+async fn retain_keys_drops_entries_of_keys_that_left() {
+    let auth = auth(&pem_settings("ec-public.pem"));
+    let token = mint(&keys::ec()).sign();
+    assert!(auth.verify(&token).await.is_ok());
+    let cache = auth.cache().unwrap();
+    cache.retain_keys(&[keys::ed().kid.as_deref().unwrap()]);
+    assert_eq!(cache.stats().entries, 0);
+    cache.retain_keys(&[]);
+    assert!(auth.verify(&token).await.is_ok());
+    cache.retain_keys(&[keys::ec().kid.as_deref().unwrap()]);
+    assert_eq!(cache.stats().entries, 1);
+}
+
+#[tokio::test]
+async fn the_bound_holds_under_a_flood_of_distinct_tokens() {
+    let auth = auth(&with_entries(secret_settings(), 64));
+    for i in 0..1_000 {
+        let token = mint(&keys::hs_secret())
+            .claim("jti", format!("t{i}"))
+            .sign();
+        assert!(auth.verify(&token).await.is_ok());
+        assert!(auth.cache_stats().unwrap().entries <= 64);
+    }
+    let stats = auth.cache_stats().unwrap();
+    assert_eq!((stats.entries, stats.hits, stats.misses), (64, 0, 1_000));
+}
+
+#[tokio::test]
+async fn a_cached_token_is_not_accepted_by_a_service_with_another_audience() {
+    let todo = auth(&pem_settings("ed25519-public.pem"));
+    let tasks_settings = AuthSettings {
+        audience: vec!["tasks-api".into()],
+        ..pem_settings("ed25519-public.pem")
+    };
+    let tasks = auth(&tasks_settings);
+    let token = mint(&keys::ed()).sign();
+    assert!(todo.verify(&token).await.is_ok());
+    assert!(todo.verify(&token).await.is_ok());
+    assert_eq!(denied(&tasks, &token).await, AuthErrorKind::Audience);
+    assert_eq!(denied(&tasks, &token).await, AuthErrorKind::Audience);
+    assert_eq!(tasks.cache_stats().unwrap().entries, 0);
+}
