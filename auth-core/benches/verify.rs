@@ -1,1 +1,137 @@
-fn main() {}
+//! What verification costs, per algorithm, next to its physical limit.
+//!
+//! - `full/<alg>`: [`Auth::verify`] with a static key source, a fixed clock and the cache off:
+//!   everything a request pays for its token;
+//! - `signature/<alg>`: [`verify_signature`] alone with a key parsed once: the limit;
+//! - `cache_hit/<alg>`: [`Auth::verify`] of a token already in the verified-token cache.
+//!
+//! `cargo bench -p auth-core --bench verify`; `cargo xtask bench` runs the `signature` group
+//! too, to compare a service's cost per request with the limit measured on the same machine.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use auth_core::keys::Alg;
+use auth_core::verify::verify_signature;
+use auth_core::{Auth, AuthSettings, CacheSettings, ManualClock, VerifyingKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt as _;
+use testkit::{AUDIENCE, ISSUER, NOW, TestKey, keys, mint};
+
+struct Case {
+    alg: Alg,
+    key: TestKey,
+    settings: AuthSettings,
+    verifying_key: VerifyingKey,
+}
+
+fn cases() -> Vec<Case> {
+    let base = AuthSettings {
+        issuer: Some(ISSUER.into()),
+        audience: vec![AUDIENCE.into()],
+        ..AuthSettings::default()
+    };
+    let pem = |file: &str| AuthSettings {
+        public_key: Some(keys::path(file).display().to_string()),
+        ..base.clone()
+    };
+    let pem_key = |file: &str| VerifyingKey::from_pem(&keys::read(file)).expect("fixture key");
+    let secret = keys::hs_secret_bytes();
+    vec![
+        Case {
+            alg: Alg::RS256,
+            key: keys::rsa(),
+            settings: pem("rsa-public.pem"),
+            verifying_key: pem_key("rsa-public.pem"),
+        },
+        Case {
+            alg: Alg::ES256,
+            key: keys::ec(),
+            settings: pem("ec-public.pem"),
+            verifying_key: pem_key("ec-public.pem"),
+        },
+        Case {
+            alg: Alg::EdDSA,
+            key: keys::ed(),
+            settings: pem("ed25519-public.pem"),
+            verifying_key: pem_key("ed25519-public.pem"),
+        },
+        Case {
+            alg: Alg::HS256,
+            key: keys::hs_secret(),
+            settings: AuthSettings {
+                secret: Some(String::from_utf8(secret.clone()).expect("utf-8").into()),
+                algorithms: vec![Alg::HS256],
+                ..base.clone()
+            },
+            verifying_key: VerifyingKey::from_secret(&secret).expect("fixture secret"),
+        },
+    ]
+}
+
+fn verifier(settings: &AuthSettings, max_entries: usize) -> Auth {
+    let settings = AuthSettings {
+        cache: CacheSettings { max_entries },
+        ..settings.clone()
+    };
+    Auth::with_clock(&settings, "bench", Arc::new(ManualClock::new(NOW))).expect("settings")
+}
+
+/// A static key source never waits: the future completes on its first poll.
+fn verify_now(auth: &Auth, token: &str) {
+    let claims = auth
+        .verify(token)
+        .now_or_never()
+        .expect("static key source is ready")
+        .expect("valid token");
+    black_box(claims);
+}
+
+fn bench(c: &mut Criterion) {
+    let cases = cases();
+
+    let mut full = c.benchmark_group("full");
+    for case in &cases {
+        let auth = verifier(&case.settings, 0);
+        let token = mint(&case.key).sign();
+        full.bench_function(case.alg.as_str(), |b| {
+            b.iter(|| verify_now(&auth, black_box(&token)))
+        });
+    }
+    full.finish();
+
+    let mut signature = c.benchmark_group("signature");
+    for case in &cases {
+        let token = mint(&case.key).sign();
+        let (input, sig) = token.rsplit_once('.').expect("compact JWS");
+        let sig = URL_SAFE_NO_PAD.decode(sig).expect("base64url");
+        signature.bench_function(case.alg.as_str(), |b| {
+            b.iter(|| {
+                verify_signature(
+                    &case.verifying_key,
+                    case.alg,
+                    black_box(input.as_bytes()),
+                    black_box(&sig),
+                )
+                .expect("valid signature")
+            })
+        });
+    }
+    signature.finish();
+
+    let mut hit = c.benchmark_group("cache_hit");
+    for case in &cases {
+        let auth = verifier(&case.settings, auth_core::cache::DEFAULT_MAX_ENTRIES);
+        let token = mint(&case.key).sign();
+        verify_now(&auth, &token);
+        hit.bench_function(case.alg.as_str(), |b| {
+            b.iter(|| verify_now(&auth, black_box(&token)))
+        });
+    }
+    hit.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
