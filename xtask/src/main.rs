@@ -2,11 +2,13 @@
 //!
 //! - `dev-token`: mint a token with the fixtures dev keys that local stacks trust;
 //! - `dev [--fresh]`: build and run token-service, todo-api and tasks-api together;
-//! - `test`: every test suite of the workspace, with a summary line per suite.
+//! - `test`: every test suite of the workspace, with a summary line per suite;
+//! - `bench [--smoke]`: what authentication costs todo-api per request (see [`bench`]).
 //!
 //! Its own dependencies stay few: no HTTP client (readiness is polled over a plain TCP socket),
 //! no async runtime.
 
+mod bench;
 mod dev;
 mod test;
 mod token;
@@ -32,6 +34,8 @@ enum Command {
     Dev(dev::Dev),
     /// Run every test suite of the workspace (unit, integration, doc, lints).
     Test(test::Test),
+    /// Measure authentication's cost: criterion micro-benchmarks and load on todo-api (127.0.0.1).
+    Bench(bench::Bench),
 }
 
 fn main() {
@@ -40,6 +44,7 @@ fn main() {
         Command::DevToken(args) => token::run(*args),
         Command::Dev(args) => dev::run(args),
         Command::Test(args) => test::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");

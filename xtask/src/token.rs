@@ -106,7 +106,7 @@ fn fixture(name: &str) -> anyhow::Result<Vec<u8>> {
 
 /// The signing key, its algorithm and `kid` (the RFC 7638 thumbprint of the public key, as
 /// token-service publishes it; none for the shared secret).
-fn signing_key(alg: Alg) -> anyhow::Result<(EncodingKey, Algorithm, Option<String>)> {
+pub(crate) fn signing_key(alg: Alg) -> anyhow::Result<(EncodingKey, Algorithm, Option<String>)> {
     let thumbprint = |d: DecodingKey| -> anyhow::Result<String> {
         Ok(Jwk::from_decoding_key(&d, None)?.thumbprint(ThumbprintHash::SHA256)?)
     };

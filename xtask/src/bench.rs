@@ -1,0 +1,982 @@
+//! `cargo xtask bench`: what authentication costs a service, per request, against an
+//! unauthenticated baseline and the raw signature-verification limit.
+//!
+//! 1. builds todo-api (`--release`; debug binaries with `--smoke`);
+//! 2. runs the criterion micro-benchmarks of auth-core (`full`, `signature`, `cache_hit` per
+//!    algorithm) and reads their estimates from `target/criterion/` (skipped with `--smoke`);
+//! 3. per algorithm, starts todo-api on a free 127.0.0.1 port with a static key source (the
+//!    fixture public key, or the HS256 secret) and a temporary data directory, then drives load
+//!    with the built-in driver: keep-alive HTTP/1.1 connections, one thread each, closed loop;
+//!    every run has a warm-up, then a measured window of fixed length. Runs: `GET /health`
+//!    (baseline), `GET /whoami` with one repeated token, `GET /whoami` with a distinct token per
+//!    request (more distinct tokens than the server's cache holds, cycled, so every request
+//!    misses), `GET /todos` with one repeated token;
+//! 4. reports requests/s, p50/p99 latency, **server CPU µs per request** (utime + stime of
+//!    `/proc/<pid>/stat` over the window, divided by the responses in it), the server's idle and
+//!    peak RSS (`VmRSS`, `VmHWM`), its cache hits and misses (`/metrics`), and authenticated
+//!    minus baseline CPU per request against the targets; writes `target/bench/bench.{md,json}`.
+//!
+//! When `taskset` exists and the machine has two cores or more, the server runs on core 1 with
+//! one Tokio worker and the driver on core 0; otherwise both float (the report says which).
+//! Load never leaves 127.0.0.1.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use jsonwebtoken::Header;
+use serde_json::{Value, json};
+
+use crate::token::{Alg, signing_key};
+
+const ISSUER: &str = "http://127.0.0.1:4000";
+const AUDIENCE: &str = "todo-api";
+
+#[derive(Args, Clone)]
+pub struct Bench {
+    /// A few seconds on debug binaries, to prove the command works; asserts nothing about speed.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Seconds measured per run, after the warm-up.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Seconds of warm-up per run (same connections, not measured).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Algorithms to run (repeatable); default all four.
+    #[arg(long = "alg", value_enum)]
+    pub algs: Vec<Alg>,
+    /// The server's `auth.cache.max_entries`; the distinct-token mode cycles 20 % more tokens.
+    #[arg(long, default_value_t = 10_000)]
+    pub cache_entries: usize,
+    /// Skip the criterion micro-benchmarks (no signature limit in the report).
+    #[arg(long)]
+    pub no_micro: bool,
+    /// Skip `cargo build` (use the binaries already in target/).
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+impl Bench {
+    /// The settings of `--smoke`: debug binaries, tiny runs, no micro-benchmarks.
+    pub fn smoke() -> Self {
+        Self {
+            smoke: true,
+            duration: 0.5,
+            warmup: 0.2,
+            connections: 4,
+            algs: Vec::new(),
+            cache_entries: 100,
+            no_micro: true,
+            no_build: false,
+        }
+    }
+}
+
+/// One measured window.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub alg: &'static str,
+    pub route: &'static str,
+    pub mode: &'static str,
+    pub requests: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub cpu_us_per_request: f64,
+    pub cache_hits: Option<f64>,
+    pub cache_misses: Option<f64>,
+}
+
+impl Run {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+}
+
+/// One server (one key source) and its runs.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub alg: &'static str,
+    pub idle_rss_kib: u64,
+    pub peak_rss_kib: u64,
+    pub end_rss_kib: u64,
+    pub load_seconds: f64,
+    pub runs: Vec<Run>,
+}
+
+/// Everything one `cargo xtask bench` measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub smoke: bool,
+    pub pinned: bool,
+    /// criterion mean estimates in ns: (group, alg) → ns.
+    pub micro: Vec<(String, String, f64)>,
+    pub servers: Vec<Server>,
+}
+
+pub fn run(args: Bench) -> anyhow::Result<()> {
+    let args = if args.smoke {
+        Bench {
+            no_build: args.no_build,
+            algs: args.algs,
+            ..Bench::smoke()
+        }
+    } else {
+        args
+    };
+    let report = bench(&args)?;
+    let (md, json) = render(&report, &args);
+    let dir = crate::root().join("target/bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = if args.smoke { "smoke" } else { "bench" };
+    std::fs::write(dir.join(format!("{name}.md")), &md)?;
+    std::fs::write(
+        dir.join(format!("{name}.json")),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    println!("{md}");
+    println!("xtask: wrote target/bench/{name}.md and target/bench/{name}.json");
+    let errors: u64 = report
+        .servers
+        .iter()
+        .flat_map(|s| &s.runs)
+        .map(|r| r.errors)
+        .sum();
+    if errors > 0 {
+        bail!("{errors} responses were not 200 OK");
+    }
+    Ok(())
+}
+
+/// `cargo xtask bench --smoke`, for `cargo xtask test`: runs every route and token mode briefly
+/// on debug binaries and fails when a response is not 200 or nothing was served.
+pub fn smoke() -> anyhow::Result<Report> {
+    let report = bench(&Bench::smoke())?;
+    for run in report.servers.iter().flat_map(|s| &s.runs) {
+        if run.requests == 0 || run.errors > 0 {
+            bail!(
+                "{} {} {}: {} requests, {} errors",
+                run.alg,
+                run.route,
+                run.mode,
+                run.requests,
+                run.errors
+            );
+        }
+    }
+    Ok(report)
+}
+
+fn bench(args: &Bench) -> anyhow::Result<Report> {
+    let root = crate::root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let profile = if args.smoke { "debug" } else { "release" };
+    if !args.no_build {
+        let mut build = Command::new(&cargo);
+        build.current_dir(&root).args(["build", "-p", "todo-api"]);
+        if !args.smoke {
+            build.arg("--release");
+        }
+        let status = build.status().context("running cargo build")?;
+        if !status.success() {
+            bail!("cargo build -p todo-api failed");
+        }
+    }
+    let bin = root.join("target").join(profile).join("todo-api");
+    if !bin.exists() {
+        bail!("{} is missing (run without --no-build)", bin.display());
+    }
+
+    let micro = if args.no_micro {
+        Vec::new()
+    } else {
+        micro_benchmarks(&root, &cargo)?
+    };
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pinned = !args.smoke && cores >= 2 && which("taskset");
+    if pinned {
+        // The driver (this process and every thread it starts from now on) on core 0.
+        let status = Command::new("taskset")
+            .args(["-a", "-pc", "0", &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("taskset could not pin the load driver");
+        }
+    }
+    println!(
+        "xtask: bench on {cores} cores; {}",
+        if pinned {
+            "server on core 1 (one Tokio worker), load driver on core 0"
+        } else if args.smoke {
+            "smoke: not pinned"
+        } else {
+            "not pinned (no taskset or one core): server and driver share the cores"
+        }
+    );
+
+    let algs: Vec<Alg> = if args.algs.is_empty() {
+        vec![Alg::RS256, Alg::ES256, Alg::EdDSA, Alg::HS256]
+    } else {
+        args.algs.clone()
+    };
+    let mut servers = Vec::new();
+    for alg in algs {
+        servers.push(bench_server(&root, &bin, alg, args, pinned)?);
+    }
+    Ok(Report {
+        smoke: args.smoke,
+        pinned,
+        micro,
+        servers,
+    })
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// `cargo bench -p auth-core --bench verify` with short windows, then criterion's mean
+/// estimates (ns) from `target/criterion/<group>/<alg>/new/estimates.json`.
+fn micro_benchmarks(
+    root: &Path,
+    cargo: &std::ffi::OsStr,
+) -> anyhow::Result<Vec<(String, String, f64)>> {
+    println!("xtask: criterion micro-benchmarks (auth-core, verify)");
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "bench",
+            "-p",
+            "auth-core",
+            "--bench",
+            "verify",
+            "--",
+            "--warm-up-time",
+            "1",
+            "--measurement-time",
+            "2",
+        ])
+        .status()
+        .context("running cargo bench")?;
+    if !status.success() {
+        bail!("cargo bench -p auth-core failed");
+    }
+    let mut out = Vec::new();
+    for group in ["full", "signature", "cache_hit"] {
+        for alg in ["RS256", "ES256", "EdDSA", "HS256"] {
+            let path = root
+                .join("target/criterion")
+                .join(group)
+                .join(alg)
+                .join("new/estimates.json");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let v: Value = serde_json::from_str(&text)?;
+            let ns = v["mean"]["point_estimate"]
+                .as_f64()
+                .with_context(|| format!("no mean estimate in {}", path.display()))?;
+            out.push((group.to_owned(), alg.to_owned(), ns));
+        }
+    }
+    Ok(out)
+}
+
+fn alg_name(alg: Alg) -> &'static str {
+    match alg {
+        Alg::RS256 => "RS256",
+        Alg::ES256 => "ES256",
+        Alg::EdDSA => "EdDSA",
+        Alg::HS256 => "HS256",
+    }
+}
+
+fn bench_server(
+    root: &Path,
+    bin: &Path,
+    alg: Alg,
+    args: &Bench,
+    pinned: bool,
+) -> anyhow::Result<Server> {
+    let name = alg_name(alg);
+    let distinct = (args.cache_entries + args.cache_entries / 5).max(100);
+    println!("xtask: {name}: minting {distinct} distinct tokens");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let repeated = mint_tokens(alg, now, 1, "repeated")?;
+    let distinct = mint_tokens(alg, now, distinct, "distinct")?;
+
+    let data_dir = std::env::temp_dir().join(format!("xtask-bench-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&data_dir)?;
+    let log_path = data_dir.join("todo-api.log");
+    let port = free_port()?;
+    let mut cmd = if pinned {
+        let mut c = Command::new("taskset");
+        c.arg("-c").arg("1").arg(bin);
+        c.env("TOKIO_WORKER_THREADS", "1");
+        c
+    } else {
+        Command::new(bin)
+    };
+    let keys = root.join("fixtures/keys");
+    cmd.current_dir(root)
+        .env("TODO_API__SERVER__HOST", "127.0.0.1")
+        .env("TODO_API__SERVER__PORT", port.to_string())
+        .env("TODO_API__AUTH__ISSUER", ISSUER)
+        .env("TODO_API__AUTH__AUDIENCE", AUDIENCE)
+        // The local environment's default key source is token-service's JWKS: empty is unset.
+        .env("TODO_API__AUTH__JWKS_URL", "")
+        .env(
+            "TODO_API__AUTH__CACHE__MAX_ENTRIES",
+            args.cache_entries.to_string(),
+        )
+        .env("TODO_API__DATABASE__DATA_DIR", &data_dir)
+        .env("TODO_API__LOG__LEVEL", "warn")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?);
+    match alg {
+        Alg::HS256 => cmd
+            .env("TODO_API__AUTH__SECRET_FILE", keys.join("hs256-secret.txt"))
+            .env("TODO_API__AUTH__ALGORITHMS", r#"["HS256"]"#),
+        _ => {
+            let pem = match alg {
+                Alg::RS256 => "rsa-public.pem",
+                Alg::ES256 => "ec-public.pem",
+                _ => "ed25519-public.pem",
+            };
+            cmd.env("TODO_API__AUTH__PUBLIC_KEY", keys.join(pem))
+        }
+    };
+    let child = cmd.spawn().context("starting todo-api")?;
+    let mut server = Guard {
+        child,
+        data_dir: data_dir.clone(),
+    };
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_ready(&mut server.child, addr, &log_path)?;
+    let pid = server.child.id();
+    let idle_rss_kib = proc_status(pid, "VmRSS:")?;
+
+    let health = Arc::new(vec![request("/health", None)]);
+    let whoami_one = Arc::new(vec![request("/whoami", Some(&repeated[0]))]);
+    let whoami_many = Arc::new(
+        distinct
+            .iter()
+            .map(|t| request("/whoami", Some(t)))
+            .collect::<Vec<_>>(),
+    );
+    let todos_one = Arc::new(vec![request("/todos", Some(&repeated[0]))]);
+    let plan: [(&'static str, &'static str, Arc<Vec<Vec<u8>>>); 4] = [
+        ("/health", "baseline", health),
+        ("/whoami", "repeated", whoami_one),
+        ("/whoami", "distinct", whoami_many),
+        ("/todos", "repeated", todos_one),
+    ];
+    let started = Instant::now();
+    let mut runs = Vec::new();
+    for (route, mode, requests) in plan {
+        let before = cache_counters(addr);
+        let measured = drive(addr, requests, args, pid)?;
+        let after = cache_counters(addr);
+        let delta = |f: fn(&(f64, f64)) -> f64| match (&before, &after) {
+            (Some(b), Some(a)) => Some(f(a) - f(b)),
+            _ => None,
+        };
+        let run = Run {
+            alg: name,
+            route,
+            mode,
+            requests: measured.requests,
+            errors: measured.errors,
+            seconds: measured.seconds,
+            p50_us: measured.p50_us,
+            p99_us: measured.p99_us,
+            cpu_us_per_request: measured.cpu_us_per_request,
+            cache_hits: delta(|c| c.0),
+            cache_misses: delta(|c| c.1),
+        };
+        println!(
+            "xtask: {name} {route} {mode}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {:.2} µs CPU/req, {} errors",
+            run.rps(),
+            run.p50_us,
+            run.p99_us,
+            run.cpu_us_per_request,
+            run.errors
+        );
+        runs.push(run);
+    }
+    let load_seconds = started.elapsed().as_secs_f64();
+    let peak_rss_kib = proc_status(pid, "VmHWM:")?;
+    let end_rss_kib = proc_status(pid, "VmRSS:")?;
+    drop(server);
+    Ok(Server {
+        alg: name,
+        idle_rss_kib,
+        peak_rss_kib,
+        end_rss_kib,
+        load_seconds,
+        runs,
+    })
+}
+
+/// Stops the server and removes its data directory, whatever happens.
+struct Guard {
+    child: Child,
+    data_dir: PathBuf,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn wait_ready(child: &mut Child, addr: SocketAddr, log: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let health = request("/health", None);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("todo-api exited ({status}) before serving:\n{log}");
+        }
+        if let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            let mut buf = Vec::new();
+            if stream.write_all(&health).is_ok()
+                && read_response(&mut stream, &mut buf).is_ok_and(|s| s == 200)
+            {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("todo-api did not answer /health on {addr} within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `count` tokens for todo-api, each with its own `jti`.
+fn mint_tokens(alg: Alg, now: u64, count: usize, tag: &str) -> anyhow::Result<Vec<String>> {
+    let (key, algorithm, kid) = signing_key(alg)?;
+    let mut header = Header::new(algorithm);
+    header.kid = kid;
+    header.typ = Some("at+jwt".into());
+    let mint = |i: usize| -> anyhow::Result<String> {
+        let claims = json!({
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": "bench-user",
+            "username": "bench-user",
+            "roles": ["user"],
+            "scope": "read:todos",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+            "jti": format!("bench-{tag}-{now}-{i}"),
+        });
+        Ok(jsonwebtoken::encode(&header, &claims, &key)?)
+    };
+    // RSA signing is slow: use every core.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .max(1);
+    let chunk = count.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..count)
+            .step_by(chunk)
+            .map(|start| {
+                let mint = &mint;
+                s.spawn(move || {
+                    (start..(start + chunk).min(count))
+                        .map(mint)
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(count);
+        for h in handles {
+            out.extend(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("minting panicked"))??,
+            );
+        }
+        Ok(out)
+    })
+}
+
+fn request(path: &str, token: Option<&str>) -> Vec<u8> {
+    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+    format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n{auth}\r\n").into_bytes()
+}
+
+struct Measured {
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    p50_us: f64,
+    p99_us: f64,
+    cpu_us_per_request: f64,
+}
+
+/// Closed-loop load: `connections` keep-alive connections, one thread each, cycling through
+/// `requests`; warm-up, then a measured window with the server's CPU time read around it.
+fn drive(
+    addr: SocketAddr,
+    requests: Arc<Vec<Vec<u8>>>,
+    args: &Bench,
+    pid: u32,
+) -> anyhow::Result<Measured> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let recording = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..args.connections.max(1))
+        .map(|_| {
+            let (stop, recording, next, requests) = (
+                stop.clone(),
+                recording.clone(),
+                next.clone(),
+                requests.clone(),
+            );
+            std::thread::spawn(move || -> io::Result<(Vec<u32>, u64)> {
+                let mut stream = connect(addr)?;
+                let mut buf = Vec::with_capacity(4096);
+                let mut latencies = Vec::with_capacity(1 << 16);
+                let mut errors = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed) % requests.len();
+                    let start = Instant::now();
+                    let status = match stream
+                        .write_all(&requests[i])
+                        .and_then(|()| read_response(&mut stream, &mut buf))
+                    {
+                        Ok(status) => status,
+                        Err(_) => {
+                            // The server closed the connection: count it, open another.
+                            stream = connect(addr)?;
+                            buf.clear();
+                            0
+                        }
+                    };
+                    let micros = start.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                    if recording.load(Ordering::Relaxed) {
+                        latencies.push(micros);
+                        if status != 200 {
+                            errors += 1;
+                        }
+                    }
+                }
+                Ok((latencies, errors))
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(args.warmup));
+    let cpu_before = cpu_ticks(pid)?;
+    let started = Instant::now();
+    recording.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs_f64(args.duration));
+    recording.store(false, Ordering::SeqCst);
+    let cpu_after = cpu_ticks(pid)?;
+    let seconds = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::SeqCst);
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        let (l, e) = w
+            .join()
+            .map_err(|_| anyhow::anyhow!("a load thread panicked"))?
+            .context("load connection")?;
+        latencies.extend(l);
+        errors += e;
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        f64::from(latencies[i])
+    };
+    let requests = latencies.len() as u64;
+    let cpu_us = (cpu_after - cpu_before) as f64 * 1e6 / clock_ticks_per_second() as f64;
+    Ok(Measured {
+        requests,
+        errors,
+        seconds,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        cpu_us_per_request: if requests == 0 {
+            0.0
+        } else {
+            cpu_us / requests as f64
+        },
+    })
+}
+
+fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(stream)
+}
+
+/// Reads one HTTP/1.1 response (Content-Length or chunked body) and returns its status. `buf`
+/// carries bytes read past the response over to the next call.
+fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<u16> {
+    let mut chunk = [0u8; 16 * 1024];
+    let mut fill = |buf: &mut Vec<u8>| -> io::Result<()> {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    };
+    let head_end = loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+        fill(buf)?;
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed response");
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    let mut length = None;
+    let mut chunked = false;
+    for line in head.split("\r\n").skip(1) {
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = Some(value.trim().parse::<usize>().map_err(|_| bad())?);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value.to_ascii_lowercase().contains("chunked");
+            }
+        }
+    }
+    let end = if let Some(length) = length {
+        while buf.len() < head_end + length {
+            fill(buf)?;
+        }
+        head_end + length
+    } else if chunked {
+        loop {
+            if let Some(pos) = buf[head_end..].windows(5).position(|w| w == b"0\r\n\r\n") {
+                break head_end + pos + 5;
+            }
+            fill(buf)?;
+        }
+    } else {
+        head_end
+    };
+    buf.drain(..end);
+    Ok(status)
+}
+
+/// utime + stime of a process (all its threads, live or exited), in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> anyhow::Result<u64> {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("field {n} of /proc/{pid}/stat"))
+    };
+    Ok(field(14)? + field(15)?)
+}
+
+/// `USER_HZ` (`getconf CLK_TCK`), 100 on Linux unless told otherwise.
+fn clock_ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// A `kB` line of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in KiB.
+fn proc_status(pid: u32, key: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no {key} in /proc/{pid}/status"))
+}
+
+/// `auth_cache_hits_total` and `auth_cache_misses_total` from the server's `/metrics`.
+fn cache_counters(addr: SocketAddr) -> Option<(f64, f64)> {
+    let mut stream = connect(addr).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    Some((
+        value("auth_cache_hits_total"),
+        value("auth_cache_misses_total"),
+    ))
+}
+
+/// The markdown table and the JSON of a report.
+fn render(report: &Report, args: &Bench) -> (String, Value) {
+    let limit = |group: &str, alg: &str| -> Option<f64> {
+        report
+            .micro
+            .iter()
+            .find(|(g, a, _)| g == group && a == alg)
+            .map(|(_, _, ns)| ns / 1000.0)
+    };
+    let mut md = String::new();
+    md.push_str(&format!(
+        "## cargo xtask bench{}\n\n{} s measured per run after {} s warm-up, {} connections, \
+         server cache {} entries, {}.\n\n",
+        if report.smoke { " --smoke" } else { "" },
+        args.duration,
+        args.warmup,
+        args.connections,
+        args.cache_entries,
+        if report.pinned {
+            "server pinned to core 1 with one Tokio worker, load driver on core 0"
+        } else {
+            "server and load driver not pinned"
+        }
+    ));
+    md.push_str(
+        "| alg | route | tokens | req/s | p50 µs | p99 µs | server CPU µs/req | minus /health | cache hits/misses | errors |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut servers_json = Vec::new();
+    let mut verdicts = Vec::new();
+    for server in &report.servers {
+        let base = server
+            .runs
+            .iter()
+            .find(|r| r.mode == "baseline")
+            .map_or(0.0, |r| r.cpu_us_per_request);
+        let mut runs_json = Vec::new();
+        for r in &server.runs {
+            let extra = r.cpu_us_per_request - base;
+            let cache = match (r.cache_hits, r.cache_misses) {
+                (Some(h), Some(m)) if r.mode != "baseline" => format!("{h:.0}/{m:.0}"),
+                _ => "-".into(),
+            };
+            md.push_str(&format!(
+                "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {} | {} | {} |\n",
+                r.alg,
+                r.route,
+                r.mode,
+                r.rps(),
+                r.p50_us,
+                r.p99_us,
+                r.cpu_us_per_request,
+                if r.mode == "baseline" {
+                    "-".to_owned()
+                } else {
+                    format!("{extra:+.2}")
+                },
+                cache,
+                r.errors
+            ));
+            runs_json.push(json!({
+                "route": r.route,
+                "tokens": r.mode,
+                "requests": r.requests,
+                "errors": r.errors,
+                "seconds": r.seconds,
+                "requests_per_second": r.rps(),
+                "p50_us": r.p50_us,
+                "p99_us": r.p99_us,
+                "server_cpu_us_per_request": r.cpu_us_per_request,
+                "server_cpu_us_minus_baseline": extra,
+                "cache_hits": r.cache_hits,
+                "cache_misses": r.cache_misses,
+            }));
+        }
+        let extra_of = |route: &str, mode: &str| {
+            server
+                .runs
+                .iter()
+                .find(|r| r.route == route && r.mode == mode)
+                .map(|r| r.cpu_us_per_request - base)
+        };
+        if let Some(extra) = extra_of("/whoami", "repeated") {
+            verdicts.push(format!(
+                "- {} repeated token (cache on): /whoami costs {extra:+.2} µs over /health (target ≤ 1.5): {}",
+                server.alg,
+                if extra <= 1.5 { "met" } else { "NOT met" }
+            ));
+        }
+        if let Some(extra) = extra_of("/whoami", "distinct") {
+            if server.alg == "HS256" {
+                verdicts.push(format!(
+                    "- HS256 distinct tokens: /whoami costs {extra:+.2} µs over /health (target ≤ 2): {}",
+                    if extra <= 2.0 { "met" } else { "NOT met" }
+                ));
+            } else if let Some(sig) = limit("signature", server.alg) {
+                let ratio = extra / sig;
+                verdicts.push(format!(
+                    "- {} distinct tokens: /whoami costs {extra:+.2} µs over /health = {ratio:.2} × the signature limit {sig:.2} µs (target ≤ 1.15): {}",
+                    server.alg,
+                    if ratio <= 1.15 { "met" } else { "NOT met" }
+                ));
+            } else {
+                verdicts.push(format!(
+                    "- {} distinct tokens: /whoami costs {extra:+.2} µs over /health (no signature limit measured in this run)",
+                    server.alg
+                ));
+            }
+        }
+        servers_json.push(json!({
+            "alg": server.alg,
+            "idle_rss_kib": server.idle_rss_kib,
+            "peak_rss_kib": server.peak_rss_kib,
+            "end_rss_kib": server.end_rss_kib,
+            "load_seconds": server.load_seconds,
+            "runs": runs_json,
+        }));
+    }
+    md.push_str("\n| server (key) | idle RSS MiB | peak RSS MiB (VmHWM) | after s of load |\n|---|---:|---:|---:|\n");
+    for s in &report.servers {
+        md.push_str(&format!(
+            "| todo-api ({}) | {:.1} | {:.1} | {:.0} |\n",
+            s.alg,
+            s.idle_rss_kib as f64 / 1024.0,
+            s.peak_rss_kib as f64 / 1024.0,
+            s.load_seconds
+        ));
+    }
+    if !report.micro.is_empty() {
+        md.push_str("\nauth-core micro-benchmarks (criterion mean, same run), µs per token:\n\n| alg | signature (limit) | full `Auth::verify` | cache hit |\n|---|---:|---:|---:|\n");
+        for alg in ["RS256", "ES256", "EdDSA", "HS256"] {
+            let cell = |g| limit(g, alg).map_or("-".into(), |v| format!("{v:.2}"));
+            md.push_str(&format!(
+                "| {alg} | {} | {} | {} |\n",
+                cell("signature"),
+                cell("full"),
+                cell("cache_hit")
+            ));
+        }
+    }
+    if report.smoke {
+        md.push_str(
+            "\nSmoke run on debug binaries: proves the command works; the figures mean nothing.\n",
+        );
+    } else if !verdicts.is_empty() {
+        md.push_str("\nTargets (server CPU per request, this run):\n\n");
+        md.push_str(&verdicts.join("\n"));
+        md.push('\n');
+    }
+    let micro_json: Vec<Value> = report
+        .micro
+        .iter()
+        .map(|(g, a, ns)| json!({"group": g, "alg": a, "mean_ns": ns}))
+        .collect();
+    let json = json!({
+        "smoke": report.smoke,
+        "pinned": report.pinned,
+        "duration_seconds": args.duration,
+        "warmup_seconds": args.warmup,
+        "connections": args.connections,
+        "cache_entries": args.cache_entries,
+        "micro": micro_json,
+        "servers": servers_json,
+        "targets": verdicts,
+    });
+    (md, json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_plain_http11() {
+        assert_eq!(
+            request("/whoami", Some("a.b.c")),
+            b"GET /whoami HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer a.b.c\r\n\r\n"
+        );
+        assert_eq!(
+            request("/health", None),
+            b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn reads_content_length_and_chunked_responses() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhel")
+                .unwrap();
+            s.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            s.write_all(b"lo").unwrap();
+            s.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n",
+            )
+            .unwrap();
+        });
+        let mut stream = connect(addr).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(read_response(&mut stream, &mut buf).unwrap(), 200);
+        assert!(buf.ends_with(b"hello"));
+        assert_eq!(read_response(&mut stream, &mut buf).unwrap(), 401);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn reads_own_cpu_and_memory() {
+        let pid = std::process::id();
+        cpu_ticks(pid).unwrap();
+        assert!(proc_status(pid, "VmHWM:").unwrap() > 0);
+        assert!(clock_ticks_per_second() > 0);
+    }
+
+    #[test]
+    fn distinct_tokens_differ_and_parse() {
+        let tokens = mint_tokens(Alg::HS256, 1_750_000_000, 50, "t").unwrap();
+        let mut unique = tokens.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 50);
+        assert_eq!(tokens[0].split('.').count(), 3);
+    }
+}
