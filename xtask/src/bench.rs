@@ -150,14 +150,6 @@ pub fn run(args: Bench) -> anyhow::Result<()> {
     served_every_run(&report)
 }
 
-/// `cargo xtask bench --smoke`, for `cargo xtask test`: runs every route and token mode briefly
-/// on debug binaries and fails when a response is not 200 or nothing was served.
-pub fn smoke() -> anyhow::Result<Report> {
-    let report = bench(&Bench::smoke())?;
-    served_every_run(&report)?;
-    Ok(report)
-}
-
 /// Every run served requests, all of them 200 OK.
 fn served_every_run(report: &Report) -> anyhow::Result<()> {
     for run in report.servers.iter().flat_map(|s| &s.runs) {
@@ -180,7 +172,7 @@ fn bench(args: &Bench) -> anyhow::Result<Report> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let profile = if args.smoke { "debug" } else { "release" };
     if !args.no_build {
-        let mut build = Command::new(&cargo);
+        let mut build = nested_cargo(&cargo);
         build.current_dir(&root).args(["build", "-p", "todo-api"]);
         if !args.smoke {
             build.arg("--release");
@@ -241,6 +233,29 @@ fn bench(args: &Bench) -> anyhow::Result<Report> {
     })
 }
 
+/// A cargo command without the package variables `cargo run` gave xtask (`CARGO_PKG_NAME`,
+/// `CARGO_MANIFEST_DIR`, …): build scripts (ring's) watch them, and would rebuild when they differ
+/// from a plain `cargo build`'s environment.
+fn nested_cargo(cargo: &std::ffi::OsStr) -> Command {
+    let mut cmd = Command::new(cargo);
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "OUT_DIR",
+            ]
+            .contains(&name)
+        {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
 fn which(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
@@ -253,7 +268,7 @@ fn micro_benchmarks(
     cargo: &std::ffi::OsStr,
 ) -> anyhow::Result<Vec<(String, String, f64)>> {
     println!("xtask: criterion micro-benchmarks (auth-core, verify)");
-    let status = Command::new(cargo)
+    let status = nested_cargo(cargo)
         .current_dir(root)
         .args([
             "bench",
@@ -955,7 +970,10 @@ mod tests {
         let mut buf = Vec::new();
         assert_eq!(read_response(&mut stream, &mut buf).unwrap(), 200);
         // The whole body was consumed; anything left over starts the next response.
-        assert!(buf.is_empty() || buf.starts_with(b"HTTP/1.1 401"), "{buf:?}");
+        assert!(
+            buf.is_empty() || buf.starts_with(b"HTTP/1.1 401"),
+            "{buf:?}"
+        );
         assert_eq!(read_response(&mut stream, &mut buf).unwrap(), 401);
         assert!(buf.is_empty());
         server.join().unwrap();
@@ -967,6 +985,14 @@ mod tests {
         cpu_ticks(pid).unwrap();
         assert!(proc_status(pid, "VmHWM:").unwrap() > 0);
         assert!(clock_ticks_per_second() > 0);
+    }
+
+    /// `cargo xtask bench --smoke`: every route and token mode briefly on debug binaries; fails
+    /// when a response is not 200 or nothing was served.
+    fn smoke() -> anyhow::Result<Report> {
+        let report = bench(&Bench::smoke())?;
+        served_every_run(&report)?;
+        Ok(report)
     }
 
     /// `cargo xtask bench --smoke` end to end: builds todo-api (debug), serves every route and
