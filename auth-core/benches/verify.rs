@@ -3,7 +3,9 @@
 //! - `full/<alg>`: [`Auth::verify`] with a static key source, a fixed clock and the cache off:
 //!   everything a request pays for its token;
 //! - `signature/<alg>`: [`verify_signature`] alone with a key parsed once: the limit;
-//! - `cache_hit/<alg>`: [`Auth::verify`] of a token already in the verified-token cache.
+//! - `cache_hit/<alg>`: [`Auth::verify`] of a token already in the verified-token cache;
+//! - `cache_miss/<alg>`: [`Auth::verify`] with the cache on and every token new to it (more
+//!   distinct tokens than it holds, cycled): full verification plus the cache's own work.
 //!
 //! `cargo bench -p auth-core --bench verify`; `cargo xtask bench` runs the `signature` group
 //! too, to compare a service's cost per request with the limit measured on the same machine.
@@ -131,7 +133,26 @@ fn bench(c: &mut Criterion) {
         });
     }
     hit.finish();
+
+    let mut miss = c.benchmark_group("cache_miss");
+    for case in &cases {
+        let auth = verifier(&case.settings, MISS_CACHE);
+        let tokens: Vec<String> = (0..MISS_CACHE + MISS_CACHE / 5)
+            .map(|i| mint(&case.key).claim("jti", format!("t{i}")).sign())
+            .collect();
+        let mut next = 0;
+        miss.bench_function(case.alg.as_str(), |b| {
+            b.iter(|| {
+                next = (next + 1) % tokens.len();
+                verify_now(&auth, black_box(&tokens[next]))
+            })
+        });
+    }
+    miss.finish();
 }
+
+/// The cache bound of the `cache_miss` group (tokens minted: 20 % more).
+const MISS_CACHE: usize = 1_000;
 
 criterion_group!(benches, bench);
 criterion_main!(benches);

@@ -117,6 +117,8 @@ pub struct Server {
     pub end_rss_kib: u64,
     pub load_seconds: f64,
     pub runs: Vec<Run>,
+    /// Per run: server CPU µs per request minus the baseline's (median of per-round differences).
+    pub extra_us: Vec<f64>,
 }
 
 /// Everything one `cargo xtask bench` measured.
@@ -292,7 +294,7 @@ fn micro_benchmarks(
         bail!("cargo bench -p auth-core failed");
     }
     let mut out = Vec::new();
-    for group in ["full", "signature", "cache_hit"] {
+    for group in ["full", "signature", "cache_hit", "cache_miss"] {
         for alg in ["RS256", "ES256", "EdDSA", "HS256"] {
             let path = root
                 .join("target/criterion")
@@ -404,11 +406,12 @@ fn bench_server(
     ];
     let started = Instant::now();
     let mut rounds: Vec<Vec<Run>> = vec![Vec::new(); plan.len()];
+    let cursors: Vec<Arc<AtomicUsize>> = plan.iter().map(|_| Arc::default()).collect();
     for round in 1..=args.rounds.max(1) {
         for (i, (route, mode, requests)) in plan.iter().enumerate() {
             let (route, mode) = (*route, *mode);
             let before = cache_counters(addr);
-            let measured = drive(addr, requests.clone(), args, pid)?;
+            let measured = drive(addr, requests.clone(), cursors[i].clone(), args, pid)?;
             let after = cache_counters(addr);
             let delta = |f: fn(&(f64, f64)) -> f64| match (&before, &after) {
                 (Some(b), Some(a)) => Some(f(a) - f(b)),
@@ -440,6 +443,20 @@ fn bench_server(
     }
     // Per mode, the round with the median CPU per request: robust to a burst of other work on
     // a shared machine. Errors of every round count.
+    // Authenticated minus baseline: the median over rounds of each round's difference (a burst of
+    // other work on the machine then shifts both sides of a difference alike).
+    let extra_us: Vec<f64> = rounds
+        .iter()
+        .map(|rs| {
+            let mut diffs: Vec<f64> = rs
+                .iter()
+                .zip(&rounds[0])
+                .map(|(r, base)| r.cpu_us_per_request - base.cpu_us_per_request)
+                .collect();
+            diffs.sort_by(f64::total_cmp);
+            diffs[diffs.len() / 2]
+        })
+        .collect();
     let runs = rounds
         .into_iter()
         .map(|mut rs| {
@@ -461,6 +478,7 @@ fn bench_server(
         end_rss_kib,
         load_seconds,
         runs,
+        extra_us,
     })
 }
 
@@ -570,16 +588,17 @@ struct Measured {
 }
 
 /// Closed-loop load: `connections` keep-alive connections, one thread each, cycling through
-/// `requests`; warm-up, then a measured window with the server's CPU time read around it.
+/// `requests` from `next` on (it carries over between rounds, so a distinct token is not
+/// reused while the server's cache may still hold it); warm-up, then a measured window with the server's CPU time read around it.
 fn drive(
     addr: SocketAddr,
     requests: Arc<Vec<Vec<u8>>>,
+    next: Arc<AtomicUsize>,
     args: &Bench,
     pid: u32,
 ) -> anyhow::Result<Measured> {
     let stop = Arc::new(AtomicBool::new(false));
     let recording = Arc::new(AtomicBool::new(false));
-    let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..args.connections.max(1))
         .map(|_| {
             let (stop, recording, next, requests) = (
@@ -812,20 +831,14 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
         }
     ));
     md.push_str(
-        "| alg | route | tokens | req/s | p50 µs | p99 µs | server CPU µs/req | minus /health | cache hits/misses | errors |\n\
+        "| alg | route | tokens | req/s | p50 µs | p99 µs | server CPU µs/req | minus /health (median of per-round differences) | cache hits/misses | errors |\n\
          |---|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut servers_json = Vec::new();
     let mut verdicts = Vec::new();
     for server in &report.servers {
-        let base = server
-            .runs
-            .iter()
-            .find(|r| r.mode == "baseline")
-            .map_or(0.0, |r| r.cpu_us_per_request);
         let mut runs_json = Vec::new();
-        for r in &server.runs {
-            let extra = r.cpu_us_per_request - base;
+        for (r, &extra) in server.runs.iter().zip(&server.extra_us) {
             let cache = match (r.cache_hits, r.cache_misses) {
                 (Some(h), Some(m)) if r.mode != "baseline" => format!("{h:.0}/{m:.0}"),
                 _ => "-".into(),
@@ -866,8 +879,9 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
             server
                 .runs
                 .iter()
-                .find(|r| r.route == route && r.mode == mode)
-                .map(|r| r.cpu_us_per_request - base)
+                .zip(&server.extra_us)
+                .find(|(r, _)| r.route == route && r.mode == mode)
+                .map(|(_, &extra)| extra)
         };
         if let Some(extra) = extra_of("/whoami", "repeated") {
             verdicts.push(format!(
@@ -916,13 +930,14 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
         ));
     }
     if !report.micro.is_empty() {
-        md.push_str("\nauth-core micro-benchmarks (criterion mean, same run), µs per token:\n\n| alg | signature (limit) | full `Auth::verify` | cache hit |\n|---|---:|---:|---:|\n");
+        md.push_str("\nauth-core micro-benchmarks (criterion mean, same run), µs per token:\n\n| alg | signature (limit) | full `Auth::verify`, cache off | cache miss (full + cache work) | cache hit |\n|---|---:|---:|---:|---:|\n");
         for alg in ["RS256", "ES256", "EdDSA", "HS256"] {
             let cell = |g| limit(g, alg).map_or("-".into(), |v| format!("{v:.2}"));
             md.push_str(&format!(
-                "| {alg} | {} | {} | {} |\n",
+                "| {alg} | {} | {} | {} | {} |\n",
                 cell("signature"),
                 cell("full"),
+                cell("cache_miss"),
                 cell("cache_hit")
             ));
         }
