@@ -65,9 +65,11 @@ where
 {
     let mut body = Vec::new();
     let mut stream = std::pin::pin!(stream);
-    while let Some(mut chunk) = stream.try_next().await.map_err(|_| {
-        warp::reject::custom(ApiError::bad_request("could not read the request body"))
-    })? {
+    while let Some(mut chunk) = stream
+        .try_next()
+        .await
+        .map_err(|e| warp::reject::custom(read_error(&e)))?
+    {
         if body.len() as u64 + chunk.remaining() as u64 > limit {
             return Err(warp::reject::custom(too_large(limit)));
         }
@@ -78,6 +80,22 @@ where
         }
     }
     parse_json(&body).map_err(warp::reject::custom)
+}
+
+/// 408 when the body did not arrive in time (the serving loop's deadline), else 400.
+fn read_error(e: &warp::Error) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<super::server::BodyTimeout>() {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "request body not received in time",
+            );
+        }
+        source = err.source();
+    }
+    ApiError::bad_request("could not read the request body")
 }
 
 /// Deserialises JSON into `T`; the error names the field (`title: invalid type: …`).
