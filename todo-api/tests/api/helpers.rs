@@ -1,3 +1,4 @@
+use auth_core::service::config::Settings;
 use auth_core::service::testing::{self, Spawned};
 use auth_core::settings::AuthSettings;
 use serde_json::{Value, json};
@@ -6,33 +7,32 @@ use testkit::LocalIssuer;
 pub struct TestApp {
     pub app: Spawned,
     pub issuer: LocalIssuer,
-    pub _data_dir: tempfile::TempDir,
+    pub data_dir: tempfile::TempDir,
 }
 
 pub async fn spawn_app() -> TestApp {
-    spawn_with(|_| {}, None).await
+    spawn_with(|_| {}).await
 }
 
-/// The app with its `auth` settings adjusted and, optionally, a PostgreSQL database.
-pub async fn spawn_with(
-    adjust: impl FnOnce(&mut AuthSettings),
-    database_url: Option<String>,
-) -> TestApp {
+/// The app with its settings adjusted (auth already pointing at the mock issuer).
+pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let issuer = LocalIssuer::start().await;
     let data_dir = tempfile::tempdir().unwrap();
-    let mut auth = AuthSettings {
+    let auth = AuthSettings {
         issuer: Some(issuer.issuer()),
         audience: vec!["todo-api".into()],
         jwks_url: Some(issuer.jwks_url()),
         ..AuthSettings::default()
     };
-    adjust(&mut auth);
-    let settings = testing::settings(data_dir.path(), database_url, auth);
+    let mut settings = testing::settings(data_dir.path(), None, auth);
+    adjust(&mut settings);
     let app = todo_api::startup::build(settings).await.expect("build");
+    let app = testing::spawn(app);
+    app.wait_ready().await;
     TestApp {
-        app: testing::spawn(app),
+        app,
         issuer,
-        _data_dir: data_dir,
+        data_dir,
     }
 }
 
