@@ -4,8 +4,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+use aws_lc_rs::hmac;
+use aws_lc_rs::signature::{self, ParsedPublicKey, VerificationAlgorithm};
 use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -99,6 +101,9 @@ pub enum KeyError {
     /// The JWK is malformed or of an unsupported type.
     #[error("unsupported or malformed JWK: {0}")]
     Jwk(String),
+    /// The cryptographic library refused the key (e.g. an RSA modulus under 2048 bits).
+    #[error("key rejected: {0}")]
+    Rejected(String),
     /// An HMAC secret shorter than 32 bytes.
     #[error("an HS256 secret must be at least 32 bytes")]
     ShortSecret,
@@ -115,7 +120,30 @@ pub struct VerifyingKey {
     pub family: KeyFamily,
     /// RFC 7638 thumbprint (SHA-256, base64url); for a secret, a SHA-256 of it.
     pub thumbprint: String,
-    pub(crate) decoding: DecodingKey,
+    pub(crate) material: Material,
+}
+
+/// The key material, parsed once for the one algorithm its family allows.
+#[derive(Clone)]
+pub(crate) enum Material {
+    /// An RSA, P-256 or Ed25519 public key.
+    Public(ParsedPublicKey),
+    /// An HMAC-SHA-256 key.
+    Secret(Box<hmac::Key>),
+}
+
+impl Material {
+    fn public(family: KeyFamily, der: &[u8]) -> Result<Self, KeyError> {
+        let alg: &'static dyn VerificationAlgorithm = match family {
+            KeyFamily::Rsa => &signature::RSA_PKCS1_2048_8192_SHA256,
+            KeyFamily::EcP256 => &signature::ECDSA_P256_SHA256_FIXED,
+            KeyFamily::Ed25519 => &signature::ED25519,
+            KeyFamily::Hmac => return Err(KeyError::UnsupportedPem),
+        };
+        ParsedPublicKey::new(alg, der)
+            .map(Material::Public)
+            .map_err(|e| KeyError::Rejected(e.to_string()))
+    }
 }
 
 impl fmt::Debug for VerifyingKey {
@@ -144,13 +172,20 @@ impl VerifyingKey {
         let thumbprint = jwk
             .thumbprint(ThumbprintHash::SHA256)
             .map_err(|_| KeyError::UnsupportedPem)?;
+        let material = Material::public(family, raw_key(&decoding)?.as_ref())?;
         Ok(Self {
             kid: None,
             alg: None,
             family,
             thumbprint,
-            decoding,
+            material,
         })
+    }
+
+    /// Parses a DER SubjectPublicKeyInfo (RSA, P-256 or Ed25519), as [`VerifyingKey::from_pem`]
+    /// does once the PEM armour is off.
+    pub fn from_spki_der(der: &[u8]) -> Result<Self, KeyError> {
+        Self::from_pem(pem::encode(&pem::Pem::new("PUBLIC KEY", der)).as_bytes())
     }
 
     /// Parses one JWK of a key set. Private members, if any, are ignored; symmetric (`oct`) keys
@@ -188,15 +223,21 @@ impl VerifyingKey {
             ));
         }
         let decoding = DecodingKey::from_jwk(jwk).map_err(|e| KeyError::Jwk(e.to_string()))?;
+        if family == KeyFamily::Ed25519
+            && !matches!(decoding.kind(), DecodingKeyKind::SecretOrDer(x) if x.len() == 32)
+        {
+            return Err(KeyError::Jwk("an Ed25519 key is 32 bytes".into()));
+        }
         let thumbprint = jwk
             .thumbprint(ThumbprintHash::SHA256)
             .map_err(|e| KeyError::Jwk(e.to_string()))?;
+        let material = Material::public(family, raw_key(&decoding)?.as_ref())?;
         Ok(Self {
             kid: jwk.common.key_id.clone(),
             alg,
             family,
             thumbprint,
-            decoding,
+            material,
         })
     }
 
@@ -210,7 +251,7 @@ impl VerifyingKey {
             alg: Some(Alg::HS256),
             family: KeyFamily::Hmac,
             thumbprint: secret_fingerprint(secret),
-            decoding: DecodingKey::from_secret(secret),
+            material: Material::Secret(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret))),
         })
     }
 
@@ -224,6 +265,48 @@ impl VerifyingKey {
     pub fn fits(&self, alg: Alg) -> bool {
         alg.family() == self.family && self.alg.is_none_or(|a| a == alg)
     }
+}
+
+/// The bytes aws-lc-rs parses: PKCS#1 `RSAPublicKey` DER, an uncompressed P-256 point, or the
+/// 32 bytes of an Ed25519 key.
+fn raw_key(decoding: &DecodingKey) -> Result<std::borrow::Cow<'_, [u8]>, KeyError> {
+    match decoding.kind() {
+        DecodingKeyKind::SecretOrDer(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
+        DecodingKeyKind::RsaModulusExponent { n, e } => {
+            Ok(std::borrow::Cow::Owned(rsa_public_key_der(n, e)))
+        }
+    }
+}
+
+/// DER of PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`.
+fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn push_len(out: &mut Vec<u8>, len: usize) {
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes = len.to_be_bytes();
+            let skip = bytes.iter().take_while(|b| **b == 0).count();
+            out.push(0x80 | (bytes.len() - skip) as u8);
+            out.extend_from_slice(&bytes[skip..]);
+        }
+    }
+    fn integer(value: &[u8]) -> Vec<u8> {
+        let trimmed = &value[value.iter().take_while(|b| **b == 0).count()..];
+        let mut body = Vec::with_capacity(trimmed.len() + 1);
+        if trimmed.first().is_none_or(|b| b & 0x80 != 0) {
+            body.push(0);
+        }
+        body.extend_from_slice(trimmed);
+        let mut out = vec![0x02];
+        push_len(&mut out, body.len());
+        out.extend_from_slice(&body);
+        out
+    }
+    let body = [integer(n), integer(e)].concat();
+    let mut out = vec![0x30];
+    push_len(&mut out, body.len());
+    out.extend_from_slice(&body);
+    out
 }
 
 fn is_p256(jwk: &Jwk) -> bool {

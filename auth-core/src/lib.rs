@@ -8,9 +8,12 @@
 
 pub mod caller;
 pub mod claims;
+pub mod clock;
 pub mod error;
+pub mod filters;
 pub mod keys;
 pub mod settings;
+pub mod source;
 pub mod verify;
 
 #[cfg(feature = "service")]
@@ -20,4 +23,5 @@ pub use claims::Claims;
 pub use error::{ApiError, handle_rejection};
 pub use keys::Alg;
 pub use settings::{AuthSettings, JwksSettings};
-pub use verify::AuthError;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use verify::{Auth, AuthError, AuthErrorKind, SetupError};

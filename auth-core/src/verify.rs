@@ -1,39 +1,245 @@
-//! Token verification (placeholder until the verification issue lands: see ARCHITECTURE.md).
+//! Token verification: one [`Auth`] per service, strict by default (RFC 8725).
+//!
+//! A token is checked in this order, and the first failure decides the answer:
+//!
+//! 1. size (`auth.max_token_bytes`), before any decoding;
+//! 2. compact JWS shape (three base64url parts), header JSON;
+//! 3. `alg`: exactly one of the configured `auth.algorithms` (`none` is no algorithm, in any spelling);
+//! 4. `crit`: auth-core implements no JWS extension, so any `crit` header is refused;
+//! 5. `typ`: case-insensitive, optional `application/` prefix; `at+jwt`, `JWT` or absent
+//!    (only `at+jwt` with `auth.require_at_jwt`);
+//! 6. the key: chosen by `kid` (an opaque string) from the configured source only; header
+//!    members `jwk`, `jku`, `x5u`, `x5c` are never read; the key's type must fit `alg`;
+//! 7. the signature, by [`verify_signature`] over the exact `header.payload` bytes;
+//! 8. the claims, deserialised once: `exp` required (a number), `nbf` and `iat` not in the future,
+//!    optional maximum lifetime, all with `auth.leeway_seconds` and the injected [`Clock`];
+//!    then `iss` and `aud` whenever configured (the claim must then be present).
+//!
+//! Every denial is counted in `auth_denials_total{reason}` and logged at debug with the `kid`
+//! and `sub` when known. A token string is never logged.
 
-use http::StatusCode;
+use std::fmt;
+use std::sync::Arc;
+
+use aws_lc_rs::hmac;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{HeaderValue, StatusCode, header};
+use serde::Deserialize;
 use warp::reply::Response;
 
+use crate::claims::Claims;
+use crate::clock::{Clock, SystemClock};
+use crate::keys::{Alg, Material, VerifyingKey};
 use crate::settings::AuthSettings;
+use crate::source::KeySource;
 
-/// Why a request was not authenticated or authorised.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AuthError {
-    /// No token was presented.
-    #[error("missing token")]
+/// Why a request was not authenticated or authorised: the kind of an [`AuthError`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthErrorKind {
+    /// No `Authorization` header.
     Missing,
-    /// No verification key can be had.
-    #[error("verification keys unavailable")]
+    /// An `Authorization` header with a scheme other than `Bearer`.
+    Scheme,
+    /// The token is longer than `auth.max_token_bytes`.
+    TooLarge,
+    /// The token is not a well-formed compact JWS, or its header or claims are not valid JSON
+    /// of the expected shape (e.g. `exp` as a string).
+    Malformed(&'static str),
+    /// `alg` is `none`, unknown, not configured, or does not fit the key.
+    Algorithm,
+    /// A `crit` header parameter (auth-core implements no extension).
+    Crit,
+    /// `typ` is not accepted.
+    Type,
+    /// The signature does not verify.
+    Signature,
+    /// No configured key has the token's `kid`.
+    UnknownKid,
+    /// The token has no `exp`.
+    MissingExp,
+    /// `exp` has passed (beyond the leeway).
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    NotYetValid,
+    /// `iat` is in the future (beyond the leeway).
+    IssuedInFuture,
+    /// `exp` is further from `iat` than `auth.max_lifetime_seconds`.
+    Lifetime,
+    /// `iss` is missing or not the configured issuer.
+    Issuer,
+    /// `aud` is missing or names none of the configured audiences.
+    Audience,
+    /// A valid token lacking a role, scope or access grant; the message says what is required.
+    InsufficientScope(String),
+    /// No verification key can be had (the key source is unreachable and nothing is cached).
     Unavailable,
+}
+
+impl AuthErrorKind {
+    /// The metric label of `auth_denials_total{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Scheme => "scheme",
+            Self::TooLarge => "too_large",
+            Self::Malformed(_) => "malformed",
+            Self::Algorithm => "algorithm",
+            Self::Crit => "crit",
+            Self::Type => "type",
+            Self::Signature => "signature",
+            Self::UnknownKid => "unknown_kid",
+            Self::MissingExp => "malformed",
+            Self::Expired => "expired",
+            Self::NotYetValid | Self::IssuedInFuture => "not_yet_valid",
+            Self::Lifetime => "lifetime",
+            Self::Issuer => "issuer",
+            Self::Audience => "audience",
+            Self::InsufficientScope(_) => "insufficient_scope",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// The message the caller sees: helpful, and silent about keys and internals.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Missing => "missing token",
+            Self::Scheme => "authorization scheme must be Bearer",
+            Self::TooLarge => "token too large",
+            Self::Malformed(m) => m,
+            Self::Algorithm => "token algorithm not accepted",
+            Self::Crit => "unsupported critical header parameter",
+            Self::Type => "token type not accepted",
+            Self::Signature => "invalid signature",
+            Self::UnknownKid => "unknown key id",
+            Self::MissingExp => "token has no expiry",
+            Self::Expired => "token expired",
+            Self::NotYetValid => "token not yet valid",
+            Self::IssuedInFuture => "token issued in the future",
+            Self::Lifetime => "token lifetime too long",
+            Self::Issuer => "token issuer not accepted",
+            Self::Audience => "token audience not accepted",
+            Self::InsufficientScope(m) => m,
+            Self::Unavailable => "verification keys unavailable",
+        }
+    }
+}
+
+impl fmt::Display for AuthErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+/// A denial, as a warp rejection: its kind plus the realm its RFC 6750 response names.
+///
+/// | kind | status | `error` | `WWW-Authenticate` |
+/// |---|---|---|---|
+/// | [`Missing`](AuthErrorKind::Missing), [`Scheme`](AuthErrorKind::Scheme) | 401 | `missing_token` | `Bearer realm="…"` |
+/// | [`InsufficientScope`](AuthErrorKind::InsufficientScope) | 403 | `insufficient_scope` | `Bearer realm="…", error="insufficient_scope", error_description="…"` |
+/// | [`Unavailable`](AuthErrorKind::Unavailable) | 503 | `temporarily_unavailable` | none; `Retry-After` |
+/// | any other | 401 | `invalid_token` | `Bearer realm="…", error="invalid_token", error_description="…"` |
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{kind}")]
+pub struct AuthError {
+    kind: AuthErrorKind,
+    realm: Arc<str>,
+    retry_after: u64,
 }
 
 impl warp::reject::Reject for AuthError {}
 
 impl AuthError {
-    /// The RFC 6750 response.
-    pub fn to_response(&self) -> Response {
-        match self {
-            AuthError::Missing => crate::error::error_response(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "missing token",
-            ),
-            AuthError::Unavailable => crate::error::error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "verification keys unavailable",
-            ),
+    /// A denial of `kind` in `realm`.
+    pub fn new(kind: AuthErrorKind, realm: &str) -> Self {
+        Self {
+            kind,
+            realm: Arc::from(realm),
+            retry_after: DEFAULT_RETRY_AFTER,
         }
     }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &AuthErrorKind {
+        &self.kind
+    }
+
+    /// The realm the response names.
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    /// The metric label (`auth_denials_total{reason}`).
+    pub fn reason(&self) -> &'static str {
+        self.kind.reason()
+    }
+
+    /// The HTTP status of the response.
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            AuthErrorKind::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            AuthErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The RFC 6750 response: status, `WWW-Authenticate` (or `Retry-After` for 503) and the
+    /// JSON error body.
+    pub fn to_response(&self) -> Response {
+        let status = self.status();
+        let realm = quoted(&self.realm);
+        let message = self.kind.message();
+        let (code, challenge) = match self.kind {
+            AuthErrorKind::Missing | AuthErrorKind::Scheme => {
+                ("missing_token", Some(format!("Bearer realm=\"{realm}\"")))
+            }
+            AuthErrorKind::Unavailable => ("temporarily_unavailable", None),
+            AuthErrorKind::InsufficientScope(_) => (
+                "insufficient_scope",
+                Some(format!(
+                    "Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{}\"",
+                    quoted(message)
+                )),
+            ),
+            _ => (
+                "invalid_token",
+                Some(format!(
+                    "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
+                    quoted(message)
+                )),
+            ),
+        };
+        let mut res = crate::error::error_response(status, code, message);
+        if let Some(challenge) = challenge
+            && let Ok(value) = HeaderValue::from_str(&challenge)
+        {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after));
+        }
+        res
+    }
+}
+
+/// `Retry-After` of a 503 when keys cannot be had.
+const DEFAULT_RETRY_AFTER: u64 = 5;
+
+/// The characters RFC 6750 allows in a quoted `realm`/`error_description`, escaped for a
+/// quoted-string; anything else is dropped.
+fn quoted(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii() && !c.is_ascii_control())
+        .flat_map(|c| {
+            if c == '"' || c == '\\' {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 /// Why an [`Auth`] could not be built from its settings.
@@ -46,25 +252,365 @@ pub struct SetupError {
     pub message: String,
 }
 
+impl SetupError {
+    pub(crate) fn new(key: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+/// The checks of a verifier, from its settings.
+#[derive(Debug)]
+struct Policy {
+    enabled: bool,
+    algorithms: Vec<Alg>,
+    issuer: Option<String>,
+    audience: Vec<String>,
+    leeway: u64,
+    max_lifetime: Option<u64>,
+    require_at_jwt: bool,
+    max_token_bytes: usize,
+    require_access: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    realm: Arc<str>,
+    policy: Policy,
+    source: KeySource,
+    clock: Arc<dyn Clock>,
+    retry_after: u64,
+}
+
 /// A configured verifier, cheap to clone and shared by every request.
 #[derive(Debug, Clone)]
 pub struct Auth {
-    realm: String,
+    inner: Arc<Inner>,
+}
+
+/// The JOSE header members auth-core reads. `jwk`, `jku`, `x5u`, `x5c` are deliberately absent:
+/// they are never used.
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: String,
+    #[serde(default)]
+    typ: Option<String>,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
+}
+
+/// What is known about a token when it is denied, for the debug log line.
+#[derive(Default)]
+struct Seen {
+    kid: Option<String>,
+    sub: Option<String>,
 }
 
 impl Auth {
-    /// Builds the verifier a service's `auth` settings describe.
-    pub fn new(_settings: &AuthSettings, realm: &str) -> Result<Self, SetupError> {
-        Ok(Self {
-            realm: realm.to_owned(),
-        })
+    /// Builds the verifier a service's `auth` settings describe, reading the system clock.
+    ///
+    /// No network I/O happens here: a remote key source (JWKS, discovery, an `https://` PEM) is
+    /// fetched in the background when a Tokio runtime is running, else on first use. A PEM or
+    /// secret file is read now.
+    pub fn new(settings: &AuthSettings, realm: &str) -> Result<Self, SetupError> {
+        Self::with_clock(settings, realm, Arc::new(SystemClock))
     }
+
+    /// Like [`Auth::new`], with an injected clock (tests use [`crate::clock::ManualClock`]).
+    pub fn with_clock(
+        settings: &AuthSettings,
+        realm: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, SetupError> {
+        if settings.algorithms.is_empty() {
+            return Err(SetupError::new(
+                "auth.algorithms",
+                "list at least one algorithm",
+            ));
+        }
+        if settings.max_token_bytes == 0 {
+            return Err(SetupError::new(
+                "auth.max_token_bytes",
+                "must be greater than 0",
+            ));
+        }
+        let source = if settings.enabled {
+            KeySource::from_settings(settings, clock.clone())?
+        } else {
+            tracing::warn!(
+                realm,
+                "VERIFICATION-OFF MODE (auth.enabled = false): token signatures and expiry are NOT \
+                 checked; any decodable token is accepted. Local exploration only, never in production"
+            );
+            KeySource::Off
+        };
+        let retry_after = settings.jwks.unknown_kid_cooldown_seconds.max(1);
+        let inner = Inner {
+            realm: Arc::from(realm),
+            policy: Policy {
+                enabled: settings.enabled,
+                algorithms: settings.algorithms.clone(),
+                issuer: settings.issuer.clone().filter(|s| !s.is_empty()),
+                audience: settings.audience.clone(),
+                leeway: settings.leeway_seconds,
+                max_lifetime: settings.max_lifetime_seconds,
+                require_at_jwt: settings.require_at_jwt,
+                max_token_bytes: settings.max_token_bytes,
+                require_access: settings.require_access,
+            },
+            source,
+            clock,
+            retry_after,
+        };
+        let auth = Self {
+            inner: Arc::new(inner),
+        };
+        auth.inner.source.prefetch_in_background();
+        Ok(auth)
+    }
+
     /// The realm of `WWW-Authenticate`.
     pub fn realm(&self) -> &str {
-        &self.realm
+        &self.inner.realm
     }
-    /// Whether verification keys are loaded (for `/ready`).
+
+    /// Whether verification keys are available (for `/ready`). Always true for a static key or
+    /// secret and in verification-off mode.
     pub fn is_ready(&self) -> bool {
-        true
+        self.inner.source.is_ready()
+    }
+
+    /// Fetches the keys of a remote source now if none are held (a service may await this at
+    /// startup). Returns [`Auth::is_ready`].
+    pub async fn load_keys(&self) -> bool {
+        self.inner.source.load().await;
+        self.is_ready()
+    }
+
+    /// Whether `auth.require_access` is set: every authenticated route also needs the `access`
+    /// claim to grant its path (the filters enforce it).
+    pub fn requires_access(&self) -> bool {
+        self.inner.policy.require_access
+    }
+
+    /// Whether this is verification-off mode (`auth.enabled = false`).
+    pub fn is_verification_off(&self) -> bool {
+        !self.inner.policy.enabled
+    }
+
+    /// Verifies a compact JWS and returns its claims, or the denial (already counted and logged).
+    pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let mut seen = Seen::default();
+        match self.check(token, &mut seen).await {
+            Ok(claims) => Ok(claims),
+            Err(kind) => Err(self.deny(kind, seen.kid.as_deref(), seen.sub.as_deref())),
+        }
+    }
+
+    /// Counts, logs and wraps a denial.
+    pub(crate) fn deny(
+        &self,
+        kind: AuthErrorKind,
+        kid: Option<&str>,
+        sub: Option<&str>,
+    ) -> AuthError {
+        let reason = kind.reason();
+        metrics::counter!("auth_denials_total", "reason" => reason).increment(1);
+        // kid and sub come from the token: shorten them so a log line stays a line.
+        let kid = kid.map(|k| k.chars().take(80).collect::<String>());
+        let sub = sub.map(|s| s.chars().take(80).collect::<String>());
+        tracing::debug!(realm = %self.inner.realm, reason, kid, sub, "auth denied: {}", kind.message());
+        AuthError {
+            kind,
+            realm: self.inner.realm.clone(),
+            retry_after: self.inner.retry_after,
+        }
+    }
+
+    async fn check(&self, token: &str, seen: &mut Seen) -> Result<Claims, AuthErrorKind> {
+        let policy = &self.inner.policy;
+        if token.len() > policy.max_token_bytes {
+            return Err(AuthErrorKind::TooLarge);
+        }
+        if !policy.enabled {
+            return decode_unverified(token, seen);
+        }
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthErrorKind::Malformed("malformed token"));
+        };
+        let header: JoseHeader = serde_json::from_slice(&b64(h)?)
+            .map_err(|_| AuthErrorKind::Malformed("malformed token header"))?;
+        seen.kid.clone_from(&header.kid);
+        let alg: Alg = header.alg.parse().map_err(|_| AuthErrorKind::Algorithm)?;
+        if !policy.algorithms.contains(&alg) {
+            return Err(AuthErrorKind::Algorithm);
+        }
+        if header.crit.is_some() {
+            return Err(AuthErrorKind::Crit);
+        }
+        if !typ_accepted(header.typ.as_deref(), policy.require_at_jwt) {
+            return Err(AuthErrorKind::Type);
+        }
+        let signature = b64(s)?;
+        let key = self.inner.source.key(header.kid.as_deref(), alg).await?;
+        let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
+        verify_signature(&key, alg, signing_input, &signature)?;
+        let claims: Claims = serde_json::from_slice(&b64(p)?)
+            .map_err(|_| AuthErrorKind::Malformed("malformed token claims"))?;
+        seen.sub.clone_from(&claims.sub);
+        check_claims(&claims, policy, self.inner.clock.now())?;
+        Ok(claims)
+    }
+}
+
+/// Verification-off mode: the payload of `header.payload[.signature]`, decoded without any
+/// check.
+fn decode_unverified(token: &str, seen: &mut Seen) -> Result<Claims, AuthErrorKind> {
+    let mut parts = token.split('.');
+    let (Some(_), Some(p), None) = (parts.next(), parts.next(), parts.nth(1)) else {
+        return Err(AuthErrorKind::Malformed("malformed token"));
+    };
+    let claims: Claims = serde_json::from_slice(&b64(p)?)
+        .map_err(|_| AuthErrorKind::Malformed("malformed token claims"))?;
+    seen.sub.clone_from(&claims.sub);
+    Ok(claims)
+}
+
+fn b64(part: &str) -> Result<Vec<u8>, AuthErrorKind> {
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| AuthErrorKind::Malformed("malformed token"))
+}
+
+/// `typ`: compared case-insensitively with an optional `application/` prefix (RFC 7515 §4.1.9).
+fn typ_accepted(typ: Option<&str>, require_at_jwt: bool) -> bool {
+    let Some(typ) = typ else {
+        return !require_at_jwt;
+    };
+    let typ = typ.to_ascii_lowercase();
+    let typ = typ.strip_prefix("application/").unwrap_or(&typ);
+    typ == "at+jwt" || (!require_at_jwt && typ == "jwt")
+}
+
+/// The time, issuer and audience checks, on claims whose signature verified.
+fn check_claims(claims: &Claims, policy: &Policy, now: u64) -> Result<(), AuthErrorKind> {
+    let leeway = policy.leeway;
+    let exp = claims.exp.ok_or(AuthErrorKind::MissingExp)?;
+    // RFC 7519 §4.1.4: the current time must be before `exp`.
+    if now >= exp.saturating_add(leeway) {
+        return Err(AuthErrorKind::Expired);
+    }
+    if let Some(nbf) = claims.nbf
+        && nbf > now.saturating_add(leeway)
+    {
+        return Err(AuthErrorKind::NotYetValid);
+    }
+    if let Some(iat) = claims.iat
+        && iat > now.saturating_add(leeway)
+    {
+        return Err(AuthErrorKind::IssuedInFuture);
+    }
+    if let Some(max) = policy.max_lifetime {
+        // Without `iat` (or `nbf`) the lifetime is measured from now: a far-future `exp` fails.
+        let start = claims.iat.or(claims.nbf).unwrap_or(now);
+        if exp.saturating_sub(start) > max {
+            return Err(AuthErrorKind::Lifetime);
+        }
+    }
+    if let Some(issuer) = &policy.issuer
+        && claims.iss.as_deref() != Some(issuer.as_str())
+    {
+        return Err(AuthErrorKind::Issuer);
+    }
+    if !policy.audience.is_empty() && !claims.aud.iter().any(|a| policy.audience.contains(a)) {
+        return Err(AuthErrorKind::Audience);
+    }
+    Ok(())
+}
+
+/// Verifies a JWS signature: `signature` over `signing_input` (the ASCII `header.payload`) with
+/// `key`, for the header's `alg`.
+///
+/// This is the one signature check requests go through (and the Wycheproof tests call).
+/// `alg` must fit the key ([`VerifyingKey::fits`]), else [`AuthErrorKind::Algorithm`]: a public
+/// key is never an HMAC secret. RS256 is RSASSA-PKCS1-v1_5 with SHA-256 and a 2048–8192-bit
+/// modulus; ES256 takes exactly the 64-byte `r || s` of JWS (RFC 7518 §3.4; DER is refused);
+/// EdDSA is Ed25519; HS256 compares the HMAC-SHA-256 tag in constant time.
+pub fn verify_signature(
+    key: &VerifyingKey,
+    alg: Alg,
+    signing_input: &[u8],
+    signature: &[u8],
+) -> Result<(), AuthErrorKind> {
+    if !key.fits(alg) {
+        return Err(AuthErrorKind::Algorithm);
+    }
+    if alg == Alg::ES256 && signature.len() != 64 {
+        return Err(AuthErrorKind::Signature);
+    }
+    let verified = match &key.material {
+        Material::Public(public) => public.verify_sig(signing_input, signature).is_ok(),
+        Material::Secret(secret) => hmac::verify(secret, signing_input, signature).is_ok(),
+    };
+    if verified {
+        Ok(())
+    } else {
+        Err(AuthErrorKind::Signature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typ_rules() {
+        for ok in [
+            None,
+            Some("JWT"),
+            Some("jwt"),
+            Some("at+jwt"),
+            Some("AT+JWT"),
+            Some("application/at+jwt"),
+            Some("Application/JWT"),
+        ] {
+            assert!(typ_accepted(ok, false), "{ok:?}");
+        }
+        for bad in [
+            Some(""),
+            Some("JOSE"),
+            Some("dpop+jwt"),
+            Some("application/application/jwt"),
+            Some("at+jwt "),
+        ] {
+            assert!(!typ_accepted(bad, false), "{bad:?}");
+        }
+        assert!(typ_accepted(Some("application/AT+JWT"), true));
+        assert!(!typ_accepted(Some("JWT"), true));
+        assert!(!typ_accepted(None, true));
+    }
+
+    #[test]
+    fn quoted_escapes_and_drops() {
+        assert_eq!(quoted(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(quoted("a\nbé"), "ab");
+    }
+
+    #[test]
+    fn reasons_are_stable_labels() {
+        assert_eq!(AuthErrorKind::Expired.reason(), "expired");
+        assert_eq!(AuthErrorKind::UnknownKid.reason(), "unknown_kid");
+        assert_eq!(
+            AuthErrorKind::InsufficientScope("x".into()).reason(),
+            "insufficient_scope"
+        );
+        assert_eq!(AuthErrorKind::Unavailable.reason(), "unavailable");
     }
 }

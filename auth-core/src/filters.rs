@@ -1,0 +1,376 @@
+//! warp filters that authenticate a request and hand its [`Claims`] to the handler.
+//!
+//! Put them after the path and method filters of a route, or a 401 wins over a 404/405.
+//! Every filter:
+//!
+//! - reads `Authorization: Bearer <token>`; the scheme is matched case-insensitively
+//!   (RFC 7235); another scheme is a 401;
+//! - verifies the token with [`Auth::verify`] (401, or 503 when keys cannot be had);
+//! - records the verified `sub` into the request's [`CallerSlot`], when the serving loop put
+//!   one there, for the access log;
+//! - when `auth.require_access` is set, also requires the `access` claim to grant the request
+//!   path (as [`with_access`] does);
+//! - answers 403 `insufficient_scope` when the claims lack the role, scope or access asked for.
+//!
+//! # Access grants (`with_access`)
+//!
+//! The request path is normalised ([`normalize_path`]: no query, `.`/`..` resolved, including
+//! their `%2e` spellings, repeated and trailing slashes dropped) and compared with each entry of
+//! the `access` claim:
+//!
+//! - an exact path, `/todos/7`, grants that path only;
+//! - the prefix form `/todos/*` grants every path *below* `/todos/` at any depth (`/todos/7`,
+//!   `/todos/7/items`) but neither `/todos` itself (grant it explicitly) nor `/todos-admin`:
+//!   the prefix always ends on a segment boundary.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use warp::path::FullPath;
+use warp::{Filter, Rejection};
+
+use crate::caller::CallerSlot;
+use crate::claims::Claims;
+use crate::verify::{Auth, AuthError, AuthErrorKind};
+
+/// What a route requires beyond a valid token.
+#[derive(Debug)]
+enum Rule {
+    Authenticated,
+    AnyRole(Vec<String>),
+    AllRoles(Vec<String>),
+    AnyScope(Vec<String>),
+    AllScopes(Vec<String>),
+    Access,
+}
+
+impl Rule {
+    /// `Err(message)` when the claims do not satisfy the rule.
+    fn check(&self, claims: &Claims, path: &str) -> Result<(), String> {
+        let ok = match self {
+            Rule::Authenticated => true,
+            Rule::AnyRole(roles) => roles.iter().any(|r| claims.has_role(r)),
+            Rule::AllRoles(roles) => roles.iter().all(|r| claims.has_role(r)),
+            Rule::AnyScope(scopes) => scopes.iter().any(|s| claims.has_scope(s)),
+            Rule::AllScopes(scopes) => scopes.iter().all(|s| claims.has_scope(s)),
+            Rule::Access => path_granted(&claims.access, path),
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(match self {
+            Rule::Authenticated => String::new(),
+            Rule::AnyRole(r) if r.len() == 1 => format!("requires role {}", r[0]),
+            Rule::AnyRole(r) => format!("requires one of the roles {}", r.join(", ")),
+            Rule::AllRoles(r) => format!("requires the roles {}", r.join(", ")),
+            Rule::AnyScope(s) if s.len() == 1 => format!("requires scope {}", s[0]),
+            Rule::AnyScope(s) => format!("requires one of the scopes {}", s.join(", ")),
+            Rule::AllScopes(s) => format!("requires the scopes {}", s.join(", ")),
+            Rule::Access => "token does not grant access to this path".to_owned(),
+        })
+    }
+}
+
+/// Requires a valid bearer token; extracts its claims.
+pub fn with_auth(auth: &Auth) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+    guarded(auth, Rule::Authenticated)
+}
+
+/// Requires a valid token whose `roles` hold `role`.
+pub fn with_role(
+    auth: &Auth,
+    role: &str,
+) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+    guarded(auth, Rule::AnyRole(vec![role.to_owned()]))
+}
+
+/// Requires a valid token holding at least one of `roles`.
+pub fn with_any_role(
+    auth: &Auth,
+    roles: &[&str],
+) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+    guarded(auth, Rule::AnyRole(owned(roles)))
+}
+
+/// Requires a valid token holding every one of `roles`.
+pub fn with_all_roles(
+    auth: &Auth,
+    roles: &[&str],
+) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+    guarded(auth, Rule::AllRoles(owned(roles)))
+}
+
+/// Requires a valid token whose `scope` holds `scope`.
+pub fn with_scope(
+    auth: &Auth,
+    scope: &str,
+) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+    guarded(auth, Rule::AnyScope(vec![scope.to_owned()]))
+}
+
+/// Requires a valid token holding at least one of `scopes`.
+pub fn with_any_scope(
+    auth: &Auth,
+    scopes: &[&str],
+) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+    guarded(auth, Rule::AnyScope(owned(scopes)))
+}
+
+/// Requires a valid token holding every one of `scopes`.
+pub fn with_all_scopes(
+    auth: &Auth,
+    scopes: &[&str],
+) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+    guarded(auth, Rule::AllScopes(owned(scopes)))
+}
+
+/// Requires a valid token whose `access` claim grants the request path (see the module docs).
+pub fn with_access(auth: &Auth) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+    guarded(auth, Rule::Access)
+}
+
+/// `None` without an `Authorization` header; with one, exactly [`with_auth`]: a bad token is a
+/// 401, never an anonymous request.
+pub fn optional_auth(
+    auth: &Auth,
+) -> impl Filter<Extract = (Option<Claims>,), Error = Rejection> + Clone {
+    let auth = auth.clone();
+    let rule = Arc::new(Rule::Authenticated);
+    authorization()
+        .and(warp::path::full())
+        .and(warp::ext::optional::<CallerSlot>())
+        .and_then(
+            move |header: Option<HeaderValue>, path: FullPath, slot: Option<CallerSlot>| {
+                let auth = auth.clone();
+                let rule = Arc::clone(&rule);
+                async move {
+                    match header {
+                        None => Ok(None),
+                        Some(header) => authorize(&auth, &rule, &header, path.as_str(), slot)
+                            .await
+                            .map(Some),
+                    }
+                }
+            },
+        )
+}
+
+fn owned(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The `Authorization` header, if any, as raw bytes (a non-UTF-8 value is a 401, not a 400).
+fn authorization() -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible> + Clone {
+    warp::header::value("authorization")
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify()
+}
+
+fn guarded(auth: &Auth, rule: Rule) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+    let auth = auth.clone();
+    let rule = Arc::new(rule);
+    authorization()
+        .and(warp::path::full())
+        .and(warp::ext::optional::<CallerSlot>())
+        .and_then(
+            move |header: Option<HeaderValue>, path: FullPath, slot: Option<CallerSlot>| {
+                let auth = auth.clone();
+                let rule = Arc::clone(&rule);
+                async move {
+                    match header {
+                        None => Err(warp::reject::custom(auth.deny(
+                            AuthErrorKind::Missing,
+                            None,
+                            None,
+                        ))),
+                        Some(header) => authorize(&auth, &rule, &header, path.as_str(), slot).await,
+                    }
+                }
+            },
+        )
+}
+
+async fn authorize(
+    auth: &Auth,
+    rule: &Rule,
+    header: &HeaderValue,
+    path: &str,
+    slot: Option<CallerSlot>,
+) -> Result<Claims, Rejection> {
+    let token =
+        bearer_token(header).map_err(|kind| warp::reject::custom(auth.deny(kind, None, None)))?;
+    let claims = auth.verify(token).await.map_err(warp::reject::custom)?;
+    if let Some(slot) = slot {
+        slot.set(claims.subject());
+    }
+    let forbid = |message: String| -> Rejection {
+        let err: AuthError = auth.deny(
+            AuthErrorKind::InsufficientScope(message),
+            None,
+            claims.sub.as_deref(),
+        );
+        warp::reject::custom(err)
+    };
+    rule.check(&claims, path).map_err(forbid)?;
+    if auth.requires_access() && !matches!(rule, Rule::Access) {
+        Rule::Access.check(&claims, path).map_err(forbid)?;
+    }
+    Ok(claims)
+}
+
+/// The token of `Bearer <token>`; the scheme is case-insensitive.
+fn bearer_token(header: &HeaderValue) -> Result<&str, AuthErrorKind> {
+    let value = header
+        .to_str()
+        .map_err(|_| AuthErrorKind::Malformed("malformed authorization header"))?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthErrorKind::Scheme);
+    }
+    let token = token.trim_matches(' ');
+    if token.is_empty() {
+        return Err(AuthErrorKind::Malformed("malformed token"));
+    }
+    Ok(token)
+}
+
+/// A request path as [`with_access`] compares it: the query (and fragment) dropped, empty and
+/// `.` segments removed, `..` removing the segment before it (never above the root); `%2e` is
+/// read as `.` for this. Always starts with `/`, never ends with one (except the root).
+pub fn normalize_path(path: &str) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        match decoded.as_str() {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(segment),
+        }
+    }
+    format!("/{}", segments.join("/"))
+}
+
+/// Whether any entry of an `access` claim grants `path` (see the module docs).
+pub fn path_granted(grants: &[String], path: &str) -> bool {
+    let path = normalize_path(path);
+    grants.iter().any(|grant| {
+        if !grant.starts_with('/') {
+            return false;
+        }
+        match grant.strip_suffix("/*") {
+            Some(prefix) => {
+                let prefix = normalize_path(prefix);
+                if prefix == "/" {
+                    path != "/"
+                } else {
+                    path.strip_prefix(&prefix)
+                        .is_some_and(|rest| rest.starts_with('/'))
+                }
+            }
+            None => normalize_path(grant) == path,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalised() {
+        for (raw, want) in [
+            ("/todos/7", "/todos/7"),
+            ("/todos/7?x=1", "/todos/7"),
+            ("//todos///7/", "/todos/7"),
+            ("/todos/./7", "/todos/7"),
+            ("/admin/../todos/7", "/todos/7"),
+            ("/todos/%2e%2e/admin", "/admin"),
+            ("/todos/%2E./admin", "/admin"),
+            ("/../../etc", "/etc"),
+            ("", "/"),
+            ("/", "/"),
+        ] {
+            assert_eq!(normalize_path(raw), want, "{raw}");
+        }
+    }
+
+    fn grants(g: &[&str]) -> Vec<String> {
+        owned(g)
+    }
+
+    #[test]
+    fn exact_grants() {
+        let g = grants(&["/todos/7"]);
+        assert!(path_granted(&g, "/todos/7"));
+        assert!(path_granted(&g, "/todos//7/?q"));
+        assert!(!path_granted(&g, "/todos/8"));
+        assert!(!path_granted(&g, "/todos/7/items"));
+        assert!(!path_granted(&g, "/todos"));
+    }
+
+    #[test]
+    fn prefix_grants_end_on_a_segment_boundary() {
+        let g = grants(&["/todos/*"]);
+        assert!(path_granted(&g, "/todos/7"));
+        assert!(path_granted(&g, "/todos/7/items"));
+        assert!(
+            !path_granted(&g, "/todos"),
+            "the collection itself is granted explicitly"
+        );
+        assert!(!path_granted(&g, "/todos-admin"));
+        assert!(!path_granted(&g, "/todos-admin/1"));
+        assert!(
+            !path_granted(&g, "/todos/../admin"),
+            "dot segments are resolved first"
+        );
+        assert!(!path_granted(&g, "/todos/%2e%2e/admin"));
+        assert!(!path_granted(&g, "/other"));
+    }
+
+    #[test]
+    fn odd_grants() {
+        assert!(
+            !path_granted(&grants(&["todos/7"]), "/todos/7"),
+            "a grant must be absolute"
+        );
+        assert!(path_granted(&grants(&["/*"]), "/anything"));
+        assert!(!path_granted(&grants(&["/*"]), "/"));
+        assert!(
+            !path_granted(&grants(&["/todos*"]), "/todos-admin"),
+            "no glob except the /* suffix"
+        );
+        assert!(!path_granted(&[], "/todos"));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for ok in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR  abc"] {
+            assert_eq!(
+                bearer_token(&HeaderValue::from_static(ok)),
+                Ok("abc"),
+                "{ok}"
+            );
+        }
+        assert_eq!(
+            bearer_token(&HeaderValue::from_static("Basic YTpi")),
+            Err(AuthErrorKind::Scheme)
+        );
+        assert_eq!(
+            bearer_token(&HeaderValue::from_static("Bearerabc")),
+            Err(AuthErrorKind::Scheme)
+        );
+        assert!(matches!(
+            bearer_token(&HeaderValue::from_static("Bearer")),
+            Err(AuthErrorKind::Malformed(_))
+        ));
+        assert!(matches!(
+            bearer_token(&HeaderValue::from_bytes(b"Bearer \xff").unwrap()),
+            Err(AuthErrorKind::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,537 @@
+//! Where verification keys come from: exactly one configured source per verifier.
+//!
+//! | setting | source | when read |
+//! |---|---|---|
+//! | `auth.jwks_url` | a JWKS document | fetched in the background / on first use, refreshed |
+//! | `auth.discovery_url` | `<issuer>/.well-known/openid-configuration` → `jwks_uri` | same |
+//! | `auth.public_key` (`https://…`) | a PEM public key or X.509 certificate | same |
+//! | `auth.public_key` (a path) | a PEM public key or X.509 certificate | at startup |
+//! | `auth.secret`, `auth.secret_file` | an HS256 secret (≥ 32 bytes) | at startup |
+//!
+//! Remote sources are fetched with one reused client: no redirects, no proxy, a timeout
+//! (`auth.jwks.timeout_seconds`) and a body cap (`auth.jwks.max_body_bytes`). URLs must be
+//! `https://`; plain `http://` is accepted only for a loopback host (`localhost`, `127.0.0.0/8`,
+//! `::1`), which the local environment and the mock servers of the tests use.
+//!
+//! Keys are refreshed when older than `auth.jwks.default_ttl_seconds`, or when a token names an
+//! unknown `kid`; fetches (successful or not) happen at most once per
+//! `auth.jwks.unknown_kid_cooldown_seconds`. After a failed refresh the last good set keeps
+//! verifying for `auth.jwks.max_stale_seconds`. No URL is ever taken from a token.
+
+use std::net::IpAddr;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use reqwest::Url;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use crate::clock::Clock;
+use crate::keys::{Alg, KeyError, KeyFamily, VerifyingKey};
+use crate::settings::{AuthSettings, JwksSettings};
+use crate::verify::{AuthErrorKind, SetupError};
+
+/// A set of verification keys, each parsed once.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    keys: Vec<Arc<VerifyingKey>>,
+}
+
+impl KeySet {
+    /// A set of these keys.
+    pub fn new(keys: impl IntoIterator<Item = VerifyingKey>) -> Self {
+        Self {
+            keys: keys.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// Parses a JWKS document (RFC 7517 §5). Keys auth-core cannot use (symmetric, other
+    /// curves, `use` other than `sig`, malformed) are skipped; a set without any usable key is
+    /// an error.
+    pub fn from_jwks(json: &[u8]) -> Result<Self, FetchError> {
+        #[derive(Deserialize)]
+        struct Doc {
+            keys: Vec<serde_json::Value>,
+        }
+        let doc: Doc = serde_json::from_slice(json).map_err(FetchError::Json)?;
+        let mut keys = Vec::with_capacity(doc.keys.len());
+        for value in doc.keys {
+            match serde_json::from_value(value)
+                .map_err(|e| KeyError::Jwk(e.to_string()))
+                .and_then(|jwk| VerifyingKey::from_jwk(&jwk))
+            {
+                Ok(key) => keys.push(key),
+                Err(e) => tracing::warn!(error = %e, "skipping unusable key of the key set"),
+            }
+        }
+        if keys.is_empty() {
+            return Err(FetchError::NoKeys);
+        }
+        Ok(Self::new(keys))
+    }
+
+    /// The keys.
+    pub fn keys(&self) -> impl Iterator<Item = &VerifyingKey> {
+        self.keys.iter().map(|k| &**k)
+    }
+
+    /// The key for a token's `kid` and `alg`.
+    ///
+    /// The `kid` is compared as an opaque string with each key's `kid` (or, for a key without
+    /// one, its RFC 7638 thumbprint). A token without `kid` is accepted only when exactly one
+    /// key fits its `alg`. A static key (`ignore_kid`) is used whatever the token's `kid`.
+    pub fn find(
+        &self,
+        kid: Option<&str>,
+        alg: Alg,
+        ignore_kid: bool,
+    ) -> Result<Arc<VerifyingKey>, AuthErrorKind> {
+        let named: Vec<&Arc<VerifyingKey>> = match kid {
+            Some(kid) if !ignore_kid => self
+                .keys
+                .iter()
+                .filter(|k| match &k.kid {
+                    Some(own) => own == kid,
+                    None => k.thumbprint == kid,
+                })
+                .collect(),
+            _ => self.keys.iter().collect(),
+        };
+        if named.is_empty() {
+            return Err(AuthErrorKind::UnknownKid);
+        }
+        let mut fitting = named.iter().filter(|k| k.fits(alg));
+        match (fitting.next(), fitting.next()) {
+            (Some(key), None) => Ok(Arc::clone(key)),
+            (Some(key), Some(_)) if kid.is_some() && !ignore_kid => Ok(Arc::clone(key)),
+            (Some(_), Some(_)) => Err(AuthErrorKind::UnknownKid),
+            (None, _) => Err(AuthErrorKind::Algorithm),
+        }
+    }
+}
+
+/// Why a remote key source could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Connecting, sending or reading failed (including the timeout).
+    #[error("request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    /// A status other than 2xx (redirects are not followed).
+    #[error("unexpected status {0}")]
+    Status(u16),
+    /// The body exceeds `auth.jwks.max_body_bytes`.
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
+    /// The document is not the expected JSON.
+    #[error("invalid document: {0}")]
+    Json(serde_json::Error),
+    /// The discovery document names another issuer.
+    #[error("discovery document issuer {found:?} is not the configured issuer {expected:?}")]
+    IssuerMismatch {
+        /// The configured issuer.
+        expected: String,
+        /// The document's issuer.
+        found: String,
+    },
+    /// A URL the discovery document names is not acceptable.
+    #[error("jwks_uri: {0}")]
+    Url(String),
+    /// The key set holds no usable key.
+    #[error("no usable key in the key set")]
+    NoKeys,
+    /// The PEM document is not a usable key.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// The configured source of a verifier's keys.
+#[derive(Debug)]
+pub(crate) enum KeySource {
+    /// Verification-off mode: no keys.
+    Off,
+    /// A PEM file or a shared secret, read at startup.
+    Static(KeySet),
+    /// A JWKS, discovery or PEM URL.
+    Remote(Arc<RemoteKeys>),
+}
+
+impl KeySource {
+    /// Exactly one source of `settings`, or the [`SetupError`] naming the key to fix.
+    pub(crate) fn from_settings(
+        settings: &AuthSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, SetupError> {
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        let configured: Vec<&'static str> = [
+            ("auth.jwks_url", set(&settings.jwks_url)),
+            ("auth.discovery_url", set(&settings.discovery_url)),
+            ("auth.public_key", set(&settings.public_key)),
+            (
+                "auth.secret",
+                settings
+                    .secret
+                    .as_ref()
+                    .is_some_and(|s| !s.expose_secret().is_empty()),
+            ),
+            ("auth.secret_file", set(&settings.secret_file)),
+        ]
+        .into_iter()
+        .filter_map(|(key, on)| on.then_some(key))
+        .collect();
+        let source = match configured.as_slice() {
+            [] => {
+                return Err(SetupError::new(
+                    "auth.jwks_url",
+                    "no key source configured: set one of auth.jwks_url, auth.discovery_url, \
+                     auth.public_key, auth.secret, auth.secret_file",
+                ));
+            }
+            [one] => *one,
+            [first, rest @ ..] => {
+                return Err(SetupError::new(
+                    rest[0],
+                    format!("only one key source may be set, and {first} is set too"),
+                ));
+            }
+        };
+        let hs256 = settings.algorithms.contains(&Alg::HS256);
+        let asymmetric = settings
+            .algorithms
+            .iter()
+            .any(|a| a.family() != KeyFamily::Hmac);
+        let remote = |target| -> Result<Self, SetupError> {
+            Ok(Self::Remote(Arc::new(RemoteKeys::new(
+                target,
+                &settings.jwks,
+                clock.clone(),
+            )?)))
+        };
+        let this = match source {
+            "auth.secret" | "auth.secret_file" => {
+                if !hs256 {
+                    return Err(SetupError::new(
+                        "auth.algorithms",
+                        format!("must list HS256 when {source} is set"),
+                    ));
+                }
+                let key = if source == "auth.secret" {
+                    let secret = settings
+                        .secret
+                        .as_ref()
+                        .map(|s| s.expose_secret().as_bytes().to_vec());
+                    VerifyingKey::from_secret(&secret.unwrap_or_default())
+                } else {
+                    let path = settings.secret_file.as_deref().unwrap_or_default();
+                    let bytes = std::fs::read(path)
+                        .map_err(|e| SetupError::new(source, format!("cannot read {path}: {e}")))?;
+                    VerifyingKey::from_secret(bytes.trim_ascii())
+                };
+                Self::Static(KeySet::new([
+                    key.map_err(|e| SetupError::new(source, e.to_string()))?
+                ]))
+            }
+            _ if !asymmetric => {
+                return Err(SetupError::new(
+                    "auth.algorithms",
+                    format!("list RS256, ES256 or EdDSA to verify with {source}"),
+                ));
+            }
+            "auth.jwks_url" => {
+                let url = check_url(settings.jwks_url.as_deref().unwrap_or_default())
+                    .map_err(|m| SetupError::new(source, m))?;
+                remote(Target::Jwks(url))?
+            }
+            "auth.discovery_url" => {
+                let raw = settings.discovery_url.as_deref().unwrap_or_default().trim();
+                let base = raw.strip_suffix(WELL_KNOWN).unwrap_or(raw);
+                let url = check_url(&format!("{}{WELL_KNOWN}", base.trim_end_matches('/')))
+                    .map_err(|m| SetupError::new(source, m))?;
+                let issuer = settings
+                    .issuer
+                    .clone()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| base.to_owned());
+                remote(Target::Discovery { url, issuer })?
+            }
+            _ => {
+                let value = settings.public_key.as_deref().unwrap_or_default().trim();
+                if value.starts_with("https://") || value.starts_with("http://") {
+                    let url = check_url(value).map_err(|m| SetupError::new(source, m))?;
+                    remote(Target::Pem(url))?
+                } else {
+                    let pem = std::fs::read(value).map_err(|e| {
+                        SetupError::new(source, format!("cannot read {value}: {e}"))
+                    })?;
+                    let key = VerifyingKey::from_pem(&pem)
+                        .map_err(|e| SetupError::new(source, e.to_string()))?;
+                    Self::Static(KeySet::new([key]))
+                }
+            }
+        };
+        Ok(this)
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        match self {
+            Self::Off | Self::Static(_) => true,
+            Self::Remote(remote) => remote.snapshot().keys.is_some(),
+        }
+    }
+
+    pub(crate) fn prefetch_in_background(&self) {
+        if let Self::Remote(remote) = self
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let remote = Arc::clone(remote);
+            runtime.spawn(async move { remote.load().await });
+        }
+    }
+
+    pub(crate) async fn load(&self) {
+        if let Self::Remote(remote) = self {
+            remote.load().await;
+        }
+    }
+
+    /// The key that verifies a token with this `kid` and `alg`.
+    pub(crate) async fn key(
+        &self,
+        kid: Option<&str>,
+        alg: Alg,
+    ) -> Result<Arc<VerifyingKey>, AuthErrorKind> {
+        match self {
+            Self::Off => Err(AuthErrorKind::Unavailable),
+            Self::Static(set) => set.find(kid, alg, true),
+            Self::Remote(remote) => remote.key(kid, alg).await,
+        }
+    }
+}
+
+const WELL_KNOWN: &str = "/.well-known/openid-configuration";
+
+/// `https://`, or `http://` to a loopback host.
+pub(crate) fn check_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw.trim()).map_err(|e| format!("not a valid URL: {e}"))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        _ => Err("must be an https:// URL (http:// only for a loopback host)".to_owned()),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host_str() {
+        Some(host) if host.eq_ignore_ascii_case("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// What a remote source fetches.
+#[derive(Debug)]
+enum Target {
+    Jwks(Url),
+    Discovery { url: Url, issuer: String },
+    Pem(Url),
+}
+
+/// A remote key source: the fetch behind a small cache. The full rotating key store replaces
+/// this type without changing [`KeySource`]'s interface.
+#[derive(Debug)]
+pub(crate) struct RemoteKeys {
+    target: Target,
+    client: reqwest::Client,
+    settings: JwksSettings,
+    clock: Arc<dyn Clock>,
+    state: RwLock<State>,
+    fetch_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct State {
+    keys: Option<Arc<KeySet>>,
+    fetched_at: u64,
+    attempts: u64,
+    last_attempt: Option<u64>,
+}
+
+impl RemoteKeys {
+    fn new(
+        target: Target,
+        settings: &JwksSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, SetupError> {
+        let timeout = Duration::from_secs(settings.timeout_seconds.max(1));
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .user_agent(concat!("auth-core/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                SetupError::new("auth.jwks", format!("cannot build the HTTP client: {e}"))
+            })?;
+        Ok(Self {
+            target,
+            client,
+            settings: settings.clone(),
+            clock,
+            state: RwLock::new(State::default()),
+            fetch_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn snapshot(&self) -> State {
+        self.state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn ignore_kid(&self) -> bool {
+        matches!(self.target, Target::Pem(_))
+    }
+
+    /// Fetches now unless keys are held and fresh, or a fetch happened within the cooldown.
+    async fn load(&self) {
+        let seen = self.snapshot();
+        let now = self.clock.now();
+        if seen.keys.is_some()
+            && now.saturating_sub(seen.fetched_at) < self.settings.default_ttl_seconds
+        {
+            return;
+        }
+        self.refresh(seen.attempts).await;
+    }
+
+    async fn key(&self, kid: Option<&str>, alg: Alg) -> Result<Arc<VerifyingKey>, AuthErrorKind> {
+        let seen = self.snapshot();
+        let now = self.clock.now();
+        if let Some(keys) = &seen.keys
+            && now.saturating_sub(seen.fetched_at) < self.settings.default_ttl_seconds
+        {
+            match keys.find(kid, alg, self.ignore_kid()) {
+                Err(AuthErrorKind::UnknownKid) => {}
+                found => return found,
+            }
+        }
+        // Missing, stale, or an unknown kid: one refresh (rate limited), then the freshest set.
+        self.refresh(seen.attempts).await;
+        let state = self.snapshot();
+        match &state.keys {
+            Some(keys)
+                if now.saturating_sub(state.fetched_at)
+                    < self
+                        .settings
+                        .default_ttl_seconds
+                        .saturating_add(self.settings.max_stale_seconds) =>
+            {
+                keys.find(kid, alg, self.ignore_kid())
+            }
+            _ => Err(AuthErrorKind::Unavailable),
+        }
+    }
+
+    /// One fetch at a time; skipped when another attempt happened since `seen_attempts` or
+    /// within the cooldown.
+    async fn refresh(&self, seen_attempts: u64) {
+        let _guard = self.fetch_lock.lock().await;
+        let now = self.clock.now();
+        {
+            let state = self.snapshot();
+            let cooling = state.last_attempt.is_some_and(|t| {
+                now < t.saturating_add(self.settings.unknown_kid_cooldown_seconds)
+            });
+            if state.attempts != seen_attempts || cooling {
+                return;
+            }
+        }
+        let result = self.fetch().await;
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        state.attempts += 1;
+        state.last_attempt = Some(now);
+        match result {
+            Ok(keys) => {
+                tracing::info!(source = %self.describe(), keys = keys.keys.len(), "verification keys loaded");
+                state.keys = Some(Arc::new(keys));
+                state.fetched_at = now;
+            }
+            Err(e) => {
+                tracing::error!(source = %self.describe(), error = %e, "cannot fetch verification keys")
+            }
+        }
+    }
+
+    fn describe(&self) -> &Url {
+        match &self.target {
+            Target::Jwks(url) | Target::Pem(url) | Target::Discovery { url, .. } => url,
+        }
+    }
+
+    async fn fetch(&self) -> Result<KeySet, FetchError> {
+        match &self.target {
+            Target::Jwks(url) => KeySet::from_jwks(&self.get(url).await?),
+            Target::Pem(url) => Ok(KeySet::new([VerifyingKey::from_pem(
+                &self.get(url).await?,
+            )?])),
+            Target::Discovery { url, issuer } => {
+                #[derive(Deserialize)]
+                struct Discovery {
+                    issuer: String,
+                    jwks_uri: String,
+                }
+                let doc: Discovery =
+                    serde_json::from_slice(&self.get(url).await?).map_err(FetchError::Json)?;
+                if doc.issuer != *issuer {
+                    return Err(FetchError::IssuerMismatch {
+                        expected: issuer.clone(),
+                        found: doc.issuer,
+                    });
+                }
+                let jwks = check_url(&doc.jwks_uri).map_err(FetchError::Url)?;
+                KeySet::from_jwks(&self.get(&jwks).await?)
+            }
+        }
+    }
+
+    async fn get(&self, url: &Url) -> Result<Vec<u8>, FetchError> {
+        let max = self.settings.max_body_bytes;
+        let mut res = self.client.get(url.clone()).send().await?;
+        if !res.status().is_success() {
+            return Err(FetchError::Status(res.status().as_u16()));
+        }
+        if res.content_length().is_some_and(|len| len > max as u64) {
+            return Err(FetchError::TooLarge(max));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = res.chunk().await? {
+            if body.len() + chunk.len() > max {
+                return Err(FetchError::TooLarge(max));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_must_be_https_or_loopback_http() {
+        assert!(check_url("https://issuer.example/jwks.json").is_ok());
+        assert!(check_url("http://127.0.0.1:8080/jwks.json").is_ok());
+        assert!(check_url("http://localhost/jwks.json").is_ok());
+        assert!(check_url("http://[::1]:9/jwks.json").is_ok());
+        assert!(check_url("http://issuer.example/jwks.json").is_err());
+        assert!(check_url("http://127.0.0.1.nip.io/jwks.json").is_err());
+        assert!(check_url("file:///etc/passwd").is_err());
+        assert!(check_url("jwks.json").is_err());
+    }
+}
