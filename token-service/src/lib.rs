@@ -1,6 +1,9 @@
 //! token-service: users sign in (`POST /token`) and get signed JWTs; the service publishes its
-//! public keys (JWKS, discovery) and rotates them. `main` is a shell around [`startup::build`]; tests build the same app.
+//! public keys (JWKS, discovery) and rotates them. `main` is a shell around [`cli::run`]; tests
+//! build the same app with [`startup::build`].
 
+pub mod keys;
+pub mod settings;
 pub mod startup;
 
 use auth_core::service::config::ServiceInfo;
@@ -11,13 +14,3 @@ pub const INFO: ServiceInfo = ServiceInfo {
     env_prefix: "TOKEN_SERVICE",
     default_port: 4000,
 };
-
-/// The local environment's `auth` defaults, for the service's own admin routes: it verifies the
-/// tokens it issues, audience `token-service`.
-pub fn local_auth() -> serde_json::Value {
-    serde_json::json!({
-        "issuer": "http://127.0.0.1:4000",
-        "audience": ["token-service"],
-        "public_key": "fixtures/keys/ec-public.pem",
-    })
-}
