@@ -235,10 +235,7 @@ impl KeyStore {
 
     /// The current ring.
     pub fn ring(&self) -> Arc<KeyRing> {
-        self.ring
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.ring.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The clock phases are judged by.
@@ -254,10 +251,8 @@ impl KeyStore {
     /// The algorithms that may sign (discovery's `id_token_signing_alg_values_supported`).
     pub fn algorithms(&self) -> Vec<&'static str> {
         let ring = self.ring();
-        let mut algs: Vec<&'static str> = ring
-            .published(self.now())
-            .map(|k| k.alg.as_str())
-            .collect();
+        let mut algs: Vec<&'static str> =
+            ring.published(self.now()).map(|k| k.alg.as_str()).collect();
         algs.sort_unstable();
         algs.dedup();
         algs
@@ -317,14 +312,13 @@ impl KeyStore {
         let weak: Weak<Self> = Arc::downgrade(self);
         let period = Duration::from_secs(self.signing.rescan_seconds.max(1));
         #[cfg(unix)]
-        let mut hup =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGHUP");
-                    None
-                }
-            };
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP");
+                None
+            }
+        };
         tokio::spawn(async move {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             loop {
@@ -464,9 +458,11 @@ pub fn scan(signing: &SigningSettings, production: bool) -> (KeyRing, Vec<Proble
                     match parse_private(text.as_bytes()) {
                         Ok((alg, encoding, jwk)) => {
                             match build_key(alg, encoding, &jwk, Some(path.clone())) {
-                                Ok(k) if production && dev::is_dev_key(&k.kid) => problems.push(
-                                    problem("a dev-only fixtures key, refused in production".into()),
-                                ),
+                                Ok(k) if production && dev::is_dev_key(&k.kid) => {
+                                    problems.push(problem(
+                                        "a dev-only fixtures key, refused in production".into(),
+                                    ))
+                                }
                                 Ok(k) => keys.push(k),
                                 Err(e) => problems.push(problem(e)),
                             }
@@ -751,7 +747,9 @@ pub fn generate(alg: Alg) -> anyhow::Result<String> {
             .map_err(|_| anyhow::anyhow!("encoding the key failed"))?
             .as_ref()
             .to_vec(),
-        Alg::HS256 => bail!("signing.algorithm: HS256 secrets are not generated; rotate them by hand"),
+        Alg::HS256 => {
+            bail!("signing.algorithm: HS256 secrets are not generated; rotate them by hand")
+        }
     };
     Ok(pem::encode(&pem::Pem::new("PRIVATE KEY", der)))
 }
@@ -855,7 +853,10 @@ pub fn list(settings: &Settings, now: u64) -> Vec<String> {
                 k.alg,
                 ring.phase(k, now).as_str(),
                 format_time(k.meta.activate_at),
-                k.meta.retire_at.map(format_time).unwrap_or_else(|| "-".into()),
+                k.meta
+                    .retire_at
+                    .map(format_time)
+                    .unwrap_or_else(|| "-".into()),
                 k.path
                     .as_ref()
                     .map(|p| p.display().to_string())
@@ -880,9 +881,14 @@ mod tests {
 
     fn fixtures() -> SigningSettings {
         SigningSettings {
-            key_files: ["ec-private.pem", "ed25519-private.pem", "rsa-private.pem", "rsa-cert.pem"]
-                .map(fixture)
-                .to_vec(),
+            key_files: [
+                "ec-private.pem",
+                "ed25519-private.pem",
+                "rsa-private.pem",
+                "rsa-cert.pem",
+            ]
+            .map(fixture)
+            .to_vec(),
             ..SigningSettings::default()
         }
     }
@@ -899,7 +905,11 @@ mod tests {
         let rsa = ring.keys().iter().find(|k| k.alg == Alg::RS256).unwrap();
         assert!(rsa.cert_pem.is_some());
         assert!(rsa.jwk.as_ref().unwrap()["x5c"][0].is_string());
-        assert_eq!(ring.signer(0).unwrap().alg, Alg::ES256, "signing.algorithm wins ties");
+        assert_eq!(
+            ring.signer(0).unwrap().alg,
+            Alg::ES256,
+            "signing.algorithm wins ties"
+        );
     }
 
     #[test]
@@ -917,7 +927,10 @@ mod tests {
             ..SigningSettings::default()
         };
         let e = check_for_production(&signing).unwrap_err().to_string();
-        assert!(e.starts_with("config error: signing.keys_dir:") && e.contains("dev-only"), "{e}");
+        assert!(
+            e.starts_with("config error: signing.keys_dir:") && e.contains("dev-only"),
+            "{e}"
+        );
     }
 
     #[cfg(unix)]

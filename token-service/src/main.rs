@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    token_service::cli::main();
+}

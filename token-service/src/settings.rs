@@ -247,6 +247,15 @@ impl Settings {
     /// Loads the settings (see the module docs), fills in the derived defaults, validates, and
     /// in production applies the production rules.
     pub fn load(config_path: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load_with(config_path, true)
+    }
+
+    /// Like [`Settings::load`]; `check_keys = false` skips the production rules about the
+    /// signing key files (for `keys rotate`, which creates the first key).
+    pub fn load_with(
+        config_path: Option<&Path>,
+        check_keys: bool,
+    ) -> Result<Settings, ConfigError> {
         let defaults = serde_json::json!({ "server": { "port": INFO.default_port } });
         let local = serde_json::json!({
             "cors": { "allowed_origins": config::local_cors_origins() },
@@ -265,11 +274,15 @@ impl Settings {
             "users": { "fixtures_file": fixture("users.toml") },
         });
         let settings: Settings = config::load(&INFO, config_path, defaults, local)?;
-        settings.finish()
+        settings.finish_with(check_keys)
     }
 
     /// Derived defaults and validation (also used by tests that build settings in code).
-    pub fn finish(mut self) -> Result<Settings, ConfigError> {
+    pub fn finish(self) -> Result<Settings, ConfigError> {
+        self.finish_with(true)
+    }
+
+    fn finish_with(mut self, check_keys: bool) -> Result<Settings, ConfigError> {
         // One issuer: token.issuer and auth.issuer default to each other and must agree.
         let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
         match (nonempty(&self.token.issuer), nonempty(&self.auth.issuer)) {
@@ -299,7 +312,7 @@ impl Settings {
         }
         self.validate()?;
         if self.environment == Environment::Production {
-            self.check_production()?;
+            self.check_production(check_keys)?;
         }
         Ok(self)
     }
@@ -407,7 +420,7 @@ impl Settings {
     /// Production: everything auth-core refuses for an `auth` section, then token-service's own
     /// rules (audiences, a signing key that is neither a fixture nor readable by others, no
     /// fixture users).
-    fn check_production(&self) -> Result<(), ConfigError> {
+    fn check_production(&self, check_keys: bool) -> Result<(), ConfigError> {
         let mut auth = self.auth.clone();
         let has_source = auth.jwks_url.is_some()
             || auth.discovery_url.is_some()
@@ -436,7 +449,10 @@ impl Settings {
         }
         config::check_auth_for_production(&auth)?;
         if self.token.audiences.is_empty() {
-            return Err(ConfigError::key("token.audiences", "required in production"));
+            return Err(ConfigError::key(
+                "token.audiences",
+                "required in production",
+            ));
         }
         if self.users.fixtures_file.is_some() {
             return Err(ConfigError::key(
@@ -456,7 +472,7 @@ impl Settings {
             })?;
             config::check_not_dev_secret("signing.secret_file", bytes.trim_ascii())?;
         }
-        if !self.signing.uses_secret() {
+        if check_keys && !self.signing.uses_secret() {
             crate::keys::check_for_production(&self.signing)?;
         }
         Ok(())
