@@ -73,7 +73,9 @@ impl Rule {
 }
 
 /// Requires a valid bearer token; extracts its claims.
-pub fn with_auth(auth: &Auth) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+pub fn with_auth(
+    auth: &Auth,
+) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone + use<> {
     guarded(auth, Rule::Authenticated)
 }
 
@@ -81,7 +83,7 @@ pub fn with_auth(auth: &Auth) -> impl Filter<Extract = (Claims,), Error = Reject
 pub fn with_role(
     auth: &Auth,
     role: &str,
-) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone + use<> {
     guarded(auth, Rule::AnyRole(vec![role.to_owned()]))
 }
 
@@ -89,7 +91,7 @@ pub fn with_role(
 pub fn with_any_role(
     auth: &Auth,
     roles: &[&str],
-) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone + use<> {
     guarded(auth, Rule::AnyRole(owned(roles)))
 }
 
@@ -97,7 +99,7 @@ pub fn with_any_role(
 pub fn with_all_roles(
     auth: &Auth,
     roles: &[&str],
-) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone + use<> {
     guarded(auth, Rule::AllRoles(owned(roles)))
 }
 
@@ -105,7 +107,7 @@ pub fn with_all_roles(
 pub fn with_scope(
     auth: &Auth,
     scope: &str,
-) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone + use<> {
     guarded(auth, Rule::AnyScope(vec![scope.to_owned()]))
 }
 
@@ -113,7 +115,7 @@ pub fn with_scope(
 pub fn with_any_scope(
     auth: &Auth,
     scopes: &[&str],
-) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone + use<> {
     guarded(auth, Rule::AnyScope(owned(scopes)))
 }
 
@@ -121,12 +123,14 @@ pub fn with_any_scope(
 pub fn with_all_scopes(
     auth: &Auth,
     scopes: &[&str],
-) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone + use<> {
     guarded(auth, Rule::AllScopes(owned(scopes)))
 }
 
 /// Requires a valid token whose `access` claim grants the request path (see the module docs).
-pub fn with_access(auth: &Auth) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+pub fn with_access(
+    auth: &Auth,
+) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone + use<> {
     guarded(auth, Rule::Access)
 }
 
@@ -134,7 +138,7 @@ pub fn with_access(auth: &Auth) -> impl Filter<Extract = (Claims,), Error = Reje
 /// 401, never an anonymous request.
 pub fn optional_auth(
     auth: &Auth,
-) -> impl Filter<Extract = (Option<Claims>,), Error = Rejection> + Clone {
+) -> impl Filter<Extract = (Option<Claims>,), Error = Rejection> + Clone + use<> {
     let auth = auth.clone();
     let rule = Arc::new(Rule::Authenticated);
     authorization()
@@ -161,14 +165,18 @@ fn owned(items: &[&str]) -> Vec<String> {
 }
 
 /// The `Authorization` header, if any, as raw bytes (a non-UTF-8 value is a 401, not a 400).
-fn authorization() -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible> + Clone {
+fn authorization()
+-> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible> + Clone + use<> {
     warp::header::value("authorization")
         .map(Some)
         .or(warp::any().map(|| None))
         .unify()
 }
 
-fn guarded(auth: &Auth, rule: Rule) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+fn guarded(
+    auth: &Auth,
+    rule: Rule,
+) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone + use<> {
     let auth = auth.clone();
     let rule = Arc::new(rule);
     authorization()
