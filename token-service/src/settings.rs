@@ -421,6 +421,18 @@ impl Settings {
     /// rules (audiences, a signing key that is neither a fixture nor readable by others, no
     /// fixture users).
     fn check_production(&self, check_keys: bool) -> Result<(), ConfigError> {
+        if let Some(secret) = &self.signing.secret {
+            config::check_not_dev_secret("signing.secret", secret.expose_secret().as_bytes())?;
+        }
+        if let Some(path) = &self.signing.secret_file {
+            let bytes = std::fs::read(path).map_err(|e| {
+                ConfigError::key(
+                    "signing.secret_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            config::check_not_dev_secret("signing.secret_file", bytes.trim_ascii())?;
+        }
         let mut auth = self.auth.clone();
         let has_source = auth.jwks_url.is_some()
             || auth.discovery_url.is_some()
@@ -459,18 +471,6 @@ impl Settings {
                 "users.fixtures_file",
                 "fixture users are never loaded in production (create the first admin with `token-service users add --admin`)",
             ));
-        }
-        if let Some(secret) = &self.signing.secret {
-            config::check_not_dev_secret("signing.secret", secret.expose_secret().as_bytes())?;
-        }
-        if let Some(path) = &self.signing.secret_file {
-            let bytes = std::fs::read(path).map_err(|e| {
-                ConfigError::key(
-                    "signing.secret_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            config::check_not_dev_secret("signing.secret_file", bytes.trim_ascii())?;
         }
         if check_keys && !self.signing.uses_secret() {
             crate::keys::check_for_production(&self.signing)?;
