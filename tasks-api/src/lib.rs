@@ -2,6 +2,7 @@
 //! own. `main` is a shell around [`startup::build`]; tests build the same app.
 
 pub mod startup;
+pub mod tasks;
 
 use auth_core::service::config::ServiceInfo;
 

@@ -7,9 +7,10 @@ use utoipa::OpenApi;
 use warp::Filter;
 
 use crate::INFO;
+use crate::tasks::{self, Store, TasksApi};
 
-static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+pub(crate) static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(crate) static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The OpenAPI document of this service.
 #[derive(OpenApi)]
@@ -22,9 +23,13 @@ pub async fn build(settings: Settings) -> anyhow::Result<App> {
     let parts = Parts::prepare(&settings, &INFO, &SQLITE, &POSTGRES).await?;
     let mut doc = ApiDoc::openapi();
     doc.merge(OpsApi::openapi());
+    doc.merge(ops::WhoAmIApi::openapi());
+    doc.merge(TasksApi::openapi());
     let ops = ops::routes(parts.ready_checks(), doc);
-    let api = warp::any()
-        .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) })
+    let store = Store::new(parts.db.clone());
+    let api = ops::whoami(&parts.auth)
+        .or(tasks::routes(&parts.auth, store))
+        .unify()
         .boxed();
     Ok(App::new(
         parts.listener,

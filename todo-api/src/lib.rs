@@ -2,6 +2,7 @@
 //! engineers (seed 000). `main` is a shell around [`startup::build`]; tests build the same app.
 
 pub mod startup;
+pub mod todos;
 
 use auth_core::service::config::ServiceInfo;
 

@@ -7,6 +7,7 @@ use utoipa::OpenApi;
 use warp::Filter;
 
 use crate::INFO;
+use crate::todos::{self, Store, TodosApi};
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -22,9 +23,13 @@ pub async fn build(settings: Settings) -> anyhow::Result<App> {
     let parts = Parts::prepare(&settings, &INFO, &SQLITE, &POSTGRES).await?;
     let mut doc = ApiDoc::openapi();
     doc.merge(OpsApi::openapi());
+    doc.merge(ops::WhoAmIApi::openapi());
+    doc.merge(TodosApi::openapi());
     let ops = ops::routes(parts.ready_checks(), doc);
-    let api = warp::any()
-        .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) })
+    let store = Store::new(parts.db.clone());
+    let api = ops::whoami(&parts.auth)
+        .or(todos::routes(&parts.auth, store))
+        .unify()
         .boxed();
     Ok(App::new(
         parts.listener,

@@ -1,1 +1,56 @@
-fn main() {}
+//! `cargo xtask …`: the developer loop of this workspace.
+//!
+//! - `dev-token`: mint a token with the fixtures dev keys that local stacks trust;
+//! - `dev [--fresh]`: build and run token-service, todo-api and tasks-api together;
+//! - `test`: every test suite of the workspace, with a summary line per suite.
+//!
+//! Its own dependencies stay few: no HTTP client (readiness is polled over a plain TCP socket),
+//! no async runtime.
+
+mod dev;
+mod test;
+mod token;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Developer tasks of the auth workspace",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a token signed with the fixtures dev key that local stacks trust.
+    DevToken(Box<token::DevToken>),
+    /// Build and run the whole local stack (token-service, todo-api, tasks-api).
+    Dev(dev::Dev),
+    /// Run every test suite of the workspace (unit, integration, doc, lints).
+    Test(test::Test),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::DevToken(args) => token::run(*args),
+        Command::Dev(args) => dev::run(args),
+        Command::Test(args) => test::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default()
+}

@@ -11,9 +11,11 @@
 //! None of it knows about todos, tasks or users: services bring their own routes and tables.
 
 pub mod app;
+pub mod body;
 pub mod config;
 pub mod cors;
 pub mod ops;
+pub mod paging;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

@@ -147,3 +147,55 @@ impl utoipa::Modify for BearerSecurity {
         );
     }
 }
+
+/// `GET /whoami`'s body: the verified claims the handlers see.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WhoAmI {
+    /// Subject.
+    pub sub: Option<String>,
+    /// User name.
+    pub username: Option<String>,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Scopes, space separated.
+    pub scope: Option<String>,
+    /// Audiences.
+    pub aud: Vec<String>,
+    /// Issuer.
+    pub iss: Option<String>,
+    /// Expiry, seconds since the epoch.
+    pub exp: Option<u64>,
+}
+
+/// `GET /whoami` (authenticated, no database): the verified claims the handler sees. The
+/// cheapest authenticated route, for engineers and benchmarks.
+pub fn whoami(auth: &crate::verify::Auth) -> BoxedFilter<(Response,)> {
+    warp::path!("whoami")
+        .and(warp::get())
+        .and(crate::filters::with_auth(auth))
+        .map(whoami_reply)
+        .boxed()
+}
+
+/// The verified claims of the caller.
+#[utoipa::path(get, path = "/whoami", tag = "auth", security(("bearer_auth" = [])), responses(
+    (status = 200, body = WhoAmI),
+    (status = 401, description = "missing or invalid token"),
+    (status = 503, description = "verification keys unavailable")))]
+fn whoami_reply(claims: crate::Claims) -> Response {
+    warp::reply::json(&WhoAmI {
+        sub: claims.sub,
+        username: claims.username,
+        roles: claims.roles,
+        scope: claims.scope,
+        aud: claims.aud,
+        iss: claims.iss,
+        exp: claims.exp,
+    })
+    .into_response()
+}
+
+/// The OpenAPI description of `/whoami`.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(whoami_reply), components(schemas(WhoAmI)))]
+pub struct WhoAmIApi;

@@ -151,6 +151,24 @@ impl Database {
     }
 }
 
+/// A database fault as the client sees it: 503 with `Retry-After` when the database cannot be
+/// reached (the fault is logged at warn), an opaque 500 otherwise (logged at error).
+pub fn db_rejection(e: sqlx::Error) -> warp::Rejection {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            tracing::warn!(error = %e, "database unavailable");
+            warp::reject::custom(crate::error::ApiError::unavailable(
+                "database unavailable",
+                5,
+            ))
+        }
+        e => {
+            tracing::error!(error = %e, "database error");
+            warp::reject::custom(crate::error::ApiError::internal())
+        }
+    }
+}
+
 /// A `sqlite://` URL for a file, created if missing.
 pub fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}?mode=rwc", path.display())

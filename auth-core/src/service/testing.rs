@@ -35,6 +35,23 @@ impl Spawned {
         }
     }
 
+    /// Waits until `/ready` answers 200 (verification keys load in the background), polling
+    /// with a deadline of 10 s.
+    pub async fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if self.get("/ready").await.status() == 200 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never became ready",
+                self.address
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// `GET {address}{path}`.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
@@ -100,6 +117,7 @@ pub fn settings(
 /// Asserts the four operational routes answer as documented: `/health` 200, `/ready` 200,
 /// `/metrics` valid Prometheus text with `build_info`, `/openapi.json` OpenAPI 3.1.
 pub async fn assert_operational_routes(app: &Spawned) {
+    app.wait_ready().await;
     let health = app.get("/health").await;
     assert_eq!(health.status(), 200);
     assert_eq!(
@@ -269,6 +287,7 @@ pub fn assert_production_refusals(exe: &Path, env_prefix: &str) {
 /// Asserts `/ready` is 200, then 503 with a JSON reason once the service's database is
 /// unavailable (its pool closed under it).
 pub async fn assert_ready_fails_without_the_database(app: &Spawned) {
+    app.wait_ready().await;
     assert_eq!(app.get("/ready").await.status(), 200);
     app.db
         .as_ref()

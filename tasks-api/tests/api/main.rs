@@ -1,4 +1,6 @@
-//! Integration tests of tasks-api: the real app on port 0.
+//! Integration tests of tasks-api: the real app on port 0, verifying against a mock issuer.
 
 mod helpers;
+mod matrix;
 mod operational;
+mod tasks;

@@ -1,4 +1,7 @@
-//! Integration tests of todo-api: the real app on port 0.
+//! Integration tests of todo-api: the real app on port 0, verifying against a mock issuer.
 
+mod auth;
 mod helpers;
+mod logs;
 mod operational;
+mod todos;

@@ -1,0 +1,202 @@
+//! Request bodies and query strings as the services read them: a JSON body with a size limit
+//! that holds for chunked bodies too (413, not 411), errors that name the field, and timestamps.
+
+use bytes::Buf;
+use futures_util::TryStreamExt;
+use http::StatusCode;
+use serde::de::DeserializeOwned;
+use warp::{Filter, Rejection};
+
+use crate::error::ApiError;
+
+/// 413 `payload_too_large`.
+pub fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("request body over {limit} bytes"),
+    )
+}
+
+/// A JSON body of at most `limit` bytes, deserialised into `T`. A `Content-Length` over the
+/// limit is refused before reading; a chunked body is counted as it arrives. A content type other
+/// than JSON is 415; a body that does not fit `T` is 400 with a message naming the field.
+pub fn json<T: DeserializeOwned + Send>(
+    limit: u64,
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("content-type")
+        .and(warp::header::optional::<String>("content-length"))
+        .and_then(
+            move |ctype: Option<String>, length: Option<String>| async move {
+                if let Some(ctype) = ctype {
+                    let essence = ctype
+                        .split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_ascii_lowercase();
+                    if essence != "application/json" && !essence.ends_with("+json") {
+                        return Err(warp::reject::custom(ApiError::new(
+                            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                            "unsupported_media_type",
+                            "the body must be application/json",
+                        )));
+                    }
+                }
+                match length.map(|l| l.trim().parse::<u64>()) {
+                    Some(Ok(n)) if n > limit => Err(warp::reject::custom(too_large(limit))),
+                    Some(Err(_)) => Err(warp::reject::custom(ApiError::bad_request(
+                        "invalid content-length",
+                    ))),
+                    _ => Ok(()),
+                }
+            },
+        )
+        .untuple_one()
+        .and(warp::body::stream())
+        .and_then(move |stream| read_json::<T, _, _>(stream, limit))
+}
+
+async fn read_json<T, S, B>(stream: S, limit: u64) -> Result<T, Rejection>
+where
+    T: DeserializeOwned,
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let mut body = Vec::new();
+    let mut stream = std::pin::pin!(stream);
+    while let Some(mut chunk) = stream.try_next().await.map_err(|_| {
+        warp::reject::custom(ApiError::bad_request("could not read the request body"))
+    })? {
+        if body.len() as u64 + chunk.remaining() as u64 > limit {
+            return Err(warp::reject::custom(too_large(limit)));
+        }
+        while chunk.has_remaining() {
+            body.extend_from_slice(chunk.chunk());
+            let n = chunk.chunk().len();
+            chunk.advance(n);
+        }
+    }
+    parse_json(&body).map_err(warp::reject::custom)
+}
+
+/// Deserialises JSON into `T`; the error names the field (`title: invalid type: …`).
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("a JSON body is required"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        // serde_json appends " at line 1 column 9": keep the message short.
+        let inner = inner.split(" at line ").next().unwrap_or(&inner);
+        let message = if path == "." || path.is_empty() {
+            inner.to_owned()
+        } else {
+            format!("{path}: {inner}")
+        };
+        ApiError::bad_request(message)
+    })
+}
+
+/// Now, as RFC 3339 UTC text (how timestamps are stored and returned).
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A text field, trimmed: `min..=max` characters, no NUL (PostgreSQL's TEXT cannot hold it, so
+/// every backend refuses it alike). The error names the field.
+pub fn text_field(name: &str, value: &str, min: usize, max: usize) -> Result<String, ApiError> {
+    let t = value.trim();
+    let n = t.chars().count();
+    if n < min || n > max {
+        return Err(ApiError::bad_request(format!(
+            "{name}: must be {min} to {max} characters after trimming"
+        )));
+    }
+    if t.contains('\0') {
+        return Err(ApiError::bad_request(format!(
+            "{name}: must not contain NUL characters"
+        )));
+    }
+    Ok(t.to_owned())
+}
+
+/// An RFC 3339 timestamp, normalised to UTC whole seconds (`2026-11-25T08:50:28Z`) so stored
+/// values compare as text. The error names the field.
+pub fn timestamp_field(name: &str, value: &str) -> Result<String, ApiError> {
+    use time::format_description::well_known::Rfc3339;
+    let bad = || ApiError::bad_request(format!("{name}: must be an RFC 3339 timestamp"));
+    let t = time::OffsetDateTime::parse(value, &Rfc3339).map_err(|_| bad())?;
+    let t = t
+        .to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .map_err(|_| bad())?;
+    t.format(&Rfc3339).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct New {
+        title: String,
+        done: Option<bool>,
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse_json::<New>(br#"{"title": 5}"#).unwrap_err();
+        assert!(
+            e.message.starts_with("title: invalid type: integer `5`"),
+            "{}",
+            e.message
+        );
+        let e = parse_json::<New>(br#"{"title": "a", "owner": "bob"}"#).unwrap_err();
+        assert!(e.message.contains("unknown field `owner`"), "{}", e.message);
+        let e = parse_json::<New>(br#"{"done": true}"#).unwrap_err();
+        assert!(e.message.contains("missing field `title`"), "{}", e.message);
+        let e = parse_json::<New>(b"{not json").unwrap_err();
+        assert_eq!(e.status, 400);
+        assert_eq!(
+            parse_json::<New>(b"").unwrap_err().message,
+            "a JSON body is required"
+        );
+    }
+
+    #[tokio::test]
+    async fn size_limit_holds_with_and_without_content_length() {
+        let filter = json::<serde_json::Value>(16);
+        let ok = warp::test::request()
+            .method("POST")
+            .body(r#"{"a": 1}"#)
+            .filter(&filter)
+            .await;
+        assert!(ok.is_ok());
+        let big = warp::test::request()
+            .method("POST")
+            .body(r#"{"a": "0123456789abcdef"}"#)
+            .filter(&filter)
+            .await;
+        let e = big.unwrap_err();
+        assert_eq!(e.find::<ApiError>().unwrap().status, 413);
+        let e = warp::test::request()
+            .method("POST")
+            .header("content-type", "text/plain")
+            .body("{}")
+            .filter(&filter)
+            .await
+            .unwrap_err();
+        assert_eq!(e.find::<ApiError>().unwrap().status, 415);
+    }
+}

@@ -1,0 +1,239 @@
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, parts, spawn_app, spawn_on};
+
+async fn ids(t: &TestApp, token: &str, query: &str) -> (u16, Vec<i64>, Value) {
+    let (status, body) = parts(
+        t.request("GET", &format!("/tasks{query}"), Some(token), None)
+            .await,
+    )
+    .await;
+    let ids = body["items"]
+        .as_array()
+        .map(|a| a.iter().map(|t| t["id"].as_i64().unwrap()).collect())
+        .unwrap_or_default();
+    (status, ids, body)
+}
+
+/// Every page of a list, three at a time, following the cursor. `filter` is `""` or `name=value`.
+async fn walk(t: &TestApp, token: &str, filter: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut params = vec!["limit=3".to_owned()];
+        params.extend((!filter.is_empty()).then(|| filter.to_owned()));
+        params.extend(cursor.as_ref().map(|c| format!("cursor={c}")));
+        let path = format!("/tasks?{}", params.join("&"));
+        let (status, body) = parts(t.request("GET", &path, Some(token), None).await).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        items.extend(body["items"].as_array().unwrap().iter().cloned());
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return items,
+        }
+    }
+}
+
+async fn isolation(t: &TestApp) {
+    let alice = t.token("alice", &["user"]);
+    let bob = t.token("bob", &["user"]);
+    let admin = t.token("root", &["admin"]);
+    for i in 0..7 {
+        t.create(&alice, json!({"title": format!("alice {i}")}))
+            .await;
+        t.create(&bob, json!({"title": format!("bob {i}")})).await;
+    }
+    // Every page of bob's list holds only bob's tasks, and all of them.
+    let bobs = walk(t, &bob, "").await;
+    assert_eq!(bobs.len(), 7);
+    assert!(bobs.iter().all(|task| task["owner"] == "bob"), "{bobs:?}");
+    let alices = walk(t, &alice, "").await;
+    assert_eq!(alices.len(), 7);
+    assert!(alices.iter().all(|task| task["owner"] == "alice"));
+    // The admin lists anyone's with ?owner=, everyone's with ?owner=*, their own by default.
+    let of_alice = walk(t, &admin, "owner=alice").await;
+    assert_eq!(of_alice.len(), 7);
+    assert!(of_alice.iter().all(|task| task["owner"] == "alice"));
+    assert_eq!(walk(t, &admin, "owner=*").await.len(), 14);
+    assert_eq!(walk(t, &admin, "").await.len(), 0);
+    // A non-admin using ?owner= is refused, even for themselves.
+    for q in ["?owner=alice", "?owner=*", "?owner=bob"] {
+        let res = t
+            .request("GET", &format!("/tasks{q}"), Some(&bob), None)
+            .await;
+        assert_eq!(res.status(), 403, "{q}");
+        let (_, body) = parts(res).await;
+        assert_eq!(body["error"], "insufficient_scope");
+    }
+}
+
+#[tokio::test]
+async fn lists_are_isolated_per_owner_on_sqlite() {
+    isolation(&spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn lists_are_isolated_per_owner_on_postgres() {
+    let Some(url) = auth_core::service::storage::test_postgres_url("tasks-api isolation").await
+    else {
+        return;
+    };
+    isolation(&spawn_on(Some(url)).await).await;
+}
+
+#[tokio::test]
+async fn an_owner_field_is_refused_in_every_body() {
+    let t = spawn_app().await;
+    let alice = t.token("alice", &["user"]);
+    let admin = t.token("root", &["admin"]);
+    let task = t.create(&alice, json!({"title": "mine"})).await;
+    let path = format!("/tasks/{}", task["id"]);
+    for (method, path, token) in [
+        ("POST", "/tasks", &alice),
+        ("PUT", path.as_str(), &alice),
+        ("PATCH", path.as_str(), &alice),
+        ("POST", "/tasks", &admin),
+        ("PATCH", path.as_str(), &admin),
+    ] {
+        let res = t
+            .request(
+                method,
+                path,
+                Some(token),
+                Some(json!({"title": "x", "owner": "bob"})),
+            )
+            .await;
+        let (status, body) = parts(res).await;
+        assert_eq!(status, 400, "{method} {path}");
+        assert!(
+            body["message"].as_str().unwrap().starts_with("owner:"),
+            "{body}"
+        );
+    }
+    let (_, got) = parts(t.request("GET", &path, Some(&alice), None).await).await;
+    assert_eq!(
+        (got["owner"].as_str(), got["title"].as_str()),
+        (Some("alice"), Some("mine"))
+    );
+}
+
+#[tokio::test]
+async fn put_replaces_and_patch_merges() {
+    let t = spawn_app().await;
+    let alice = t.token("alice", &["user"]);
+    let task = t.create(&alice, json!({"title": "t", "description": "d", "due": "2030-01-02T03:04:05+01:00", "done": true})).await;
+    assert_eq!(task["due"], "2030-01-02T02:04:05Z", "normalised to UTC");
+    assert_eq!(task["owner"], "alice");
+    let path = format!("/tasks/{}", task["id"]);
+    let (status, patched) = parts(
+        t.request("PATCH", &path, Some(&alice), Some(json!({"title": "t2"})))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            patched["title"].as_str(),
+            patched["description"].as_str(),
+            patched["done"].as_bool()
+        ),
+        (Some("t2"), Some("d"), Some(true))
+    );
+    let (_, patched) = parts(
+        t.request("PATCH", &path, Some(&alice), Some(json!({"due": null})))
+            .await,
+    )
+    .await;
+    assert!(patched["due"].is_null(), "null clears");
+    assert_eq!(patched["description"], "d");
+    let (status, replaced) = parts(
+        t.request("PUT", &path, Some(&alice), Some(json!({"title": "fresh"})))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(replaced["title"], "fresh");
+    assert!(
+        replaced["description"].is_null() && replaced["due"].is_null(),
+        "PUT resets absent fields"
+    );
+    assert_eq!(replaced["done"], false);
+    assert_eq!(
+        t.request("PUT", &path, Some(&alice), Some(json!({"done": true})))
+            .await
+            .status(),
+        400,
+        "PUT needs a title"
+    );
+}
+
+#[tokio::test]
+async fn filters_and_validation() {
+    let t = spawn_app().await;
+    let alice = t.token("alice", &["user"]);
+    t.create(
+        &alice,
+        json!({"title": "soon", "due": "2026-01-01T00:00:00Z"}),
+    )
+    .await;
+    t.create(
+        &alice,
+        json!({"title": "later", "due": "2031-01-01T00:00:00Z", "done": true}),
+    )
+    .await;
+    t.create(&alice, json!({"title": "whenever"})).await;
+    let (_, found, _) = ids(&t, &alice, "?due_before=2027-01-01T00:00:00Z").await;
+    assert_eq!(found.len(), 1);
+    let (_, found, _) = ids(&t, &alice, "?done=true").await;
+    assert_eq!(found.len(), 1);
+    for q in [
+        "?due_before=tomorrow",
+        "?done=maybe",
+        "?limit=0",
+        "?limit=101",
+        "?cursor=nope",
+        "?colour=red",
+    ] {
+        let (status, _, body) = ids(&t, &alice, q).await;
+        assert_eq!(status, 400, "{q}: {body}");
+    }
+    for (body, field) in [
+        (json!({"title": ""}), "title"),
+        (json!({"title": "x".repeat(201)}), "title"),
+        (json!({"title": "x", "due": "next week"}), "due"),
+        (
+            json!({"title": "x", "description": "d".repeat(2001)}),
+            "description",
+        ),
+        (json!({"title": "x", "done": 1}), "done"),
+        (json!({"title": "x", "priority": 1}), "priority"),
+    ] {
+        let (status, err) = parts(
+            t.request("POST", "/tasks", Some(&alice), Some(body.clone()))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            err["message"].as_str().unwrap().contains(field),
+            "{body}: {err}"
+        );
+    }
+    assert_eq!(
+        t.request("PUT", "/tasks", Some(&alice), None)
+            .await
+            .status(),
+        405
+    );
+    assert_eq!(
+        t.request("GET", "/task", Some(&alice), None).await.status(),
+        404
+    );
+    let big = json!({"title": "x".repeat(17 * 1024)});
+    assert_eq!(
+        t.request("POST", "/tasks", Some(&alice), Some(big))
+            .await
+            .status(),
+        413
+    );
+}

@@ -1,0 +1,383 @@
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, parts, spawn_app, spawn_with};
+
+async fn crud_flow(t: &TestApp) {
+    let editor = t.token("erin", &["editor"]);
+    let admin = t.token("root", &["admin"]);
+    let alice = t.token("alice", &["user"]);
+
+    let res = t
+        .request(
+            "POST",
+            "/todos",
+            Some(&editor),
+            Some(json!({"title": "  buy milk  "})),
+        )
+        .await;
+    let (status, todo) = parts(res).await;
+    assert_eq!(status, 201);
+    assert_eq!(todo["title"], "buy milk", "stored trimmed");
+    assert_eq!(todo["done"], false);
+    assert_eq!(todo["created_by"], "erin");
+    for field in ["created_at", "updated_at"] {
+        let ts = todo[field].as_str().unwrap();
+        assert!(
+            time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).is_ok(),
+            "{ts}"
+        );
+    }
+    let path = format!("/todos/{}", todo["id"]);
+
+    // Anyone authenticated reads.
+    let (status, got) = parts(t.request("GET", &path, Some(&alice), None).await).await;
+    assert_eq!((status, &got), (200, &todo));
+
+    // Editors and admins patch.
+    let (status, patched) = parts(
+        t.request("PATCH", &path, Some(&editor), Some(json!({"done": true})))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (patched["done"].as_bool(), patched["title"].as_str()),
+        (Some(true), Some("buy milk"))
+    );
+    let (status, patched) = parts(
+        t.request(
+            "PATCH",
+            &path,
+            Some(&admin),
+            Some(json!({"title": "buy oat milk"})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (patched["done"].as_bool(), patched["title"].as_str()),
+        (Some(true), Some("buy oat milk"))
+    );
+
+    // Only admins delete.
+    let res = t.request("DELETE", &path, Some(&admin), None).await;
+    assert_eq!(res.status(), 204);
+    assert_eq!(
+        t.request("GET", &path, Some(&alice), None).await.status(),
+        404
+    );
+    assert_eq!(
+        t.request("DELETE", &path, Some(&admin), None)
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        t.request("PATCH", &path, Some(&admin), Some(json!({"done": false})))
+            .await
+            .status(),
+        404
+    );
+
+    // Text survives the database intact.
+    let odd = "it's \"quoted\" -- ; DROP TABLE todos; \\x00 \u{1F600} ünïcödé \u{7f}";
+    let todo = t.create(&editor, odd).await;
+    let (_, got) = parts(
+        t.request("GET", &format!("/todos/{}", todo["id"]), Some(&alice), None)
+            .await,
+    )
+    .await;
+    assert_eq!(got["title"], odd);
+}
+
+#[tokio::test]
+async fn crud_as_editor_and_admin_on_sqlite() {
+    crud_flow(&spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn crud_as_editor_and_admin_on_postgres() {
+    let Some(url) = auth_core::service::storage::test_postgres_url("todo-api crud").await else {
+        return;
+    };
+    crud_flow(&spawn_with(|_| {}, Some(url)).await).await;
+}
+
+#[tokio::test]
+async fn validation_errors_are_400_naming_the_field() {
+    let t = spawn_app().await;
+    let editor = t.token("erin", &["editor"]);
+    let long = "x".repeat(201);
+    let cases = [
+        (json!({"title": ""}), "title"),
+        (json!({"title": "   "}), "title"),
+        (json!({"title": long}), "title"),
+        (json!({"title": 5}), "title"),
+        (json!({"title": "ok", "done": "yes"}), "done"),
+        (json!({"title": "ok", "owner": "bob"}), "owner"),
+        (json!({"title": "nul\u{0}byte"}), "title"),
+        (json!({"done": true}), "title"),
+        (json!([1, 2]), ""),
+    ];
+    for (body, field) in cases {
+        let (status, err) = parts(
+            t.request("POST", "/todos", Some(&editor), Some(body.clone()))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(err["error"], "invalid_request", "{body}");
+        assert!(
+            err["message"].as_str().unwrap().contains(field),
+            "{body}: {err}"
+        );
+    }
+    let exactly_200 = "é".repeat(200);
+    assert_eq!(
+        t.request(
+            "POST",
+            "/todos",
+            Some(&editor),
+            Some(json!({"title": exactly_200}))
+        )
+        .await
+        .status(),
+        201
+    );
+    // Not JSON at all.
+    let res = t
+        .app
+        .client
+        .post(t.url("/todos"))
+        .bearer_auth(&editor)
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let res = t
+        .app
+        .client
+        .post(t.url("/todos"))
+        .bearer_auth(&editor)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 415);
+    // PATCH validates too.
+    let todo = t.create(&editor, "a").await;
+    let path = format!("/todos/{}", todo["id"]);
+    assert_eq!(
+        t.request("PATCH", &path, Some(&editor), Some(json!({"title": ""})))
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        t.request("PATCH", &path, Some(&editor), Some(json!({"id": 9})))
+            .await
+            .status(),
+        400
+    );
+}
+
+#[tokio::test]
+async fn bodies_over_16_kib_are_413_plain_and_chunked() {
+    let t = spawn_app().await;
+    let editor = t.token("erin", &["editor"]);
+    let big = json!({"title": "x".repeat(17 * 1024)}).to_string();
+    let res = t
+        .app
+        .client
+        .post(t.url("/todos"))
+        .bearer_auth(&editor)
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    // Chunked: no Content-Length, the limit still holds (413, not 411).
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = big
+        .into_bytes()
+        .chunks(1024)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    let res = t
+        .app
+        .client
+        .post(t.url("/todos"))
+        .bearer_auth(&editor)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    let (_, body) = parts(res).await;
+    assert_eq!(body["error"], "payload_too_large");
+    // A small chunked body is fine.
+    let small: Vec<Result<bytes::Bytes, std::io::Error>> =
+        vec![Ok(bytes::Bytes::from_static(br#"{"title": "chunked"}"#))];
+    let res = t
+        .app
+        .client
+        .post(t.url("/todos"))
+        .bearer_auth(&editor)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            small,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404_and_wrong_methods_405_whatever_the_token() {
+    let t = spawn_app().await;
+    let alice = t.token("alice", &["user"]);
+    for token in [None, Some(alice.as_str()), Some("garbage")] {
+        assert_eq!(t.request("GET", "/nope", token, None).await.status(), 404);
+        assert_eq!(t.request("PUT", "/todos", token, None).await.status(), 405);
+        assert_eq!(
+            t.request("POST", "/todos/1", token, None).await.status(),
+            405
+        );
+        // A malformed id matches no route.
+        assert_eq!(
+            t.request("GET", "/todos/abc", token, None).await.status(),
+            404
+        );
+        assert_eq!(
+            t.request("GET", "/todos/99999999999999999999", token, None)
+                .await
+                .status(),
+            404
+        );
+    }
+    assert_eq!(
+        t.request("GET", "/todos/12345", Some(&alice), None)
+            .await
+            .status(),
+        404
+    );
+}
+
+async fn page(t: &TestApp, token: &str, query: &str) -> (Vec<i64>, Option<String>) {
+    let (status, body) = parts(
+        t.request("GET", &format!("/todos{query}"), Some(token), None)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{query}: {body}");
+    let ids = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect();
+    (ids, body["next_cursor"].as_str().map(String::from))
+}
+
+#[tokio::test]
+async fn pagination_walks_every_todo_once() {
+    let t = spawn_app().await;
+    let editor = t.token("erin", &["editor"]);
+    let mut created = Vec::new();
+    for i in 0..45 {
+        let todo = t.create(&editor, &format!("todo {i}")).await;
+        created.push(todo["id"].as_i64().unwrap());
+        if i % 3 == 0 {
+            t.request(
+                "PATCH",
+                &format!("/todos/{}", todo["id"]),
+                Some(&editor),
+                Some(json!({"done": true})),
+            )
+            .await;
+        }
+    }
+    // Default page size 20: 20 + 20 + 5.
+    let (first, cursor) = page(&t, &editor, "").await;
+    assert_eq!(first.len(), 20);
+    let mut seen = first;
+    let mut cursor = cursor;
+    while let Some(c) = cursor {
+        let (ids, next) = page(&t, &editor, &format!("?cursor={c}")).await;
+        seen.extend(ids);
+        cursor = next;
+    }
+    assert_eq!(seen, created);
+    // Boundaries: limit 1 and 100, exactly-full last page has no cursor.
+    let (ids, next) = page(&t, &editor, "?limit=1").await;
+    assert_eq!((ids.len(), next.is_some()), (1, true));
+    let (ids, next) = page(&t, &editor, "?limit=100").await;
+    assert_eq!((ids.len(), next), (45, None));
+    let (ids, next) = page(&t, &editor, "?limit=45").await;
+    assert_eq!((ids.len(), next), (45, None));
+    // The done filter.
+    let (done, _) = page(&t, &editor, "?done=true&limit=100").await;
+    assert_eq!(done.len(), 15);
+    let (open, _) = page(&t, &editor, "?done=false&limit=100").await;
+    assert_eq!(open.len(), 30);
+    // Bad parameters.
+    for q in [
+        "?limit=0",
+        "?limit=101",
+        "?limit=x",
+        "?cursor=bogus",
+        "?done=yes",
+        "?owner=bob",
+    ] {
+        let (status, body) = parts(
+            t.request("GET", &format!("/todos{q}"), Some(&editor), None)
+                .await,
+        )
+        .await;
+        assert_eq!(status, 400, "{q}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn openapi_lists_every_route_with_security_and_schemas() {
+    let t = spawn_app().await;
+    let doc: Value = t.app.get("/openapi.json").await.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for (path, method) in [
+        ("/todos", "get"),
+        ("/todos", "post"),
+        ("/todos/{id}", "get"),
+        ("/todos/{id}", "patch"),
+        ("/todos/{id}", "delete"),
+        ("/whoami", "get"),
+    ] {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} missing");
+        assert_eq!(
+            op["security"],
+            json!([{"bearer_auth": []}]),
+            "{method} {path}"
+        );
+    }
+    for path in ["/health", "/ready", "/metrics", "/openapi.json"] {
+        assert!(
+            doc["paths"][path]["get"]["security"].is_null(),
+            "{path} is unauthenticated"
+        );
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer_auth"]["scheme"],
+        "bearer"
+    );
+    for schema in ["Todo", "NewTodo", "TodoPatch", "TodoPage", "WhoAmI"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+}

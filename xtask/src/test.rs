@@ -1,0 +1,220 @@
+//! `cargo xtask test`: builds every test target once, runs each suite, prints a summary line per
+//! suite and a closing `N passed, M failed` line.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::Value;
+
+#[derive(Args)]
+pub struct Test {
+    /// Skip the lint suite (`cargo fmt --check`, `cargo clippy -D warnings`).
+    #[arg(long)]
+    no_lint: bool,
+}
+
+struct Suite {
+    name: String,
+    passed: u64,
+    failed: u64,
+    ok: bool,
+}
+
+/// One test executable as cargo reports it.
+struct Target {
+    package: String,
+    name: String,
+    kind: String,
+    exe: PathBuf,
+    dir: PathBuf,
+}
+
+pub fn run(args: Test) -> anyhow::Result<()> {
+    let root = crate::root();
+    if std::env::var_os("TEST_DATABASE_URL").is_some() {
+        println!("xtask: TEST_DATABASE_URL is set: the PostgreSQL tests run too");
+    } else {
+        println!(
+            "xtask: TEST_DATABASE_URL is not set: the PostgreSQL tests are SKIPPED (each says so)"
+        );
+    }
+    let mut suites = Vec::new();
+    for target in build_tests(&root)? {
+        let name = format!("{} ({} {})", target.package, target.kind, target.name);
+        let mut cmd = Command::new(&target.exe);
+        cmd.current_dir(&target.dir);
+        suites.push(run_suite(&name, cmd)?);
+    }
+    let mut doc = cargo(&root);
+    doc.args(["test", "--workspace", "--doc"]);
+    suites.push(run_suite("doc tests", doc)?);
+    if !args.no_lint {
+        let mut fmt = cargo(&root);
+        fmt.args(["fmt", "--all", "--", "--check"]);
+        suites.push(run_check("lint: cargo fmt --check", fmt)?);
+        let mut clippy = cargo(&root);
+        clippy.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        suites.push(run_check("lint: cargo clippy -D warnings", clippy)?);
+    }
+
+    println!("\n== summary");
+    let (mut passed, mut failed) = (0, 0);
+    for s in &suites {
+        let verdict = if s.ok { "ok" } else { "FAILED" };
+        println!(
+            "{verdict:>6}  {:<60} {} passed, {} failed",
+            s.name, s.passed, s.failed
+        );
+        passed += s.passed;
+        failed += s.failed;
+    }
+    let broken = suites.iter().filter(|s| !s.ok).count();
+    println!("{passed} passed, {failed} failed");
+    if broken > 0 {
+        bail!("{broken} suite(s) failed");
+    }
+    Ok(())
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root);
+    cmd
+}
+
+/// `cargo test --workspace --no-run`, reading the executables from cargo's JSON messages.
+fn build_tests(root: &Path) -> anyhow::Result<Vec<Target>> {
+    let mut cmd = cargo(root);
+    cmd.args([
+        "test",
+        "--workspace",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ])
+    .stdout(Stdio::piped());
+    let mut child = cmd.spawn().context("running cargo")?;
+    let stdout = child.stdout.take().context("cargo stdout")?;
+    let mut targets = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact"
+            || !msg["profile"]["test"].as_bool().unwrap_or(false)
+        {
+            continue;
+        }
+        let Some(exe) = msg["executable"].as_str() else {
+            continue;
+        };
+        let manifest = PathBuf::from(msg["manifest_path"].as_str().unwrap_or_default());
+        let package = manifest
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        targets.push(Target {
+            package: if package == "testkit" {
+                "fixtures/testkit".into()
+            } else {
+                package
+            },
+            name: msg["target"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            kind: msg["target"]["kind"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            exe: PathBuf::from(exe),
+            dir: manifest.parent().map(Path::to_path_buf).unwrap_or_default(),
+        });
+    }
+    if !child.wait()?.success() {
+        bail!("building the tests failed");
+    }
+    targets.sort_by(|a, b| (&a.package, &a.kind, &a.name).cmp(&(&b.package, &b.kind, &b.name)));
+    Ok(targets)
+}
+
+/// Runs a libtest binary (or `cargo test --doc`), echoing its output and adding up its
+/// `test result:` lines.
+fn run_suite(name: &str, mut cmd: Command) -> anyhow::Result<Suite> {
+    println!("\n== {name}");
+    cmd.stdout(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("running {name}"))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count(rest, " passed");
+            failed += count(rest, " failed");
+        }
+    }
+    let ok = child.wait()?.success() && failed == 0;
+    Ok(Suite {
+        name: name.to_owned(),
+        passed,
+        failed,
+        ok,
+    })
+}
+
+/// Runs a check that is not a test runner: one pass or one failure.
+fn run_check(name: &str, mut cmd: Command) -> anyhow::Result<Suite> {
+    println!("\n== {name}");
+    let ok = cmd
+        .status()
+        .with_context(|| format!("running {name}"))?
+        .success();
+    Ok(Suite {
+        name: name.to_owned(),
+        passed: u64::from(ok),
+        failed: u64::from(!ok),
+        ok,
+    })
+}
+
+/// The number before `what` in `ok. 3 passed; 0 failed; …`.
+fn count(line: &str, what: &str) -> u64 {
+    line.split(';')
+        .find_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .strip_suffix(what.trim_start())
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn counts_libtest_result_lines() {
+        let line =
+            "ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        assert_eq!(count(line, " passed"), 12);
+        assert_eq!(count(line, " failed"), 0);
+        let line =
+            "FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        assert_eq!(count(line, " passed"), 3);
+        assert_eq!(count(line, " failed"), 2);
+    }
+}
