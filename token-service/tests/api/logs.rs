@@ -18,7 +18,12 @@ async fn logs_hold_neither_passwords_nor_tokens() {
     let logs = capture.contents();
     assert!(logs.contains("sign_in"), "audit events are logged");
     assert!(logs.contains("audit"), "on the audit target");
-    for secret in ["alice-dev-password", "a-wrong-password-xyz", &token, &tampered] {
+    for secret in [
+        "alice-dev-password",
+        "a-wrong-password-xyz",
+        &token,
+        &tampered,
+    ] {
         assert!(!logs.contains(secret), "logged: {secret}");
     }
     // Nor the signature alone.

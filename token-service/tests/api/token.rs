@@ -13,9 +13,15 @@ async fn every_fixture_user_signs_in_with_a_form_and_with_json() {
     for (user, role) in [("alice", "user"), ("bob", "user"), ("admin", "admin")] {
         let password = format!("{user}-dev-password");
         let form = t
-            .form(&[("grant_type", "password"), ("username", user), ("password", &password)])
+            .form(&[
+                ("grant_type", "password"),
+                ("username", user),
+                ("password", &password),
+            ])
             .await;
-        let json = t.json(json!({"username": user, "password": password})).await;
+        let json = t
+            .json(json!({"username": user, "password": password}))
+            .await;
         for res in [form, json] {
             assert_eq!(res.status(), 200);
             assert_eq!(res.headers()["cache-control"], "no-store");
@@ -127,9 +133,21 @@ async fn malformed_requests_are_invalid_request() {
         (None, "username=alice&password=x", "invalid_request"),
         (Some("text/plain"), "username=alice", "invalid_request"),
         (Some("application/json"), "{not json", "invalid_request"),
-        (Some("application/json"), r#"{"username": 5, "password": "x"}"#, "invalid_request"),
-        (Some("application/x-www-form-urlencoded"), "password=alice-dev-password", "invalid_request"),
-        (Some("application/x-www-form-urlencoded"), "username=alice", "invalid_request"),
+        (
+            Some("application/json"),
+            r#"{"username": 5, "password": "x"}"#,
+            "invalid_request",
+        ),
+        (
+            Some("application/x-www-form-urlencoded"),
+            "password=alice-dev-password",
+            "invalid_request",
+        ),
+        (
+            Some("application/x-www-form-urlencoded"),
+            "username=alice",
+            "invalid_request",
+        ),
         (
             Some("application/x-www-form-urlencoded"),
             "username=alice&username=bob&password=alice-dev-password",
@@ -164,11 +182,17 @@ async fn scope_and_audience_requests() {
     assert_eq!(decode(&token).1["scope"], "todos:read");
 
     let res = t
-        .form(&[("username", "alice"), ("password", "alice-dev-password"), ("scope", "users:admin")])
+        .form(&[
+            ("username", "alice"),
+            ("password", "alice-dev-password"),
+            ("scope", "users:admin"),
+        ])
         .await;
     assert_eq!(res.status(), 400);
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_scope");
-    let token = t.token("admin", &[("scope", "users:admin todos:read")]).await;
+    let token = t
+        .token("admin", &[("scope", "users:admin todos:read")])
+        .await;
     assert_eq!(decode(&token).1["scope"], "users:admin todos:read");
 
     let token = t.token("alice", &[("audience", "tasks-api")]).await;
@@ -176,10 +200,17 @@ async fn scope_and_audience_requests() {
     let token = t.token("alice", &[("resource", "todo-api")]).await;
     assert_eq!(decode(&token).1["aud"], json!(["todo-api"]));
     let res = t
-        .form(&[("username", "alice"), ("password", "alice-dev-password"), ("audience", "billing-api")])
+        .form(&[
+            ("username", "alice"),
+            ("password", "alice-dev-password"),
+            ("audience", "billing-api"),
+        ])
         .await;
     assert_eq!(res.status(), 400);
-    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_target");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "invalid_target"
+    );
 }
 
 #[tokio::test]
@@ -190,8 +221,16 @@ async fn access_claim_when_configured_for_a_role() {
             .insert("user".into(), vec!["/todos/*".into()]);
     })
     .await;
-    assert_eq!(decode(&t.token("alice", &[]).await).1["access"], json!(["/todos/*"]));
-    assert!(decode(&t.token("admin", &[]).await).1.get("access").is_none());
+    assert_eq!(
+        decode(&t.token("alice", &[]).await).1["access"],
+        json!(["/todos/*"])
+    );
+    assert!(
+        decode(&t.token("admin", &[]).await)
+            .1
+            .get("access")
+            .is_none()
+    );
 }
 
 async fn fail(t: &crate::helpers::TestApp, user: &str, xff: &str) -> reqwest::Response {
@@ -272,7 +311,10 @@ async fn throttle_memory_is_bounded() {
     for i in 0..12 {
         t.clock.advance(1);
         let res = t
-            .form(&[("username", &format!("user{i}")), ("password", "wrong-password-123")])
+            .form(&[
+                ("username", &format!("user{i}")),
+                ("password", "wrong-password-123"),
+            ])
             .await;
         assert_eq!(res.status(), 401);
     }

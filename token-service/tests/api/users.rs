@@ -19,11 +19,17 @@ async fn admin_routes_are_for_admins() {
         .map(|u| u["username"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["admin", "alice", "bob"]);
-    assert!(!users.to_string().contains("argon2"), "no hash is ever returned");
+    assert!(
+        !users.to_string().contains("argon2"),
+        "no hash is ever returned"
+    );
 
     let res = t.get_auth("/users", &alice).await;
     assert_eq!(res.status(), 403);
-    assert_eq!(res.json::<Value>().await.unwrap()["error"], "insufficient_scope");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "insufficient_scope"
+    );
     let res = t.get_auth("/users", &alice_default).await;
     assert_eq!(res.status(), 401, "a token for other audiences is refused");
     assert_eq!(t.app.get("/users").await.status(), 401);
@@ -71,15 +77,27 @@ async fn admin_creates_users_with_validation_and_conflicts() {
 
     for (body, field) in [
         (json!({"username": "dave", "password": "short"}), "password"),
-        (json!({"username": "dave-long-name", "password": "dave-long-name"}), "password"),
-        (json!({"username": "bad name", "password": "a-long-password"}), "username"),
-        (json!({"username": "dave", "password": "a-long-password", "roles": ["root"]}), "roles"),
+        (
+            json!({"username": "dave-long-name", "password": "dave-long-name"}),
+            "password",
+        ),
+        (
+            json!({"username": "bad name", "password": "a-long-password"}),
+            "username",
+        ),
+        (
+            json!({"username": "dave", "password": "a-long-password", "roles": ["root"]}),
+            "roles",
+        ),
         (json!({"password": "a-long-password"}), "username"),
     ] {
         let res = post(body.clone()).await.unwrap();
         assert_eq!(res.status(), 400, "{body}");
         let msg: Value = res.json().await.unwrap();
-        assert!(msg["message"].as_str().unwrap().contains(field), "{body}: {msg}");
+        assert!(
+            msg["message"].as_str().unwrap().contains(field),
+            "{body}: {msg}"
+        );
     }
 }
 
@@ -108,9 +126,10 @@ async fn me_and_password_change() {
         .unwrap();
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("new_password"));
-    let res = put(json!({"old_password": "alice-dev-password", "new_password": "a-new-password-1"}))
-        .await
-        .unwrap();
+    let res =
+        put(json!({"old_password": "alice-dev-password", "new_password": "a-new-password-1"}))
+            .await
+            .unwrap();
     assert_eq!(res.status(), 204);
 
     let old = t

@@ -20,7 +20,9 @@ async fn jwks_publishes_public_members_of_every_fixture_key() {
             assert!(key[member].is_string(), "{member} in {key}");
         }
         assert_eq!(key["use"], "sig");
-        assert!(auth_core::keys::dev::is_dev_key(key["kid"].as_str().unwrap()));
+        assert!(auth_core::keys::dev::is_dev_key(
+            key["kid"].as_str().unwrap()
+        ));
         for private in ["d", "p", "q", "dp", "dq", "qi", "k", "oth"] {
             assert!(key.get(private).is_none(), "{private} published in {key}");
         }
@@ -39,7 +41,10 @@ async fn jwks_publishes_public_members_of_every_fixture_key() {
     assert_eq!(strip(&pem), strip(&fixture_pem));
     let ec_kid = ec["kid"].as_str().unwrap();
     assert_eq!(
-        t.app.get(&format!("/.well-known/certs/{ec_kid}.pem")).await.status(),
+        t.app
+            .get(&format!("/.well-known/certs/{ec_kid}.pem"))
+            .await
+            .status(),
         404
     );
 }
@@ -49,7 +54,11 @@ async fn jwks_etag_gives_304() {
     let t = spawn_app().await;
     let res = t.app.get("/.well-known/jwks.json").await;
     let etag = res.headers()["etag"].to_str().unwrap().to_owned();
-    for inm in [etag.clone(), format!("W/{etag}"), format!("\"other\", {etag}")] {
+    for inm in [
+        etag.clone(),
+        format!("W/{etag}"),
+        format!("\"other\", {etag}"),
+    ] {
         let res = t
             .app
             .client
@@ -137,7 +146,9 @@ async fn hs256_with_a_shared_secret_publishes_no_jwks() {
         "tasks-api",
     )
     .unwrap();
-    auth.verify(&token).await.expect("a resource service with the secret verifies it");
+    auth.verify(&token)
+        .await
+        .expect("a resource service with the secret verifies it");
     assert_eq!(t.get_auth("/users", &token).await.status(), 200);
 }
 
@@ -161,6 +172,10 @@ async fn openapi_documents_every_route() {
         let op = &doc["paths"][path][method];
         assert!(op.is_object(), "{method} {path} missing");
         let secured = op["security"][0].get("bearer_auth").is_some();
-        assert_eq!(secured, path.starts_with("/users"), "{method} {path} security");
+        assert_eq!(
+            secured,
+            path.starts_with("/users"),
+            "{method} {path} security"
+        );
     }
 }
