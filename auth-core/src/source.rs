@@ -110,6 +110,13 @@ impl KeySet {
     }
 }
 
+/// Keys held in memory by their owner and free to change at any time: token-service verifies
+/// the tokens it issues with its own current public keys, which rotate, without any HTTP.
+pub trait KeyProvider: Send + Sync + std::fmt::Debug {
+    /// The keys as of now. A token's `kid` is matched against them as in a JWKS.
+    fn key_set(&self) -> Arc<KeySet>;
+}
+
 /// Why a remote key source could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -153,6 +160,8 @@ pub(crate) enum KeySource {
     Static(KeySet),
     /// A JWKS, discovery or PEM URL.
     Remote(Arc<RemoteKeys>),
+    /// Keys the embedding service supplies (see [`KeyProvider`]).
+    Provided(Arc<dyn KeyProvider>),
 }
 
 impl KeySource {
@@ -275,6 +284,7 @@ impl KeySource {
         match self {
             Self::Off | Self::Static(_) => true,
             Self::Remote(remote) => remote.snapshot().keys.is_some(),
+            Self::Provided(p) => p.key_set().keys().next().is_some(),
         }
     }
 
@@ -303,6 +313,7 @@ impl KeySource {
             Self::Off => Err(AuthErrorKind::Unavailable),
             Self::Static(set) => set.find(kid, alg, true),
             Self::Remote(remote) => remote.key(kid, alg).await,
+            Self::Provided(p) => p.key_set().find(kid, alg, false),
         }
     }
 }
