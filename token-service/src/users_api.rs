@@ -73,10 +73,6 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 
 /// The routes.
 pub fn routes(state: State, auth: &Auth) -> BoxedFilter<(Response,)> {
-    // auth-core's filter constructors return `impl Filter` that (edition 2024) capture the
-    // borrow of `auth`; a boxed route must be 'static, so the verifier (an Arc inside) is leaked
-    // once per built app. TODO: `+ use<>` on auth-core's filter signatures removes this.
-    let auth: &'static Auth = Box::leak(Box::new(auth.clone()));
     let with_state = move || {
         let s = state.clone();
         warp::any().map(move || s.clone())
