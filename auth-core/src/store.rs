@@ -155,6 +155,7 @@ pub struct KeyStore {
     current: RwLock<Option<Arc<Current>>>,
     control: Mutex<Control>,
     background: AtomicBool,
+    completed: watch::Sender<u64>,
     me: Weak<KeyStore>,
 }
 
@@ -206,6 +207,7 @@ impl KeyStore {
             current: RwLock::new(None),
             control: Mutex::new(Control::default()),
             background: AtomicBool::new(false),
+            completed: watch::channel(0).0,
             me: me.clone(),
         }))
     }
@@ -289,6 +291,14 @@ impl KeyStore {
             self.wait(flight).await;
         }
         self.is_ready()
+    }
+
+    /// Waits until at least `n` fetch attempts have completed (whoever started them): lets a
+    /// test await the background task instead of sleeping.
+    pub async fn wait_for_attempts(&self, n: u64) {
+        let mut completed = self.completed.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while we borrow it.
+        let _ = completed.wait_for(|done| *done >= n).await;
     }
 
     /// Starts the background task once, when enabled and a Tokio runtime is running.
@@ -462,6 +472,12 @@ impl KeyStore {
         let result = self.fetch(etag.as_deref()).await;
         let now = self.clock.now();
         let source = self.url().as_str();
+        let outcome = self.apply(result, now, source);
+        self.completed.send_modify(|n| *n += 1);
+        outcome
+    }
+
+    fn apply(&self, result: Result<Fetched, FetchError>, now: u64, source: &str) -> FetchOutcome {
         let outcome = match result {
             Ok(Fetched::Set {
                 keys,
