@@ -336,8 +336,9 @@ impl KeyStore {
                     .ok_or(AuthErrorKind::Unavailable)?
             }
         };
-        match self.find(&set, kid, alg, ignore_kid) {
-            Err(AuthErrorKind::UnknownKid) if kid.is_some() && !ignore_kid => {}
+        let refreshable = kid.is_some() && !ignore_kid;
+        match self.find(&set, kid, alg, ignore_kid, !refreshable) {
+            Err(AuthErrorKind::UnknownKid) if refreshable => {}
             found => return found,
         }
         // An unknown kid: one refresh per cooldown; during it, 401 at once (negative cache).
@@ -354,23 +355,25 @@ impl KeyStore {
         let set = self
             .usable(self.clock.now())
             .ok_or(AuthErrorKind::Unavailable)?;
-        self.find(&set, kid, alg, ignore_kid)
+        self.find(&set, kid, alg, ignore_kid, true)
     }
 
-    /// Looks a key up in `set`, counting stale sets served and unknown-kid rejections.
+    /// Looks a key up in `set`, counting stale sets served and (when `count_unknown`: the
+    /// answer is final) unknown-kid rejections.
     fn find(
         &self,
         set: &Current,
         kid: Option<&str>,
         alg: Alg,
         ignore_kid: bool,
+        count_unknown: bool,
     ) -> Result<Arc<VerifyingKey>, AuthErrorKind> {
         let found = set.keys.find(kid, alg, ignore_kid);
         match &found {
             Ok(_) if self.clock.now() >= set.expires_at => {
                 metrics::counter!(metric::STALE_SERVED).increment(1);
             }
-            Err(AuthErrorKind::UnknownKid) => {
+            Err(AuthErrorKind::UnknownKid) if count_unknown => {
                 metrics::counter!(metric::UNKNOWN_KID).increment(1);
             }
             _ => {}

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use testkit::{keys, mint};
+use testkit::{Failure, MockIssuer, keys, mint};
 
 use crate::helpers::*;
 
@@ -20,8 +20,8 @@ impl Write for Captured {
     }
 }
 
-#[test]
-fn denial_is_logged_with_kid_and_sub_but_never_the_token() {
+/// Runs `test` on a current-thread runtime with a TRACE subscriber capturing every line.
+fn capture<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) -> String {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -29,20 +29,28 @@ fn denial_is_logged_with_kid_and_sub_but_never_the_token() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    let expired = mint(&keys::ec()).claim("exp", 1).sign();
-    let forged = mint(&keys::ec()).with_signature(&[7; 64]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     tracing::subscriber::with_default(subscriber, || {
-        runtime.block_on(async {
-            let auth = auth(&pem_settings("ec-public.pem"));
-            assert!(auth.verify(&expired).await.is_err());
-            assert!(auth.verify(&forged).await.is_err());
-        })
+        // Other tests hit the same callsites concurrently without a subscriber and may have
+        // cached "never interested": recompute now that this thread has one.
+        tracing::callsite::rebuild_interest_cache();
+        runtime.block_on(test())
     });
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+}
+
+#[test]
+fn denial_is_logged_with_kid_and_sub_but_never_the_token() {
+    let expired = mint(&keys::ec()).claim("exp", 1).sign();
+    let forged = mint(&keys::ec()).with_signature(&[7; 64]);
+    let logs = capture(|| async {
+        let auth = auth(&pem_settings("ec-public.pem"));
+        assert!(auth.verify(&expired).await.is_err());
+        assert!(auth.verify(&forged).await.is_err());
+    });
     let kid = keys::ec().kid.unwrap();
     let expired_line = logs
         .lines()
@@ -61,4 +69,40 @@ fn denial_is_logged_with_kid_and_sub_but_never_the_token() {
             assert!(!logs.contains(part), "a token part was logged: {logs}");
         }
     }
+}
+
+/// One line per fetch attempt, with its outcome: loaded, not modified, failed.
+#[test]
+fn each_fetch_attempt_logs_one_line_with_its_outcome() {
+    let logs = capture(|| async {
+        let clock = clock();
+        let mut issuer = MockIssuer::start().await;
+        let good = issuer
+            .jwks_mock(&[&keys::ec()])
+            .with_header("etag", "\"v1\"")
+            .create_async()
+            .await;
+        let auth = auth_with(&crate::store::store_settings(issuer.jwks_url()), &clock);
+        let store = crate::store::store(&auth);
+        assert!(store.refresh_now().await.is_success());
+        good.remove_async().await;
+        let _not_modified = issuer
+            .server
+            .mock("GET", "/jwks.json")
+            .match_header("if-none-match", "\"v1\"")
+            .with_status(304)
+            .create_async()
+            .await;
+        assert!(store.refresh_now().await.is_success());
+        _not_modified.remove_async().await;
+        let _down = issuer.failing_mock(Failure::Status(500)).create_async().await;
+        assert!(!store.refresh_now().await.is_success());
+    });
+    let attempts: Vec<&str> = logs.lines().filter(|l| l.contains("key set fetch")).collect();
+    assert_eq!(attempts.len(), 3, "{logs}");
+    assert!(attempts[0].contains("INFO") && attempts[0].contains("outcome=\"ok\""), "{}", attempts[0]);
+    assert!(attempts[0].contains("keys=1"), "{}", attempts[0]);
+    assert!(attempts[1].contains("outcome=\"not_modified\""), "{}", attempts[1]);
+    assert!(attempts[2].contains("WARN") && attempts[2].contains("outcome=\"status\""), "{}", attempts[2]);
+    assert!(attempts[2].contains("unexpected status 500"), "{}", attempts[2]);
 }
