@@ -33,9 +33,12 @@ fn capture<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) -> Str
         .enable_all()
         .build()
         .unwrap();
+    // tracing-core caches each callsite's interest globally. With a single scoped subscriber
+    // registered, a callsite first hit on another test's thread is judged by that thread's
+    // (absent) subscriber alone and cached as "never": keep a second dispatcher registered so
+    // every registration consults all of them, and recompute what was cached before.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     tracing::subscriber::with_default(subscriber, || {
-        // Other tests hit the same callsites concurrently without a subscriber and may have
-        // cached "never interested": recompute now that this thread has one.
         tracing::callsite::rebuild_interest_cache();
         runtime.block_on(test())
     });
