@@ -88,8 +88,8 @@ pub mod verify;
 pub mod service;
 
 pub use claims::Claims;
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ApiError, handle_rejection};
 pub use keys::{Alg, VerifyingKey};
 pub use settings::{AuthSettings, JwksSettings};
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use verify::{Auth, AuthError, AuthErrorKind, SetupError};

@@ -394,11 +394,8 @@ impl KeyStore {
 
     /// The current set, unless none was loaded or it is past maximum staleness.
     fn usable(&self, now: u64) -> Option<Arc<Current>> {
-        self.current().filter(|c| {
-            now < c
-                .expires_at
-                .saturating_add(self.settings.max_stale_seconds)
-        })
+        self.current()
+            .filter(|c| now < c.expires_at.saturating_add(self.settings.max_stale_seconds))
     }
 
     /// The fetch in flight to join, or a new one when `trigger`'s gate allows it; else the
@@ -439,7 +436,9 @@ impl KeyStore {
         ctl.attempts += 1;
         let (Some(me), Ok(runtime)) = (self.me.upgrade(), tokio::runtime::Handle::try_current())
         else {
-            let _ = tx.send(Some(FetchOutcome::Failed(Arc::new(FetchError::Interrupted))));
+            let _ = tx.send(Some(FetchOutcome::Failed(Arc::new(
+                FetchError::Interrupted,
+            ))));
             return rx;
         };
         ctl.flight = Some(rx.clone());
@@ -811,7 +810,10 @@ mod tests {
     #[test]
     fn max_age_is_parsed() {
         assert_eq!(max_age(&headers(&["public, max-age=120"])), Some(120));
-        assert_eq!(max_age(&headers(&["Max-Age = 7, must-revalidate"])), Some(7));
+        assert_eq!(
+            max_age(&headers(&["Max-Age = 7, must-revalidate"])),
+            Some(7)
+        );
         assert_eq!(max_age(&headers(&["max-age=\"9\""])), Some(9));
         assert_eq!(max_age(&headers(&["no-store"])), Some(0));
         assert_eq!(max_age(&headers(&["no-cache", "max-age=30"])), Some(30));

@@ -11,32 +11,47 @@ use crate::error::ApiError;
 
 /// 413 `payload_too_large`.
 pub fn too_large(limit: u64) -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body over {limit} bytes"))
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("request body over {limit} bytes"),
+    )
 }
 
 /// A JSON body of at most `limit` bytes, deserialised into `T`. A `Content-Length` over the
 /// limit is refused before reading; a chunked body is counted as it arrives. A content type other
 /// than JSON is 415; a body that does not fit `T` is 400 with a message naming the field.
-pub fn json<T: DeserializeOwned + Send>(limit: u64) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+pub fn json<T: DeserializeOwned + Send>(
+    limit: u64,
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
     warp::header::optional::<String>("content-type")
         .and(warp::header::optional::<String>("content-length"))
-        .and_then(move |ctype: Option<String>, length: Option<String>| async move {
-            if let Some(ctype) = ctype {
-                let essence = ctype.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-                if essence != "application/json" && !essence.ends_with("+json") {
-                    return Err(warp::reject::custom(ApiError::new(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "unsupported_media_type",
-                        "the body must be application/json",
-                    )));
+        .and_then(
+            move |ctype: Option<String>, length: Option<String>| async move {
+                if let Some(ctype) = ctype {
+                    let essence = ctype
+                        .split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_ascii_lowercase();
+                    if essence != "application/json" && !essence.ends_with("+json") {
+                        return Err(warp::reject::custom(ApiError::new(
+                            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                            "unsupported_media_type",
+                            "the body must be application/json",
+                        )));
+                    }
                 }
-            }
-            match length.map(|l| l.trim().parse::<u64>()) {
-                Some(Ok(n)) if n > limit => Err(warp::reject::custom(too_large(limit))),
-                Some(Err(_)) => Err(warp::reject::custom(ApiError::bad_request("invalid content-length"))),
-                _ => Ok(()),
-            }
-        })
+                match length.map(|l| l.trim().parse::<u64>()) {
+                    Some(Ok(n)) if n > limit => Err(warp::reject::custom(too_large(limit))),
+                    Some(Err(_)) => Err(warp::reject::custom(ApiError::bad_request(
+                        "invalid content-length",
+                    ))),
+                    _ => Ok(()),
+                }
+            },
+        )
         .untuple_one()
         .and(warp::body::stream())
         .and_then(move |stream| read_json::<T, _, _>(stream, limit))
@@ -50,11 +65,9 @@ where
 {
     let mut body = Vec::new();
     let mut stream = std::pin::pin!(stream);
-    while let Some(mut chunk) = stream
-        .try_next()
-        .await
-        .map_err(|_| warp::reject::custom(ApiError::bad_request("could not read the request body")))?
-    {
+    while let Some(mut chunk) = stream.try_next().await.map_err(|_| {
+        warp::reject::custom(ApiError::bad_request("could not read the request body"))
+    })? {
         if body.len() as u64 + chunk.remaining() as u64 > limit {
             return Err(warp::reject::custom(too_large(limit)));
         }
@@ -78,7 +91,11 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         let inner = e.inner().to_string();
         // serde_json appends " at line 1 column 9": keep the message short.
         let inner = inner.split(" at line ").next().unwrap_or(&inner);
-        let message = if path == "." || path.is_empty() { inner.to_owned() } else { format!("{path}: {inner}") };
+        let message = if path == "." || path.is_empty() {
+            inner.to_owned()
+        } else {
+            format!("{path}: {inner}")
+        };
         ApiError::bad_request(message)
     })
 }
@@ -109,22 +126,37 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let e = parse_json::<New>(br#"{"title": 5}"#).unwrap_err();
-        assert!(e.message.starts_with("title: invalid type: integer `5`"), "{}", e.message);
+        assert!(
+            e.message.starts_with("title: invalid type: integer `5`"),
+            "{}",
+            e.message
+        );
         let e = parse_json::<New>(br#"{"title": "a", "owner": "bob"}"#).unwrap_err();
         assert!(e.message.contains("unknown field `owner`"), "{}", e.message);
         let e = parse_json::<New>(br#"{"done": true}"#).unwrap_err();
         assert!(e.message.contains("missing field `title`"), "{}", e.message);
         let e = parse_json::<New>(b"{not json").unwrap_err();
         assert_eq!(e.status, 400);
-        assert_eq!(parse_json::<New>(b"").unwrap_err().message, "a JSON body is required");
+        assert_eq!(
+            parse_json::<New>(b"").unwrap_err().message,
+            "a JSON body is required"
+        );
     }
 
     #[tokio::test]
     async fn size_limit_holds_with_and_without_content_length() {
         let filter = json::<serde_json::Value>(16);
-        let ok = warp::test::request().method("POST").body(r#"{"a": 1}"#).filter(&filter).await;
+        let ok = warp::test::request()
+            .method("POST")
+            .body(r#"{"a": 1}"#)
+            .filter(&filter)
+            .await;
         assert!(ok.is_ok());
-        let big = warp::test::request().method("POST").body(r#"{"a": "0123456789abcdef"}"#).filter(&filter).await;
+        let big = warp::test::request()
+            .method("POST")
+            .body(r#"{"a": "0123456789abcdef"}"#)
+            .filter(&filter)
+            .await;
         let e = big.unwrap_err();
         assert_eq!(e.find::<ApiError>().unwrap().status, 413);
         let e = warp::test::request()

@@ -28,8 +28,15 @@ impl<T> Page<T> {
     pub fn from_rows(mut rows: Vec<T>, limit: i64, id: impl Fn(&T) -> i64) -> Self {
         let more = rows.len() as i64 > limit;
         rows.truncate(usize::try_from(limit).unwrap_or(0));
-        let next_cursor = if more { rows.last().map(|r| encode_cursor(id(r))) } else { None };
-        Page { items: rows, next_cursor }
+        let next_cursor = if more {
+            rows.last().map(|r| encode_cursor(id(r)))
+        } else {
+            None
+        };
+        Page {
+            items: rows,
+            next_cursor,
+        }
     }
 }
 
@@ -43,7 +50,9 @@ pub fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
     let bad = || ApiError::bad_request("cursor: not a cursor from a previous page");
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = std::str::from_utf8(&bytes).map_err(|_| bad())?;
-    text.strip_prefix("after:").and_then(|n| n.parse().ok()).ok_or_else(bad)
+    text.strip_prefix("after:")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(bad)
 }
 
 /// A list request's query: the known parameters, each validated; an unknown one is a 400.
@@ -57,7 +66,9 @@ impl ListQuery {
     pub fn new(params: HashMap<String, String>, known: &[&str]) -> Result<Self, ApiError> {
         if let Some(unknown) = params.keys().find(|k| !known.contains(&k.as_str())) {
             let shown: String = unknown.chars().take(64).collect();
-            return Err(ApiError::bad_request(format!("unknown query parameter `{shown}`")));
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter `{shown}`"
+            )));
         }
         Ok(Self { params })
     }
@@ -68,14 +79,18 @@ impl ListQuery {
             None => Ok(DEFAULT_LIMIT),
             Some(v) => match v.parse::<i64>() {
                 Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-                _ => Err(ApiError::bad_request(format!("limit: must be an integer from 1 to {MAX_LIMIT}"))),
+                _ => Err(ApiError::bad_request(format!(
+                    "limit: must be an integer from 1 to {MAX_LIMIT}"
+                ))),
             },
         }
     }
 
     /// `cursor`: the id to list after (0 for the first page).
     pub fn after(&self) -> Result<i64, ApiError> {
-        self.params.get("cursor").map_or(Ok(0), |c| decode_cursor(c))
+        self.params
+            .get("cursor")
+            .map_or(Ok(0), |c| decode_cursor(c))
     }
 
     /// A boolean filter: `true` or `false`.
@@ -84,7 +99,9 @@ impl ListQuery {
             None => Ok(None),
             Some("true") => Ok(Some(true)),
             Some("false") => Ok(Some(false)),
-            Some(_) => Err(ApiError::bad_request(format!("{name}: must be true or false"))),
+            Some(_) => Err(ApiError::bad_request(format!(
+                "{name}: must be true or false"
+            ))),
         }
     }
 
@@ -99,7 +116,13 @@ mod tests {
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> Result<ListQuery, ApiError> {
-        ListQuery::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), &["limit", "cursor", "done"])
+        ListQuery::new(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            &["limit", "cursor", "done"],
+        )
     }
 
     #[test]
@@ -108,7 +131,11 @@ mod tests {
         assert_eq!(q(&[("limit", "1")]).unwrap().limit().unwrap(), 1);
         assert_eq!(q(&[("limit", "100")]).unwrap().limit().unwrap(), 100);
         for bad in ["0", "101", "-1", "x", ""] {
-            assert_eq!(q(&[("limit", bad)]).unwrap().limit().unwrap_err().status, 400, "{bad}");
+            assert_eq!(
+                q(&[("limit", bad)]).unwrap().limit().unwrap_err().status,
+                400,
+                "{bad}"
+            );
         }
     }
 
@@ -123,8 +150,18 @@ mod tests {
     #[test]
     fn unknown_parameters_and_bad_booleans_are_400() {
         assert!(q(&[("owner", "x")]).is_err());
-        assert_eq!(q(&[("done", "yes")]).unwrap().bool("done").unwrap_err().status, 400);
-        assert_eq!(q(&[("done", "true")]).unwrap().bool("done").unwrap(), Some(true));
+        assert_eq!(
+            q(&[("done", "yes")])
+                .unwrap()
+                .bool("done")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            q(&[("done", "true")]).unwrap().bool("done").unwrap(),
+            Some(true)
+        );
     }
 
     #[test]

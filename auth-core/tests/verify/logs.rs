@@ -98,14 +98,36 @@ fn each_fetch_attempt_logs_one_line_with_its_outcome() {
             .await;
         assert!(store.refresh_now().await.is_success());
         _not_modified.remove_async().await;
-        let _down = issuer.failing_mock(Failure::Status(500)).create_async().await;
+        let _down = issuer
+            .failing_mock(Failure::Status(500))
+            .create_async()
+            .await;
         assert!(!store.refresh_now().await.is_success());
     });
-    let attempts: Vec<&str> = logs.lines().filter(|l| l.contains("key set fetch")).collect();
+    let attempts: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("key set fetch"))
+        .collect();
     assert_eq!(attempts.len(), 3, "{logs}");
-    assert!(attempts[0].contains("INFO") && attempts[0].contains("outcome=\"ok\""), "{}", attempts[0]);
+    assert!(
+        attempts[0].contains("INFO") && attempts[0].contains("outcome=\"ok\""),
+        "{}",
+        attempts[0]
+    );
     assert!(attempts[0].contains("keys=1"), "{}", attempts[0]);
-    assert!(attempts[1].contains("outcome=\"not_modified\""), "{}", attempts[1]);
-    assert!(attempts[2].contains("WARN") && attempts[2].contains("outcome=\"status\""), "{}", attempts[2]);
-    assert!(attempts[2].contains("unexpected status 500"), "{}", attempts[2]);
+    assert!(
+        attempts[1].contains("outcome=\"not_modified\""),
+        "{}",
+        attempts[1]
+    );
+    assert!(
+        attempts[2].contains("WARN") && attempts[2].contains("outcome=\"status\""),
+        "{}",
+        attempts[2]
+    );
+    assert!(
+        attempts[2].contains("unexpected status 500"),
+        "{}",
+        attempts[2]
+    );
 }

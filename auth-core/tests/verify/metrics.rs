@@ -199,7 +199,10 @@ fn key_store_metrics() {
             assert!(auth.verify(&unknown).await.is_err());
             good.remove_async().await;
 
-            let _down = issuer.failing_mock(Failure::Status(500)).create_async().await;
+            let _down = issuer
+                .failing_mock(Failure::Status(500))
+                .create_async()
+                .await;
             clock.advance(600);
             assert!(store(&auth).tick().await.is_some_and(|o| !o.is_success()));
             assert!(auth.verify(&long_lived(&keys::ed()).sign()).await.is_ok());
@@ -211,15 +214,55 @@ fn key_store_metrics() {
     let counters = recorded.counters.lock().unwrap().clone();
     let gauges = recorded.gauges.lock().unwrap().clone();
     let count = |name: &str| counters.get(name).copied().unwrap_or_default();
-    assert_eq!(count("auth_jwks_fetches_total{outcome=ok}"), 1, "{counters:?}");
-    assert_eq!(count("auth_jwks_fetches_total{outcome=status}"), 2, "{counters:?}");
-    assert_eq!(count("auth_jwks_keys_skipped_total{reason=kty}"), 2, "{counters:?}");
-    assert_eq!(count("auth_jwks_keys_skipped_total{reason=curve}"), 2, "{counters:?}");
-    assert_eq!(count("auth_jwks_keys_skipped_total{reason=alg}"), 2, "{counters:?}");
-    assert_eq!(count("auth_jwks_keys_skipped_total{reason=use}"), 1, "{counters:?}");
-    assert_eq!(count("auth_jwks_unknown_kid_rejections_total"), 1, "{counters:?}");
-    assert_eq!(count("auth_jwks_refreshes_skipped_total{reason=cooldown}"), 1, "{counters:?}");
+    assert_eq!(
+        count("auth_jwks_fetches_total{outcome=ok}"),
+        1,
+        "{counters:?}"
+    );
+    assert_eq!(
+        count("auth_jwks_fetches_total{outcome=status}"),
+        2,
+        "{counters:?}"
+    );
+    assert_eq!(
+        count("auth_jwks_keys_skipped_total{reason=kty}"),
+        2,
+        "{counters:?}"
+    );
+    assert_eq!(
+        count("auth_jwks_keys_skipped_total{reason=curve}"),
+        2,
+        "{counters:?}"
+    );
+    assert_eq!(
+        count("auth_jwks_keys_skipped_total{reason=alg}"),
+        2,
+        "{counters:?}"
+    );
+    assert_eq!(
+        count("auth_jwks_keys_skipped_total{reason=use}"),
+        1,
+        "{counters:?}"
+    );
+    assert_eq!(
+        count("auth_jwks_unknown_kid_rejections_total"),
+        1,
+        "{counters:?}"
+    );
+    assert_eq!(
+        count("auth_jwks_refreshes_skipped_total{reason=cooldown}"),
+        1,
+        "{counters:?}"
+    );
     assert_eq!(count("auth_jwks_stale_served_total"), 1, "{counters:?}");
-    assert_eq!(gauges.get("auth_jwks_keys_loaded"), Some(&2.0), "{gauges:?}");
-    assert_eq!(gauges.get("auth_jwks_seconds_since_refresh"), Some(&700.0), "{gauges:?}");
+    assert_eq!(
+        gauges.get("auth_jwks_keys_loaded"),
+        Some(&2.0),
+        "{gauges:?}"
+    );
+    assert_eq!(
+        gauges.get("auth_jwks_seconds_since_refresh"),
+        Some(&700.0),
+        "{gauges:?}"
+    );
 }

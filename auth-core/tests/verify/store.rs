@@ -94,11 +94,7 @@ async fn unknown_kid_refreshes_once_then_cools_down_with_fast_401s() {
     let hang = Hang::start();
     let mut issuer = MockIssuer::start().await;
     let iss = issuer.issuer();
-    let discovery = issuer
-        .discovery_mock(&iss)
-        .expect(2)
-        .create_async()
-        .await;
+    let discovery = issuer.discovery_mock(&iss).expect(2).create_async().await;
     let jwks = issuer
         .jwks_mock(&[&keys::ec()])
         .expect(2)
@@ -173,7 +169,10 @@ async fn rotation_new_kid_after_one_refresh_removed_kid_at_once() {
         store(&auth).tick().await,
         Some(FetchOutcome::Loaded { keys: 1, .. })
     ));
-    assert_eq!(denied(&auth, &long_lived(&ec).sign()).await, AuthErrorKind::UnknownKid);
+    assert_eq!(
+        denied(&auth, &long_lived(&ec).sign()).await,
+        AuthErrorKind::UnknownKid
+    );
     assert!(auth.verify(&long_lived(&ed).sign()).await.is_ok());
     only_new.assert_async().await;
 }
@@ -208,8 +207,11 @@ async fn same_kid_with_new_key_material_is_picked_up() {
 /// recovers once the endpoint does.
 #[tokio::test]
 async fn endpoint_failures_keep_the_cached_set_and_the_store_recovers() {
-    let cases: [(Failure, fn(&FetchError) -> bool); 6] = [
-        (Failure::Status(500), |e| matches!(e, FetchError::Status(500))),
+    type Expect = fn(&FetchError) -> bool;
+    let cases: [(Failure, Expect); 6] = [
+        (Failure::Status(500), |e| {
+            matches!(e, FetchError::Status(500))
+        }),
         (Failure::Garbage, |e| matches!(e, FetchError::Json(_))),
         (Failure::Oversize(8192), |e| {
             matches!(e, FetchError::TooLarge(4096))
@@ -218,7 +220,9 @@ async fn endpoint_failures_keep_the_cached_set_and_the_store_recovers() {
             matches!(e, FetchError::TooLarge(4096))
         }),
         (Failure::Redirect, |e| matches!(e, FetchError::Status(302))),
-        (Failure::Status(404), |e| matches!(e, FetchError::Status(404))),
+        (Failure::Status(404), |e| {
+            matches!(e, FetchError::Status(404))
+        }),
     ];
     for (failure, expected) in cases {
         let clock = clock();
@@ -245,7 +249,10 @@ async fn endpoint_failures_keep_the_cached_set_and_the_store_recovers() {
         clock.advance(600);
         let error = failed(store(&auth).tick().await);
         assert!(expected(&error), "{failure:?}: {error}");
-        assert!(auth.verify(&t).await.is_ok(), "{failure:?}: stale set serves");
+        assert!(
+            auth.verify(&t).await.is_ok(),
+            "{failure:?}: stale set serves"
+        );
         assert_eq!(store(&auth).status().state, StoreState::Stale);
         assert!(auth.is_ready());
         failing.assert_async().await;
@@ -298,7 +305,11 @@ async fn hanging_endpoint_times_out_and_the_store_recovers() {
         matches!(&*error, FetchError::Http(e) if e.is_timeout()),
         "{error}"
     );
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(auth.verify(&t).await.is_ok());
 
     hanging.remove_async().await;
@@ -336,7 +347,11 @@ async fn nothing_cached_and_endpoint_down_is_503_never_a_hang() {
     let started = Instant::now();
     let err = auth.verify(&t).await.unwrap_err();
     assert_eq!(err.status(), 503);
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 
     let refused = crate::helpers::auth(&store_settings("http://127.0.0.1:9/jwks.json".into()));
     assert_eq!(refused.verify(&t).await.unwrap_err().status(), 503);
@@ -495,14 +510,20 @@ async fn readiness_not_loaded_then_loaded_stale_and_past_max_staleness() {
     assert_eq!(store(&auth).status().state, StoreState::Loaded);
     good.remove_async().await;
 
-    let _down = issuer.failing_mock(Failure::Status(503)).create_async().await;
+    let _down = issuer
+        .failing_mock(Failure::Status(503))
+        .create_async()
+        .await;
     clock.advance(600);
     assert!(store(&auth).tick().await.is_some_and(|o| !o.is_success()));
     assert!(auth.is_ready(), "stale but within max staleness");
     assert_eq!(store(&auth).status().state, StoreState::Stale);
     clock.set(NOW + 600 + 3599);
     assert!(auth.is_ready());
-    assert!(auth.verify(&t).await.is_ok(), "the stale set still verifies");
+    assert!(
+        auth.verify(&t).await.is_ok(),
+        "the stale set still verifies"
+    );
 
     clock.set(NOW + 600 + 3600);
     assert!(!auth.is_ready(), "past max staleness");
@@ -541,7 +562,10 @@ async fn failures_back_off_exponentially_capped_at_10_s_until_loaded() {
     assert!(store.tick().await.is_some_and(|o| o.is_success()));
     assert_eq!(store.status().failures, 0);
     good.remove_async().await;
-    let _failing = issuer.failing_mock(Failure::Status(500)).create_async().await;
+    let _failing = issuer
+        .failing_mock(Failure::Status(500))
+        .create_async()
+        .await;
     clock.advance(600);
     let mut waits = Vec::new();
     for _ in 0..11 {

@@ -3,6 +3,8 @@ use auth_core::settings::AuthSettings;
 
 pub struct TestApp {
     pub app: Spawned,
+    /// Kept so the directory lives as long as the app.
+    #[allow(dead_code)]
     pub data_dir: tempfile::TempDir,
 }
 
