@@ -421,6 +421,12 @@ impl Auth {
         self.inner.source.is_ready()
     }
 
+    /// The key store of a remote key source (JWKS, discovery, a PEM URL); `None` for a static
+    /// key or secret and in verification-off mode.
+    pub fn key_store(&self) -> Option<&crate::store::KeyStore> {
+        self.inner.source.store()
+    }
+
     /// Fetches the keys of a remote source now if none are held (a service may await this at
     /// startup). Returns [`Auth::is_ready`].
     pub async fn load_keys(&self) -> bool {

@@ -24,7 +24,10 @@ fn auth() -> Auth {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// A compact JWS of three base64url segments around arbitrary header and claims bytes.
@@ -34,8 +37,14 @@ fn token_like() -> impl Strategy<Value = String> {
         "\\{\"alg\":\"(ES256|none|HS256|RS256|EdDSA|)\"(,\"kid\":\"[a-zA-Z0-9./_-]{0,40}\")?(,\"crit\":\\[\"exp\"\\])?\\}".prop_map(String::into_bytes),
         "\\{\"sub\":\"[a-z]{0,8}\",\"exp\":(-?[0-9]{0,20}|\"x\"|null|1e999),\"aud\":(\"todo-api\"|\\[\\]|7)\\}".prop_map(String::into_bytes),
     ];
-    (json_ish.clone(), json_ish, any::<Vec<u8>>())
-        .prop_map(|(h, c, s)| format!("{}.{}.{}", URL_SAFE_NO_PAD.encode(h), URL_SAFE_NO_PAD.encode(c), URL_SAFE_NO_PAD.encode(s)))
+    (json_ish.clone(), json_ish, any::<Vec<u8>>()).prop_map(|(h, c, s)| {
+        format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(h),
+            URL_SAFE_NO_PAD.encode(c),
+            URL_SAFE_NO_PAD.encode(s)
+        )
+    })
 }
 
 proptest! {

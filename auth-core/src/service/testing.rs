@@ -375,3 +375,13 @@ impl TcpProxy {
         self.open.send_replace(true);
     }
 }
+
+/// Asserts a service whose verification keys cannot be loaded still serves at once:
+/// `/health` 200, `/ready` 503 naming the keys (issue 4: the key store loads in the background).
+pub async fn assert_ready_waits_for_the_keys(app: &Spawned) {
+    assert_eq!(app.get("/health").await.status(), 200);
+    let res = app.get("/ready").await;
+    assert_eq!(res.status(), 503);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("verification keys not loaded"), "{body}");
+}

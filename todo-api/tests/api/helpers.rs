@@ -16,6 +16,18 @@ pub async fn spawn_app() -> TestApp {
 
 /// The app with its settings adjusted (auth already pointing at the mock issuer).
 pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let t = spawn_unready(adjust).await;
+    t.app.wait_ready().await;
+    t
+}
+
+/// The app with a JWKS URL nobody answers: verification keys never load.
+pub async fn spawn_app_without_keys() -> TestApp {
+    spawn_unready(|s| s.auth.jwks_url = Some("http://127.0.0.1:9/jwks.json".into())).await
+}
+
+/// The app, not waiting for `/ready`.
+async fn spawn_unready(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let issuer = LocalIssuer::start().await;
     let data_dir = tempfile::tempdir().unwrap();
     let auth = AuthSettings {
@@ -28,7 +40,6 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     adjust(&mut settings);
     let app = todo_api::startup::build(settings).await.expect("build");
     let app = testing::spawn(app);
-    app.wait_ready().await;
     TestApp {
         app,
         issuer,
