@@ -47,23 +47,7 @@ pub struct ChangePassword {
 
 fn json_body<T: serde::de::DeserializeOwned + Send>()
 -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
-    // A malformed body becomes an ApiError here, so it is not outranked by the 405 of a sibling
-    // route when the rejections are combined.
-    warp::body::content_length_limit(16 * 1024).and(warp::body::json().or_else(
-        |rejection: warp::Rejection| async move {
-            use std::error::Error as _;
-            match rejection.find::<warp::filters::body::BodyDeserializeError>() {
-                Some(e) => {
-                    let detail = e.source().map(|s| s.to_string()).unwrap_or_default();
-                    let detail: String = detail.chars().take(300).collect();
-                    Err(warp::reject::custom(ApiError::bad_request(format!(
-                        "invalid body: {detail}"
-                    ))))
-                }
-                None => Err(rejection),
-            }
-        },
-    ))
+    auth_core::service::body::json(16 * 1024)
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {

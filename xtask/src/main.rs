@@ -2,12 +2,14 @@
 //!
 //! - `dev-token`: mint a token with the fixtures dev keys that local stacks trust;
 //! - `dev [--fresh]`: build and run token-service, todo-api and tasks-api together;
-//! - `test`: every test suite of the workspace, with a summary line per suite.
+//! - `test`: every test suite of the workspace, with a summary line per suite;
+//! - `fuzz --minutes N`: the property-based fuzz tests, longer.
 //!
 //! Its own dependencies stay few: no HTTP client (readiness is polled over a plain TCP socket),
 //! no async runtime.
 
 mod dev;
+mod fuzz;
 mod test;
 mod token;
 
@@ -34,6 +36,8 @@ enum Command {
     Dev(dev::Dev),
     /// Run every test suite of the workspace (unit, integration, doc, lints).
     Test(test::Test),
+    /// Run the property-based fuzz tests for a while, with many more cases.
+    Fuzz(fuzz::Fuzz),
 }
 
 fn main() {
@@ -42,6 +46,7 @@ fn main() {
         Command::DevToken(args) => token::run(*args),
         Command::Dev(args) => dev::run(args),
         Command::Test(args) => test::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");

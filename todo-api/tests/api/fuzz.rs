@@ -26,32 +26,12 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-fn json_value() -> impl Strategy<Value = serde_json::Value> {
-    let leaf = prop_oneof![
-        Just(serde_json::Value::Null),
-        any::<bool>().prop_map(serde_json::Value::from),
-        any::<i64>().prop_map(serde_json::Value::from),
-        any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
-            .prop_map(serde_json::Value::from),
-        ".{0,300}".prop_map(serde_json::Value::from),
-    ];
-    leaf.prop_recursive(3, 16, 4, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
-            prop::collection::hash_map("(title|done|owner|id|[a-z]{1,6})", inner, 0..4)
-                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: testkit::fuzz::cases(48), ..ProptestConfig::default() })]
 
     #[test]
     fn fuzz_todo_bodies(body in prop_oneof![
-        json_value().prop_map(|v| v.to_string().into_bytes()),
-        any::<Vec<u8>>(),
+        testkit::fuzz::body("(title|done|owner|id|[a-z]{1,6})"),
         (".{0,250}", any::<Option<bool>>()).prop_map(|(t, d)| json!({"title": t, "done": d}).to_string().into_bytes()),
     ]) {
         let f = fixture();

@@ -1,5 +1,6 @@
 //! Integration tests of token-service: the real app on port 0.
 
+mod fuzz;
 mod helpers;
 mod logs;
 mod operational;
