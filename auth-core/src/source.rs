@@ -398,6 +398,24 @@ impl KeySource {
 
 const WELL_KNOWN: &str = "/.well-known/openid-configuration";
 
+/// The `jwks_uri` of an OIDC discovery document, whose `issuer` must equal `issuer` exactly; the
+/// URL must be `https://` (or `http://` to a loopback host).
+pub fn jwks_uri_from_discovery(doc: &[u8], issuer: &str) -> Result<Url, FetchError> {
+    #[derive(serde::Deserialize)]
+    struct Discovery {
+        issuer: String,
+        jwks_uri: String,
+    }
+    let doc: Discovery = serde_json::from_slice(doc).map_err(FetchError::Json)?;
+    if doc.issuer != issuer {
+        return Err(FetchError::IssuerMismatch {
+            expected: issuer.to_owned(),
+            found: doc.issuer,
+        });
+    }
+    check_url(&doc.jwks_uri).map_err(FetchError::Url)
+}
+
 /// `https://`, or `http://` to a loopback host.
 pub(crate) fn check_url(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw.trim()).map_err(|e| format!("not a valid URL: {e}"))?;

@@ -30,13 +30,12 @@ use std::time::Duration;
 
 use reqwest::Url;
 use reqwest::header::{CACHE_CONTROL, ETAG, HeaderMap, IF_NONE_MATCH};
-use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::keys::{Alg, VerifyingKey};
 use crate::settings::JwksSettings;
-use crate::source::{FetchError, KeySet, check_url};
+use crate::source::{FetchError, KeySet};
 use crate::verify::{AuthErrorKind, SetupError};
 
 /// What a remote source fetches.
@@ -619,22 +618,13 @@ impl KeyStore {
         let (url, etag) = match &self.target {
             Target::Jwks(url) | Target::Pem(url) => (url.clone(), etag),
             Target::Discovery { url, issuer } => {
-                #[derive(Deserialize)]
-                struct Discovery {
-                    issuer: String,
-                    jwks_uri: String,
-                }
                 let Body::Full { bytes, .. } = self.get(url, None).await? else {
                     return Err(FetchError::Status(304));
                 };
-                let doc: Discovery = serde_json::from_slice(&bytes).map_err(FetchError::Json)?;
-                if doc.issuer != *issuer {
-                    return Err(FetchError::IssuerMismatch {
-                        expected: issuer.clone(),
-                        found: doc.issuer,
-                    });
-                }
-                (check_url(&doc.jwks_uri).map_err(FetchError::Url)?, etag)
+                (
+                    crate::source::jwks_uri_from_discovery(&bytes, issuer)?,
+                    etag,
+                )
             }
         };
         match self.get(&url, etag).await? {

@@ -444,4 +444,46 @@ mod tests {
         assert!(res.starts_with("HTTP/1.1 408"), "{res}");
         assert!(res.contains("request_timeout"), "{res}");
     }
+
+    #[tokio::test]
+    async fn the_connection_cap_holds_further_connections_back() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let first_closed = Arc::new(AtomicBool::new(false));
+        let seen = first_closed.clone();
+        // The handler records whether the first connection was already gone when it ran.
+        let route = warp::any().map(move || {
+            if seen.load(Ordering::SeqCst) {
+                "after"
+            } else {
+                "before"
+            }
+        });
+        let settings = ServerSettings {
+            max_connections: 1,
+            ..ServerSettings::default()
+        };
+        let (addr, _stop, _h) = start(route, settings).await;
+        // The first connection takes the only slot and sends nothing.
+        let first = TcpStream::connect(addr).await.unwrap();
+        let second = tokio::spawn(async move {
+            raw(
+                addr,
+                b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            )
+            .await
+        });
+        // Give a server without a cap every chance to answer the second one now.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !second.is_finished(),
+            "the second connection was served while the first held the only slot"
+        );
+        first_closed.store(true, Ordering::SeqCst);
+        drop(first);
+        let res = second.await.unwrap();
+        assert!(
+            res.starts_with("HTTP/1.1 200") && res.ends_with("after"),
+            "{res}"
+        );
+    }
 }
