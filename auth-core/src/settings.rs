@@ -128,7 +128,9 @@ impl Default for JwksSettings {
     }
 }
 
-fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+/// A list setting given as an array, or as one string with commas (how an environment variable
+/// gives it: `TODO_API__AUTH__AUDIENCE=a,b`).
+pub fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {

@@ -17,7 +17,7 @@ use auth_core::keys::Alg;
 use auth_core::service::config::{
     self, ConfigError, CorsSettings, DatabaseSettings, Environment, LogSettings, ServerSettings,
 };
-use auth_core::settings::AuthSettings;
+use auth_core::settings::{AuthSettings, one_or_many};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
@@ -477,24 +477,6 @@ impl Settings {
         }
         Ok(())
     }
-}
-
-fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect(),
-        OneOrMany::Many(v) => v,
-    })
 }
 
 fn one_or_many_paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
