@@ -63,6 +63,7 @@
 //!
 //! - [`verify`]: [`Auth`], the verification order and policy, [`verify::verify_signature`];
 //! - [`source`]: the key sources (JWKS, OIDC discovery, PEM file or URL, HS256 secret);
+//! - [`store`]: the key store of a remote source (caching, refresh, stale-if-error, cooldown);
 //! - [`filters`]: `with_auth`, `optional_auth`, roles, scopes, `with_access`;
 //! - [`cache`]: the verified-token cache;
 //! - [`keys`], [`claims`], [`clock`], [`settings`], [`error`], [`caller`].
@@ -82,6 +83,7 @@ pub mod filters;
 pub mod keys;
 pub mod settings;
 pub mod source;
+pub mod store;
 pub mod verify;
 
 #[cfg(feature = "service")]

@@ -95,8 +95,22 @@ pub struct JwksSettings {
     /// fail (default 86400).
     pub max_stale_seconds: u64,
     /// `auth.jwks.unknown_kid_cooldown_seconds`: at most one refresh per this many seconds is
-    /// triggered by unknown `kid`s (default 30).
+    /// triggered by unknown `kid`s; during the cooldown unknown `kid`s get 401 at once (default 30).
     pub unknown_kid_cooldown_seconds: u64,
+    /// `auth.jwks.backoff_initial_seconds`: wait after the first failed fetch; doubled after each
+    /// further failure (default 1).
+    pub backoff_initial_seconds: u64,
+    /// `auth.jwks.backoff_max_seconds`: longest wait between failed fetches while a set is held
+    /// (default 300).
+    pub backoff_max_seconds: u64,
+    /// `auth.jwks.startup_backoff_max_seconds`: longest wait between failed fetches while no
+    /// usable set is held, e.g. at startup (default 10).
+    pub startup_backoff_max_seconds: u64,
+    /// `auth.jwks.background_refresh`: a background task loads the set at startup and refreshes
+    /// it ahead of expiry (default `true`). Off, fetches happen only when a request needs one
+    /// (nothing usable held, an unknown `kid`) or on [`crate::store::KeyStore::tick`]; tests
+    /// turn it off to drive refreshes themselves.
+    pub background_refresh: bool,
 }
 
 impl Default for JwksSettings {
@@ -109,6 +123,10 @@ impl Default for JwksSettings {
             default_ttl_seconds: 600,
             max_stale_seconds: 86_400,
             unknown_kid_cooldown_seconds: 30,
+            backoff_initial_seconds: 1,
+            backoff_max_seconds: 300,
+            startup_backoff_max_seconds: 10,
+            background_refresh: true,
         }
     }
 }
@@ -130,7 +148,9 @@ impl Default for CacheSettings {
     }
 }
 
-fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+/// A list setting given as an array, or as one string with commas (how an environment variable
+/// gives it: `TODO_API__AUTH__AUDIENCE=a,b`).
+pub fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {

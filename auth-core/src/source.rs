@@ -8,19 +8,15 @@
 //! | `auth.public_key` (a path) | a PEM public key or X.509 certificate | at startup |
 //! | `auth.secret`, `auth.secret_file` | an HS256 secret (≥ 32 bytes) | at startup |
 //!
-//! Remote sources are fetched with one reused client: no redirects, no proxy, a timeout
-//! (`auth.jwks.timeout_seconds`) and a body cap (`auth.jwks.max_body_bytes`). URLs must be
-//! `https://`; plain `http://` is accepted only for a loopback host (`localhost`, `127.0.0.0/8`,
-//! `::1`), which the local environment and the mock servers of the tests use.
-//!
-//! Keys are refreshed when older than `auth.jwks.default_ttl_seconds`, or when a token names an
-//! unknown `kid`; fetches (successful or not) happen at most once per
-//! `auth.jwks.unknown_kid_cooldown_seconds`. After a failed refresh the last good set keeps
-//! verifying for `auth.jwks.max_stale_seconds`. No URL is ever taken from a token.
+//! Remote sources live in a [`KeyStore`](crate::store::KeyStore) (caching, refresh, backoff,
+//! stale-if-error, unknown-`kid` cooldown), fetched with one reused client: no redirects, no
+//! proxy, a timeout (`auth.jwks.timeout_seconds`) and a body cap (`auth.jwks.max_body_bytes`).
+//! URLs must be `https://`; plain `http://` is accepted only for a loopback host (`localhost`,
+//! `127.0.0.0/8`, `::1`), which the local environment and the mock servers of the tests use.
+//! No URL is ever taken from a token.
 
 use std::net::IpAddr;
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use reqwest::Url;
 use secrecy::ExposeSecret;
@@ -28,7 +24,8 @@ use serde::Deserialize;
 
 use crate::clock::Clock;
 use crate::keys::{Alg, KeyError, KeyFamily, VerifyingKey};
-use crate::settings::{AuthSettings, JwksSettings};
+use crate::settings::AuthSettings;
+use crate::store::{KeyStore, Target};
 use crate::verify::{AuthErrorKind, SetupError};
 
 /// A set of verification keys, each parsed once.
@@ -46,28 +43,64 @@ impl KeySet {
     }
 
     /// Parses a JWKS document (RFC 7517 §5). Keys auth-core cannot use (symmetric, other
-    /// curves, `use` other than `sig`, malformed) are skipped; a set without any usable key is
-    /// an error.
+    /// curves, unsupported `alg`, `use` other than `sig`, malformed) are skipped and logged; a
+    /// set without any usable key is an error.
     pub fn from_jwks(json: &[u8]) -> Result<Self, FetchError> {
+        let (set, skipped) = Self::parse_jwks(json)?;
+        for skip in skipped {
+            tracing::warn!(kid = skip.kid, reason = skip.reason, detail = %skip.detail, "skipping unusable key of the key set");
+        }
+        Ok(set)
+    }
+
+    /// Like [`KeySet::from_jwks`], returning the skipped keys instead of logging them.
+    pub(crate) fn parse_jwks(json: &[u8]) -> Result<(Self, Vec<SkippedKey>), FetchError> {
         #[derive(Deserialize)]
         struct Doc {
             keys: Vec<serde_json::Value>,
         }
         let doc: Doc = serde_json::from_slice(json).map_err(FetchError::Json)?;
         let mut keys = Vec::with_capacity(doc.keys.len());
+        let mut skipped = Vec::new();
         for value in doc.keys {
+            let kid = value
+                .get("kid")
+                .and_then(serde_json::Value::as_str)
+                .map(|k| k.chars().take(80).collect::<String>());
+            if let Some((reason, detail)) = unsupported(&value) {
+                skipped.push(SkippedKey {
+                    kid,
+                    reason,
+                    detail,
+                });
+                continue;
+            }
             match serde_json::from_value(value)
                 .map_err(|e| KeyError::Jwk(e.to_string()))
                 .and_then(|jwk| VerifyingKey::from_jwk(&jwk))
             {
                 Ok(key) => keys.push(key),
-                Err(e) => tracing::warn!(error = %e, "skipping unusable key of the key set"),
+                Err(e) => skipped.push(SkippedKey {
+                    kid,
+                    reason: "malformed",
+                    detail: e.to_string(),
+                }),
             }
         }
         if keys.is_empty() {
             return Err(FetchError::NoKeys);
         }
-        Ok(Self::new(keys))
+        Ok((Self::new(keys), skipped))
+    }
+
+    /// How many keys the set holds.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the set holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 
     /// The keys.
@@ -110,6 +143,49 @@ impl KeySet {
     }
 }
 
+/// Keys held in memory by their owner and free to change at any time: token-service verifies
+/// the tokens it issues with its own current public keys, which rotate, without any HTTP.
+pub trait KeyProvider: Send + Sync + std::fmt::Debug {
+    /// The keys as of now. A token's `kid` is matched against them as in a JWKS.
+    fn key_set(&self) -> Arc<KeySet>;
+}
+
+/// A key of a JWKS document that was skipped, and why.
+#[derive(Debug, Clone)]
+pub(crate) struct SkippedKey {
+    /// The key's `kid`, if any (shortened).
+    pub kid: Option<String>,
+    /// The metric label: `kty`, `curve`, `alg`, `use` or `malformed`.
+    pub reason: &'static str,
+    /// What is wrong, for the log line.
+    pub detail: String,
+}
+
+/// Why a JWK cannot be used, judged on its JSON before any parsing: an unsupported `kty`,
+/// curve or `alg`, or a `use` other than `sig`.
+fn unsupported(jwk: &serde_json::Value) -> Option<(&'static str, String)> {
+    let member = |name: &str| jwk.get(name).and_then(serde_json::Value::as_str);
+    let family = match (member("kty"), member("crv")) {
+        (Some("RSA"), _) => KeyFamily::Rsa,
+        (Some("EC"), Some("P-256")) => KeyFamily::EcP256,
+        (Some("OKP"), Some("Ed25519")) => KeyFamily::Ed25519,
+        (Some("EC" | "OKP"), crv) => return Some(("curve", format!("unsupported curve {crv:?}"))),
+        (kty, _) => return Some(("kty", format!("unsupported kty {kty:?}"))),
+    };
+    if let Some(u) = jwk.get("use")
+        && u.as_str() != Some("sig")
+    {
+        return Some(("use", format!("use {u} is not sig")));
+    }
+    if let Some(alg) = jwk.get("alg") {
+        match alg.as_str().and_then(|a| a.parse::<Alg>().ok()) {
+            Some(a) if a.family() == family => {}
+            _ => return Some(("alg", format!("unsupported alg {alg} for this key"))),
+        }
+    }
+    None
+}
+
 /// Why a remote key source could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -142,6 +218,9 @@ pub enum FetchError {
     /// The PEM document is not a usable key.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The fetch did not complete (no runtime to run it on, or the runtime is shutting down).
+    #[error("the fetch was interrupted")]
+    Interrupted,
 }
 
 /// The configured source of a verifier's keys.
@@ -151,8 +230,10 @@ pub(crate) enum KeySource {
     Off,
     /// A PEM file or a shared secret, read at startup.
     Static(KeySet),
-    /// A JWKS, discovery or PEM URL.
-    Remote(Arc<RemoteKeys>),
+    /// A JWKS, discovery or PEM URL, behind the key store.
+    Remote(Arc<KeyStore>),
+    /// Keys the embedding service supplies (see [`KeyProvider`]).
+    Provided(Arc<dyn KeyProvider>),
 }
 
 impl KeySource {
@@ -200,11 +281,11 @@ impl KeySource {
             .iter()
             .any(|a| a.family() != KeyFamily::Hmac);
         let remote = |target| -> Result<Self, SetupError> {
-            Ok(Self::Remote(Arc::new(RemoteKeys::new(
+            Ok(Self::Remote(KeyStore::new(
                 target,
                 &settings.jwks,
                 clock.clone(),
-            )?)))
+            )?))
         };
         let this = match source {
             "auth.secret" | "auth.secret_file" => {
@@ -274,22 +355,29 @@ impl KeySource {
     pub(crate) fn is_ready(&self) -> bool {
         match self {
             Self::Off | Self::Static(_) => true,
-            Self::Remote(remote) => remote.snapshot().keys.is_some(),
+            Self::Remote(store) => store.is_ready(),
+            Self::Provided(p) => p.key_set().keys().next().is_some(),
         }
     }
 
+    /// The key store of a remote source.
+    pub(crate) fn store(&self) -> Option<&KeyStore> {
+        match self {
+            Self::Remote(store) => Some(store),
+            _ => None,
+        }
+    }
+
+    /// Starts the store's background loading and refresh (when a Tokio runtime is running).
     pub(crate) fn prefetch_in_background(&self) {
-        if let Self::Remote(remote) = self
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let remote = Arc::clone(remote);
-            runtime.spawn(async move { remote.load().await });
+        if let Self::Remote(store) = self {
+            store.ensure_background();
         }
     }
 
     pub(crate) async fn load(&self) {
-        if let Self::Remote(remote) = self {
-            remote.load().await;
+        if let Self::Remote(store) = self {
+            store.load().await;
         }
     }
 
@@ -303,11 +391,30 @@ impl KeySource {
             Self::Off => Err(AuthErrorKind::Unavailable),
             Self::Static(set) => set.find(kid, alg, true),
             Self::Remote(remote) => remote.key(kid, alg).await,
+            Self::Provided(p) => p.key_set().find(kid, alg, false),
         }
     }
 }
 
 const WELL_KNOWN: &str = "/.well-known/openid-configuration";
+
+/// The `jwks_uri` of an OIDC discovery document, whose `issuer` must equal `issuer` exactly; the
+/// URL must be `https://` (or `http://` to a loopback host).
+pub fn jwks_uri_from_discovery(doc: &[u8], issuer: &str) -> Result<Url, FetchError> {
+    #[derive(serde::Deserialize)]
+    struct Discovery {
+        issuer: String,
+        jwks_uri: String,
+    }
+    let doc: Discovery = serde_json::from_slice(doc).map_err(FetchError::Json)?;
+    if doc.issuer != issuer {
+        return Err(FetchError::IssuerMismatch {
+            expected: issuer.to_owned(),
+            found: doc.issuer,
+        });
+    }
+    check_url(&doc.jwks_uri).map_err(FetchError::Url)
+}
 
 /// `https://`, or `http://` to a loopback host.
 pub(crate) fn check_url(raw: &str) -> Result<Url, String> {
@@ -328,194 +435,6 @@ fn is_loopback(url: &Url) -> bool {
             .parse::<IpAddr>()
             .is_ok_and(|ip| ip.is_loopback()),
         None => false,
-    }
-}
-
-/// What a remote source fetches.
-#[derive(Debug)]
-enum Target {
-    Jwks(Url),
-    Discovery { url: Url, issuer: String },
-    Pem(Url),
-}
-
-/// A remote key source: the fetch behind a small cache. The full rotating key store replaces
-/// this type without changing [`KeySource`]'s interface.
-#[derive(Debug)]
-pub(crate) struct RemoteKeys {
-    target: Target,
-    client: reqwest::Client,
-    settings: JwksSettings,
-    clock: Arc<dyn Clock>,
-    state: RwLock<State>,
-    fetch_lock: tokio::sync::Mutex<()>,
-}
-
-#[derive(Debug, Clone, Default)]
-struct State {
-    keys: Option<Arc<KeySet>>,
-    fetched_at: u64,
-    attempts: u64,
-    last_attempt: Option<u64>,
-}
-
-impl RemoteKeys {
-    fn new(
-        target: Target,
-        settings: &JwksSettings,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self, SetupError> {
-        let timeout = Duration::from_secs(settings.timeout_seconds.max(1));
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .user_agent(concat!("auth-core/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                SetupError::new("auth.jwks", format!("cannot build the HTTP client: {e}"))
-            })?;
-        Ok(Self {
-            target,
-            client,
-            settings: settings.clone(),
-            clock,
-            state: RwLock::new(State::default()),
-            fetch_lock: tokio::sync::Mutex::new(()),
-        })
-    }
-
-    fn snapshot(&self) -> State {
-        self.state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn ignore_kid(&self) -> bool {
-        matches!(self.target, Target::Pem(_))
-    }
-
-    /// Fetches now unless keys are held and fresh, or a fetch happened within the cooldown.
-    async fn load(&self) {
-        let seen = self.snapshot();
-        let now = self.clock.now();
-        if seen.keys.is_some()
-            && now.saturating_sub(seen.fetched_at) < self.settings.default_ttl_seconds
-        {
-            return;
-        }
-        self.refresh(seen.attempts).await;
-    }
-
-    async fn key(&self, kid: Option<&str>, alg: Alg) -> Result<Arc<VerifyingKey>, AuthErrorKind> {
-        let seen = self.snapshot();
-        let now = self.clock.now();
-        if let Some(keys) = &seen.keys
-            && now.saturating_sub(seen.fetched_at) < self.settings.default_ttl_seconds
-        {
-            match keys.find(kid, alg, self.ignore_kid()) {
-                Err(AuthErrorKind::UnknownKid) => {}
-                found => return found,
-            }
-        }
-        // Missing, stale, or an unknown kid: one refresh (rate limited), then the freshest set.
-        self.refresh(seen.attempts).await;
-        let state = self.snapshot();
-        match &state.keys {
-            Some(keys)
-                if now.saturating_sub(state.fetched_at)
-                    < self
-                        .settings
-                        .default_ttl_seconds
-                        .saturating_add(self.settings.max_stale_seconds) =>
-            {
-                keys.find(kid, alg, self.ignore_kid())
-            }
-            _ => Err(AuthErrorKind::Unavailable),
-        }
-    }
-
-    /// One fetch at a time; skipped when another attempt happened since `seen_attempts` or
-    /// within the cooldown.
-    async fn refresh(&self, seen_attempts: u64) {
-        let _guard = self.fetch_lock.lock().await;
-        let now = self.clock.now();
-        {
-            let state = self.snapshot();
-            let cooling = state.last_attempt.is_some_and(|t| {
-                now < t.saturating_add(self.settings.unknown_kid_cooldown_seconds)
-            });
-            if state.attempts != seen_attempts || cooling {
-                return;
-            }
-        }
-        let result = self.fetch().await;
-        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        state.attempts += 1;
-        state.last_attempt = Some(now);
-        match result {
-            Ok(keys) => {
-                tracing::info!(source = %self.describe(), keys = keys.keys.len(), "verification keys loaded");
-                state.keys = Some(Arc::new(keys));
-                state.fetched_at = now;
-            }
-            Err(e) => {
-                tracing::error!(source = %self.describe(), error = %e, "cannot fetch verification keys")
-            }
-        }
-    }
-
-    fn describe(&self) -> &Url {
-        match &self.target {
-            Target::Jwks(url) | Target::Pem(url) | Target::Discovery { url, .. } => url,
-        }
-    }
-
-    async fn fetch(&self) -> Result<KeySet, FetchError> {
-        match &self.target {
-            Target::Jwks(url) => KeySet::from_jwks(&self.get(url).await?),
-            Target::Pem(url) => Ok(KeySet::new([VerifyingKey::from_pem(
-                &self.get(url).await?,
-            )?])),
-            Target::Discovery { url, issuer } => {
-                #[derive(Deserialize)]
-                struct Discovery {
-                    issuer: String,
-                    jwks_uri: String,
-                }
-                let doc: Discovery =
-                    serde_json::from_slice(&self.get(url).await?).map_err(FetchError::Json)?;
-                if doc.issuer != *issuer {
-                    return Err(FetchError::IssuerMismatch {
-                        expected: issuer.clone(),
-                        found: doc.issuer,
-                    });
-                }
-                let jwks = check_url(&doc.jwks_uri).map_err(FetchError::Url)?;
-                KeySet::from_jwks(&self.get(&jwks).await?)
-            }
-        }
-    }
-
-    async fn get(&self, url: &Url) -> Result<Vec<u8>, FetchError> {
-        let max = self.settings.max_body_bytes;
-        let mut res = self.client.get(url.clone()).send().await?;
-        if !res.status().is_success() {
-            return Err(FetchError::Status(res.status().as_u16()));
-        }
-        if res.content_length().is_some_and(|len| len > max as u64) {
-            return Err(FetchError::TooLarge(max));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = res.chunk().await? {
-            if body.len() + chunk.len() > max {
-                return Err(FetchError::TooLarge(max));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
     }
 }
 

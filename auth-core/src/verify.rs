@@ -328,6 +328,44 @@ impl Auth {
         realm: &str,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, SetupError> {
+        Self::check_policy(settings)?;
+        let source = if settings.enabled {
+            KeySource::from_settings(settings, clock.clone())?
+        } else {
+            tracing::warn!(
+                realm,
+                "VERIFICATION-OFF MODE (auth.enabled = false): token signatures and expiry are NOT \
+                 checked; any decodable token is accepted. Local exploration only, never in production"
+            );
+            KeySource::Off
+        };
+        Ok(Self::assemble(settings, realm, clock, source))
+    }
+
+    /// A verifier whose keys come from `provider` instead of the key source of `settings`
+    /// (whose `jwks_url`, `public_key`, `secret`… are ignored): for a service that verifies
+    /// tokens signed with its own, rotating, keys. Everything else (`issuer`, `audience`,
+    /// `algorithms`, leeway, limits) applies as configured; verification is always on.
+    pub fn from_key_provider(
+        settings: &AuthSettings,
+        realm: &str,
+        clock: Arc<dyn Clock>,
+        provider: Arc<dyn crate::source::KeyProvider>,
+    ) -> Result<Self, SetupError> {
+        Self::check_policy(settings)?;
+        let settings = AuthSettings {
+            enabled: true,
+            ..settings.clone()
+        };
+        Ok(Self::assemble(
+            &settings,
+            realm,
+            clock,
+            KeySource::Provided(provider),
+        ))
+    }
+
+    fn check_policy(settings: &AuthSettings) -> Result<(), SetupError> {
         if settings.algorithms.is_empty() {
             return Err(SetupError::new(
                 "auth.algorithms",
@@ -340,16 +378,15 @@ impl Auth {
                 "must be greater than 0",
             ));
         }
-        let source = if settings.enabled {
-            KeySource::from_settings(settings, clock.clone())?
-        } else {
-            tracing::warn!(
-                realm,
-                "VERIFICATION-OFF MODE (auth.enabled = false): token signatures and expiry are NOT \
-                 checked; any decodable token is accepted. Local exploration only, never in production"
-            );
-            KeySource::Off
-        };
+        Ok(())
+    }
+
+    fn assemble(
+        settings: &AuthSettings,
+        realm: &str,
+        clock: Arc<dyn Clock>,
+        source: KeySource,
+    ) -> Self {
         let retry_after = settings.jwks.unknown_kid_cooldown_seconds.max(1);
         let inner = Inner {
             realm: Arc::from(realm),
@@ -373,7 +410,7 @@ impl Auth {
             inner: Arc::new(inner),
         };
         auth.inner.source.prefetch_in_background();
-        Ok(auth)
+        auth
     }
 
     /// The realm of `WWW-Authenticate`.
@@ -385,6 +422,12 @@ impl Auth {
     /// secret and in verification-off mode.
     pub fn is_ready(&self) -> bool {
         self.inner.source.is_ready()
+    }
+
+    /// The key store of a remote key source (JWKS, discovery, a PEM URL); `None` for a static
+    /// key or secret and in verification-off mode.
+    pub fn key_store(&self) -> Option<&crate::store::KeyStore> {
+        self.inner.source.store()
     }
 
     /// Fetches the keys of a remote source now if none are held (a service may await this at
@@ -668,5 +711,63 @@ mod tests {
             "insufficient_scope"
         );
         assert_eq!(AuthErrorKind::Unavailable.reason(), "unavailable");
+    }
+
+    #[derive(Debug)]
+    struct Swappable(std::sync::RwLock<Arc<crate::source::KeySet>>);
+
+    impl crate::source::KeyProvider for Swappable {
+        fn key_set(&self) -> Arc<crate::source::KeySet> {
+            self.0.read().unwrap().clone()
+        }
+    }
+
+    fn hs256(secret: &[u8], kid: &str, now: u64) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some(kid.to_owned());
+        let claims = serde_json::json!({
+            "iss": "https://id.example.com", "aud": "svc", "sub": "1",
+            "iat": now, "exp": now + 60,
+        });
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_key_provider_supplies_keys_that_may_change() {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let set = |secret: &[u8], kid: &str| {
+            Arc::new(crate::source::KeySet::new([VerifyingKey::from_secret(
+                secret,
+            )
+            .unwrap()
+            .with_kid(Some(kid.to_owned()))]))
+        };
+        let provider = Arc::new(Swappable(std::sync::RwLock::new(set(&a, "a"))));
+        let settings = AuthSettings {
+            issuer: Some("https://id.example.com".into()),
+            audience: vec!["svc".into()],
+            algorithms: vec![Alg::HS256],
+            // ignored: the provider is the only key source
+            jwks_url: Some("https://elsewhere.example.com/jwks.json".into()),
+            ..AuthSettings::default()
+        };
+        let clock = Arc::new(crate::clock::ManualClock::new(1_000_000));
+        let auth = Auth::from_key_provider(&settings, "svc", clock, provider.clone()).unwrap();
+        assert!(auth.is_ready());
+        assert!(auth.verify(&hs256(&a, "a", 1_000_000)).await.is_ok());
+        let err = auth.verify(&hs256(&b, "b", 1_000_000)).await.unwrap_err();
+        assert_eq!(err.kind(), &AuthErrorKind::UnknownKid);
+
+        *provider.0.write().unwrap() = set(&b, "b");
+        assert!(auth.verify(&hs256(&b, "b", 1_000_000)).await.is_ok());
+        assert!(auth.verify(&hs256(&a, "a", 1_000_000)).await.is_err());
+
+        *provider.0.write().unwrap() = Arc::new(crate::source::KeySet::default());
+        assert!(!auth.is_ready(), "no key: not ready");
     }
 }

@@ -2,9 +2,8 @@
 
 use auth_core::service::app::{App, Parts};
 use auth_core::service::config::Settings;
-use auth_core::service::ops::{self, BearerSecurity, OpsApi};
+use auth_core::service::ops::BearerSecurity;
 use utoipa::OpenApi;
-use warp::Filter;
 
 use crate::INFO;
 use crate::tasks::{self, Store, TasksApi};
@@ -22,21 +21,7 @@ pub struct ApiDoc;
 pub async fn build(settings: Settings) -> anyhow::Result<App> {
     let parts = Parts::prepare(&settings, &INFO, &SQLITE, &POSTGRES).await?;
     let mut doc = ApiDoc::openapi();
-    doc.merge(OpsApi::openapi());
-    doc.merge(ops::WhoAmIApi::openapi());
     doc.merge(TasksApi::openapi());
-    let ops = ops::routes(parts.ready_checks(), doc);
-    let store = Store::new(parts.db.clone());
-    let api = ops::whoami(&parts.auth)
-        .or(tasks::routes(&parts.auth, store))
-        .unify()
-        .boxed();
-    Ok(App::new(
-        parts.listener,
-        api,
-        ops,
-        settings.server,
-        &settings.cors,
-        Some(parts.db),
-    )?)
+    let api = tasks::routes(&parts.auth, Store::new(parts.db.clone()));
+    Ok(parts.into_app(settings, doc, api)?)
 }

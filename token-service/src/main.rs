@@ -1,7 +1,3 @@
 fn main() {
-    auth_core::service::app::run_service(
-        token_service::INFO,
-        token_service::local_auth(),
-        token_service::startup::build,
-    );
+    token_service::cli::main();
 }

@@ -71,8 +71,9 @@ pub fn run(args: Dev) -> anyhow::Result<()> {
             .context("installing the Ctrl-C handler")?;
     }
 
+    // token-service first: the APIs load its JWKS as they start.
     let mut running = Vec::new();
-    for (name, prefix, _) in SERVICES {
+    for (i, (name, prefix, _)) in SERVICES.iter().enumerate() {
         match start(&root, name, prefix, &data_dir) {
             Ok(r) => running.push(r),
             Err(e) => {
@@ -80,28 +81,14 @@ pub fn run(args: Dev) -> anyhow::Result<()> {
                 return Err(e);
             }
         }
+        if i == 0 {
+            wait_ready(&mut running, &stop, &SERVICES[..1])?;
+        }
     }
-
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut pending: Vec<_> = SERVICES.iter().collect();
-    while !pending.is_empty() {
-        if let Some(msg) = check_children(&mut running) {
-            shutdown(&mut running);
-            bail!("{msg}");
-        }
-        if stop.load(Ordering::SeqCst) {
-            shutdown(&mut running);
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            shutdown(&mut running);
-            bail!(
-                "not every service became ready within 60 s (still waiting for {:?})",
-                pending.iter().map(|s| s.0).collect::<Vec<_>>()
-            );
-        }
-        pending.retain(|(_, _, port)| !is_ready(*port));
-        std::thread::sleep(Duration::from_millis(200));
+    wait_ready(&mut running, &stop, &SERVICES)?;
+    if stop.load(Ordering::SeqCst) {
+        shutdown(&mut running);
+        return Ok(());
     }
     print_welcome();
 
@@ -117,6 +104,34 @@ pub fn run(args: Dev) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Waits until every service of `services` answers `/ready` with 200 (60 s at most), watching
+/// for a child that dies and for Ctrl-C.
+fn wait_ready(
+    running: &mut [Running],
+    stop: &AtomicBool,
+    services: &[(&str, &str, u16)],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pending: Vec<_> = services.iter().collect();
+    while !pending.is_empty() {
+        if let Some(msg) = check_children(running) {
+            shutdown(running);
+            bail!("{msg}");
+        }
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            shutdown(running);
+            let names: Vec<_> = pending.iter().map(|s| s.0).collect();
+            bail!("not every service became ready within 60 s (still waiting for {names:?})");
+        }
+        pending.retain(|(_, _, port)| !is_ready(*port));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
 }
 
 fn start(

@@ -4,12 +4,14 @@
 //! - `dev [--fresh]`: build and run token-service, todo-api and tasks-api together;
 //! - `test`: every test suite of the workspace, with a summary line per suite;
 //! - `bench [--smoke]`: what authentication costs todo-api per request (see [`bench`]).
+//! - `fuzz --minutes N`: the property-based fuzz tests, longer.
 //!
 //! Its own dependencies stay few: no HTTP client (readiness is polled over a plain TCP socket),
 //! no async runtime.
 
 mod bench;
 mod dev;
+mod fuzz;
 mod test;
 mod token;
 
@@ -26,6 +28,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Print a token signed with the fixtures dev key that local stacks trust.
@@ -36,6 +40,8 @@ enum Command {
     Test(test::Test),
     /// Measure authentication's cost: criterion micro-benchmarks and load on todo-api (127.0.0.1).
     Bench(bench::Bench),
+    /// Run the property-based fuzz tests for a while, with many more cases.
+    Fuzz(fuzz::Fuzz),
 }
 
 fn main() {
@@ -45,6 +51,7 @@ fn main() {
         Command::Dev(args) => dev::run(args),
         Command::Test(args) => test::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");

@@ -16,20 +16,20 @@ pub struct Test {
     no_lint: bool,
 }
 
-struct Suite {
-    name: String,
-    passed: u64,
-    failed: u64,
-    ok: bool,
+pub(crate) struct Suite {
+    pub name: String,
+    pub passed: u64,
+    pub failed: u64,
+    pub ok: bool,
 }
 
 /// One test executable as cargo reports it.
-struct Target {
-    package: String,
-    name: String,
-    kind: String,
-    exe: PathBuf,
-    dir: PathBuf,
+pub(crate) struct Target {
+    pub package: String,
+    pub name: String,
+    pub kind: String,
+    pub exe: PathBuf,
+    pub dir: PathBuf,
 }
 
 pub fn run(args: Test) -> anyhow::Result<()> {
@@ -93,7 +93,7 @@ fn cargo(root: &Path) -> Command {
 }
 
 /// `cargo test --workspace --no-run`, reading the executables from cargo's JSON messages.
-fn build_tests(root: &Path) -> anyhow::Result<Vec<Target>> {
+pub(crate) fn build_tests(root: &Path) -> anyhow::Result<Vec<Target>> {
     let mut cmd = cargo(root);
     cmd.args([
         "test",
@@ -151,7 +151,7 @@ fn build_tests(root: &Path) -> anyhow::Result<Vec<Target>> {
 
 /// Runs a libtest binary (or `cargo test --doc`), echoing its output and adding up its
 /// `test result:` lines.
-fn run_suite(name: &str, mut cmd: Command) -> anyhow::Result<Suite> {
+pub(crate) fn run_suite(name: &str, mut cmd: Command) -> anyhow::Result<Suite> {
     println!("\n== {name}");
     cmd.stdout(Stdio::piped());
     let mut child = cmd.spawn().with_context(|| format!("running {name}"))?;

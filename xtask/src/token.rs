@@ -239,4 +239,78 @@ mod tests {
         );
         assert!(parse_claim("novalue").is_err());
     }
+
+    fn args(extra: &[&str]) -> DevToken {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            token: DevToken,
+        }
+        let mut argv = vec!["dev-token"];
+        argv.extend_from_slice(extra);
+        Cli::parse_from(argv).token
+    }
+
+    /// A minted token verifies with the fixtures public key (or secret), names the kid
+    /// token-service publishes for that key (its RFC 7638 thumbprint) and carries the defaults.
+    #[test]
+    fn minted_tokens_verify_with_the_fixture_keys_and_kids() {
+        use jsonwebtoken::{Validation, decode, decode_header};
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let cases = [
+            (
+                "ES256",
+                Some("7qdAkdwGnoWT44rQQPZxYDG3_c4wo9htWlgB1o-UAAs"),
+                DecodingKey::from_ec_pem(&fixture("ec-public.pem").unwrap()).unwrap(),
+            ),
+            (
+                "EdDSA",
+                Some("mpY3ryaN0OQbxVLVitjywIZfz4zxjHqZXC0Cpc9RsG4"),
+                DecodingKey::from_ed_pem(&fixture("ed25519-public.pem").unwrap()).unwrap(),
+            ),
+            (
+                "RS256",
+                Some("Gq9MTt0SaIBOXZdBUhjvM9RokVQPQjLjXxP5pp3M9Ic"),
+                DecodingKey::from_rsa_pem(&fixture("rsa-public.pem").unwrap()).unwrap(),
+            ),
+            (
+                "HS256",
+                None,
+                DecodingKey::from_secret(fixture("hs256-secret.txt").unwrap().trim_ascii()),
+            ),
+        ];
+        for (alg, kid, key) in cases {
+            let a = args(&[
+                "--alg", alg, "--sub", "bob", "--role", "editor", "--role", "admin", "--access",
+                "/todos/*", "--claim", "tier=3", "--ttl", "10m",
+            ]);
+            let token = mint(&a, now).unwrap();
+            let header = decode_header(&token).unwrap();
+            assert_eq!(header.kid.as_deref(), kid, "{alg}");
+            assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+            let mut v = Validation::new(header.alg);
+            v.set_audience(&["todo-api"]);
+            v.set_issuer(&[LOCAL_ISSUER]);
+            let claims = decode::<Value>(&token, &key, &v)
+                .unwrap_or_else(|e| panic!("{alg}: {e}"))
+                .claims;
+            assert_eq!(claims["aud"], json!(["todo-api", "tasks-api"]));
+            assert_eq!(claims["roles"], json!(["editor", "admin"]));
+            assert_eq!(claims["access"], json!(["/todos/*"]));
+            assert_eq!(claims["tier"], json!(3));
+            assert_eq!(claims["exp"].as_u64().unwrap(), now + 600);
+        }
+        // --expired and --bad-signature make tokens no verifier accepts.
+        let key = DecodingKey::from_ec_pem(&fixture("ec-public.pem").unwrap()).unwrap();
+        let mut v = Validation::new(Algorithm::ES256);
+        v.set_audience(&["todo-api"]);
+        let expired = mint(&args(&["--expired"]), now).unwrap();
+        assert!(jsonwebtoken::decode::<Value>(&expired, &key, &v).is_err());
+        let forged = mint(&args(&["--bad-signature"]), now).unwrap();
+        assert!(jsonwebtoken::decode::<Value>(&forged, &key, &v).is_err());
+    }
 }

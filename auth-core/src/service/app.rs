@@ -172,6 +172,29 @@ impl Parts {
         Ok(Parts { listener, db, auth })
     }
 
+    /// The resource service's `App`: its own `api` routes plus `/whoami` and the operational
+    /// routes, the OpenAPI document `doc` completed with theirs.
+    pub fn into_app(
+        self,
+        settings: super::config::Settings,
+        mut doc: utoipa::openapi::OpenApi,
+        api: BoxedFilter<(Response,)>,
+    ) -> io::Result<App> {
+        use utoipa::OpenApi as _;
+        doc.merge(super::ops::OpsApi::openapi());
+        doc.merge(super::ops::WhoAmIApi::openapi());
+        let ops = super::ops::routes(self.ready_checks(), doc);
+        let api = super::ops::whoami(&self.auth).or(api).unify().boxed();
+        App::new(
+            self.listener,
+            api,
+            ops,
+            settings.server,
+            &settings.cors,
+            Some(self.db),
+        )
+    }
+
     /// `/ready`'s checks: the database answers, the verification keys are loaded.
     pub fn ready_checks(&self) -> Vec<super::ops::ReadyCheck> {
         let db = self.db.clone();

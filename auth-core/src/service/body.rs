@@ -25,49 +25,66 @@ pub fn json<T: DeserializeOwned + Send>(
     limit: u64,
 ) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
     warp::header::optional::<String>("content-type")
-        .and(warp::header::optional::<String>("content-length"))
-        .and_then(
-            move |ctype: Option<String>, length: Option<String>| async move {
-                if let Some(ctype) = ctype {
-                    let essence = ctype
-                        .split(';')
-                        .next()
-                        .unwrap_or("")
-                        .trim()
-                        .to_ascii_lowercase();
-                    if essence != "application/json" && !essence.ends_with("+json") {
-                        return Err(warp::reject::custom(ApiError::new(
-                            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                            "unsupported_media_type",
-                            "the body must be application/json",
-                        )));
-                    }
-                }
-                match length.map(|l| l.trim().parse::<u64>()) {
-                    Some(Ok(n)) if n > limit => Err(warp::reject::custom(too_large(limit))),
-                    Some(Err(_)) => Err(warp::reject::custom(ApiError::bad_request(
-                        "invalid content-length",
-                    ))),
-                    _ => Ok(()),
-                }
-            },
-        )
+        .and_then(|ctype: Option<String>| async move {
+            match ctype {
+                Some(ctype) if !is_json(&ctype) => Err(warp::reject::custom(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "the body must be application/json",
+                ))),
+                _ => Ok(()),
+            }
+        })
         .untuple_one()
-        .and(warp::body::stream())
-        .and_then(move |stream| read_json::<T, _, _>(stream, limit))
+        .and(bytes(limit))
+        .and_then(|body: bytes::Bytes| async move {
+            parse_json::<T>(&body).map_err(warp::reject::custom)
+        })
 }
 
-async fn read_json<T, S, B>(stream: S, limit: u64) -> Result<T, Rejection>
+/// Whether a `Content-Type` is JSON (`application/json`, `application/*+json`, any parameters).
+pub fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The raw body, at most `limit` bytes: a `Content-Length` over the limit is a 413 before
+/// reading, a chunked body is counted as it arrives (413, never 411), an empty or absent body
+/// is an empty `Bytes`.
+pub fn bytes(limit: u64) -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("content-length")
+        .and_then(move |length: Option<String>| async move {
+            match length.map(|l| l.trim().parse::<u64>()) {
+                Some(Ok(n)) if n > limit => Err(warp::reject::custom(too_large(limit))),
+                Some(Err(_)) => Err(warp::reject::custom(ApiError::bad_request(
+                    "invalid content-length",
+                ))),
+                _ => Ok(()),
+            }
+        })
+        .untuple_one()
+        .and(warp::body::stream())
+        .and_then(move |stream| read_limited(stream, limit))
+}
+
+async fn read_limited<S, B>(stream: S, limit: u64) -> Result<bytes::Bytes, Rejection>
 where
-    T: DeserializeOwned,
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
     let mut body = Vec::new();
     let mut stream = std::pin::pin!(stream);
-    while let Some(mut chunk) = stream.try_next().await.map_err(|_| {
-        warp::reject::custom(ApiError::bad_request("could not read the request body"))
-    })? {
+    while let Some(mut chunk) = stream
+        .try_next()
+        .await
+        .map_err(|e| warp::reject::custom(read_error(&e)))?
+    {
         if body.len() as u64 + chunk.remaining() as u64 > limit {
             return Err(warp::reject::custom(too_large(limit)));
         }
@@ -77,7 +94,23 @@ where
             chunk.advance(n);
         }
     }
-    parse_json(&body).map_err(warp::reject::custom)
+    Ok(body.into())
+}
+
+/// 408 when the body did not arrive in time (the serving loop's deadline), else 400.
+fn read_error(e: &warp::Error) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<super::server::BodyTimeout>() {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "request body not received in time",
+            );
+        }
+        source = err.source();
+    }
+    ApiError::bad_request("could not read the request body")
 }
 
 /// Deserialises JSON into `T`; the error names the field (`title: invalid type: …`).

@@ -55,6 +55,13 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     /// `server.shutdown_timeout_seconds`: how long in-flight requests may take after a stop signal (default 30).
     pub shutdown_timeout_seconds: u64,
+    /// `server.body_read_timeout_seconds`: a request body must arrive within this, counted from
+    /// the first read (default 30; a slower body is a 408).
+    pub body_read_timeout_seconds: u64,
+    /// `server.max_query_bytes`: longer query strings are a 414 (default 4096).
+    pub max_query_bytes: usize,
+    /// `server.max_query_params`: more query parameters are a 400 (default 32).
+    pub max_query_params: usize,
 }
 
 impl Default for ServerSettings {
@@ -66,6 +73,9 @@ impl Default for ServerSettings {
             header_read_timeout_seconds: 10,
             max_header_bytes: 16 * 1024,
             shutdown_timeout_seconds: 30,
+            body_read_timeout_seconds: 30,
+            max_query_bytes: 4096,
+            max_query_params: 32,
         }
     }
 }

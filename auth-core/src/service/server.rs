@@ -56,6 +56,11 @@ pub async fn serve<F>(
     let mut shutdown = std::pin::pin!(shutdown);
     let header_timeout = Duration::from_secs(settings.header_read_timeout_seconds.max(1));
     let max_header = settings.max_header_bytes.max(8192);
+    let limits = Arc::new(RequestLimits {
+        body_timeout: Duration::from_secs(settings.body_read_timeout_seconds.max(1)),
+        max_query_bytes: settings.max_query_bytes,
+        max_query_params: settings.max_query_params,
+    });
     loop {
         let permit = tokio::select! {
             permit = limit.clone().acquire_owned() => match permit {
@@ -80,6 +85,7 @@ pub async fn serve<F>(
         let svc = hyper_util::service::TowerToHyperService::new(RequestService {
             inner: warp::service(filter.clone()),
             peer,
+            limits: limits.clone(),
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -134,16 +140,48 @@ pub async fn shutdown_signal() {
     tracing::info!("stop signal received, finishing in-flight requests");
 }
 
-/// Wraps warp's service: adds the request extensions and writes the request log line.
+/// The per-request limits the loop enforces before any filter runs.
+#[derive(Debug)]
+struct RequestLimits {
+    body_timeout: Duration,
+    max_query_bytes: usize,
+    max_query_params: usize,
+}
+
+impl RequestLimits {
+    /// A response for a query string over the limits, if it is.
+    fn check_query(&self, query: Option<&str>) -> Option<Response> {
+        let query = query?;
+        if query.len() > self.max_query_bytes {
+            return Some(crate::error::error_response(
+                http::StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                &format!("query string over {} bytes", self.max_query_bytes),
+            ));
+        }
+        if query.split('&').filter(|p| !p.is_empty()).count() > self.max_query_params {
+            return Some(crate::error::error_response(
+                http::StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("more than {} query parameters", self.max_query_params),
+            ));
+        }
+        None
+    }
+}
+
+/// Wraps warp's service: adds the request extensions, enforces the request limits and writes the
+/// request log line.
 #[derive(Clone)]
 struct RequestService<S> {
     inner: S,
     peer: SocketAddr,
+    limits: Arc<RequestLimits>,
 }
 
 impl<S, B> Service<http::Request<B>> for RequestService<S>
 where
-    S: Service<http::Request<B>, Response = Response, Error = Infallible>,
+    S: Service<http::Request<TimeoutBody<B>>, Response = Response, Error = Infallible>,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -162,9 +200,20 @@ where
         let method = req.method().clone();
         // The path only: a query string may carry anything, a token included.
         let path: String = req.uri().path().chars().take(256).collect();
-        let fut = self.inner.call(req);
+        let outcome = match self.limits.check_query(req.uri().query()) {
+            Some(refused) => Err(refused),
+            None => {
+                let timeout = self.limits.body_timeout;
+                Ok(self
+                    .inner
+                    .call(req.map(|body| TimeoutBody::new(body, timeout))))
+            }
+        };
         Box::pin(async move {
-            let res = fut.await?;
+            let res = match outcome {
+                Ok(fut) => fut.await?,
+                Err(refused) => refused,
+            };
             tracing::info!(
                 target: "access",
                 method = %method,
@@ -176,6 +225,64 @@ where
             );
             Ok(res)
         })
+    }
+}
+
+/// The error a request body yields when it does not arrive within `server.body_read_timeout_seconds`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body read timed out")]
+pub struct BodyTimeout;
+
+/// A request body that fails with [`BodyTimeout`] once its deadline, counted from the first
+/// read, passes: a slow client cannot hold a request open forever.
+pub struct TimeoutBody<B> {
+    inner: B,
+    timeout: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> TimeoutBody<B> {
+    fn new(inner: B, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            deadline: None,
+        }
+    }
+}
+
+impl<B> http_body::Body for TimeoutBody<B>
+where
+    B: http_body::Body + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let timeout = this.timeout;
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -289,5 +396,94 @@ mod tests {
         )
         .await;
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    }
+
+    #[tokio::test]
+    async fn long_or_crowded_query_strings_are_refused_before_any_filter() {
+        let (addr, _stop, _h) = start(warp::any().map(|| "ok"), ServerSettings::default()).await;
+        let long = format!(
+            "GET /?q={} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            "a".repeat(5000)
+        );
+        let res = raw(addr, long.as_bytes()).await;
+        assert!(res.starts_with("HTTP/1.1 414"), "{res}");
+        assert!(res.contains("\"error\":\"uri_too_long\""), "{res}");
+        let crowded: Vec<String> = (0..40).map(|i| format!("p{i}=1")).collect();
+        let req = format!(
+            "GET /?{} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            crowded.join("&")
+        );
+        let res = raw(addr, req.as_bytes()).await;
+        assert!(res.starts_with("HTTP/1.1 400"), "{res}");
+        let fine: Vec<String> = (0..32).map(|i| format!("p{i}=1")).collect();
+        let req = format!(
+            "GET /?{} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            fine.join("&")
+        );
+        assert!(raw(addr, req.as_bytes()).await.starts_with("HTTP/1.1 200"));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_never_finishes_is_a_408() {
+        // The deadline is the server's own timer (1 s here); the test waits on the response.
+        let settings = ServerSettings {
+            body_read_timeout_seconds: 1,
+            ..ServerSettings::default()
+        };
+        let route = super::super::body::json::<serde_json::Value>(1024)
+            .map(|v: serde_json::Value| v.to_string())
+            .recover(crate::error::handle_rejection);
+        let (addr, _stop, _h) = start(route, settings).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\nconnection: close\r\n\r\n{\"a\":")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        let res = String::from_utf8_lossy(&out);
+        assert!(res.starts_with("HTTP/1.1 408"), "{res}");
+        assert!(res.contains("request_timeout"), "{res}");
+    }
+
+    #[tokio::test]
+    async fn the_connection_cap_holds_further_connections_back() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let first_closed = Arc::new(AtomicBool::new(false));
+        let seen = first_closed.clone();
+        // The handler records whether the first connection was already gone when it ran.
+        let route = warp::any().map(move || {
+            if seen.load(Ordering::SeqCst) {
+                "after"
+            } else {
+                "before"
+            }
+        });
+        let settings = ServerSettings {
+            max_connections: 1,
+            ..ServerSettings::default()
+        };
+        let (addr, _stop, _h) = start(route, settings).await;
+        // The first connection takes the only slot and sends nothing.
+        let first = TcpStream::connect(addr).await.unwrap();
+        let second = tokio::spawn(async move {
+            raw(
+                addr,
+                b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            )
+            .await
+        });
+        // Give a server without a cap every chance to answer the second one now.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !second.is_finished(),
+            "the second connection was served while the first held the only slot"
+        );
+        first_closed.store(true, Ordering::SeqCst);
+        drop(first);
+        let res = second.await.unwrap();
+        assert!(
+            res.starts_with("HTTP/1.1 200") && res.ends_with("after"),
+            "{res}"
+        );
     }
 }

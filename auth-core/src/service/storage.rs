@@ -99,10 +99,15 @@ impl Database {
             .max_connections(max_connections.max(1))
             .acquire_timeout(acquire_timeout);
         if backend == Backend::Sqlite {
-            options = options.after_connect(|conn, _| {
+            // A write waits for a lock at most as long as a request waits for a connection.
+            let pragmas = format!(
+                "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;",
+                acquire_timeout.as_millis()
+            );
+            options = options.after_connect(move |conn, _| {
+                let pragmas = pragmas.clone();
                 Box::pin(async move {
-                    conn.execute("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
-                        .await?;
+                    conn.execute(pragmas.as_str()).await?;
                     Ok(())
                 })
             });
@@ -134,15 +139,30 @@ impl Database {
     }
 
     /// Readiness: a connection can be had and answers a query.
+    ///
+    /// On SQLite, reads go on under another connection's write lock (WAL), so readiness takes
+    /// and releases the write lock (`BEGIN IMMEDIATE; ROLLBACK`): a file locked against writes
+    /// is not ready. On PostgreSQL, `SELECT 1`.
     pub async fn ping(&self) -> Result<(), String> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                tracing::warn!(error = %e, "database unreachable");
-                "database unreachable".to_owned()
-            })
+        let outcome = match self.backend {
+            Backend::Postgres => sqlx::query("SELECT 1")
+                .execute(&self.pool)
+                .await
+                .map(|_| ()),
+            Backend::Sqlite => {
+                async {
+                    let mut conn = self.pool.acquire().await?;
+                    conn.execute("BEGIN IMMEDIATE").await?;
+                    conn.execute("ROLLBACK").await?;
+                    Ok(())
+                }
+                .await
+            }
+        };
+        outcome.map_err(|e: sqlx::Error| {
+            tracing::warn!(error = %e, "database unreachable");
+            "database unreachable".to_owned()
+        })
     }
 
     /// Closes the pool, waiting for connections in use to be returned.
@@ -154,18 +174,32 @@ impl Database {
 /// A database fault as the client sees it: 503 with `Retry-After` when the database cannot be
 /// reached (the fault is logged at warn), an opaque 500 otherwise (logged at error).
 pub fn db_rejection(e: sqlx::Error) -> warp::Rejection {
+    if is_unavailable(&e) {
+        tracing::warn!(error = %e, "database unavailable");
+        return warp::reject::custom(crate::error::ApiError::unavailable(
+            "database unavailable",
+            5,
+        ));
+    }
+    tracing::error!(error = %e, "database error");
+    warp::reject::custom(crate::error::ApiError::internal())
+}
+
+/// Whether an error means the database cannot be had right now (unreachable, pool exhausted or
+/// closed, a SQLite file locked past the busy timeout), as opposed to a fault in a query.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            tracing::warn!(error = %e, "database unavailable");
-            warp::reject::custom(crate::error::ApiError::unavailable(
-                "database unavailable",
-                5,
-            ))
-        }
-        e => {
-            tracing::error!(error = %e, "database error");
-            warp::reject::custom(crate::error::ApiError::internal())
-        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|c| c.parse::<u32>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        _ => false,
     }
 }
 
@@ -210,9 +244,6 @@ fn uuid_like() -> String {
 
 #[cfg(test)]
 mod tests {
-    use tokio::net::{TcpListener, TcpStream};
-    use tokio::sync::watch;
-
     use super::*;
 
     static SQLITE: Migrator = sqlx::migrate!("./tests/migrations/sqlite");
@@ -270,62 +301,26 @@ mod tests {
         roundtrip(&db).await;
     }
 
-    /// A TCP proxy the test can cut (`false`) and restore (`true`), between the pool and PostgreSQL.
-    async fn proxy(upstream: String, open: watch::Receiver<bool>) -> u16 {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                let mut state = open.clone();
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    if !*state.borrow() {
-                        return; // dropped: the connection is refused mid-handshake
-                    }
-                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    let (mut cr, mut cw) = client.split();
-                    let (mut sr, mut sw) = server.split();
-                    tokio::select! {
-                        _ = tokio::io::copy(&mut cr, &mut sw) => {},
-                        _ = tokio::io::copy(&mut sr, &mut cw) => {},
-                        _ = state.wait_for(|open| !*open) => {},
-                    }
-                });
-            }
-        });
-        port
-    }
-
     #[tokio::test]
     async fn postgres_outage_fails_the_ping_and_recovers() {
         let Some(url) = test_postgres_url("postgres_outage_fails_the_ping_and_recovers").await
         else {
             return;
         };
-        let parsed = reqwest::Url::parse(&url).unwrap();
-        let upstream = format!(
-            "{}:{}",
-            parsed.host_str().unwrap(),
-            parsed.port().unwrap_or(5432)
-        );
-        let (open, state) = watch::channel(true);
-        let port = proxy(upstream.clone(), state).await;
-        let proxied = url.replacen(&upstream, &format!("127.0.0.1:{port}"), 1);
-        let db = Database::connect_url(&proxied, 2, Duration::from_secs(1))
+        let proxy = crate::service::testing::TcpProxy::start(
+            crate::service::testing::TcpProxy::upstream_of(&url),
+        )
+        .await;
+        let db = Database::connect_url(&proxy.proxied_url(&url), 2, Duration::from_secs(1))
             .await
             .unwrap();
         db.ping().await.unwrap();
-        open.send_replace(false);
+        proxy.cut();
         assert!(
             db.ping().await.is_err(),
             "ping must fail while the connection is cut"
         );
-        open.send_replace(true);
+        proxy.restore();
         let mut recovered = false;
         for _ in 0..20 {
             if db.ping().await.is_ok() {

@@ -300,3 +300,88 @@ pub async fn assert_ready_fails_without_the_database(app: &Spawned) {
     assert_eq!(body["status"], "unavailable");
     assert_eq!(body["reason"], "database unreachable");
 }
+
+/// A TCP proxy a test can cut and restore, between a service and its database: the way to make
+/// a shared PostgreSQL server unavailable to one service without stopping it.
+pub struct TcpProxy {
+    /// The proxy's port on 127.0.0.1.
+    pub port: u16,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding 127.0.0.1:<port> to `upstream` (`host:port`).
+    pub async fn start(upstream: String) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let (open, state) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut state = state.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if !*state.borrow() {
+                        return; // dropped at once: the connection fails mid-handshake
+                    }
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.split();
+                    let (mut sr, mut sw) = server.split();
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut cr, &mut sw) => {},
+                        _ = tokio::io::copy(&mut sr, &mut cw) => {},
+                        _ = state.wait_for(|open| !*open) => {},
+                    }
+                });
+            }
+        });
+        TcpProxy { port, open }
+    }
+
+    /// A PostgreSQL URL like `url`, going through this proxy.
+    pub fn proxied_url(&self, url: &str) -> String {
+        let parsed = reqwest::Url::parse(url).expect("database URL");
+        let upstream = format!(
+            "{}:{}",
+            parsed.host_str().unwrap_or("127.0.0.1"),
+            parsed.port().unwrap_or(5432)
+        );
+        url.replacen(&upstream, &format!("127.0.0.1:{}", self.port), 1)
+    }
+
+    /// The `host:port` a database URL points at.
+    pub fn upstream_of(url: &str) -> String {
+        let parsed = reqwest::Url::parse(url).expect("database URL");
+        format!(
+            "{}:{}",
+            parsed.host_str().unwrap_or("127.0.0.1"),
+            parsed.port().unwrap_or(5432)
+        )
+    }
+
+    /// Cuts every connection, and refuses new ones, until [`TcpProxy::restore`].
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Forwards again.
+    pub fn restore(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// Asserts a service whose verification keys cannot be loaded still serves at once:
+/// `/health` 200, `/ready` 503 naming the keys (issue 4: the key store loads in the background).
+pub async fn assert_ready_waits_for_the_keys(app: &Spawned) {
+    assert_eq!(app.get("/health").await.status(), 200);
+    let res = app.get("/ready").await;
+    assert_eq!(res.status(), 503);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("verification keys not loaded"), "{body}");
+}

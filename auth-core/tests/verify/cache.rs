@@ -3,9 +3,10 @@
 
 use auth_core::cache::CacheStats;
 use auth_core::{AuthErrorKind, AuthSettings, CacheSettings};
-use testkit::{MockIssuer, NOW, keys, mint};
+use testkit::{MockIssuer, NOW, TestKey, keys, mint};
 
 use crate::helpers::*;
+use crate::store::{long_lived, store, store_settings};
 
 fn with_entries(settings: AuthSettings, max_entries: usize) -> AuthSettings {
     AuthSettings {
@@ -79,23 +80,45 @@ async fn a_cached_entry_never_answers_past_exp() {
 
 #[tokio::test]
 async fn a_token_whose_key_was_removed_is_rejected_on_the_next_request() {
-    let mut issuer = MockIssuer::start().await;
-    let old = issuer.serve_jwks(&[&keys::ec(), &keys::ed()]).await;
     let clock = clock();
-    let auth = auth_with(&jwks_settings(&issuer), &clock);
-    let token = mint(&keys::ec()).valid_from(NOW, 3_600).sign();
+    let (ec, ed) = (keys::ec(), keys::ed());
+    let mut issuer = MockIssuer::start().await;
+    let both = issuer.serve_jwks(&[&ec, &ed]).await;
+    let auth = auth_with(&store_settings(issuer.jwks_url()), &clock);
+    let token = long_lived(&ec).sign();
     assert!(auth.verify(&token).await.is_ok());
     assert!(auth.verify(&token).await.is_ok());
     assert_eq!(auth.cache_stats().unwrap().hits, 1);
 
-    // The issuer rotates the EC key out; the verifier's set is refreshed once it is stale.
-    old.remove_async().await;
-    let _new = issuer.serve_jwks(&[&keys::ed()]).await;
-    clock.advance(auth_core::JwksSettings::default().default_ttl_seconds);
+    // The issuer withdraws the EC key; the store's next scheduled refresh drops it.
+    both.remove_async().await;
+    let _only_ed = issuer.serve_jwks(&[&ed]).await;
+    clock.advance(600);
+    assert!(store(&auth).tick().await.is_some_and(|o| o.is_success()));
     assert_eq!(denied(&auth, &token).await, AuthErrorKind::UnknownKid);
     assert_eq!(auth.cache_stats().unwrap().entries, 0);
-    // The remaining key's tokens still verify.
-    assert!(auth.verify(&mint(&keys::ed()).sign()).await.is_ok());
+    assert!(auth.verify(&long_lived(&ed).sign()).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_cached_token_of_a_rekeyed_kid_is_verified_again() {
+    let clock = clock();
+    let old = TestKey::generate("ES256").with_kid("signing-key");
+    let new = TestKey::generate("ES256").with_kid("signing-key");
+    let mut issuer = MockIssuer::start().await;
+    let first = issuer.serve_jwks(&[&old]).await;
+    let auth = auth_with(&store_settings(issuer.jwks_url()), &clock);
+    let token = long_lived(&old).sign();
+    assert!(auth.verify(&token).await.is_ok());
+    assert!(auth.verify(&token).await.is_ok());
+
+    // Same kid, new material: the entry's key thumbprint no longer matches, so no hit.
+    first.remove_async().await;
+    let _rekeyed = issuer.serve_jwks(&[&new]).await;
+    clock.advance(600);
+    assert!(store(&auth).tick().await.is_some_and(|o| o.is_success()));
+    assert_eq!(denied(&auth, &token).await, AuthErrorKind::Signature);
+    assert!(auth.verify(&long_lived(&new).sign()).await.is_ok());
 }
 
 #[tokio::test]

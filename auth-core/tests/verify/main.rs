@@ -13,4 +13,5 @@ mod metrics;
 mod off_mode;
 mod responses;
 mod sources;
+mod store;
 mod wycheproof;

@@ -13,14 +13,25 @@ pub async fn spawn_app() -> TestApp {
     spawn_on(None).await
 }
 
+/// The app with a JWKS URL nobody answers: verification keys never load.
+pub async fn spawn_app_without_keys() -> TestApp {
+    spawn_configured(None, Some("http://127.0.0.1:9/jwks.json".into())).await
+}
+
 /// The app, on SQLite or on the PostgreSQL database `database_url`.
 pub async fn spawn_on(database_url: Option<String>) -> TestApp {
+    let t = spawn_configured(database_url, None).await;
+    t.app.wait_ready().await;
+    t
+}
+
+async fn spawn_configured(database_url: Option<String>, jwks_url: Option<String>) -> TestApp {
     let issuer = LocalIssuer::start().await;
     let data_dir = tempfile::tempdir().unwrap();
     let auth = AuthSettings {
         issuer: Some(issuer.issuer()),
         audience: vec!["tasks-api".into()],
-        jwks_url: Some(issuer.jwks_url()),
+        jwks_url: Some(jwks_url.unwrap_or_else(|| issuer.jwks_url())),
         ..AuthSettings::default()
     };
     let settings = testing::settings(data_dir.path(), database_url, auth);

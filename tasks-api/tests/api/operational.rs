@@ -1,11 +1,17 @@
 use auth_core::service::testing;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_app_without_keys};
 
 #[tokio::test]
 async fn answers_the_operational_routes_with_default_settings() {
     let t = spawn_app().await;
     testing::assert_operational_routes(&t.app).await;
+}
+
+#[tokio::test]
+async fn health_at_once_ready_503_until_the_keys_load() {
+    let t = spawn_app_without_keys().await;
+    testing::assert_ready_waits_for_the_keys(&t.app).await;
 }
 
 #[tokio::test]

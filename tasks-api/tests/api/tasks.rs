@@ -237,3 +237,65 @@ async fn filters_and_validation() {
         413
     );
 }
+
+async fn odd_text_round_trips(t: &TestApp) {
+    let alice = t.token("alice", &["user"]);
+    let long = "ü".repeat(2000);
+    for (title, description) in [
+        (
+            "it's \"quoted\" -- ; DROP TABLE tasks; --",
+            "'; DELETE FROM tasks WHERE '1'='1",
+        ),
+        (
+            "\\x00 \\u0000 %00 \u{7f}\u{1b}[31m",
+            "\u{FEFF}\u{202E}right-to-left\u{200B}",
+        ),
+        ("\u{1F600}\u{1F9D1}\u{200D}\u{1F4BB}", long.as_str()),
+        (
+            "\u{FFFD}\u{FFFD} looks like broken UTF-8 \u{D7FF}",
+            "back\\slash \\\\ and $1 $2 ? ?",
+        ),
+    ] {
+        let task = t
+            .create(&alice, json!({"title": title, "description": description}))
+            .await;
+        let (status, got) = parts(
+            t.request("GET", &format!("/tasks/{}", task["id"]), Some(&alice), None)
+                .await,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            (got["title"].as_str(), got["description"].as_str()),
+            (Some(title), Some(description))
+        );
+    }
+    let (status, err) = parts(
+        t.request(
+            "POST",
+            "/tasks",
+            Some(&alice),
+            Some(json!({"title": "a\u{0}b"})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, err["message"].as_str()),
+        (400, Some("title: must not contain NUL characters"))
+    );
+}
+
+#[tokio::test]
+async fn odd_text_round_trips_on_sqlite() {
+    odd_text_round_trips(&spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn odd_text_round_trips_on_postgres() {
+    let Some(url) = auth_core::service::storage::test_postgres_url("tasks-api odd text").await
+    else {
+        return;
+    };
+    odd_text_round_trips(&spawn_on(Some(url)).await).await;
+}

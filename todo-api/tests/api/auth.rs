@@ -127,7 +127,7 @@ fn dev_token(name: &str) -> String {
 
 #[tokio::test]
 async fn verification_off_mode_accepts_the_committed_dev_tokens() {
-    let t = spawn_with(|a| a.enabled = false, None).await;
+    let t = spawn_with(|s| s.auth.enabled = false).await;
     let editor = dev_token("editor");
     let todo = t.create(&editor, "explore locally").await;
     assert_eq!(todo["created_by"], "erin");
@@ -167,7 +167,7 @@ async fn the_committed_dev_tokens_are_refused_when_verification_is_on() {
 
 #[tokio::test]
 async fn require_access_needs_the_path_granted() {
-    let t = spawn_with(|a| a.require_access = true, None).await;
+    let t = spawn_with(|s| s.auth.require_access = true).await;
     let mint = |access: serde_json::Value| {
         t.issuer
             .builder("todo-api")

@@ -1,3 +1,4 @@
+use auth_core::service::config::Settings;
 use auth_core::service::testing::{self, Spawned};
 use auth_core::settings::AuthSettings;
 use serde_json::{Value, json};
@@ -6,33 +7,43 @@ use testkit::LocalIssuer;
 pub struct TestApp {
     pub app: Spawned,
     pub issuer: LocalIssuer,
-    pub _data_dir: tempfile::TempDir,
+    pub data_dir: tempfile::TempDir,
 }
 
 pub async fn spawn_app() -> TestApp {
-    spawn_with(|_| {}, None).await
+    spawn_with(|_| {}).await
 }
 
-/// The app with its `auth` settings adjusted and, optionally, a PostgreSQL database.
-pub async fn spawn_with(
-    adjust: impl FnOnce(&mut AuthSettings),
-    database_url: Option<String>,
-) -> TestApp {
+/// The app with its settings adjusted (auth already pointing at the mock issuer).
+pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let t = spawn_unready(adjust).await;
+    t.app.wait_ready().await;
+    t
+}
+
+/// The app with a JWKS URL nobody answers: verification keys never load.
+pub async fn spawn_app_without_keys() -> TestApp {
+    spawn_unready(|s| s.auth.jwks_url = Some("http://127.0.0.1:9/jwks.json".into())).await
+}
+
+/// The app, not waiting for `/ready`.
+async fn spawn_unready(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let issuer = LocalIssuer::start().await;
     let data_dir = tempfile::tempdir().unwrap();
-    let mut auth = AuthSettings {
+    let auth = AuthSettings {
         issuer: Some(issuer.issuer()),
         audience: vec!["todo-api".into()],
         jwks_url: Some(issuer.jwks_url()),
         ..AuthSettings::default()
     };
-    adjust(&mut auth);
-    let settings = testing::settings(data_dir.path(), database_url, auth);
+    let mut settings = testing::settings(data_dir.path(), None, auth);
+    adjust(&mut settings);
     let app = todo_api::startup::build(settings).await.expect("build");
+    let app = testing::spawn(app);
     TestApp {
-        app: testing::spawn(app),
+        app,
         issuer,
-        _data_dir: data_dir,
+        data_dir,
     }
 }
 

@@ -101,7 +101,7 @@ async fn crud_as_editor_and_admin_on_postgres() {
     let Some(url) = auth_core::service::storage::test_postgres_url("todo-api crud").await else {
         return;
     };
-    crud_flow(&spawn_with(|_| {}, Some(url)).await).await;
+    crud_flow(&spawn_with(|s| s.database.url = Some(url.into())).await).await;
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
-use auth_core::service::testing;
+use auth_core::service::testing::{self, expect_config_error};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{fixture, spawn_app};
 
 #[tokio::test]
 async fn answers_the_operational_routes_with_default_settings() {
@@ -20,4 +20,113 @@ fn production_refuses_unsafe_config_with_one_line() {
         env!("CARGO_BIN_EXE_token-service").as_ref(),
         token_service::INFO.env_prefix,
     );
+}
+
+fn base() -> Vec<(&'static str, String)> {
+    vec![
+        ("TOKEN_SERVICE__ENVIRONMENT", "production".into()),
+        (
+            "TOKEN_SERVICE__TOKEN__ISSUER",
+            "https://id.example.com".into(),
+        ),
+        (
+            "TOKEN_SERVICE__TOKEN__AUDIENCES",
+            "todo-api,tasks-api".into(),
+        ),
+    ]
+}
+
+fn refuse(extra: &[(&'static str, String)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = base();
+    env.extend_from_slice(extra);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    expect_config_error(
+        env!("CARGO_BIN_EXE_token-service").as_ref(),
+        dir.path(),
+        &env,
+    )
+}
+
+#[cfg(unix)]
+fn private_copy(from: &std::path::Path, dir: &std::path::Path, mode: u32) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let to = dir.join("innocent.pem");
+    std::fs::copy(from, &to).unwrap();
+    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
+    dir.display().to_string()
+}
+
+#[cfg(unix)]
+#[test]
+fn production_refuses_missing_fixture_and_loose_signing_keys() {
+    let e = refuse(&[]);
+    assert!(
+        e.starts_with("config error: signing.keys_dir: a signing key is required"),
+        "{e}"
+    );
+
+    let keys = tempfile::tempdir().unwrap();
+    let dir = private_copy(&fixture("keys/rsa-private.pem"), keys.path(), 0o600);
+    let e = refuse(&[("TOKEN_SERVICE__SIGNING__KEYS_DIR", dir)]);
+    assert!(
+        e.starts_with("config error: signing.keys_dir:") && e.contains("dev-only"),
+        "{e}"
+    );
+
+    let keys = tempfile::tempdir().unwrap();
+    let path = keys.path().join("k.pem");
+    std::fs::write(
+        &path,
+        token_service::keys::generate(auth_core::Alg::ES256).unwrap(),
+    )
+    .unwrap();
+    let dir = private_copy(&path, keys.path(), 0o640);
+    let e = refuse(&[("TOKEN_SERVICE__SIGNING__KEYS_DIR", dir)]);
+    assert!(e.contains("readable by group or others"), "{e}");
+
+    let secret = std::fs::read_to_string(fixture("keys/hs256-secret.txt")).unwrap();
+    let e = refuse(&[
+        ("TOKEN_SERVICE__SIGNING__SECRET", secret.trim().to_owned()),
+        ("TOKEN_SERVICE__SIGNING__ALGORITHM", "HS256".into()),
+    ]);
+    assert!(
+        e.starts_with("config error: signing.secret:") && e.contains("dev-only"),
+        "{e}"
+    );
+
+    let e = refuse(&[(
+        "TOKEN_SERVICE__USERS__FIXTURES_FILE",
+        fixture("users.toml").display().to_string(),
+    )]);
+    assert!(e.starts_with("config error: users.fixtures_file:"), "{e}");
+
+    let e = refuse(&[(
+        "TOKEN_SERVICE__TOKEN__ISSUER",
+        "http://id.example.com".into(),
+    )]);
+    assert!(
+        e.starts_with("config error: token.issuer: must be https://"),
+        "{e}"
+    );
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = expect_config_error(
+        env!("CARGO_BIN_EXE_token-service").as_ref(),
+        dir.path(),
+        &[("TOKEN_SERVICE__SIGNING__PROPAGATION_DELAY_SECONDS", "10")],
+    );
+    assert!(
+        e.starts_with("config error: signing.propagation_delay_seconds:"),
+        "{e}"
+    );
+    let e = expect_config_error(
+        env!("CARGO_BIN_EXE_token-service").as_ref(),
+        dir.path(),
+        &[("TOKEN_SERVICE__THROTTLE__NO_SUCH", "1")],
+    );
+    assert!(e.contains("no_such"), "{e}");
 }

@@ -1,0 +1,823 @@
+//! The key store of a remote key source (JWKS, OIDC discovery, a PEM URL): one per verifier,
+//! shared by every request.
+//!
+//! # State machine
+//!
+//! | state | meaning | a request needing a key | `/ready` |
+//! |---|---|---|---|
+//! | [`Unavailable`](StoreState::Unavailable) | nothing loaded yet, or the set is past `max_stale_seconds` | joins the fetch in flight or starts one (unless backing off); 503 + `Retry-After` if still nothing | 503 |
+//! | [`Loaded`](StoreState::Loaded) | a set younger than its TTL | verified from the set | 200 |
+//! | [`Refreshing`](StoreState::Refreshing) | a fetch is in flight over a usable set | verified from the current set, never waits | 200 |
+//! | [`Stale`](StoreState::Stale) | past its TTL, refreshes failing, within `max_stale_seconds` | verified from the set (`auth_jwks_stale_served_total`) | 200 |
+//!
+//! # Invariants
+//!
+//! - Readers never wait on a lock held across I/O: the current set is an `Arc` behind a
+//!   `RwLock` held only to clone or swap it; fetches run in a spawned task.
+//! - At most one fetch is in flight per store (single-flight); callers that need its result
+//!   join it through a `watch` channel, bounded by the fetch timeout.
+//! - A refresh is started by: the background task (at startup, ahead of expiry with jitter,
+//!   and with exponential backoff after failures), a request when nothing usable is held
+//!   (subject to the backoff), an unknown `kid` (at most once per
+//!   `unknown_kid_cooldown_seconds`, counted from the last fetch attempt of any kind), or
+//!   [`KeyStore::refresh_now`].
+//! - Time is read from the injected [`Clock`] only.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use reqwest::Url;
+use reqwest::header::{CACHE_CONTROL, ETAG, HeaderMap, IF_NONE_MATCH};
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::keys::{Alg, VerifyingKey};
+use crate::settings::JwksSettings;
+use crate::source::{FetchError, KeySet};
+use crate::verify::{AuthErrorKind, SetupError};
+
+/// What a remote source fetches.
+#[derive(Debug)]
+pub(crate) enum Target {
+    /// A JWKS document.
+    Jwks(Url),
+    /// An OIDC discovery document naming the `jwks_uri`; its `issuer` must be `issuer`.
+    Discovery { url: Url, issuer: String },
+    /// A PEM public key or certificate: one key, used whatever a token's `kid`.
+    Pem(Url),
+}
+
+/// Where a [`KeyStore`] stands; see the [module docs](self) for the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreState {
+    /// Nothing usable: never loaded, or past maximum staleness.
+    Unavailable,
+    /// A set within its TTL, no fetch in flight.
+    Loaded,
+    /// A fetch is in flight; the current set keeps verifying.
+    Refreshing,
+    /// Past its TTL but within maximum staleness: the set keeps verifying.
+    Stale,
+}
+
+/// A snapshot of a [`KeyStore`], for tests and operators.
+#[derive(Debug, Clone)]
+pub struct StoreStatus {
+    /// The state.
+    pub state: StoreState,
+    /// Keys in the current set (0 when none was ever loaded).
+    pub keys: usize,
+    /// When the current set was fetched or last revalidated (a 304 renews it).
+    pub fetched_at: Option<u64>,
+    /// When the current set stops being fresh (`fetched_at` + the clamped `max-age`).
+    pub expires_at: Option<u64>,
+    /// When the set stops verifying (`expires_at` + `max_stale_seconds`).
+    pub stale_until: Option<u64>,
+    /// When the background refresh is due (ahead of `expires_at`, with jitter).
+    pub refresh_at: Option<u64>,
+    /// The `ETag` of the current set, sent as `If-None-Match`.
+    pub etag: Option<String>,
+    /// Failed fetches since the last success.
+    pub failures: u32,
+    /// No scheduled or request-triggered fetch starts before this instant (backoff).
+    pub next_attempt_at: u64,
+    /// Fetch attempts so far.
+    pub attempts: u64,
+}
+
+/// How a fetch ended.
+#[derive(Debug, Clone)]
+pub enum FetchOutcome {
+    /// A new set was loaded and swapped in.
+    Loaded {
+        /// Usable keys in the new set.
+        keys: usize,
+        /// Keys of the document skipped as unsupported.
+        skipped: usize,
+    },
+    /// `304 Not Modified`: the set is kept and its age renewed.
+    NotModified,
+    /// The fetch failed; the previous set (if any) is kept.
+    Failed(Arc<FetchError>),
+}
+
+impl FetchOutcome {
+    /// Whether a set was loaded or revalidated.
+    pub fn is_success(&self) -> bool {
+        !matches!(self, Self::Failed(_))
+    }
+}
+
+/// A loaded key set and its freshness.
+#[derive(Debug)]
+struct Current {
+    keys: Arc<KeySet>,
+    fetched_at: u64,
+    expires_at: u64,
+    etag: Option<String>,
+}
+
+type Flight = watch::Receiver<Option<FetchOutcome>>;
+
+/// The schedule: never held across an `.await`.
+#[derive(Debug, Default)]
+struct Control {
+    flight: Option<Flight>,
+    failures: u32,
+    next_attempt_at: u64,
+    last_attempt_at: Option<u64>,
+    refresh_at: u64,
+    attempts: u64,
+}
+
+/// Why a fetch is wanted: each has its own gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// The background schedule: nothing usable, or the refresh is due; not while backing off.
+    Schedule,
+    /// A caller needs a key and nothing usable is held; not while backing off.
+    Unusable,
+    /// A token named an unknown `kid`: once per cooldown, not while backing off.
+    UnknownKid,
+    /// Explicit: always (still single-flight).
+    Force,
+}
+
+/// The key store of one remote key source. See the [module docs](self).
+pub struct KeyStore {
+    target: Target,
+    client: reqwest::Client,
+    settings: JwksSettings,
+    clock: Arc<dyn Clock>,
+    current: RwLock<Option<Arc<Current>>>,
+    control: Mutex<Control>,
+    background: AtomicBool,
+    completed: watch::Sender<u64>,
+    me: Weak<KeyStore>,
+}
+
+impl fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("source", self.url())
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Metric names, all prefixed `auth_jwks_`.
+mod metric {
+    pub const FETCHES: &str = "auth_jwks_fetches_total";
+    pub const SECONDS_SINCE_REFRESH: &str = "auth_jwks_seconds_since_refresh";
+    pub const KEYS_LOADED: &str = "auth_jwks_keys_loaded";
+    pub const KEYS_SKIPPED: &str = "auth_jwks_keys_skipped_total";
+    pub const STALE_SERVED: &str = "auth_jwks_stale_served_total";
+    pub const UNKNOWN_KID: &str = "auth_jwks_unknown_kid_rejections_total";
+    pub const REFRESH_SKIPPED: &str = "auth_jwks_refreshes_skipped_total";
+}
+
+/// The background task wakes at least this often (to update the age gauge and re-check).
+const MAX_WAKE: u64 = 10;
+
+impl KeyStore {
+    pub(crate) fn new(
+        target: Target,
+        settings: &JwksSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, SetupError> {
+        let timeout = Duration::from_secs(settings.timeout_seconds.max(1));
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .user_agent(concat!("auth-core/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                SetupError::new("auth.jwks", format!("cannot build the HTTP client: {e}"))
+            })?;
+        Ok(Arc::new_cyclic(|me| Self {
+            target,
+            client,
+            settings: settings.clone(),
+            clock,
+            current: RwLock::new(None),
+            control: Mutex::new(Control::default()),
+            background: AtomicBool::new(false),
+            completed: watch::channel(0).0,
+            me: me.clone(),
+        }))
+    }
+
+    /// The URL fetched first (the JWKS, discovery document or PEM).
+    pub fn url(&self) -> &Url {
+        match &self.target {
+            Target::Jwks(url) | Target::Pem(url) | Target::Discovery { url, .. } => url,
+        }
+    }
+
+    /// Whether a usable set is held: loaded and not past maximum staleness (`/ready`).
+    pub fn is_ready(&self) -> bool {
+        self.usable(self.clock.now()).is_some()
+    }
+
+    /// A snapshot of the store.
+    pub fn status(&self) -> StoreStatus {
+        let now = self.clock.now();
+        let current = self.current();
+        let ctl = self.control();
+        let stale_until = current
+            .as_ref()
+            .map(|c| c.expires_at.saturating_add(self.settings.max_stale_seconds));
+        let state = match (&current, stale_until) {
+            (Some(_), Some(until)) if now < until => {
+                if ctl.flight.is_some() {
+                    StoreState::Refreshing
+                } else if current.as_ref().is_some_and(|c| now >= c.expires_at) {
+                    StoreState::Stale
+                } else {
+                    StoreState::Loaded
+                }
+            }
+            _ => StoreState::Unavailable,
+        };
+        StoreStatus {
+            state,
+            keys: current.as_ref().map_or(0, |c| c.keys.len()),
+            fetched_at: current.as_ref().map(|c| c.fetched_at),
+            expires_at: current.as_ref().map(|c| c.expires_at),
+            stale_until,
+            refresh_at: current.as_ref().map(|_| ctl.refresh_at),
+            etag: current.as_ref().and_then(|c| c.etag.clone()),
+            failures: ctl.failures,
+            next_attempt_at: ctl.next_attempt_at,
+            attempts: ctl.attempts,
+        }
+    }
+
+    /// One step of the background schedule, which the background task runs in a loop: joins
+    /// the fetch in flight, or starts one when nothing usable is held or the refresh is due
+    /// (and no backoff is running), and returns its outcome; `None` when nothing was due.
+    ///
+    /// Tests with a [`crate::clock::ManualClock`] and `auth.jwks.background_refresh = false`
+    /// call it after moving the clock.
+    pub async fn tick(&self) -> Option<FetchOutcome> {
+        let now = self.clock.now();
+        self.record_age(now);
+        let flight = self.begin(Trigger::Schedule, now).ok()?;
+        Some(self.wait(flight).await)
+    }
+
+    /// Fetches now (or joins the fetch in flight), whatever the schedule, and returns the
+    /// outcome.
+    pub async fn refresh_now(&self) -> FetchOutcome {
+        let now = self.clock.now();
+        match self.begin(Trigger::Force, now) {
+            Ok(flight) => self.wait(flight).await,
+            Err(_) => FetchOutcome::Failed(Arc::new(FetchError::Interrupted)),
+        }
+    }
+
+    /// If nothing usable is held: joins or starts a fetch (unless backing off) and waits for it.
+    /// Returns [`KeyStore::is_ready`].
+    pub async fn load(&self) -> bool {
+        let now = self.clock.now();
+        if self.usable(now).is_none()
+            && let Ok(flight) = self.begin(Trigger::Unusable, now)
+        {
+            self.wait(flight).await;
+        }
+        self.is_ready()
+    }
+
+    /// Waits until at least `n` fetch attempts have completed (whoever started them): lets a
+    /// test await the background task instead of sleeping.
+    pub async fn wait_for_attempts(&self, n: u64) {
+        let mut completed = self.completed.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while we borrow it.
+        let _ = completed.wait_for(|done| *done >= n).await;
+    }
+
+    /// Starts the background task once, when enabled and a Tokio runtime is running.
+    pub(crate) fn ensure_background(&self) {
+        if !self.settings.background_refresh || self.background.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.background.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        runtime.spawn(run_background(self.me.clone()));
+    }
+
+    /// The key that verifies a token with this `kid` and `alg`.
+    pub(crate) async fn key(
+        &self,
+        kid: Option<&str>,
+        alg: Alg,
+    ) -> Result<Arc<VerifyingKey>, AuthErrorKind> {
+        self.ensure_background();
+        let ignore_kid = matches!(self.target, Target::Pem(_));
+        let now = self.clock.now();
+        let set = match self.usable(now) {
+            Some(set) => set,
+            None => {
+                // Nothing usable: join or start a fetch, bounded by the fetch timeout.
+                let Ok(flight) = self.begin(Trigger::Unusable, now) else {
+                    return Err(AuthErrorKind::Unavailable);
+                };
+                self.wait(flight).await;
+                self.usable(self.clock.now())
+                    .ok_or(AuthErrorKind::Unavailable)?
+            }
+        };
+        let refreshable = kid.is_some() && !ignore_kid;
+        match self.find(&set, kid, alg, ignore_kid, !refreshable) {
+            Err(AuthErrorKind::UnknownKid) if refreshable => {}
+            found => return found,
+        }
+        // An unknown kid: one refresh per cooldown; during it, 401 at once (negative cache).
+        match self.begin(Trigger::UnknownKid, now) {
+            Ok(flight) => {
+                self.wait(flight).await;
+            }
+            Err(reason) => {
+                metrics::counter!(metric::REFRESH_SKIPPED, "reason" => reason).increment(1);
+                metrics::counter!(metric::UNKNOWN_KID).increment(1);
+                return Err(AuthErrorKind::UnknownKid);
+            }
+        }
+        let set = self
+            .usable(self.clock.now())
+            .ok_or(AuthErrorKind::Unavailable)?;
+        self.find(&set, kid, alg, ignore_kid, true)
+    }
+
+    /// Looks a key up in `set`, counting stale sets served and (when `count_unknown`: the
+    /// answer is final) unknown-kid rejections.
+    fn find(
+        &self,
+        set: &Current,
+        kid: Option<&str>,
+        alg: Alg,
+        ignore_kid: bool,
+        count_unknown: bool,
+    ) -> Result<Arc<VerifyingKey>, AuthErrorKind> {
+        let found = set.keys.find(kid, alg, ignore_kid);
+        match &found {
+            Ok(_) if self.clock.now() >= set.expires_at => {
+                metrics::counter!(metric::STALE_SERVED).increment(1);
+            }
+            Err(AuthErrorKind::UnknownKid) if count_unknown => {
+                metrics::counter!(metric::UNKNOWN_KID).increment(1);
+            }
+            _ => {}
+        }
+        found
+    }
+
+    fn current(&self) -> Option<Arc<Current>> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn control(&self) -> MutexGuard<'_, Control> {
+        self.control.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current set, unless none was loaded or it is past maximum staleness.
+    fn usable(&self, now: u64) -> Option<Arc<Current>> {
+        self.current()
+            .filter(|c| now < c.expires_at.saturating_add(self.settings.max_stale_seconds))
+    }
+
+    /// The fetch in flight to join, or a new one when `trigger`'s gate allows it; else the
+    /// reason it was skipped (the metric label).
+    fn begin(&self, trigger: Trigger, now: u64) -> Result<Flight, &'static str> {
+        let usable = self.usable(now).is_some();
+        let mut ctl = self.control();
+        let backing_off = now < ctl.next_attempt_at;
+        match trigger {
+            Trigger::UnknownKid => {
+                let cooling = ctl.last_attempt_at.is_some_and(|t| {
+                    now < t.saturating_add(self.settings.unknown_kid_cooldown_seconds)
+                });
+                if cooling {
+                    return Err("cooldown");
+                }
+                if backing_off {
+                    return Err("backoff");
+                }
+            }
+            _ if ctl.flight.is_some() => {}
+            Trigger::Unusable if backing_off => return Err("backoff"),
+            Trigger::Schedule if backing_off || (usable && now < ctl.refresh_at) => {
+                return Err("not_due");
+            }
+            _ => {}
+        }
+        if let Some(flight) = &ctl.flight {
+            return Ok(flight.clone());
+        }
+        Ok(self.start(&mut ctl, now))
+    }
+
+    /// Starts a fetch in a spawned task (so no caller's cancellation stops it).
+    fn start(&self, ctl: &mut Control, now: u64) -> Flight {
+        let (tx, rx) = watch::channel(None);
+        ctl.last_attempt_at = Some(now);
+        ctl.attempts += 1;
+        let (Some(me), Ok(runtime)) = (self.me.upgrade(), tokio::runtime::Handle::try_current())
+        else {
+            let _ = tx.send(Some(FetchOutcome::Failed(Arc::new(
+                FetchError::Interrupted,
+            ))));
+            return rx;
+        };
+        ctl.flight = Some(rx.clone());
+        let etag = self.current().and_then(|c| c.etag.clone());
+        runtime.spawn(async move {
+            let outcome = me.fetch_and_apply(etag).await;
+            let _ = tx.send(Some(outcome));
+        });
+        rx
+    }
+
+    /// Waits for a fetch's outcome, never longer than its own timeouts allow.
+    async fn wait(&self, mut flight: Flight) -> FetchOutcome {
+        // Discovery makes two requests, each bounded by the client's total timeout.
+        let limit = Duration::from_secs(self.settings.timeout_seconds.max(1) * 2 + 1);
+        let outcome = match tokio::time::timeout(limit, flight.wait_for(Option::is_some)).await {
+            Ok(Ok(outcome)) => outcome.clone(),
+            _ => None,
+        };
+        outcome.unwrap_or_else(|| {
+            // The task is gone (runtime shutting down) or stuck: let the next caller start anew.
+            let mut ctl = self.control();
+            if ctl.flight.as_ref().is_some_and(|f| f.same_channel(&flight)) {
+                ctl.flight = None;
+            }
+            FetchOutcome::Failed(Arc::new(FetchError::Interrupted))
+        })
+    }
+
+    /// One fetch attempt: swaps the set in (or renews it), updates the schedule, logs one line
+    /// and counts the outcome.
+    async fn fetch_and_apply(&self, etag: Option<String>) -> FetchOutcome {
+        let result = self.fetch(etag.as_deref()).await;
+        let now = self.clock.now();
+        let source = self.url().as_str();
+        let outcome = self.apply(result, now, source);
+        self.completed.send_modify(|n| *n += 1);
+        outcome
+    }
+
+    fn apply(&self, result: Result<Fetched, FetchError>, now: u64, source: &str) -> FetchOutcome {
+        let outcome = match result {
+            Ok(Fetched::Set {
+                keys,
+                skipped,
+                etag,
+                ttl,
+            }) => {
+                for skip in &skipped {
+                    metrics::counter!(metric::KEYS_SKIPPED, "reason" => skip.reason).increment(1);
+                    tracing::warn!(
+                        source,
+                        kid = skip.kid.as_deref(),
+                        reason = skip.reason,
+                        detail = %skip.detail,
+                        "skipping unsupported key of the key set"
+                    );
+                }
+                let count = keys.len();
+                tracing::info!(
+                    source,
+                    outcome = "ok",
+                    keys = count,
+                    skipped = skipped.len(),
+                    ttl_seconds = ttl,
+                    "key set fetch: loaded"
+                );
+                metrics::gauge!(metric::KEYS_LOADED).set(count as f64);
+                self.swap(Current {
+                    keys: Arc::new(keys),
+                    fetched_at: now,
+                    expires_at: now.saturating_add(ttl),
+                    etag,
+                });
+                self.succeeded(now, ttl);
+                FetchOutcome::Loaded {
+                    keys: count,
+                    skipped: skipped.len(),
+                }
+            }
+            Ok(Fetched::NotModified { ttl }) => {
+                tracing::info!(
+                    source,
+                    outcome = "not_modified",
+                    ttl_seconds = ttl,
+                    "key set fetch: not modified, age renewed"
+                );
+                if let Some(old) = self.current() {
+                    self.swap(Current {
+                        keys: Arc::clone(&old.keys),
+                        fetched_at: now,
+                        expires_at: now.saturating_add(ttl),
+                        etag: old.etag.clone(),
+                    });
+                }
+                self.succeeded(now, ttl);
+                FetchOutcome::NotModified
+            }
+            Err(error) => {
+                let (failures, retry_in) = self.failed(now);
+                let label = outcome_label(&error);
+                if self.usable(now).is_some() {
+                    tracing::warn!(source, outcome = label, error = %error, failures, retry_in_seconds = retry_in,
+                        "key set fetch: failed, keeping the last good set");
+                } else {
+                    tracing::error!(source, outcome = label, error = %error, failures, retry_in_seconds = retry_in,
+                        "key set fetch: failed, no usable key set");
+                }
+                metrics::counter!(metric::FETCHES, "outcome" => label).increment(1);
+                self.control().flight = None;
+                return FetchOutcome::Failed(Arc::new(error));
+            }
+        };
+        let label = if matches!(outcome, FetchOutcome::NotModified) {
+            "not_modified"
+        } else {
+            "ok"
+        };
+        metrics::counter!(metric::FETCHES, "outcome" => label).increment(1);
+        metrics::gauge!(metric::SECONDS_SINCE_REFRESH).set(0.0);
+        self.control().flight = None;
+        outcome
+    }
+
+    fn swap(&self, current: Current) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(current));
+    }
+
+    fn succeeded(&self, now: u64, ttl: u64) {
+        let mut ctl = self.control();
+        ctl.failures = 0;
+        ctl.next_attempt_at = 0;
+        ctl.refresh_at = now.saturating_add(refresh_delay(ttl));
+    }
+
+    /// Records a failure; returns the failure count and the backoff in seconds.
+    fn failed(&self, now: u64) -> (u32, u64) {
+        let cap = if self.usable(now).is_some() {
+            self.settings.backoff_max_seconds
+        } else {
+            self.settings.startup_backoff_max_seconds
+        };
+        let mut ctl = self.control();
+        ctl.failures = ctl.failures.saturating_add(1);
+        let exponent = ctl.failures.saturating_sub(1).min(32);
+        let backoff = self
+            .settings
+            .backoff_initial_seconds
+            .max(1)
+            .saturating_mul(1u64 << exponent)
+            .min(cap.max(1));
+        ctl.next_attempt_at = now.saturating_add(backoff);
+        (ctl.failures, backoff)
+    }
+
+    /// Sets the age gauge.
+    fn record_age(&self, now: u64) {
+        if let Some(current) = self.current() {
+            metrics::gauge!(metric::SECONDS_SINCE_REFRESH)
+                .set(now.saturating_sub(current.fetched_at) as f64);
+        }
+    }
+
+    /// How long the background task may sleep before the schedule needs it.
+    fn wake_delay(&self) -> Duration {
+        let now = self.clock.now();
+        let usable = self.usable(now).is_some();
+        let ctl = self.control();
+        let due = if usable {
+            ctl.refresh_at.max(ctl.next_attempt_at)
+        } else {
+            ctl.next_attempt_at
+        };
+        Duration::from_secs(due.saturating_sub(now).clamp(1, MAX_WAKE))
+    }
+
+    async fn fetch(&self, etag: Option<&str>) -> Result<Fetched, FetchError> {
+        let (url, etag) = match &self.target {
+            Target::Jwks(url) | Target::Pem(url) => (url.clone(), etag),
+            Target::Discovery { url, issuer } => {
+                let Body::Full { bytes, .. } = self.get(url, None).await? else {
+                    return Err(FetchError::Status(304));
+                };
+                (
+                    crate::source::jwks_uri_from_discovery(&bytes, issuer)?,
+                    etag,
+                )
+            }
+        };
+        match self.get(&url, etag).await? {
+            Body::NotModified { max_age } => Ok(Fetched::NotModified {
+                ttl: self.ttl(max_age),
+            }),
+            Body::Full {
+                bytes,
+                etag,
+                max_age,
+            } => {
+                let (keys, skipped) = if matches!(self.target, Target::Pem(_)) {
+                    (KeySet::new([VerifyingKey::from_pem(&bytes)?]), Vec::new())
+                } else {
+                    KeySet::parse_jwks(&bytes)?
+                };
+                Ok(Fetched::Set {
+                    keys,
+                    skipped,
+                    etag,
+                    ttl: self.ttl(max_age),
+                })
+            }
+        }
+    }
+
+    /// `max-age` (or the default) clamped to `[min_ttl_seconds, max_ttl_seconds]`.
+    fn ttl(&self, max_age: Option<u64>) -> u64 {
+        let s = &self.settings;
+        max_age
+            .unwrap_or(s.default_ttl_seconds)
+            .max(s.min_ttl_seconds)
+            .min(s.max_ttl_seconds.max(s.min_ttl_seconds))
+    }
+
+    /// A GET with the client's timeouts, no redirects, and the body counted while streaming.
+    async fn get(&self, url: &Url, etag: Option<&str>) -> Result<Body, FetchError> {
+        let max = self.settings.max_body_bytes;
+        let mut request = self.client.get(url.clone());
+        if let Some(etag) = etag {
+            request = request.header(IF_NONE_MATCH, etag);
+        }
+        let mut res = request.send().await?;
+        let max_age = max_age(res.headers());
+        if res.status() == reqwest::StatusCode::NOT_MODIFIED && etag.is_some() {
+            return Ok(Body::NotModified { max_age });
+        }
+        if !res.status().is_success() {
+            return Err(FetchError::Status(res.status().as_u16()));
+        }
+        if res.content_length().is_some_and(|len| len > max as u64) {
+            return Err(FetchError::TooLarge(max));
+        }
+        let etag = res
+            .headers()
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = res.chunk().await? {
+            if bytes.len() + chunk.len() > max {
+                return Err(FetchError::TooLarge(max));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Body::Full {
+            bytes,
+            etag,
+            max_age,
+        })
+    }
+}
+
+/// The background task: [`KeyStore::tick`] in a loop, sleeping until the schedule needs it
+/// (between 1 and 10 s). It ends when the store is dropped.
+async fn run_background(store: Weak<KeyStore>) {
+    loop {
+        let delay = {
+            let Some(store) = store.upgrade() else {
+                return;
+            };
+            store.tick().await;
+            store.wake_delay()
+        };
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// When the background refresh is due: between 80 % and 90 % of the TTL (jitter spreads the
+/// refreshes of many instances).
+fn refresh_delay(ttl: u64) -> u64 {
+    let mut random = [0u8; 2];
+    let jitter = if aws_lc_rs::rand::fill(&mut random).is_ok() {
+        u64::from(u16::from_le_bytes(random)) % 1001
+    } else {
+        500
+    };
+    // ttl * (0.8 + 0.1 * jitter / 1000)
+    ttl.saturating_mul(8_000 + jitter) / 10_000
+}
+
+/// `Cache-Control: max-age=N`; `no-cache` / `no-store` without one count as 0 (then clamped).
+fn max_age(headers: &HeaderMap) -> Option<u64> {
+    let mut no_cache = false;
+    for value in headers.get_all(CACHE_CONTROL) {
+        let Ok(value) = value.to_str() else { continue };
+        for directive in value.split(',') {
+            let directive = directive.trim();
+            let (name, arg) = directive.split_once('=').unwrap_or((directive, ""));
+            let name = name.trim().to_ascii_lowercase();
+            if name == "max-age" {
+                if let Ok(n) = arg.trim().trim_matches('"').parse::<u64>() {
+                    return Some(n);
+                }
+            } else if name == "no-cache" || name == "no-store" {
+                no_cache = true;
+            }
+        }
+    }
+    no_cache.then_some(0)
+}
+
+/// The `auth_jwks_fetches_total{outcome}` label of a failure.
+fn outcome_label(error: &FetchError) -> &'static str {
+    match error {
+        FetchError::Http(e) if e.is_timeout() => "timeout",
+        FetchError::Http(_) => "network",
+        FetchError::Status(_) => "status",
+        FetchError::TooLarge(_) => "too_large",
+        FetchError::Json(_) | FetchError::NoKeys | FetchError::Key(_) => "invalid",
+        FetchError::IssuerMismatch { .. } | FetchError::Url(_) => "discovery",
+        FetchError::Interrupted => "interrupted",
+    }
+}
+
+/// A response body, or 304.
+enum Body {
+    Full {
+        bytes: Vec<u8>,
+        etag: Option<String>,
+        max_age: Option<u64>,
+    },
+    NotModified {
+        max_age: Option<u64>,
+    },
+}
+
+/// A fetched set, or 304.
+enum Fetched {
+    Set {
+        keys: KeySet,
+        skipped: Vec<crate::source::SkippedKey>,
+        etag: Option<String>,
+        ttl: u64,
+    },
+    NotModified {
+        ttl: u64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(CACHE_CONTROL, v.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn max_age_is_parsed() {
+        assert_eq!(max_age(&headers(&["public, max-age=120"])), Some(120));
+        assert_eq!(
+            max_age(&headers(&["Max-Age = 7, must-revalidate"])),
+            Some(7)
+        );
+        assert_eq!(max_age(&headers(&["max-age=\"9\""])), Some(9));
+        assert_eq!(max_age(&headers(&["no-store"])), Some(0));
+        assert_eq!(max_age(&headers(&["no-cache", "max-age=30"])), Some(30));
+        assert_eq!(max_age(&headers(&["public"])), None);
+        assert_eq!(max_age(&headers(&["max-age=-1"])), None);
+        assert_eq!(max_age(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn refresh_is_due_between_80_and_90_percent_of_the_ttl() {
+        for _ in 0..200 {
+            let d = refresh_delay(600);
+            assert!((480..=540).contains(&d), "{d}");
+        }
+        assert_eq!(refresh_delay(0), 0);
+    }
+}

@@ -1,0 +1,613 @@
+//! The JWKS key store: loading once, single-flight, unknown-kid cooldown, rotation,
+//! stale-if-error, max-age, ETag, unsupported keys, readiness, backoff.
+//!
+//! The background task is off (`auth.jwks.background_refresh = false`) except where it is the
+//! subject: tests move the [`ManualClock`](auth_core::ManualClock) and drive the schedule with
+//! `KeyStore::tick`, so no test sleeps.
+
+use std::time::{Duration, Instant};
+
+use auth_core::source::FetchError;
+use auth_core::store::{FetchOutcome, KeyStore, StoreState};
+use auth_core::{Auth, AuthErrorKind, AuthSettings, Clock, JwksSettings};
+use mockito::Matcher;
+use testkit::{
+    Failure, Hang, MockIssuer, NOW, TestKey, TokenBuilder, jwks_json, keys, unsupported_jwks,
+};
+
+use crate::helpers::*;
+
+/// A JWKS source at `url`, no background task, a 1 s fetch timeout.
+pub fn store_settings(url: String) -> AuthSettings {
+    AuthSettings {
+        jwks_url: Some(url),
+        jwks: JwksSettings {
+            timeout_seconds: 1,
+            background_refresh: false,
+            ..JwksSettings::default()
+        },
+        ..settings()
+    }
+}
+
+/// A token like `testkit::mint`'s that outlives every clock move of these tests.
+pub fn long_lived(key: &TestKey) -> TokenBuilder {
+    testkit::mint(key).claim("exp", NOW + 10_000_000)
+}
+
+pub fn store(auth: &Auth) -> &KeyStore {
+    auth.key_store().expect("a remote key source")
+}
+
+fn failed(outcome: Option<FetchOutcome>) -> std::sync::Arc<FetchError> {
+    match outcome {
+        Some(FetchOutcome::Failed(e)) => e,
+        other => panic!("expected a failed fetch, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn first_request_loads_once_and_the_next_thousand_reuse_it() {
+    let mut issuer = MockIssuer::start().await;
+    let jwks = issuer
+        .jwks_mock(&[&keys::ec()])
+        .expect(1)
+        .create_async()
+        .await;
+    let auth = auth(&store_settings(issuer.jwks_url()));
+    assert!(!auth.is_ready());
+    let t = long_lived(&keys::ec()).sign();
+    assert!(auth.verify(&t).await.is_ok());
+    let shared = auth.clone();
+    for _ in 0..1000 {
+        assert!(shared.verify(&t).await.is_ok());
+    }
+    jwks.assert_async().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_first_requests_make_exactly_one_fetch() {
+    let mut issuer = MockIssuer::start().await;
+    let (mock, hits) = issuer.counted_jwks_mock(&[&keys::ec()]);
+    let jwks = mock.expect(1).create_async().await;
+    let auth = auth(&store_settings(issuer.jwks_url()));
+    let t = long_lived(&keys::ec()).sign();
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (auth, t) = (auth.clone(), t.clone());
+            tokio::spawn(async move { auth.verify(&t).await.map(|_| ()) })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap().is_ok());
+    }
+    assert_eq!(hits.get(), 1);
+    jwks.assert_async().await;
+}
+
+/// One refresh for an unknown kid, then a cooldown in which unknown kids get 401 at once: the
+/// endpoint is switched to one that hangs, so a request that waited on a fetch would take the
+/// whole timeout (1 s).
+#[tokio::test]
+async fn unknown_kid_refreshes_once_then_cools_down_with_fast_401s() {
+    let clock = clock();
+    let hang = Hang::start();
+    let mut issuer = MockIssuer::start().await;
+    let iss = issuer.issuer();
+    let discovery = issuer.discovery_mock(&iss).expect(2).create_async().await;
+    let jwks = issuer
+        .jwks_mock(&[&keys::ec()])
+        .expect(2)
+        .create_async()
+        .await;
+    let settings = AuthSettings {
+        jwks_url: None,
+        discovery_url: Some(issuer.url()),
+        issuer: Some(iss.clone()),
+        ..store_settings(String::new())
+    };
+    let auth = auth_with(&settings, &clock);
+    let ec = long_lived(&keys::ec()).claim("iss", iss.clone()).sign();
+    assert!(auth.verify(&ec).await.is_ok());
+
+    // Within the cooldown of the first load: no refresh.
+    let unknown = long_lived(&keys::ed()).claim("iss", iss.clone()).sign();
+    assert_eq!(denied(&auth, &unknown).await, AuthErrorKind::UnknownKid);
+    clock.advance(30);
+    // Cooldown over: exactly one refresh (the kid is still unknown after it).
+    assert_eq!(denied(&auth, &unknown).await, AuthErrorKind::UnknownKid);
+    discovery.assert_async().await;
+    jwks.assert_async().await;
+
+    discovery.remove_async().await;
+    let hanging = issuer
+        .discovery_mock_with_jwks_uri(&iss, &hang.jwks_url())
+        .expect(0)
+        .create_async()
+        .await;
+    let mut slowest = Duration::ZERO;
+    for i in 0..1000 {
+        clock.set(NOW + 30 + i % 30);
+        let random = long_lived(&keys::ed())
+            .claim("iss", iss.clone())
+            .kid(&format!("random-{i}"))
+            .sign();
+        let started = Instant::now();
+        let err = auth.verify(&random).await.unwrap_err();
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(err.kind(), &AuthErrorKind::UnknownKid);
+        assert_eq!(err.status(), 401);
+    }
+    assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+    assert!(auth.verify(&ec).await.is_ok(), "known keys keep working");
+    hanging.assert_async().await;
+}
+
+#[tokio::test]
+async fn rotation_new_kid_after_one_refresh_removed_kid_at_once() {
+    let clock = clock();
+    let (ec, ed) = (keys::ec(), keys::ed());
+    let mut issuer = MockIssuer::start().await;
+    let first = issuer.jwks_mock(&[&ec]).expect(1).create_async().await;
+    let auth = auth_with(&store_settings(issuer.jwks_url()), &clock);
+    assert!(auth.verify(&long_lived(&ec).sign()).await.is_ok());
+    first.assert_async().await;
+
+    // The issuer publishes a new key: the first token naming it triggers the one refresh.
+    first.remove_async().await;
+    let both = issuer.jwks_mock(&[&ec, &ed]).expect(1).create_async().await;
+    clock.advance(30);
+    assert!(auth.verify(&long_lived(&ed).sign()).await.is_ok());
+    assert!(auth.verify(&long_lived(&ec).sign()).await.is_ok());
+    both.assert_async().await;
+
+    // The issuer withdraws the old key: after the next (scheduled) refresh it stops at once.
+    both.remove_async().await;
+    let only_new = issuer.jwks_mock(&[&ed]).expect(1).create_async().await;
+    clock.advance(600);
+    assert!(matches!(
+        store(&auth).tick().await,
+        Some(FetchOutcome::Loaded { keys: 1, .. })
+    ));
+    assert_eq!(
+        denied(&auth, &long_lived(&ec).sign()).await,
+        AuthErrorKind::UnknownKid
+    );
+    assert!(auth.verify(&long_lived(&ed).sign()).await.is_ok());
+    only_new.assert_async().await;
+}
+
+#[tokio::test]
+async fn same_kid_with_new_key_material_is_picked_up() {
+    let clock = clock();
+    let old = TestKey::generate("ES256").with_kid("signing-key");
+    let new = TestKey::generate("ES256").with_kid("signing-key");
+    let mut issuer = MockIssuer::start().await;
+    let first = issuer.jwks_mock(&[&old]).expect(1).create_async().await;
+    let auth = auth_with(&store_settings(issuer.jwks_url()), &clock);
+    assert!(auth.verify(&long_lived(&old).sign()).await.is_ok());
+    first.remove_async().await;
+    let rekeyed = issuer.jwks_mock(&[&new]).expect(1).create_async().await;
+    assert_eq!(
+        denied(&auth, &long_lived(&new).sign()).await,
+        AuthErrorKind::Signature,
+        "before the refresh"
+    );
+    clock.advance(600);
+    assert!(store(&auth).tick().await.is_some_and(|o| o.is_success()));
+    assert!(auth.verify(&long_lived(&new).sign()).await.is_ok());
+    assert_eq!(
+        denied(&auth, &long_lived(&old).sign()).await,
+        AuthErrorKind::Signature
+    );
+    rekeyed.assert_async().await;
+}
+
+/// Each way the endpoint can fail: the cached set keeps verifying (stale), and the store
+/// recovers once the endpoint does.
+#[tokio::test]
+async fn endpoint_failures_keep_the_cached_set_and_the_store_recovers() {
+    type Expect = fn(&FetchError) -> bool;
+    let cases: [(Failure, Expect); 6] = [
+        (Failure::Status(500), |e| {
+            matches!(e, FetchError::Status(500))
+        }),
+        (Failure::Garbage, |e| matches!(e, FetchError::Json(_))),
+        (Failure::Oversize(8192), |e| {
+            matches!(e, FetchError::TooLarge(4096))
+        }),
+        (Failure::OversizeChunked(8192), |e| {
+            matches!(e, FetchError::TooLarge(4096))
+        }),
+        (Failure::Redirect, |e| matches!(e, FetchError::Status(302))),
+        (Failure::Status(404), |e| {
+            matches!(e, FetchError::Status(404))
+        }),
+    ];
+    for (failure, expected) in cases {
+        let clock = clock();
+        let mut issuer = MockIssuer::start().await;
+        let good = issuer
+            .jwks_mock(&[&keys::ec()])
+            .expect(1)
+            .create_async()
+            .await;
+        let elsewhere = issuer
+            .server
+            .mock("GET", "/elsewhere.json")
+            .expect(0)
+            .create_async()
+            .await;
+        let mut settings = store_settings(issuer.jwks_url());
+        settings.jwks.max_body_bytes = 4096;
+        let auth = auth_with(&settings, &clock);
+        let t = long_lived(&keys::ec()).sign();
+        assert!(auth.verify(&t).await.is_ok(), "{failure:?}");
+        good.remove_async().await;
+
+        let failing = issuer.failing_mock(failure).expect(1).create_async().await;
+        clock.advance(600);
+        let error = failed(store(&auth).tick().await);
+        assert!(expected(&error), "{failure:?}: {error}");
+        assert!(
+            auth.verify(&t).await.is_ok(),
+            "{failure:?}: stale set serves"
+        );
+        assert_eq!(store(&auth).status().state, StoreState::Stale);
+        assert!(auth.is_ready());
+        failing.assert_async().await;
+        elsewhere.assert_async().await;
+
+        failing.remove_async().await;
+        let back = issuer
+            .jwks_mock(&[&keys::ec()])
+            .expect(1)
+            .create_async()
+            .await;
+        assert!(store(&auth).tick().await.is_none(), "backing off");
+        clock.advance(1);
+        assert!(store(&auth).tick().await.is_some_and(|o| o.is_success()));
+        assert_eq!(store(&auth).status().state, StoreState::Loaded);
+        assert!(auth.verify(&t).await.is_ok());
+        back.assert_async().await;
+    }
+}
+
+/// A hanging endpoint (reached through discovery, so the set could be loaded first): the fetch
+/// ends at its 1 s timeout, the cached set keeps verifying, and the store recovers.
+#[tokio::test]
+async fn hanging_endpoint_times_out_and_the_store_recovers() {
+    let clock = clock();
+    let hang = Hang::start();
+    let mut issuer = MockIssuer::start().await;
+    let iss = issuer.issuer();
+    let discovery = issuer.discovery_mock(&iss).create_async().await;
+    let _jwks = issuer.serve_jwks(&[&keys::ec()]).await;
+    let settings = AuthSettings {
+        jwks_url: None,
+        discovery_url: Some(issuer.url()),
+        issuer: Some(iss.clone()),
+        ..store_settings(String::new())
+    };
+    let auth = auth_with(&settings, &clock);
+    let t = long_lived(&keys::ec()).claim("iss", iss.clone()).sign();
+    assert!(auth.verify(&t).await.is_ok());
+
+    discovery.remove_async().await;
+    let hanging = issuer
+        .discovery_mock_with_jwks_uri(&iss, &hang.jwks_url())
+        .create_async()
+        .await;
+    clock.advance(600);
+    let started = Instant::now();
+    let error = failed(store(&auth).tick().await);
+    assert!(
+        matches!(&*error, FetchError::Http(e) if e.is_timeout()),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(auth.verify(&t).await.is_ok());
+
+    hanging.remove_async().await;
+    let _discovery = issuer.discovery_mock(&iss).create_async().await;
+    clock.advance(1);
+    assert!(store(&auth).tick().await.is_some_and(|o| o.is_success()));
+    assert_eq!(store(&auth).status().state, StoreState::Loaded);
+}
+
+#[tokio::test]
+async fn nothing_cached_and_endpoint_down_is_503_never_a_hang() {
+    let t = long_lived(&keys::ec()).sign();
+
+    let mut issuer = MockIssuer::start().await;
+    let failing = issuer
+        .failing_mock(Failure::Status(500))
+        .expect(1)
+        .create_async()
+        .await;
+    let auth = auth(&store_settings(issuer.jwks_url()));
+    let err = auth.verify(&t).await.unwrap_err();
+    assert_eq!(err.kind(), &AuthErrorKind::Unavailable);
+    let res = err.to_response();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    // Backing off: the next request gets 503 at once, without a fetch.
+    assert_eq!(
+        auth.verify(&t).await.unwrap_err().kind(),
+        &AuthErrorKind::Unavailable
+    );
+    failing.assert_async().await;
+
+    let hang = Hang::start();
+    let auth = crate::helpers::auth(&store_settings(hang.jwks_url()));
+    let started = Instant::now();
+    let err = auth.verify(&t).await.unwrap_err();
+    assert_eq!(err.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let refused = crate::helpers::auth(&store_settings("http://127.0.0.1:9/jwks.json".into()));
+    assert_eq!(refused.verify(&t).await.unwrap_err().status(), 503);
+}
+
+#[tokio::test]
+async fn max_age_is_respected_and_clamped() {
+    for (cache_control, ttl) in [
+        (Some("public, max-age=120"), 120),
+        (Some("max-age=5"), 60),
+        (Some("max-age=9999999"), 86_400),
+        (Some("no-store"), 60),
+        (None, 600),
+    ] {
+        let clock = clock();
+        let mut issuer = MockIssuer::start().await;
+        let mut mock = issuer.jwks_mock(&[&keys::ec()]).expect(2);
+        if let Some(value) = cache_control {
+            mock = mock.with_header("cache-control", value);
+        }
+        let jwks = mock.create_async().await;
+        let auth = auth_with(&store_settings(issuer.jwks_url()), &clock);
+        assert!(auth.load_keys().await);
+        let status = store(&auth).status();
+        assert_eq!(status.expires_at, Some(NOW + ttl), "{cache_control:?}");
+        // The refresh is due ahead of expiry (80–90 % of the TTL), not before.
+        let refresh_at = status.refresh_at.unwrap();
+        assert!(
+            (NOW + ttl * 8 / 10..=NOW + ttl * 9 / 10).contains(&refresh_at),
+            "{cache_control:?}: {refresh_at}"
+        );
+        clock.set(NOW + ttl * 3 / 4);
+        assert!(store(&auth).tick().await.is_none(), "{cache_control:?}");
+        clock.set(NOW + ttl * 9 / 10);
+        assert!(store(&auth).tick().await.is_some(), "{cache_control:?}");
+        jwks.assert_async().await;
+    }
+}
+
+#[tokio::test]
+async fn etag_revalidation_304_keeps_the_set_and_renews_its_age() {
+    let clock = clock();
+    let mut issuer = MockIssuer::start().await;
+    let body = jwks_json(&[&keys::ec()]).to_string();
+    let first = issuer
+        .server
+        .mock("GET", "/jwks.json")
+        .match_header("if-none-match", Matcher::Missing)
+        .with_header("etag", "\"v1\"")
+        .with_header("cache-control", "max-age=300")
+        .with_body(body)
+        .expect(1)
+        .create_async()
+        .await;
+    let revalidated = issuer
+        .server
+        .mock("GET", "/jwks.json")
+        .match_header("if-none-match", "\"v1\"")
+        .with_status(304)
+        .with_header("cache-control", "max-age=300")
+        .expect(1)
+        .create_async()
+        .await;
+    let auth = auth_with(&store_settings(issuer.jwks_url()), &clock);
+    let t = long_lived(&keys::ec()).sign();
+    assert!(auth.verify(&t).await.is_ok());
+    assert_eq!(store(&auth).status().etag.as_deref(), Some("\"v1\""));
+
+    clock.advance(300);
+    assert!(matches!(
+        store(&auth).tick().await,
+        Some(FetchOutcome::NotModified)
+    ));
+    let status = store(&auth).status();
+    assert_eq!(status.state, StoreState::Loaded);
+    assert_eq!(status.fetched_at, Some(NOW + 300));
+    assert_eq!(status.expires_at, Some(NOW + 600));
+    assert_eq!(status.keys, 1);
+    assert!(auth.verify(&t).await.is_ok());
+    first.assert_async().await;
+    revalidated.assert_async().await;
+}
+
+#[tokio::test]
+async fn unsupported_keys_are_skipped_while_the_others_work() {
+    let mut issuer = MockIssuer::start().await;
+    let mut doc = jwks_json(&[&keys::ec(), &keys::ed()]);
+    let list = doc["keys"].as_array_mut().unwrap();
+    for (_, jwk) in unsupported_jwks() {
+        list.insert(0, jwk);
+    }
+    let jwks = issuer.jwks_doc_mock(&doc).expect(1).create_async().await;
+    let auth = auth(&store_settings(issuer.jwks_url()));
+    assert!(matches!(
+        store(&auth).refresh_now().await,
+        FetchOutcome::Loaded {
+            keys: 2,
+            skipped: 7
+        }
+    ));
+    assert!(auth.verify(&long_lived(&keys::ec()).sign()).await.is_ok());
+    assert!(auth.verify(&long_lived(&keys::ed()).sign()).await.is_ok());
+    let enc = long_lived(&keys::ec()).kid("enc-1").sign();
+    assert_eq!(denied(&auth, &enc).await, AuthErrorKind::UnknownKid);
+    jwks.assert_async().await;
+}
+
+#[tokio::test]
+async fn token_without_kid_needs_exactly_one_fitting_key() {
+    let mut issuer = MockIssuer::start().await;
+    let other_ec = TestKey::generate("ES256");
+    let jwks = issuer
+        .jwks_mock(&[&keys::ec(), &keys::ed()])
+        .expect(1)
+        .create_async()
+        .await;
+    let auth = auth(&store_settings(issuer.jwks_url()));
+    assert!(
+        auth.verify(&long_lived(&keys::ec()).without_header("kid").sign())
+            .await
+            .is_ok()
+    );
+    jwks.assert_async().await;
+
+    let mut issuer = MockIssuer::start().await;
+    let jwks = issuer
+        .jwks_mock(&[&keys::ec(), &other_ec])
+        .expect(1)
+        .create_async()
+        .await;
+    let auth = crate::helpers::auth(&store_settings(issuer.jwks_url()));
+    let no_kid = long_lived(&keys::ec()).without_header("kid").sign();
+    assert_eq!(denied(&auth, &no_kid).await, AuthErrorKind::UnknownKid);
+    assert_eq!(denied(&auth, &no_kid).await, AuthErrorKind::UnknownKid);
+    jwks.assert_async().await; // ambiguity is no reason to refresh
+}
+
+#[tokio::test]
+async fn readiness_not_loaded_then_loaded_stale_and_past_max_staleness() {
+    let clock = clock();
+    let mut issuer = MockIssuer::start().await;
+    let good = issuer
+        .jwks_mock(&[&keys::ec()])
+        .expect(1)
+        .create_async()
+        .await;
+    let mut settings = store_settings(issuer.jwks_url());
+    settings.jwks.max_stale_seconds = 3600;
+    let auth = auth_with(&settings, &clock);
+    let t = long_lived(&keys::ec()).sign();
+    assert!(!auth.is_ready());
+    assert_eq!(store(&auth).status().state, StoreState::Unavailable);
+
+    assert!(auth.verify(&t).await.is_ok());
+    assert!(auth.is_ready());
+    assert_eq!(store(&auth).status().state, StoreState::Loaded);
+    good.remove_async().await;
+
+    let _down = issuer
+        .failing_mock(Failure::Status(503))
+        .create_async()
+        .await;
+    clock.advance(600);
+    assert!(store(&auth).tick().await.is_some_and(|o| !o.is_success()));
+    assert!(auth.is_ready(), "stale but within max staleness");
+    assert_eq!(store(&auth).status().state, StoreState::Stale);
+    clock.set(NOW + 600 + 3599);
+    assert!(auth.is_ready());
+    assert!(
+        auth.verify(&t).await.is_ok(),
+        "the stale set still verifies"
+    );
+
+    clock.set(NOW + 600 + 3600);
+    assert!(!auth.is_ready(), "past max staleness");
+    assert_eq!(store(&auth).status().state, StoreState::Unavailable);
+    let err = auth.verify(&t).await.unwrap_err();
+    assert_eq!(err.kind(), &AuthErrorKind::Unavailable);
+    assert_eq!(err.status(), 503);
+}
+
+#[tokio::test]
+async fn failures_back_off_exponentially_capped_at_10_s_until_loaded() {
+    let clock = clock();
+    let mut issuer = MockIssuer::start().await;
+    let failing = issuer
+        .failing_mock(Failure::Status(500))
+        .expect(7)
+        .create_async()
+        .await;
+    let auth = auth_with(&store_settings(issuer.jwks_url()), &clock);
+    let store = store(&auth);
+    let mut waits = Vec::new();
+    for _ in 0..7 {
+        let before = clock.now();
+        assert!(store.tick().await.is_some_and(|o| !o.is_success()));
+        let next = store.status().next_attempt_at;
+        waits.push(next - before);
+        assert!(store.tick().await.is_none(), "backing off");
+        clock.set(next);
+    }
+    assert_eq!(waits, [1, 2, 4, 8, 10, 10, 10]);
+    failing.assert_async().await;
+
+    // With a set held, the cap is auth.jwks.backoff_max_seconds (300).
+    failing.remove_async().await;
+    let good = issuer.serve_jwks(&[&keys::ec()]).await;
+    assert!(store.tick().await.is_some_and(|o| o.is_success()));
+    assert_eq!(store.status().failures, 0);
+    good.remove_async().await;
+    let _failing = issuer
+        .failing_mock(Failure::Status(500))
+        .create_async()
+        .await;
+    clock.advance(600);
+    let mut waits = Vec::new();
+    for _ in 0..11 {
+        let before = clock.now();
+        assert!(store.tick().await.is_some_and(|o| !o.is_success()));
+        let next = store.status().next_attempt_at;
+        waits.push(next - before);
+        clock.set(next);
+    }
+    assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+}
+
+/// The background task loads the set at startup without any request, and retries after a
+/// failure on the backoff schedule.
+#[tokio::test]
+async fn background_task_loads_at_startup_and_retries() {
+    let clock = clock();
+    let mut issuer = MockIssuer::start().await;
+    let failing = issuer
+        .failing_mock(Failure::Status(500))
+        .expect(1)
+        .create_async()
+        .await;
+    let mut settings = store_settings(issuer.jwks_url());
+    settings.jwks.background_refresh = true;
+    let auth = auth_with(&settings, &clock);
+    let store = store(&auth);
+    tokio::time::timeout(Duration::from_secs(5), store.wait_for_attempts(1))
+        .await
+        .expect("the background task fetches at startup");
+    assert!(!auth.is_ready());
+    failing.assert_async().await;
+    failing.remove_async().await;
+    let jwks = issuer
+        .jwks_mock(&[&keys::ec()])
+        .expect(1)
+        .create_async()
+        .await;
+    clock.advance(1);
+    tokio::time::timeout(Duration::from_secs(5), store.wait_for_attempts(2))
+        .await
+        .expect("the background task retries");
+    assert!(auth.is_ready());
+    jwks.assert_async().await;
+}

@@ -1,0 +1,484 @@
+//! token-service's configuration: the sections every service shares (`environment`, `server`,
+//! `log`, `database`, `cors`, `auth`) plus its own (`token`, `signing`, `users`, `throttle`).
+//!
+//! Layering is auth-core's ([`auth_core::service::config::load`]): built-in defaults → the local
+//! environment's defaults (fixture keys and users, issuer `http://127.0.0.1:4000`) → TOML file →
+//! `TOKEN_SERVICE__…` environment variables. Every error is one line naming the key.
+//!
+//! `auth.*` configures how token-service verifies the tokens on its own routes (`/users…`): it
+//! always verifies with its own current signing keys, in-process, so `auth`'s key-source keys are
+//! not needed; `auth.issuer` defaults to `token.issuer` and `auth.audience` to `token-service`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use auth_core::keys::Alg;
+use auth_core::service::config::{
+    self, ConfigError, CorsSettings, DatabaseSettings, Environment, LogSettings, ServerSettings,
+};
+use auth_core::settings::{AuthSettings, one_or_many};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer};
+
+use crate::INFO;
+
+/// The audience of token-service's own routes (`/users…`): a token must carry it in `aud`.
+pub const SELF_AUDIENCE: &str = "token-service";
+
+/// Everything token-service reads from its configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// `environment`: `local` (default) or `production`.
+    pub environment: Environment,
+    /// `server.*` (default port 4000).
+    pub server: ServerSettings,
+    /// `log.*`.
+    pub log: LogSettings,
+    /// `database.*` (SQLite `data/token-service.db` by default).
+    pub database: DatabaseSettings,
+    /// `cors.*`.
+    pub cors: CorsSettings,
+    /// `auth.*`: verification of the tokens presented to `/users…`.
+    pub auth: AuthSettings,
+    /// `token.*`: what the issued tokens say.
+    pub token: TokenSettings,
+    /// `signing.*`: the signing keys.
+    pub signing: SigningSettings,
+    /// `users.*`: password hashing and fixture users.
+    pub users: UsersSettings,
+    /// `throttle.*`: brute-force protection of `POST /token`.
+    pub throttle: ThrottleSettings,
+}
+
+/// `token.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSettings {
+    /// `token.issuer`: the `iss` of every token and the discovery document's `issuer`
+    /// (local: `http://127.0.0.1:4000`; required in production).
+    pub issuer: Option<String>,
+    /// `token.audiences`: the `aud` of a token when none is requested (local: `todo-api`,
+    /// `tasks-api`; required in production). A string (comma separated) or a list.
+    #[serde(deserialize_with = "one_or_many")]
+    pub audiences: Vec<String>,
+    /// `token.allowed_audiences`: what a client may request with `audience` / `resource`
+    /// (default: `token.audiences` plus `token-service`).
+    #[serde(deserialize_with = "one_or_many")]
+    pub allowed_audiences: Vec<String>,
+    /// `token.lifetime_seconds`: `exp - iat` (default 900).
+    pub lifetime_seconds: u64,
+    /// `token.default_client_id`: the `client_id` claim when the request names none (default `default`).
+    pub default_client_id: String,
+    /// `token.role_scopes`: role → the scopes it allows (see [`TokenSettings::default`]).
+    pub role_scopes: BTreeMap<String, Vec<String>>,
+    /// `token.role_access`: role → URL paths put in the `access` claim (seed 003; default none).
+    pub role_access: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for TokenSettings {
+    /// The default role → scope mapping:
+    ///
+    /// | role | scopes |
+    /// |---|---|
+    /// | `user` | `todos:read todos:write tasks:read tasks:write` |
+    /// | `admin` | the same plus `users:admin` |
+    fn default() -> Self {
+        let user: Vec<String> = ["todos:read", "todos:write", "tasks:read", "tasks:write"]
+            .map(String::from)
+            .to_vec();
+        let mut admin = user.clone();
+        admin.push("users:admin".into());
+        Self {
+            issuer: None,
+            audiences: Vec::new(),
+            allowed_audiences: Vec::new(),
+            lifetime_seconds: 900,
+            default_client_id: "default".into(),
+            role_scopes: BTreeMap::from([("user".into(), user), ("admin".into(), admin)]),
+            role_access: BTreeMap::new(),
+        }
+    }
+}
+
+impl TokenSettings {
+    /// The issuer (set after [`Settings::load`]).
+    pub fn issuer(&self) -> &str {
+        self.issuer.as_deref().unwrap_or_default()
+    }
+
+    /// Every scope some role allows (the discovery document's `scopes_supported`).
+    pub fn all_scopes(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.role_scopes.values().flatten().cloned().collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+/// `signing.*`. Keys are PEM files: private keys (PKCS#8 EC P-256, Ed25519 or RSA, or PKCS#1
+/// RSA) and, optionally, X.509 certificates, matched to their key by its public key. A key file
+/// `NAME.pem` may have a sidecar `NAME.toml` (`created_at`, `activate_at`, `retire_at`, RFC 3339)
+/// written by `token-service keys rotate`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningSettings {
+    /// `signing.keys_dir`: every `*.pem` in it is read (`keys rotate` writes here).
+    pub keys_dir: Option<PathBuf>,
+    /// `signing.key_files`: more PEM files (local: the fixture keys and the RSA certificate).
+    #[serde(deserialize_with = "one_or_many_paths")]
+    pub key_files: Vec<PathBuf>,
+    /// `signing.algorithm`: the algorithm `keys rotate` generates, and the preferred signer when
+    /// several keys became active at the same time (default ES256).
+    pub algorithm: Alg,
+    /// `signing.secret`: an HS256 shared secret (≥ 32 bytes) instead of key files: tokens are
+    /// then HS256 and no JWKS is published; resource services use the same secret.
+    pub secret: Option<SecretString>,
+    /// `signing.secret_file`: the same, from a file (trimmed).
+    pub secret_file: Option<PathBuf>,
+    /// `signing.propagation_delay_seconds`: a rotated-in key is published this long before it
+    /// signs (default 600; at least `signing.jwks_max_age_seconds`).
+    pub propagation_delay_seconds: u64,
+    /// `signing.retire_after_seconds`: how long a replaced key stays published after its
+    /// successor starts signing (default `token.lifetime_seconds + signing.jwks_max_age_seconds`).
+    pub retire_after_seconds: Option<u64>,
+    /// `signing.rescan_seconds`: how often the key files are re-read (default 60; also on SIGHUP).
+    pub rescan_seconds: u64,
+    /// `signing.jwks_max_age_seconds`: `Cache-Control: max-age` of the JWKS (default 300).
+    pub jwks_max_age_seconds: u64,
+}
+
+impl Default for SigningSettings {
+    fn default() -> Self {
+        Self {
+            keys_dir: None,
+            key_files: Vec::new(),
+            algorithm: Alg::ES256,
+            secret: None,
+            secret_file: None,
+            propagation_delay_seconds: 600,
+            retire_after_seconds: None,
+            rescan_seconds: 60,
+            jwks_max_age_seconds: 300,
+        }
+    }
+}
+
+impl SigningSettings {
+    /// Whether tokens are HS256 with a shared secret.
+    pub fn uses_secret(&self) -> bool {
+        self.secret.is_some() || self.secret_file.is_some()
+    }
+}
+
+/// `users.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsersSettings {
+    /// `users.fixtures_file`: users loaded at start when absent (local: `fixtures/users.toml`;
+    /// refused in production).
+    pub fixtures_file: Option<PathBuf>,
+    /// `users.argon2_memory_kib` (default 19456, OWASP's minimum for argon2id).
+    pub argon2_memory_kib: u32,
+    /// `users.argon2_iterations` (default 2).
+    pub argon2_iterations: u32,
+    /// `users.argon2_parallelism` (default 1).
+    pub argon2_parallelism: u32,
+    /// `users.max_concurrent_hashes`: argon2 computations at once; more wait (default 4).
+    pub max_concurrent_hashes: usize,
+}
+
+impl Default for UsersSettings {
+    fn default() -> Self {
+        Self {
+            fixtures_file: None,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            max_concurrent_hashes: 4,
+        }
+    }
+}
+
+/// `throttle.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleSettings {
+    /// `throttle.max_failures`: failed sign-ins per username, and per client IP, within a window
+    /// before further attempts get 429 (default 5).
+    pub max_failures: u32,
+    /// `throttle.window_seconds` (default 300).
+    pub window_seconds: u64,
+    /// `throttle.trusted_proxies`: peers whose `X-Forwarded-For` is believed (default none).
+    #[serde(deserialize_with = "one_or_many")]
+    pub trusted_proxies: Vec<String>,
+    /// `throttle.max_entries`: counters kept per kind (username, IP); the oldest are dropped
+    /// beyond it (default 10000).
+    pub max_entries: usize,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            window_seconds: 300,
+            trusted_proxies: Vec::new(),
+            max_entries: 10_000,
+        }
+    }
+}
+
+impl ThrottleSettings {
+    /// The trusted proxies, parsed (validated by [`Settings::load`]).
+    pub fn proxies(&self) -> Vec<IpAddr> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/../fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Settings {
+    /// Loads the settings (see the module docs), fills in the derived defaults, validates, and
+    /// in production applies the production rules.
+    pub fn load(config_path: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load_with(config_path, true)
+    }
+
+    /// Like [`Settings::load`]; `check_keys = false` skips the production rules about the
+    /// signing key files (for `keys rotate`, which creates the first key).
+    pub fn load_with(
+        config_path: Option<&Path>,
+        check_keys: bool,
+    ) -> Result<Settings, ConfigError> {
+        let defaults = serde_json::json!({ "server": { "port": INFO.default_port } });
+        let local = serde_json::json!({
+            "cors": { "allowed_origins": config::local_cors_origins() },
+            "token": {
+                "issuer": "http://127.0.0.1:4000",
+                "audiences": ["todo-api", "tasks-api"],
+            },
+            "signing": {
+                "key_files": [
+                    fixture("keys/ec-private.pem"),
+                    fixture("keys/ed25519-private.pem"),
+                    fixture("keys/rsa-private.pem"),
+                    fixture("keys/rsa-cert.pem"),
+                ],
+            },
+            "users": { "fixtures_file": fixture("users.toml") },
+        });
+        let settings: Settings = config::load(&INFO, config_path, defaults, local)?;
+        settings.finish_with(check_keys)
+    }
+
+    /// Derived defaults and validation (also used by tests that build settings in code).
+    pub fn finish(self) -> Result<Settings, ConfigError> {
+        self.finish_with(true)
+    }
+
+    fn finish_with(mut self, check_keys: bool) -> Result<Settings, ConfigError> {
+        // One issuer: token.issuer and auth.issuer default to each other and must agree.
+        let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
+        match (nonempty(&self.token.issuer), nonempty(&self.auth.issuer)) {
+            (Some(t), Some(a)) if t != a => {
+                return Err(ConfigError::key(
+                    "auth.issuer",
+                    format!("must equal token.issuer ({t}): token-service verifies its own tokens"),
+                ));
+            }
+            (t, a) => {
+                let issuer = t.or(a);
+                self.token.issuer = issuer.clone();
+                self.auth.issuer = issuer;
+            }
+        }
+        if self.auth.audience.is_empty() {
+            self.auth.audience = vec![SELF_AUDIENCE.to_owned()];
+        }
+        if self.token.allowed_audiences.is_empty() {
+            let mut allowed = self.token.audiences.clone();
+            allowed.extend(self.auth.audience.iter().cloned());
+            allowed.dedup();
+            self.token.allowed_audiences = allowed;
+        }
+        if self.signing.uses_secret() {
+            self.auth.algorithms = vec![Alg::HS256];
+        }
+        self.validate()?;
+        if self.environment == Environment::Production {
+            self.check_production(check_keys)?;
+        }
+        Ok(self)
+    }
+
+    /// How long a replaced key stays published after its successor signs.
+    pub fn retire_after(&self) -> u64 {
+        self.signing
+            .retire_after_seconds
+            .unwrap_or(self.token.lifetime_seconds + self.signing.jwks_max_age_seconds)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.token.lifetime_seconds == 0 {
+            return Err(ConfigError::key(
+                "token.lifetime_seconds",
+                "must be greater than 0",
+            ));
+        }
+        if self.token.default_client_id.trim().is_empty() {
+            return Err(ConfigError::key(
+                "token.default_client_id",
+                "must not be empty",
+            ));
+        }
+        for aud in &self.token.audiences {
+            if !self.token.allowed_audiences.contains(aud) {
+                return Err(ConfigError::key(
+                    "token.allowed_audiences",
+                    format!("must include every default audience (missing {aud})"),
+                ));
+            }
+        }
+        if self.signing.propagation_delay_seconds < self.signing.jwks_max_age_seconds {
+            return Err(ConfigError::key(
+                "signing.propagation_delay_seconds",
+                format!(
+                    "must be at least signing.jwks_max_age_seconds ({}), so verifiers' caches hold a new key before it signs",
+                    self.signing.jwks_max_age_seconds
+                ),
+            ));
+        }
+        if self.signing.secret.is_some() && self.signing.secret_file.is_some() {
+            return Err(ConfigError::key(
+                "signing.secret_file",
+                "set signing.secret or signing.secret_file, not both",
+            ));
+        }
+        if self.signing.uses_secret() && self.signing.algorithm != Alg::HS256 {
+            return Err(ConfigError::key(
+                "signing.algorithm",
+                "must be HS256 when signing.secret or signing.secret_file is set",
+            ));
+        }
+        if !self.signing.uses_secret() && self.signing.algorithm == Alg::HS256 {
+            return Err(ConfigError::key(
+                "signing.secret",
+                "HS256 needs signing.secret or signing.secret_file",
+            ));
+        }
+        if self.signing.rescan_seconds == 0 {
+            return Err(ConfigError::key(
+                "signing.rescan_seconds",
+                "must be greater than 0",
+            ));
+        }
+        let u = &self.users;
+        argon2::Params::new(
+            u.argon2_memory_kib,
+            u.argon2_iterations,
+            u.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| ConfigError::key("users.argon2_memory_kib", e))?;
+        if u.argon2_memory_kib < 19_456 || u.argon2_iterations < 2 {
+            tracing::warn!("users.argon2_*: below OWASP's minimum for argon2id (m=19456, t=2)");
+        }
+        if u.max_concurrent_hashes == 0 {
+            return Err(ConfigError::key(
+                "users.max_concurrent_hashes",
+                "must be greater than 0",
+            ));
+        }
+        let t = &self.throttle;
+        if t.max_failures == 0 || t.window_seconds == 0 || t.max_entries == 0 {
+            let key = if t.max_failures == 0 {
+                "throttle.max_failures"
+            } else if t.window_seconds == 0 {
+                "throttle.window_seconds"
+            } else {
+                "throttle.max_entries"
+            };
+            return Err(ConfigError::key(key, "must be greater than 0"));
+        }
+        for p in &t.trusted_proxies {
+            p.parse::<IpAddr>().map_err(|_| {
+                ConfigError::key(
+                    "throttle.trusted_proxies",
+                    format!("not an IP address: {p:?}"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Production: everything auth-core refuses for an `auth` section, then token-service's own
+    /// rules (audiences, a signing key that is neither a fixture nor readable by others, no
+    /// fixture users).
+    fn check_production(&self, check_keys: bool) -> Result<(), ConfigError> {
+        if let Some(secret) = &self.signing.secret {
+            config::check_not_dev_secret("signing.secret", secret.expose_secret().as_bytes())?;
+        }
+        if let Some(path) = &self.signing.secret_file {
+            let bytes = std::fs::read(path).map_err(|e| {
+                ConfigError::key(
+                    "signing.secret_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            config::check_not_dev_secret("signing.secret_file", bytes.trim_ascii())?;
+        }
+        let mut auth = self.auth.clone();
+        let has_source = auth.jwks_url.is_some()
+            || auth.discovery_url.is_some()
+            || auth.public_key.is_some()
+            || auth.secret.is_some()
+            || auth.secret_file.is_some();
+        if !has_source && let Some(issuer) = &auth.issuer {
+            // token-service's own keys are what it verifies with: judge them by the URL that
+            // publishes them.
+            auth.jwks_url = Some(format!(
+                "{}/.well-known/jwks.json",
+                issuer.trim_end_matches('/')
+            ));
+        }
+        if self.signing.uses_secret() && !has_source {
+            auth.jwks_url = None;
+            auth.secret = self.signing.secret.clone();
+            auth.secret_file = self
+                .signing
+                .secret_file
+                .as_ref()
+                .map(|p| p.display().to_string());
+        }
+        if self.token.issuer.is_some() {
+            config::check_url_for_production("token.issuer", self.token.issuer())?;
+        }
+        config::check_auth_for_production(&auth)?;
+        if self.token.audiences.is_empty() {
+            return Err(ConfigError::key(
+                "token.audiences",
+                "required in production",
+            ));
+        }
+        if self.users.fixtures_file.is_some() {
+            return Err(ConfigError::key(
+                "users.fixtures_file",
+                "fixture users are never loaded in production (create the first admin with `token-service users add --admin`)",
+            ));
+        }
+        if check_keys && !self.signing.uses_secret() {
+            crate::keys::check_for_production(&self.signing)?;
+        }
+        Ok(())
+    }
+}
+
+fn one_or_many_paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    Ok(one_or_many(d)?.into_iter().map(PathBuf::from).collect())
+}

@@ -1,0 +1,367 @@
+//! `POST /token`: the password grant (seeds 001, 002).
+//!
+//! Accepts `application/x-www-form-urlencoded` or `application/json` with `username`,
+//! `password`, and optionally `grant_type=password`, `client_id`, `scope`, `resource`
+//! (RFC 8707) or `audience` (either may hold several space-separated values).
+//!
+//! - `aud`: the requested audiences, each of which must be in `token.allowed_audiences`
+//!   (else 400 `invalid_target`); by default `token.audiences`, plus `token-service` (the
+//!   audience of this service's own routes) for users with role `admin`. Any user may request
+//!   `audience=token-service` to call `GET /users/me` and `PUT /users/me/password`.
+//! - `scope`: by default every scope the user's roles allow (`token.role_scopes`); a requested
+//!   scope outside them is 400 `invalid_scope`.
+//! - Unknown user, wrong password and disabled user: the same 401 `invalid_grant` body, after a
+//!   password verification in every case (a dummy hash for an unknown user).
+//! - Throttled (see [`crate::throttle`]): 429 with `Retry-After`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use auth_core::ApiError;
+use http::StatusCode;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::{Reply, Response};
+
+use crate::audit;
+use crate::startup::State;
+
+/// The token request (form or JSON).
+#[derive(Default, Deserialize, utoipa::ToSchema)]
+pub struct TokenRequest {
+    /// `password` (the only grant), optional.
+    pub grant_type: Option<String>,
+    /// The user name.
+    pub username: Option<String>,
+    /// The password.
+    pub password: Option<String>,
+    /// The client's id (`client_id` claim); default `token.default_client_id`.
+    pub client_id: Option<String>,
+    /// Space-separated scopes requested.
+    pub scope: Option<String>,
+    /// RFC 8707 resource indicator(s): the audience(s) asked for.
+    pub resource: Option<String>,
+    /// Audience(s) asked for (same as `resource`).
+    pub audience: Option<String>,
+}
+
+/// The token response (RFC 6749 §5.1).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    /// The signed JWT.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until `exp`.
+    pub expires_in: u64,
+    /// The scopes granted, space separated.
+    pub scope: String,
+}
+
+/// The claims of an issued access token (RFC 9068).
+#[derive(Debug, Serialize)]
+pub struct AccessClaims {
+    /// Issuer.
+    pub iss: String,
+    /// The user's stable id.
+    pub sub: String,
+    /// Audiences.
+    pub aud: Vec<String>,
+    /// The client.
+    pub client_id: String,
+    /// Expiry.
+    pub exp: u64,
+    /// Issued at.
+    pub iat: u64,
+    /// Not before.
+    pub nbf: u64,
+    /// Random token id.
+    pub jti: String,
+    /// User name.
+    pub username: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Granted scopes.
+    pub scope: String,
+    /// URL paths granted (seed 003), when configured for the user or a role.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub access: Vec<String>,
+}
+
+/// The route.
+pub fn route(state: State) -> BoxedFilter<(Response,)> {
+    warp::path!("token")
+        .and(warp::post())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(auth_core::service::body::bytes(16 * 1024))
+        .and(auth_core::service::server::peer_addr())
+        .and(warp::header::optional::<String>("x-forwarded-for"))
+        .and(warp::any().map(move || state.clone()))
+        .then(
+            |ct: Option<String>,
+             body: bytes::Bytes,
+             peer: Option<SocketAddr>,
+             xff: Option<String>,
+             state: State| async move {
+                let res = match issue_token(ct, body, peer, xff, state).await {
+                    Ok(r) => r,
+                    Err(e) => e.into_response(),
+                };
+                no_store(res)
+            },
+        )
+        .boxed()
+}
+
+fn no_store(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        http::header::PRAGMA,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    res
+}
+
+fn oauth(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(status, code, message)
+}
+
+fn invalid_grant() -> ApiError {
+    oauth(
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+        "invalid username or password",
+    )
+}
+
+fn parse(ct: Option<&str>, body: &[u8]) -> Result<TokenRequest, ApiError> {
+    let media = ct
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let parsed = match media.as_str() {
+        "application/x-www-form-urlencoded" => {
+            serde_urlencoded::from_bytes::<TokenRequest>(body).map_err(|e| e.to_string())
+        }
+        "application/json" => {
+            serde_json::from_slice::<TokenRequest>(body).map_err(|e| e.to_string())
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "content-type must be application/x-www-form-urlencoded or application/json",
+            ));
+        }
+    };
+    parsed.map_err(|e| {
+        let e: String = e.chars().take(200).collect();
+        ApiError::bad_request(format!("malformed request body: {e}"))
+    })
+}
+
+fn words(s: &Option<String>) -> Vec<String> {
+    s.as_deref()
+        .unwrap_or("")
+        .split_ascii_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+#[utoipa::path(post, path = "/token", tag = "token",
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded",
+        description = "Also accepted as application/json with the same fields"),
+    responses(
+        (status = 200, body = TokenResponse, description = "Signed access token; Cache-Control: no-store"),
+        (status = 400, description = "invalid_request, unsupported_grant_type, invalid_scope or invalid_target"),
+        (status = 401, description = "invalid_grant: unknown user, wrong password or disabled user (one body)"),
+        (status = 429, description = "Too many failed sign-ins; see Retry-After"),
+    ))]
+async fn issue_token(
+    ct: Option<String>,
+    body: bytes::Bytes,
+    peer: Option<SocketAddr>,
+    xff: Option<String>,
+    state: State,
+) -> Result<Response, ApiError> {
+    let req = parse(ct.as_deref(), &body)?;
+    match req.grant_type.as_deref() {
+        None | Some("password") => {}
+        Some(_) => {
+            return Err(oauth(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only grant_type=password is supported",
+            ));
+        }
+    }
+    let username = match req.username.as_deref().map(str::trim) {
+        Some(u) if !u.is_empty() && u.len() <= 256 => u.to_owned(),
+        Some(u) if !u.is_empty() => return Err(ApiError::bad_request("username: too long")),
+        _ => return Err(ApiError::bad_request("missing field: username")),
+    };
+    let password = match req.password {
+        Some(p) if !p.is_empty() => SecretString::from(p),
+        _ => return Err(ApiError::bad_request("missing field: password")),
+    };
+    if secrecy::ExposeSecret::expose_secret(&password).len() > crate::passwords::MAX_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "password: at most {} bytes",
+            crate::passwords::MAX_BYTES
+        )));
+    }
+    let settings = &state.settings;
+    let client_id = match req.client_id.as_deref() {
+        None | Some("") => settings.token.default_client_id.clone(),
+        Some(c) if c.len() <= 128 && c.chars().all(|c| c.is_ascii_graphic()) => c.to_owned(),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "client_id: 1 to 128 visible ASCII characters",
+            ));
+        }
+    };
+    let mut requested_aud = words(&req.audience);
+    requested_aud.extend(words(&req.resource));
+    requested_aud.dedup();
+    if let Some(bad) = requested_aud
+        .iter()
+        .find(|a| !settings.token.allowed_audiences.contains(a))
+    {
+        return Err(oauth(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            format!("audience {bad:?} is not allowed"),
+        ));
+    }
+
+    let ip: Option<IpAddr> =
+        crate::throttle::client_ip(peer, xff.as_deref(), &state.trusted_proxies);
+    let ip_text = ip.map(|i| i.to_string()).unwrap_or_default();
+    if let Err(retry) = state.throttle.check(&username, ip) {
+        audit!(event = "sign_in", outcome = "throttled", username = %username, client_ip = %ip_text);
+        return Err(oauth(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "too many failed sign-ins; try again later",
+        )
+        .with_retry_after(retry));
+    }
+
+    let user = state.users.by_username(&username).await.map_err(|e| {
+        tracing::error!(error = %e, "user lookup failed");
+        ApiError::internal()
+    })?;
+    let verified = state
+        .passwords
+        .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .await;
+    let user = match user {
+        Some(u) if verified && !u.disabled => u,
+        other => {
+            state.throttle.failure(&username, ip);
+            let reason = match other {
+                None => "unknown_user",
+                Some(u) if u.disabled => "disabled",
+                Some(_) => "bad_password",
+            };
+            audit!(event = "sign_in", outcome = "failure", reason, username = %username, client_ip = %ip_text);
+            return Err(invalid_grant());
+        }
+    };
+
+    let allowed: Vec<String> = {
+        let mut all: Vec<String> = user
+            .roles
+            .iter()
+            .filter_map(|r| settings.token.role_scopes.get(r))
+            .flatten()
+            .cloned()
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    };
+    let requested = words(&req.scope);
+    let scopes = if requested.is_empty() {
+        allowed
+    } else {
+        if let Some(bad) = requested.iter().find(|s| !allowed.contains(s)) {
+            audit!(event = "sign_in", outcome = "invalid_scope", username = %username, client_ip = %ip_text);
+            return Err(oauth(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                format!("scope {bad:?} is not allowed for this user"),
+            ));
+        }
+        let mut r = requested;
+        r.dedup();
+        r
+    };
+    let aud = if requested_aud.is_empty() {
+        let mut aud = settings.token.audiences.clone();
+        if user.roles.iter().any(|r| r == "admin") {
+            for a in &settings.auth.audience {
+                if !aud.contains(a) {
+                    aud.push(a.clone());
+                }
+            }
+        }
+        aud
+    } else {
+        requested_aud
+    };
+    let mut access = user.access.clone();
+    for r in &user.roles {
+        if let Some(paths) = settings.token.role_access.get(r) {
+            access.extend(paths.iter().cloned());
+        }
+    }
+    access.sort();
+    access.dedup();
+
+    let Some(key) = state.keys.signer() else {
+        tracing::error!("no signing key is active");
+        return Err(ApiError::unavailable("no signing key is active", 30));
+    };
+    let now = state.clock.now();
+    let lifetime = settings.token.lifetime_seconds;
+    let claims = AccessClaims {
+        iss: settings.token.issuer().to_owned(),
+        sub: user.id.clone(),
+        aud,
+        client_id: client_id.clone(),
+        exp: now + lifetime,
+        iat: now,
+        nbf: now,
+        jti: uuid::Uuid::new_v4().to_string(),
+        username: user.username.clone(),
+        roles: user.roles.clone(),
+        scope: scopes.join(" "),
+        access,
+    };
+    let token = key.sign(&claims).map_err(|e| {
+        tracing::error!(error = %e, kid = %key.kid, "signing failed");
+        ApiError::internal()
+    })?;
+    state.throttle.success(&username);
+    audit!(event = "sign_in", outcome = "success", username = %username, client_ip = %ip_text,
+        sub = %user.id, client_id = %client_id, kid = %key.kid);
+    let body = TokenResponse {
+        access_token: token,
+        token_type: "Bearer".into(),
+        expires_in: lifetime,
+        scope: claims.scope,
+    };
+    Ok(warp::reply::json(&body).into_response())
+}
+
+/// For the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(issue_token), components(schemas(TokenRequest, TokenResponse)))]
+pub struct TokenApi;

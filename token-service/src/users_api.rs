@@ -1,0 +1,271 @@
+//! The user routes. Admin (role `admin`, via `with_role`): `POST /users`, `GET /users`,
+//! `DELETE /users/{id}` (disables the user). Any signed-in user: `GET /users/me`,
+//! `PUT /users/me/password`. Tokens must carry the audience `token-service` (`auth.audience`):
+//! admins get it by default, anyone by asking for `audience=token-service`.
+//!
+//! A token already issued stays valid until its `exp` after a password change or a disable.
+
+use auth_core::filters::{with_auth, with_role};
+use auth_core::{ApiError, Auth, Claims};
+use http::StatusCode;
+use secrecy::SecretString;
+use serde::Deserialize;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::{Reply, Response};
+
+use crate::audit;
+use crate::passwords::check_policy;
+use crate::startup::State;
+use crate::users::{StoreError, UserView};
+
+/// `POST /users`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// 1 to 64 characters: letters, digits, `.`, `_`, `-`, `@`.
+    pub username: String,
+    /// 12 characters to 256 bytes, not the username.
+    pub password: String,
+    /// Default `["user"]`; each must be a role of `token.role_scopes`.
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
+    /// URL paths for the `access` claim.
+    #[serde(default)]
+    pub access: Vec<String>,
+}
+
+/// `PUT /users/me/password`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    /// The current password.
+    pub old_password: String,
+    /// The new one (same policy as on creation).
+    pub new_password: String,
+}
+
+fn json_body<T: serde::de::DeserializeOwned + Send>()
+-> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
+    auth_core::service::body::json(16 * 1024)
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "user store failed");
+    ApiError::internal()
+}
+
+/// The routes.
+pub fn routes(state: State, auth: &Auth) -> BoxedFilter<(Response,)> {
+    let with_state = move || {
+        let s = state.clone();
+        warp::any().map(move || s.clone())
+    };
+    let create = warp::path!("users")
+        .and(warp::post())
+        .and(with_role(auth, "admin"))
+        .and(json_body::<CreateUser>())
+        .and(with_state())
+        .then(create_user);
+    let list = warp::path!("users")
+        .and(warp::get())
+        .and(with_role(auth, "admin"))
+        .and(with_state())
+        .then(list_users);
+    let disable = warp::path!("users" / String)
+        .and(warp::delete())
+        .and(with_role(auth, "admin"))
+        .and(with_state())
+        .then(disable_user);
+    let me = warp::path!("users" / "me")
+        .and(warp::get())
+        .and(with_auth(auth))
+        .and(with_state())
+        .then(get_me);
+    let password = warp::path!("users" / "me" / "password")
+        .and(warp::put())
+        .and(with_auth(auth))
+        .and(json_body::<ChangePassword>())
+        .and(with_state())
+        .then(change_password);
+    me.or(password)
+        .unify()
+        .or(create)
+        .unify()
+        .or(list)
+        .unify()
+        .or(disable)
+        .unify()
+        .map(|r: Result<Response, ApiError>| r.unwrap_or_else(|e| e.into_response()))
+        .boxed()
+}
+
+fn check_username(username: &str) -> Result<(), ApiError> {
+    let ok = !username.is_empty()
+        && username.chars().count() <= 64
+        && username
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "username: 1 to 64 characters: letters, digits, '.', '_', '-', '@'",
+        ))
+    }
+}
+
+/// Creates a user.
+#[utoipa::path(post, path = "/users", tag = "users", request_body = CreateUser,
+    security(("bearer_auth" = [])),
+    responses(
+        (status = 201, body = UserView),
+        (status = 400, description = "A field is invalid; the message names it"),
+        (status = 401, description = "No valid token"),
+        (status = 403, description = "Not an admin"),
+        (status = 409, description = "The username exists"),
+    ))]
+async fn create_user(admin: Claims, body: CreateUser, state: State) -> Result<Response, ApiError> {
+    check_username(&body.username)?;
+    check_policy("password", &body.username, &body.password).map_err(ApiError::bad_request)?;
+    let roles = body.roles.unwrap_or_else(|| vec!["user".into()]);
+    if roles.is_empty() {
+        return Err(ApiError::bad_request("roles: at least one role"));
+    }
+    if let Some(bad) = roles
+        .iter()
+        .find(|r| !state.settings.token.role_scopes.contains_key(*r))
+    {
+        return Err(ApiError::bad_request(format!(
+            "roles: unknown role {bad:?}"
+        )));
+    }
+    if let Some(bad) = body.access.iter().find(|p| !p.starts_with('/')) {
+        return Err(ApiError::bad_request(format!(
+            "access: {bad:?} is not a path starting with '/'"
+        )));
+    }
+    let hash = state
+        .passwords
+        .hash(&SecretString::from(body.password))
+        .await
+        .map_err(internal)?;
+    let user = match state
+        .users
+        .create(&body.username, &hash, &roles, &body.access)
+        .await
+    {
+        Ok(u) => u,
+        Err(StoreError::Duplicate) => {
+            audit!(event = "user_create", outcome = "conflict", actor = admin.username.as_deref().unwrap_or(""), username = %body.username);
+            return Err(ApiError::conflict("username: already exists"));
+        }
+        Err(e) => return Err(internal(e)),
+    };
+    audit!(event = "user_create", outcome = "success", actor = admin.username.as_deref().unwrap_or(""),
+        username = %user.username, id = %user.id, roles = ?user.roles);
+    Ok(warp::reply::with_status(
+        warp::reply::json(&UserView::from(&user)),
+        StatusCode::CREATED,
+    )
+    .into_response())
+}
+
+/// Lists the users.
+#[utoipa::path(get, path = "/users", tag = "users", security(("bearer_auth" = [])),
+    responses(
+        (status = 200, body = [UserView]),
+        (status = 401, description = "No valid token"),
+        (status = 403, description = "Not an admin"),
+    ))]
+async fn list_users(_admin: Claims, state: State) -> Result<Response, ApiError> {
+    let users = state.users.list().await.map_err(internal)?;
+    let views: Vec<UserView> = users.iter().map(UserView::from).collect();
+    Ok(warp::reply::json(&views).into_response())
+}
+
+/// Disables a user: sign-in is refused from now on (tokens already issued live until `exp`).
+#[utoipa::path(delete, path = "/users/{id}", tag = "users", security(("bearer_auth" = [])),
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 204, description = "Disabled"),
+        (status = 401, description = "No valid token"),
+        (status = 403, description = "Not an admin"),
+        (status = 404, description = "No such user"),
+    ))]
+async fn disable_user(id: String, admin: Claims, state: State) -> Result<Response, ApiError> {
+    if !state.users.disable(&id).await.map_err(internal)? {
+        return Err(ApiError::not_found("no such user"));
+    }
+    audit!(event = "user_disable", outcome = "success", actor = admin.username.as_deref().unwrap_or(""), id = %id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The signed-in user.
+#[utoipa::path(get, path = "/users/me", tag = "users", security(("bearer_auth" = [])),
+    responses(
+        (status = 200, body = UserView),
+        (status = 401, description = "No valid token"),
+        (status = 404, description = "The user no longer exists"),
+    ))]
+async fn get_me(claims: Claims, state: State) -> Result<Response, ApiError> {
+    let user = state
+        .users
+        .by_id(claims.subject())
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::not_found("no such user"))?;
+    Ok(warp::reply::json(&UserView::from(&user)).into_response())
+}
+
+/// Changes the signed-in user's password.
+#[utoipa::path(put, path = "/users/me/password", tag = "users", request_body = ChangePassword,
+    security(("bearer_auth" = [])),
+    responses(
+        (status = 204, description = "Changed"),
+        (status = 400, description = "A field is invalid or old_password is wrong; the message names the field"),
+        (status = 401, description = "No valid token"),
+    ))]
+async fn change_password(
+    claims: Claims,
+    body: ChangePassword,
+    state: State,
+) -> Result<Response, ApiError> {
+    let user = state
+        .users
+        .by_id(claims.subject())
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::not_found("no such user"))?;
+    let old = SecretString::from(body.old_password);
+    if !state
+        .passwords
+        .verify(&old, Some(&user.password_hash))
+        .await
+    {
+        audit!(event = "password_change", outcome = "failure", username = %user.username);
+        return Err(ApiError::bad_request("old_password: incorrect"));
+    }
+    check_policy("new_password", &user.username, &body.new_password)
+        .map_err(ApiError::bad_request)?;
+    let hash = state
+        .passwords
+        .hash(&SecretString::from(body.new_password))
+        .await
+        .map_err(internal)?;
+    state
+        .users
+        .set_password(&user.id, &hash)
+        .await
+        .map_err(internal)?;
+    audit!(event = "password_change", outcome = "success", username = %user.username);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// For the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(create_user, list_users, disable_user, get_me, change_password),
+    components(schemas(CreateUser, ChangePassword, UserView))
+)]
+pub struct UsersApi;

@@ -1,0 +1,31 @@
+use auth_core::service::telemetry::LogCapture;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn logs_hold_neither_passwords_nor_tokens() {
+    let capture = LogCapture::install();
+    let t = spawn_app().await;
+    let token = t.token("alice", &[("audience", "token-service")]).await;
+    assert_eq!(t.get_auth("/users/me", &token).await.status(), 200);
+    let tampered = format!("{}x", &token[..token.len() - 1]);
+    assert_eq!(t.get_auth("/users/me", &tampered).await.status(), 401);
+    let res = t
+        .form(&[("username", "alice"), ("password", "a-wrong-password-xyz")])
+        .await;
+    assert_eq!(res.status(), 401);
+
+    let logs = capture.contents();
+    assert!(logs.contains("sign_in"), "audit events are logged");
+    assert!(logs.contains("audit"), "on the audit target");
+    for secret in [
+        "alice-dev-password",
+        "a-wrong-password-xyz",
+        &token,
+        &tampered,
+    ] {
+        assert!(!logs.contains(secret), "logged: {secret}");
+    }
+    // Nor the signature alone.
+    assert!(!logs.contains(token.rsplit('.').next().unwrap()));
+}

@@ -1,0 +1,127 @@
+use std::time::Duration;
+
+use auth_core::clock::{Clock, SystemClock};
+use token_service::keys;
+
+use crate::helpers::{TestApp, decode, local_settings, spawn_settings};
+
+async fn spawn_with_keys_dir() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = local_settings(dir.path());
+    settings.signing.key_files.clear();
+    settings.signing.keys_dir = Some(dir.path().join("keys"));
+    let settings = settings.finish().unwrap();
+    // The first key: nothing signs yet, so it is active at once.
+    let first = keys::rotate(&settings, SystemClock.now()).unwrap();
+    assert!(first.retiring.is_empty());
+    spawn_settings(settings, dir).await
+}
+
+#[tokio::test]
+async fn rotation_phases_published_then_signing_then_retired() {
+    let t = spawn_with_keys_dir().await;
+    let old = t.state.keys.signer().unwrap().kid.clone();
+    assert_eq!(TestApp::kids(&t.jwks().await), [old.as_str()]);
+    let old_token = t.token("admin", &[]).await;
+    assert_eq!(decode(&old_token).0["kid"], old.as_str());
+
+    // Rotate: the new key is published, not yet signing.
+    let rotated = keys::rotate(&t.state.settings, t.clock.now()).unwrap();
+    assert_eq!(rotated.activate_at, t.clock.now() + 600);
+    assert_eq!(
+        rotated.retiring,
+        [(old.clone(), t.clock.now() + 600 + 900 + 300)]
+    );
+    t.state.keys.reload();
+    let mut kids = TestApp::kids(&t.jwks().await);
+    kids.sort();
+    let mut both = vec![old.clone(), rotated.kid.clone()];
+    both.sort();
+    assert_eq!(kids, both, "published before signing");
+    assert_eq!(decode(&t.token("alice", &[]).await).0["kid"], old.as_str());
+
+    // After the propagation delay the new key signs; the old one is still published.
+    t.clock.advance(600);
+    let new_token = t.token("admin", &[]).await;
+    assert_eq!(decode(&new_token).0["kid"], rotated.kid.as_str());
+    assert_eq!(TestApp::kids(&t.jwks().await).len(), 2);
+    let res = t.get_auth("/users/me", &old_token).await;
+    assert_eq!(
+        res.status(),
+        200,
+        "old tokens still verify: {}",
+        res.text().await.unwrap()
+    );
+
+    // Once every old token expired (plus the verifiers' cache TTL) the old key is retired.
+    t.clock.advance(900 + 300 - 1);
+    assert_eq!(TestApp::kids(&t.jwks().await).len(), 2);
+    t.clock.advance(1);
+    assert_eq!(TestApp::kids(&t.jwks().await), [rotated.kid.as_str()]);
+    let fresh = t.token("admin", &[]).await;
+    assert_eq!(decode(&fresh).0["kid"], rotated.kid.as_str());
+    assert_eq!(t.get_auth("/users/me", &fresh).await.status(), 200);
+    assert_eq!(
+        t.get_auth("/users/me", &new_token).await.status(),
+        401,
+        "expired by now"
+    );
+
+    let listing = keys::list(&t.state.settings, t.clock.now()).join("\n");
+    assert!(
+        listing.contains(&format!("{old}\tES256\tretired")),
+        "{listing}"
+    );
+    assert!(
+        listing.contains(&format!("{}\tES256\tsigning", rotated.kid)),
+        "{listing}"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_live_service_picks_up_new_keys_on_sighup() {
+    let t = spawn_with_keys_dir().await;
+    let mut generation = t.state.keys.subscribe();
+    generation.borrow_and_update();
+    let rotated = keys::rotate(&t.state.settings, t.clock.now()).unwrap();
+    assert!(
+        !TestApp::kids(&t.jwks().await).contains(&rotated.kid),
+        "not before a rescan"
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::timeout(Duration::from_secs(10), generation.changed())
+        .await
+        .expect("reloaded after SIGHUP")
+        .unwrap();
+    assert!(TestApp::kids(&t.jwks().await).contains(&rotated.kid));
+}
+
+#[test]
+fn rotate_needs_a_keys_dir_and_writes_private_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = local_settings(dir.path()).finish().unwrap();
+    let e = keys::rotate(&settings, 0).unwrap_err().to_string();
+    assert!(e.contains("signing.keys_dir"), "{e}");
+
+    let mut settings = local_settings(dir.path());
+    settings.signing.keys_dir = Some(dir.path().join("k"));
+    settings.signing.algorithm = auth_core::Alg::EdDSA;
+    let settings = settings.finish().unwrap();
+    let r = keys::rotate(&settings, 1_000).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&r.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let meta = std::fs::read_to_string(keys::meta_path(&r.path)).unwrap();
+    assert!(
+        meta.contains("activate_at = \"1970-01-01T00:26:40Z\""),
+        "{meta}"
+    );
+}

@@ -1,0 +1,323 @@
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use auth_core::settings::AuthSettings;
+use auth_core::{Auth, Claims};
+use serde_json::{Value, json};
+
+use crate::helpers::{decode, spawn_app, spawn_with};
+
+#[tokio::test]
+async fn every_fixture_user_signs_in_with_a_form_and_with_json() {
+    let t = spawn_app().await;
+    for (user, role) in [("alice", "user"), ("bob", "user"), ("admin", "admin")] {
+        let password = format!("{user}-dev-password");
+        let form = t
+            .form(&[
+                ("grant_type", "password"),
+                ("username", user),
+                ("password", &password),
+            ])
+            .await;
+        let json = t
+            .json(json!({"username": user, "password": password}))
+            .await;
+        for res in [form, json] {
+            assert_eq!(res.status(), 200);
+            assert_eq!(res.headers()["cache-control"], "no-store");
+            assert_eq!(res.headers()["pragma"], "no-cache");
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["token_type"], "Bearer");
+            assert_eq!(body["expires_in"], 900);
+            assert!(body["scope"].as_str().unwrap().contains("todos:read"));
+            let (header, claims) = decode(body["access_token"].as_str().unwrap());
+            assert_eq!(header["typ"], "at+jwt");
+            assert_eq!(header["alg"], "ES256");
+            assert!(header["kid"].is_string());
+            assert_eq!(claims["iss"], "http://127.0.0.1:4000");
+            assert_eq!(claims["username"], user);
+            assert_eq!(claims["roles"], json!([role]));
+            assert_eq!(claims["client_id"], "default");
+            assert_eq!(claims["scope"], body["scope"]);
+            assert!(claims["sub"].is_string() && claims["jti"].is_string());
+            assert_eq!(
+                claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+                900
+            );
+            assert_eq!(claims["nbf"], claims["iat"]);
+            let aud = claims["aud"].as_array().unwrap();
+            assert!(aud.contains(&json!("todo-api")) && aud.contains(&json!("tasks-api")));
+            assert_eq!(aud.contains(&json!("token-service")), role == "admin");
+        }
+    }
+}
+
+#[tokio::test]
+async fn tokens_verify_with_auth_core_against_the_published_jwks() {
+    let t = spawn_app().await;
+    let token = t.token("alice", &[("client_id", "my-cli")]).await;
+    let auth = Auth::new(
+        &AuthSettings {
+            issuer: Some("http://127.0.0.1:4000".into()),
+            audience: vec!["todo-api".into()],
+            jwks_url: Some(t.url("/.well-known/jwks.json")),
+            require_at_jwt: true,
+            ..AuthSettings::default()
+        },
+        "todo-api",
+    )
+    .unwrap();
+    let claims: Claims = auth.verify(&token).await.expect("verifies");
+    assert_eq!(claims.username.as_deref(), Some("alice"));
+    assert_eq!(claims.extra["client_id"], "my-cli");
+}
+
+#[tokio::test]
+async fn unknown_user_bad_password_and_disabled_user_get_the_same_body() {
+    let t = spawn_app().await;
+    let admin = t.token("admin", &[]).await;
+    let bob_id = {
+        let users: Value = t.get_auth("/users", &admin).await.json().await.unwrap();
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["username"] == "bob")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let res = t
+        .app
+        .client
+        .delete(t.url(&format!("/users/{bob_id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+
+    let mut bodies = Vec::new();
+    for (user, password) in [
+        ("nobody", "whatever-password"),
+        ("alice", "wrong-password!!"),
+        ("bob", "bob-dev-password"),
+    ] {
+        let res = t.form(&[("username", user), ("password", password)]).await;
+        assert_eq!(res.status(), 401, "{user}");
+        assert_eq!(res.headers()["cache-control"], "no-store");
+        bodies.push(res.bytes().await.unwrap());
+    }
+    assert_eq!(bodies[0], bodies[1]);
+    assert_eq!(bodies[1], bodies[2]);
+    let body: Value = serde_json::from_slice(&bodies[0]).unwrap();
+    assert_eq!(body["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn an_unknown_user_still_costs_a_password_verification() {
+    let t = spawn_app().await;
+    let before = t.hasher.verifies.load(Ordering::SeqCst);
+    let res = t
+        .form(&[("username", "nobody"), ("password", "some-long-password")])
+        .await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(t.hasher.verifies.load(Ordering::SeqCst), before + 1);
+}
+
+#[tokio::test]
+async fn malformed_requests_are_invalid_request() {
+    let t = spawn_app().await;
+    let cases: Vec<(Option<&str>, &str, &str)> = vec![
+        (None, "username=alice&password=x", "invalid_request"),
+        (Some("text/plain"), "username=alice", "invalid_request"),
+        (Some("application/json"), "{not json", "invalid_request"),
+        (
+            Some("application/json"),
+            r#"{"username": 5, "password": "x"}"#,
+            "invalid_request",
+        ),
+        (
+            Some("application/x-www-form-urlencoded"),
+            "password=alice-dev-password",
+            "invalid_request",
+        ),
+        (
+            Some("application/x-www-form-urlencoded"),
+            "username=alice",
+            "invalid_request",
+        ),
+        (
+            Some("application/x-www-form-urlencoded"),
+            "username=alice&username=bob&password=alice-dev-password",
+            "invalid_request",
+        ),
+        (
+            Some("application/x-www-form-urlencoded"),
+            "grant_type=client_credentials&username=alice&password=alice-dev-password",
+            "unsupported_grant_type",
+        ),
+    ];
+    for (ct, body, code) in cases {
+        let mut req = t.app.client.post(t.url("/token")).body(body.to_owned());
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 400, "{body}");
+        let json: Value = res.json().await.unwrap();
+        assert_eq!(json["error"], code, "{body}: {json}");
+    }
+    let long = "x".repeat(257);
+    let res = t.form(&[("username", "alice"), ("password", &long)]).await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("password"));
+}
+
+#[tokio::test]
+async fn scope_and_audience_requests() {
+    let t = spawn_app().await;
+    let token = t.token("alice", &[("scope", "todos:read")]).await;
+    assert_eq!(decode(&token).1["scope"], "todos:read");
+
+    let res = t
+        .form(&[
+            ("username", "alice"),
+            ("password", "alice-dev-password"),
+            ("scope", "users:admin"),
+        ])
+        .await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_scope");
+    let token = t
+        .token("admin", &[("scope", "users:admin todos:read")])
+        .await;
+    assert_eq!(decode(&token).1["scope"], "users:admin todos:read");
+
+    let token = t.token("alice", &[("audience", "tasks-api")]).await;
+    assert_eq!(decode(&token).1["aud"], json!(["tasks-api"]));
+    let token = t.token("alice", &[("resource", "todo-api")]).await;
+    assert_eq!(decode(&token).1["aud"], json!(["todo-api"]));
+    let res = t
+        .form(&[
+            ("username", "alice"),
+            ("password", "alice-dev-password"),
+            ("audience", "billing-api"),
+        ])
+        .await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "invalid_target"
+    );
+}
+
+#[tokio::test]
+async fn access_claim_when_configured_for_a_role() {
+    let t = spawn_with(|s| {
+        s.token
+            .role_access
+            .insert("user".into(), vec!["/todos/*".into()]);
+    })
+    .await;
+    assert_eq!(
+        decode(&t.token("alice", &[]).await).1["access"],
+        json!(["/todos/*"])
+    );
+    assert!(
+        decode(&t.token("admin", &[]).await)
+            .1
+            .get("access")
+            .is_none()
+    );
+}
+
+async fn fail(t: &crate::helpers::TestApp, user: &str, xff: &str) -> reqwest::Response {
+    t.app
+        .client
+        .post(t.url("/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-forwarded-for", xff)
+        .body(format!("username={user}&password=wrong-password-123"))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn throttling_per_username_and_per_ip_independently() {
+    let t = spawn_with(|s| {
+        s.throttle.max_failures = 3;
+        s.throttle.window_seconds = 60;
+        s.throttle.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    // alice is attacked from three addresses (through the trusted proxy).
+    for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+        assert_eq!(fail(&t, "alice", ip).await.status(), 401);
+    }
+    let res = fail(&t, "alice", "10.0.0.4").await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(res.headers()["retry-after"], "60");
+    // Even the right password waits.
+    let res = t
+        .app
+        .client
+        .post(t.url("/token"))
+        .header("x-forwarded-for", "10.0.0.9")
+        .form(&[("username", "alice"), ("password", "alice-dev-password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    // bob, from another address, is unaffected.
+    let res = t
+        .app
+        .client
+        .post(t.url("/token"))
+        .header("x-forwarded-for", "10.0.0.5")
+        .form(&[("username", "bob"), ("password", "bob-dev-password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // One address failing for many users is locked out for everyone.
+    for user in ["u1", "u2", "u3"] {
+        assert_eq!(fail(&t, user, "10.0.0.7").await.status(), 401);
+    }
+    assert_eq!(fail(&t, "u4", "10.0.0.7").await.status(), 429);
+    // The window ends.
+    t.clock.advance(60);
+    assert_eq!(t.token("alice", &[]).await.split('.').count(), 3);
+}
+
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let t = spawn_with(|s| s.throttle.max_failures = 2).await;
+    assert_eq!(fail(&t, "u1", "10.0.0.1").await.status(), 401);
+    assert_eq!(fail(&t, "u2", "10.0.0.2").await.status(), 401);
+    // The peer (127.0.0.1) is what counted, whatever the header said.
+    assert_eq!(fail(&t, "u3", "10.0.0.3").await.status(), 429);
+}
+
+#[tokio::test]
+async fn throttle_memory_is_bounded() {
+    let t = spawn_with(|s| {
+        s.throttle.max_entries = 5;
+        s.throttle.max_failures = 100;
+    })
+    .await;
+    for i in 0..12 {
+        t.clock.advance(1);
+        let res = t
+            .form(&[
+                ("username", &format!("user{i}")),
+                ("password", "wrong-password-123"),
+            ])
+            .await;
+        assert_eq!(res.status(), 401);
+    }
+    assert_eq!(t.state.throttle.len(), (5, 1));
+    let _ = Arc::clone(&t.state.throttle);
+}

@@ -1,0 +1,145 @@
+use serde_json::{Value, json};
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn admin_routes_are_for_admins() {
+    let t = spawn_app().await;
+    let admin = t.token("admin", &[]).await;
+    let alice = t.token("alice", &[("audience", "token-service")]).await;
+    let alice_default = t.token("alice", &[]).await;
+
+    let res = t.get_auth("/users", &admin).await;
+    assert_eq!(res.status(), 200);
+    let users: Value = res.json().await.unwrap();
+    let names: Vec<&str> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin", "alice", "bob"]);
+    assert!(
+        !users.to_string().contains("argon2"),
+        "no hash is ever returned"
+    );
+
+    let res = t.get_auth("/users", &alice).await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "insufficient_scope"
+    );
+    let res = t.get_auth("/users", &alice_default).await;
+    assert_eq!(res.status(), 401, "a token for other audiences is refused");
+    assert_eq!(t.app.get("/users").await.status(), 401);
+
+    let res = t
+        .app
+        .client
+        .post(t.url("/users"))
+        .bearer_auth(&alice)
+        .json(&json!({"username": "carol", "password": "carol-password-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+}
+
+#[tokio::test]
+async fn admin_creates_users_with_validation_and_conflicts() {
+    let t = spawn_app().await;
+    let admin = t.token("admin", &[]).await;
+    let post = |body: Value| {
+        t.app
+            .client
+            .post(t.url("/users"))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+    let res = post(json!({"username": "carol", "password": "carol-password-1", "roles": ["user"]}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let carol: Value = res.json().await.unwrap();
+    assert_eq!(carol["roles"], json!(["user"]));
+    assert!(carol.get("password_hash").is_none());
+    let token = t
+        .form(&[("username", "carol"), ("password", "carol-password-1")])
+        .await;
+    assert_eq!(token.status(), 200);
+
+    let res = post(json!({"username": "carol", "password": "carol-password-2"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+
+    for (body, field) in [
+        (json!({"username": "dave", "password": "short"}), "password"),
+        (
+            json!({"username": "dave-long-name", "password": "dave-long-name"}),
+            "password",
+        ),
+        (
+            json!({"username": "bad name", "password": "a-long-password"}),
+            "username",
+        ),
+        (
+            json!({"username": "dave", "password": "a-long-password", "roles": ["root"]}),
+            "roles",
+        ),
+        (json!({"password": "a-long-password"}), "username"),
+    ] {
+        let res = post(body.clone()).await.unwrap();
+        assert_eq!(res.status(), 400, "{body}");
+        let msg: Value = res.json().await.unwrap();
+        assert!(
+            msg["message"].as_str().unwrap().contains(field),
+            "{body}: {msg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn me_and_password_change() {
+    let t = spawn_app().await;
+    let token = t.token("alice", &[("audience", "token-service")]).await;
+    let me: Value = t.get_auth("/users/me", &token).await.json().await.unwrap();
+    assert_eq!(me["username"], "alice");
+
+    let put = |body: Value| {
+        t.app
+            .client
+            .put(t.url("/users/me/password"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let res = put(json!({"old_password": "wrong-password!", "new_password": "a-new-password-1"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("old_password"));
+    let res = put(json!({"old_password": "alice-dev-password", "new_password": "short"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("new_password"));
+    let res =
+        put(json!({"old_password": "alice-dev-password", "new_password": "a-new-password-1"}))
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 204);
+
+    let old = t
+        .form(&[("username", "alice"), ("password", "alice-dev-password")])
+        .await;
+    assert_eq!(old.status(), 401);
+    let new = t
+        .form(&[("username", "alice"), ("password", "a-new-password-1")])
+        .await;
+    assert_eq!(new.status(), 200);
+    // The token issued before the change stays valid until its exp (documented).
+    assert_eq!(t.get_auth("/users/me", &token).await.status(), 200);
+}

@@ -1,0 +1,49 @@
+//! `cargo xtask fuzz --minutes N`: the property-based fuzz tests (every test named `fuzz_…`,
+//! in auth-core and the services) with many more cases than the test suite runs, round after
+//! round with fresh random seeds, until the time is up.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::Args;
+
+#[derive(Args)]
+pub struct Fuzz {
+    /// How long to fuzz.
+    #[arg(long, default_value_t = 5)]
+    minutes: u64,
+    /// Cases per property per round.
+    #[arg(long, default_value_t = 2000)]
+    cases: u32,
+}
+
+pub fn run(args: Fuzz) -> anyhow::Result<()> {
+    let root = crate::root();
+    let targets = crate::test::build_tests(&root)?;
+    let deadline = Instant::now() + Duration::from_secs(args.minutes * 60);
+    let (mut rounds, mut passed) = (0u64, 0u64);
+    while Instant::now() < deadline {
+        rounds += 1;
+        for t in &targets {
+            let mut cmd = Command::new(&t.exe);
+            cmd.current_dir(&t.dir)
+                .env("PROPTEST_CASES", args.cases.to_string())
+                .arg("fuzz_");
+            let name = format!("round {rounds}: {} ({} {})", t.package, t.kind, t.name);
+            let suite = crate::test::run_suite(&name, cmd)?;
+            if !suite.ok {
+                bail!("{name} found a failing case (proptest printed the minimal input above)");
+            }
+            passed += suite.passed;
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+    }
+    println!(
+        "xtask fuzz: {rounds} round(s), {passed} property runs of {} cases each, no failure",
+        args.cases
+    );
+    Ok(())
+}
