@@ -86,6 +86,9 @@ impl Bench {
     }
 }
 
+/// Pre-built request bytes, cycled by the load threads.
+type Requests = Arc<Vec<Vec<u8>>>;
+
 /// One measured window.
 #[derive(Debug, Clone)]
 pub struct Run {
@@ -398,7 +401,7 @@ fn bench_server(
             .collect::<Vec<_>>(),
     );
     let todos_one = Arc::new(vec![request("/todos", Some(&repeated[0]))]);
-    let plan: [(&'static str, &'static str, Arc<Vec<Vec<u8>>>); 4] = [
+    let plan: [(&'static str, &'static str, Requests); 4] = [
         ("/health", "baseline", health),
         ("/whoami", "repeated", whoami_one),
         ("/whoami", "distinct", whoami_many),
@@ -592,7 +595,7 @@ struct Measured {
 /// reused while the server's cache may still hold it); warm-up, then a measured window with the server's CPU time read around it.
 fn drive(
     addr: SocketAddr,
-    requests: Arc<Vec<Vec<u8>>>,
+    requests: Requests,
     next: Arc<AtomicUsize>,
     args: &Bench,
     pid: u32,
