@@ -185,7 +185,8 @@ pub struct UsersSettings {
     pub argon2_iterations: u32,
     /// `users.argon2_parallelism` (default 1).
     pub argon2_parallelism: u32,
-    /// `users.max_concurrent_hashes`: argon2 computations at once; more wait (default 4).
+    /// `users.max_concurrent_hashes`: argon2 computations at once; more wait (default: the
+    /// number of CPUs, at most 4: hashing is CPU-bound, and each one holds `argon2_memory_kib`).
     pub max_concurrent_hashes: usize,
 }
 
@@ -196,7 +197,7 @@ impl Default for UsersSettings {
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
             argon2_parallelism: 1,
-            max_concurrent_hashes: 4,
+            max_concurrent_hashes: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
         }
     }
 }

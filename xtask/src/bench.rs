@@ -499,7 +499,7 @@ impl Drop for Guard {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
 }
@@ -685,7 +685,7 @@ fn drive(
     })
 }
 
-fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+pub(crate) fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     let stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -694,7 +694,7 @@ fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
 
 /// Reads one HTTP/1.1 response (Content-Length or chunked body) and returns its status. `buf`
 /// carries bytes read past the response over to the next call.
-fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<u16> {
+pub(crate) fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<u16> {
     let mut chunk = [0u8; 16 * 1024];
     let mut fill = |buf: &mut Vec<u8>| -> io::Result<()> {
         let n = stream.read(&mut chunk)?;
@@ -775,7 +775,7 @@ fn clock_ticks_per_second() -> u64 {
 }
 
 /// A `kB` line of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in KiB.
-fn proc_status(pid: u32, key: &str) -> anyhow::Result<u64> {
+pub(crate) fn proc_status(pid: u32, key: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     status

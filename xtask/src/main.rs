@@ -4,7 +4,9 @@
 //! - `dev [--fresh]`: build and run token-service, todo-api and tasks-api together;
 //! - `test`: every test suite of the workspace, with a summary line per suite;
 //! - `bench [--smoke]`: what authentication costs todo-api per request (see [`bench`]).
-//! - `fuzz --minutes N`: the property-based fuzz tests, longer.
+//! - `fuzz --minutes N`: the property-based fuzz tests, longer;
+//! - `soak --seconds N`: mixed load on the whole stack;
+//! - `bench`: the performance measurements.
 //!
 //! Its own dependencies stay few: no HTTP client (readiness is polled over a plain TCP socket),
 //! no async runtime.
@@ -12,6 +14,7 @@
 mod bench;
 mod dev;
 mod fuzz;
+mod soak;
 mod test;
 mod token;
 
@@ -42,6 +45,8 @@ enum Command {
     Bench(bench::Bench),
     /// Run the property-based fuzz tests for a while, with many more cases.
     Fuzz(fuzz::Fuzz),
+    /// Mixed authenticated load on the whole stack for N seconds: errors, p99, RSS.
+    Soak(soak::Soak),
 }
 
 fn main() {
@@ -52,6 +57,7 @@ fn main() {
         Command::Test(args) => test::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Soak(args) => soak::run(args),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");
