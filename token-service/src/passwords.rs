@@ -45,21 +45,37 @@ impl Argon2id {
             None,
         )
         .map_err(|e| anyhow::anyhow!("users.argon2_*: {e}"))?;
-        Ok(Self { params, memory: Arc::default() })
+        Ok(Self {
+            params,
+            memory: Arc::default(),
+        })
     }
 
     /// Runs argon2id with `params` over `password` and `salt` into `out`, on pooled memory.
-    fn compute(&self, params: &Params, password: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), argon2::Error> {
+    fn compute(
+        &self,
+        params: &Params,
+        password: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), argon2::Error> {
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
         let blocks = params.block_count();
         // Only buffers of the configured size are pooled; a hash made with other parameters
         // borrows a one-off buffer.
         let pooled = blocks == self.params.block_count();
-        let reused = if pooled { self.memory.lock().unwrap_or_else(|e| e.into_inner()).pop() } else { None };
+        let reused = if pooled {
+            self.memory.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        } else {
+            None
+        };
         let mut memory = reused.unwrap_or_else(|| vec![Block::new(); blocks]);
         let result = argon2.hash_password_into_with_memory(password, salt, out, &mut memory);
         if pooled {
-            self.memory.lock().unwrap_or_else(|e| e.into_inner()).push(memory);
+            self.memory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(memory);
         }
         result
     }
@@ -69,7 +85,9 @@ impl Hasher for Argon2id {
     fn hash(&self, password: &[u8]) -> anyhow::Result<String> {
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
         let mut salt_bytes = [0u8; 64];
-        let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+        let salt_bytes = salt
+            .decode_b64(&mut salt_bytes)
+            .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
         let mut out = [0u8; 32];
         self.compute(&self.params, password, salt_bytes, &mut out)
             .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
@@ -77,7 +95,8 @@ impl Hasher for Argon2id {
         let phc = PasswordHash {
             algorithm: argon2::ARGON2ID_IDENT,
             version: Some(Version::V0x13.into()),
-            params: ParamsString::try_from(&self.params).map_err(|e| anyhow::anyhow!("parameters: {e}"))?,
+            params: ParamsString::try_from(&self.params)
+                .map_err(|e| anyhow::anyhow!("parameters: {e}"))?,
             salt: Some(salt.as_salt()),
             hash: Some(output),
         };
@@ -86,16 +105,27 @@ impl Hasher for Argon2id {
 
     fn verify(&self, password: &[u8], phc: &str) -> bool {
         // The parameters of the stored hash apply (hashes made with older parameters still verify).
-        let Ok(hash) = PasswordHash::new(phc) else { return false };
-        let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else { return false };
+        let Ok(hash) = PasswordHash::new(phc) else {
+            return false;
+        };
+        let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+            return false;
+        };
         if hash.algorithm != argon2::ARGON2ID_IDENT {
             return false;
         }
-        let Ok(params) = Params::try_from(&hash) else { return false };
+        let Ok(params) = Params::try_from(&hash) else {
+            return false;
+        };
         let mut salt_bytes = [0u8; 64];
-        let Ok(salt_bytes) = salt.decode_b64(&mut salt_bytes) else { return false };
+        let Ok(salt_bytes) = salt.decode_b64(&mut salt_bytes) else {
+            return false;
+        };
         let mut out = vec![0u8; expected.len()];
-        if self.compute(&params, password, salt_bytes, &mut out).is_err() {
+        if self
+            .compute(&params, password, salt_bytes, &mut out)
+            .is_err()
+        {
             return false;
         }
         // `Output`'s equality is constant-time.
@@ -209,17 +239,42 @@ mod tests {
         let reference = Argon2::default();
         let phc = ours.hash(b"correct horse battery").unwrap();
         let parsed = PasswordHash::new(&phc).unwrap();
-        assert!(reference.verify_password(b"correct horse battery", &parsed).is_ok());
-        assert!(reference.verify_password(b"wrong horse battery", &parsed).is_err());
+        assert!(
+            reference
+                .verify_password(b"correct horse battery", &parsed)
+                .is_ok()
+        );
+        assert!(
+            reference
+                .verify_password(b"wrong horse battery", &parsed)
+                .is_err()
+        );
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-        let theirs = reference.hash_password(b"another password!", &salt).unwrap().to_string();
+        let theirs = reference
+            .hash_password(b"another password!", &salt)
+            .unwrap()
+            .to_string();
         assert!(ours.verify(b"another password!", &theirs));
         assert!(!ours.verify(b"another password?", &theirs));
         // Other parameters than the configured ones still verify (a one-off buffer).
-        let small = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(8192, 1, 1, None).unwrap());
-        let old = small.hash_password(b"an older hash here", &salt).unwrap().to_string();
+        let small = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(8192, 1, 1, None).unwrap(),
+        );
+        let old = small
+            .hash_password(b"an older hash here", &salt)
+            .unwrap()
+            .to_string();
         assert!(ours.verify(b"an older hash here", &old));
-        assert!(!ours.verify(b"an older hash here", "$argon2i$v=19$m=8192,t=1,p=1$c2FsdHNhbHQ$aGFzaA"));
-        assert_eq!(ours.memory.lock().unwrap().len(), 1, "one pooled buffer after sequential use");
+        assert!(!ours.verify(
+            b"an older hash here",
+            "$argon2i$v=19$m=8192,t=1,p=1$c2FsdHNhbHQ$aGFzaA"
+        ));
+        assert_eq!(
+            ours.memory.lock().unwrap().len(),
+            1,
+            "one pooled buffer after sequential use"
+        );
     }
 }

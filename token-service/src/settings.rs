@@ -197,7 +197,8 @@ impl Default for UsersSettings {
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
             argon2_parallelism: 1,
-            max_concurrent_hashes: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
+            max_concurrent_hashes: std::thread::available_parallelism()
+                .map_or(2, |n| n.get().min(4)),
         }
     }
 }

@@ -178,10 +178,9 @@ fn served_every_run(report: &Report) -> anyhow::Result<()> {
 
 fn bench(args: &Bench) -> anyhow::Result<Report> {
     let root = crate::root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let profile = if args.smoke { "debug" } else { "release" };
     if !args.no_build {
-        let mut build = nested_cargo(&cargo);
+        let mut build = crate::cargo();
         build.current_dir(&root).args(["build", "-p", "todo-api"]);
         if !args.smoke {
             build.arg("--release");
@@ -199,7 +198,7 @@ fn bench(args: &Bench) -> anyhow::Result<Report> {
     let micro = if args.no_micro {
         Vec::new()
     } else {
-        micro_benchmarks(&root, &cargo)?
+        micro_benchmarks(&root)?
     };
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -242,29 +241,6 @@ fn bench(args: &Bench) -> anyhow::Result<Report> {
     })
 }
 
-/// A cargo command without the package variables `cargo run` gave xtask (`CARGO_PKG_NAME`,
-/// `CARGO_MANIFEST_DIR`, …): build scripts (ring's) watch them, and would rebuild when they differ
-/// from a plain `cargo build`'s environment.
-fn nested_cargo(cargo: &std::ffi::OsStr) -> Command {
-    let mut cmd = Command::new(cargo);
-    for (name, _) in std::env::vars_os() {
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_MANIFEST_")
-            || [
-                "CARGO_CRATE_NAME",
-                "CARGO_BIN_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "OUT_DIR",
-            ]
-            .contains(&name)
-        {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
 fn which(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
@@ -272,12 +248,9 @@ fn which(program: &str) -> bool {
 
 /// `cargo bench -p auth-core --bench verify` with short windows, then criterion's mean
 /// estimates (ns) from `target/criterion/<group>/<alg>/new/estimates.json`.
-fn micro_benchmarks(
-    root: &Path,
-    cargo: &std::ffi::OsStr,
-) -> anyhow::Result<Vec<(String, String, f64)>> {
+fn micro_benchmarks(root: &Path) -> anyhow::Result<Vec<(String, String, f64)>> {
     println!("xtask: criterion micro-benchmarks (auth-core, verify)");
-    let status = nested_cargo(cargo)
+    let status = crate::cargo()
         .current_dir(root)
         .args([
             "bench",

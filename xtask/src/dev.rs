@@ -47,7 +47,7 @@ pub fn run(args: Dev) -> anyhow::Result<()> {
             .with_context(|| format!("wiping {}", data_dir.display()))?;
         println!("xtask: wiped {}", data_dir.display());
     }
-    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let status = crate::cargo()
         .current_dir(&root)
         .args([
             "build",

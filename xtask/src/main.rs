@@ -72,3 +72,27 @@ fn root() -> std::path::PathBuf {
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default()
 }
+
+/// A cargo command, without the package variables `cargo run` gave xtask (`CARGO_PKG_NAME`,
+/// `CARGO_MANIFEST_DIR`, …): build scripts (ring's) watch them, and would rebuild when they
+/// differ from a plain `cargo build`'s environment.
+fn cargo() -> std::process::Command {
+    let mut cmd =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "OUT_DIR",
+            ]
+            .contains(&name)
+        {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}

@@ -56,9 +56,17 @@ pub struct Outcome {
 pub fn run(args: Soak) -> anyhow::Result<()> {
     let root = crate::root();
     if !args.no_build {
-        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        let status = crate::cargo()
             .current_dir(&root)
-            .args(["build", "-p", "token-service", "-p", "todo-api", "-p", "tasks-api"])
+            .args([
+                "build",
+                "-p",
+                "token-service",
+                "-p",
+                "todo-api",
+                "-p",
+                "tasks-api",
+            ])
             .status()
             .context("running cargo build")?;
         if !status.success() {
@@ -66,11 +74,18 @@ pub fn run(args: Soak) -> anyhow::Result<()> {
         }
     }
     let outcome = soak(&root.join("target/debug"), args.seconds, args.connections)?;
-    println!("\nxtask soak: {} s, {} requests, {} errors, p99 {:.1} ms", args.seconds, outcome.requests, outcome.errors, outcome.p99_ms);
+    println!(
+        "\nxtask soak: {} s, {} requests, {} errors, p99 {:.1} ms",
+        args.seconds, outcome.requests, outcome.errors, outcome.p99_ms
+    );
     let mut growth_ok = true;
     for (name, start, end) in &outcome.rss {
         let growth = (*end as f64 - *start as f64) / (*start).max(1) as f64 * 100.0;
-        println!("  {name:<13} RSS {:.1} MiB after warm-up, {:.1} MiB at the end ({growth:+.1} %)", *start as f64 / 1024.0, *end as f64 / 1024.0);
+        println!(
+            "  {name:<13} RSS {:.1} MiB after warm-up, {:.1} MiB at the end ({growth:+.1} %)",
+            *start as f64 / 1024.0,
+            *end as f64 / 1024.0
+        );
         growth_ok &= growth <= 20.0;
     }
     let report = json!({
@@ -79,7 +94,10 @@ pub fn run(args: Soak) -> anyhow::Result<()> {
     });
     let dir = root.join("target/soak");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("soak.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(
+        dir.join("soak.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
     if outcome.errors > 0 {
         bail!("{} request(s) failed", outcome.errors);
     }
@@ -99,7 +117,10 @@ pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<
     let common = |prefix: &str, port: u16| {
         vec![
             (format!("{prefix}__SERVER__PORT"), port.to_string()),
-            (format!("{prefix}__DATABASE__DATA_DIR"), dir.join("data").display().to_string()),
+            (
+                format!("{prefix}__DATABASE__DATA_DIR"),
+                dir.join("data").display().to_string(),
+            ),
             (format!("{prefix}__LOG__LEVEL"), "warn".to_owned()),
         ]
     };
@@ -112,7 +133,10 @@ pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let mut env = common(prefix, addr.port());
         env.push((format!("{prefix}__AUTH__ISSUER"), issuer.clone()));
-        env.push((format!("{prefix}__AUTH__JWKS_URL"), format!("{issuer}/.well-known/jwks.json")));
+        env.push((
+            format!("{prefix}__AUTH__JWKS_URL"),
+            format!("{issuer}/.well-known/jwks.json"),
+        ));
         procs.push(start(bin_dir, &dir, name, addr, env)?);
     }
     for p in &procs {
@@ -128,7 +152,10 @@ pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<
         let body = body.to_string();
         format!("POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes()
     };
-    let get = |path: &str, token: &str| format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token}\r\n\r\n").into_bytes();
+    let get = |path: &str, token: &str| {
+        format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token}\r\n\r\n")
+            .into_bytes()
+    };
     let form = "grant_type=password&username=bob&password=bob-dev-password";
     let sign_in_req = format!("POST /token HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{form}", form.len()).into_bytes();
     let mix: Arc<Vec<(SocketAddr, Vec<u8>)>> = Arc::new(vec![
@@ -136,7 +163,14 @@ pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<
         (todo, post("/todos", &admin, json!({"title": "soak"}))),
         (todo, get("/whoami", &bob)),
         (tasks, get("/tasks?limit=20", &alice)),
-        (tasks, post("/tasks", &alice, json!({"title": "soak", "description": "mixed load"}))),
+        (
+            tasks,
+            post(
+                "/tasks",
+                &alice,
+                json!({"title": "soak", "description": "mixed load"}),
+            ),
+        ),
         (tasks, get("/tasks", &bob)),
         (tasks, post("/tasks", &bob, json!({"title": "bob's"}))),
         (tasks, get("/whoami", &alice)),
@@ -148,14 +182,25 @@ pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<
     let recording = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..connections.max(1))
         .map(|w| {
-            let (stop, errors, recording, mix, sign_in_req) = (stop.clone(), errors.clone(), recording.clone(), mix.clone(), sign_in_req.clone());
+            let (stop, errors, recording, mix, sign_in_req) = (
+                stop.clone(),
+                errors.clone(),
+                recording.clone(),
+                mix.clone(),
+                sign_in_req.clone(),
+            );
             std::thread::spawn(move || -> Vec<u32> {
                 let mut streams: Vec<Option<(TcpStream, Vec<u8>)>> = vec![None, None, None];
                 let addrs = [token_addr, todo, tasks];
                 let mut latencies = Vec::new();
                 let mut i = w;
                 while !stop.load(Ordering::Relaxed) {
-                    let (addr, req) = if i % sign_in_every == 0 { (token_addr, &sign_in_req) } else { let (a, r) = &mix[i % mix.len()]; (*a, r) };
+                    let (addr, req) = if i % sign_in_every == 0 {
+                        (token_addr, &sign_in_req)
+                    } else {
+                        let (a, r) = &mix[i % mix.len()];
+                        (*a, r)
+                    };
                     i += 1;
                     let slot = addrs.iter().position(|a| *a == addr).unwrap_or(0);
                     let started = Instant::now();
@@ -163,7 +208,9 @@ pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<
                         if streams[slot].is_none() {
                             streams[slot] = Some((connect(addr)?, Vec::new()));
                         }
-                        let (stream, buf) = streams[slot].as_mut().ok_or(std::io::ErrorKind::NotConnected)?;
+                        let (stream, buf) = streams[slot]
+                            .as_mut()
+                            .ok_or(std::io::ErrorKind::NotConnected)?;
                         stream.write_all(req)?;
                         read_response(stream, buf)
                     })()
@@ -176,7 +223,8 @@ pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<
                         eprintln!("xtask soak: status {status} from {addr}");
                     }
                     if recording.load(Ordering::Relaxed) {
-                        latencies.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                        latencies
+                            .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                     }
                 }
                 latencies
@@ -185,22 +233,42 @@ pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<
         .collect();
     let warmup = Duration::from_secs((seconds / 10).clamp(1, 10));
     std::thread::sleep(warmup);
-    let rss_start: Vec<u64> = procs.iter().map(|p| proc_status(p.child.id(), "VmRSS:")).collect::<anyhow::Result<_>>()?;
+    let rss_start: Vec<u64> = procs
+        .iter()
+        .map(|p| proc_status(p.child.id(), "VmRSS:"))
+        .collect::<anyhow::Result<_>>()?;
     recording.store(true, Ordering::SeqCst);
-    std::thread::sleep(Duration::from_secs(seconds).saturating_sub(warmup).max(Duration::from_secs(1)));
-    let rss_end: Vec<u64> = procs.iter().map(|p| proc_status(p.child.id(), "VmRSS:")).collect::<anyhow::Result<_>>()?;
+    std::thread::sleep(
+        Duration::from_secs(seconds)
+            .saturating_sub(warmup)
+            .max(Duration::from_secs(1)),
+    );
+    let rss_end: Vec<u64> = procs
+        .iter()
+        .map(|p| proc_status(p.child.id(), "VmRSS:"))
+        .collect::<anyhow::Result<_>>()?;
     stop.store(true, Ordering::SeqCst);
     let mut latencies: Vec<u32> = Vec::new();
     for w in workers {
-        latencies.extend(w.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))?);
+        latencies.extend(
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a load thread panicked"))?,
+        );
     }
     latencies.sort_unstable();
-    let p99 = latencies.get((latencies.len() * 99 / 100).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0);
+    let p99 = latencies
+        .get((latencies.len() * 99 / 100).min(latencies.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0);
     Ok(Outcome {
         requests: latencies.len() as u64,
         errors: errors.load(Ordering::SeqCst),
         p99_ms: f64::from(p99) / 1000.0,
-        rss: procs.iter().zip(rss_start.iter().zip(&rss_end)).map(|(p, (s, e))| (p.name, *s, *e)).collect(),
+        rss: procs
+            .iter()
+            .zip(rss_start.iter().zip(&rss_end))
+            .map(|(p, (s, e))| (p.name, *s, *e))
+            .collect(),
     })
 }
 
@@ -212,7 +280,13 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-fn start(bin_dir: &Path, dir: &Path, name: &'static str, addr: SocketAddr, env: Vec<(String, String)>) -> anyhow::Result<Proc> {
+fn start(
+    bin_dir: &Path,
+    dir: &Path,
+    name: &'static str,
+    addr: SocketAddr,
+    env: Vec<(String, String)>,
+) -> anyhow::Result<Proc> {
     let exe = bin_dir.join(name);
     let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
     let child = Command::new(&exe)
@@ -231,7 +305,10 @@ fn wait_ready(p: &Proc) -> anyhow::Result<()> {
     while Instant::now() < deadline {
         if let Ok(mut s) = connect(p.addr) {
             let mut buf = Vec::new();
-            if s.write_all(b"GET /ready HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").is_ok() && read_response(&mut s, &mut buf).is_ok_and(|s| s == 200) {
+            if s.write_all(b"GET /ready HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+                .is_ok()
+                && read_response(&mut s, &mut buf).is_ok_and(|s| s == 200)
+            {
                 return Ok(());
             }
         }
@@ -247,9 +324,16 @@ fn sign_in(addr: SocketAddr, username: &str, password: &str) -> anyhow::Result<S
     s.write_all(format!("POST /token HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{form}", form.len()).as_bytes())?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    let v: Value = serde_json::from_str(body).with_context(|| format!("sign-in of {username}: {out}"))?;
-    v["access_token"].as_str().map(str::to_owned).with_context(|| format!("sign-in of {username}: {body}"))
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let v: Value =
+        serde_json::from_str(body).with_context(|| format!("sign-in of {username}: {out}"))?;
+    v["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("sign-in of {username}: {body}"))
 }
 
 #[cfg(test)]
@@ -258,7 +342,13 @@ mod tests {
     /// built by the test step, no failed request.
     #[test]
     fn short_soak_serves_every_request() {
-        let bin_dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+        let bin_dir = std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf();
         let outcome = super::soak(&bin_dir, 3, 4).expect("soak");
         assert!(outcome.requests > 100, "only {} requests", outcome.requests);
         assert_eq!(outcome.errors, 0);

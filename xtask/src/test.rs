@@ -87,7 +87,7 @@ pub fn run(args: Test) -> anyhow::Result<()> {
 }
 
 fn cargo(root: &Path) -> Command {
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let mut cmd = crate::cargo();
     cmd.current_dir(root);
     cmd
 }
