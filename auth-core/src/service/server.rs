@@ -486,4 +486,26 @@ mod tests {
             "{res}"
         );
     }
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+        // The deadline is the server's own timer (1 s here); the test waits on the socket.
+        let settings = ServerSettings {
+            header_read_timeout_seconds: 1,
+            ..ServerSettings::default()
+        };
+        let (addr, _stop, _h) = start(warp::any().map(|| "ok"), settings).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nx-slow: ")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        assert!(
+            read.is_ok(),
+            "the server kept a slow client's connection open"
+        );
+        let res = String::from_utf8_lossy(&out);
+        assert!(!res.contains("200 OK"), "{res}");
+    }
 }
