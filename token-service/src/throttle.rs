@@ -46,62 +46,82 @@ impl Throttle {
         }
     }
 
-    /// `Err(retry_after_seconds)` when `username` or `ip` is locked out now.
-    pub fn check(&self, username: &str, ip: Option<IpAddr>) -> Result<(), u64> {
+    /// Starts a sign-in attempt: refused (with the seconds to wait) when the username or the
+    /// client's address is locked; otherwise the attempt is counted as a failure at once, under
+    /// the same lock, so parallel attempts cannot all pass the check before any is counted.
+    /// [`Throttle::success`] takes the count back.
+    pub fn begin(&self, username: &str, ip: Option<IpAddr>) -> Result<(), u64> {
         let now = self.clock.now();
-        let user = self.locked(&self.users, username, now);
-        let ip = ip.and_then(|ip| self.locked(&self.ips, &ip.to_string(), now));
-        match user.max(ip) {
-            Some(retry) => Err(retry),
-            None => Ok(()),
+        let ip_key = ip.map(ip_key);
+        // One order for the two locks everywhere: users, then addresses.
+        let mut users = lock(&self.users);
+        let mut ips = lock(&self.ips);
+        let user_locked = self.locked(&users, username, now);
+        let ip_locked = ip_key.as_deref().and_then(|k| self.locked(&ips, k, now));
+        if let Some(retry) = user_locked.max(ip_locked) {
+            return Err(retry);
         }
+        self.count(&mut users, username, now);
+        if let Some(k) = &ip_key {
+            self.count(&mut ips, k, now);
+        }
+        Ok(())
     }
 
-    /// Counts a failed sign-in against both.
-    pub fn failure(&self, username: &str, ip: Option<IpAddr>) {
-        let now = self.clock.now();
-        self.count(&self.users, username, now);
-        if let Some(ip) = ip {
-            self.count(&self.ips, &ip.to_string(), now);
-        }
-    }
-
-    /// A successful sign-in clears the username's counter (not the IP's: one good password does
-    /// not excuse many bad ones from the same address).
-    pub fn success(&self, username: &str) {
+    /// A sign-in succeeded: the user's failures are forgotten and the attempt is taken back from
+    /// the address's count.
+    pub fn success(&self, username: &str, ip: Option<IpAddr>) {
         lock(&self.users).0.remove(username);
+        if let Some(k) = ip.map(ip_key)
+            && let Some(e) = lock(&self.ips).0.get_mut(&k)
+        {
+            e.failures = e.failures.saturating_sub(1);
+        }
     }
 
-    /// Counters held: (usernames, IPs).
+    /// Entries held (usernames, addresses): bounded by `throttle.max_entries` each.
     pub fn len(&self) -> (usize, usize) {
         (lock(&self.users).0.len(), lock(&self.ips).0.len())
     }
 
-    /// Whether no counter is held.
+    /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.len() == (0, 0)
     }
 
-    fn locked(&self, map: &Mutex<Counters>, key: &str, now: u64) -> Option<u64> {
-        let map = lock(map);
+    fn locked(&self, map: &Counters, key: &str, now: u64) -> Option<u64> {
         let e = map.0.get(key)?;
-        let end = e.since + self.window;
-        (e.failures >= self.max_failures && now < end).then(|| (end - now).max(1))
+        self.lock_end(e, now).map(|end| (end - now).max(1))
     }
 
-    fn count(&self, map: &Mutex<Counters>, key: &str, now: u64) {
-        let mut map = lock(map);
+    /// When `e` is a lockout still running, its end.
+    fn lock_end(&self, e: &Entry, now: u64) -> Option<u64> {
+        let end = e.since + self.window;
+        (e.failures >= self.max_failures && now < end).then_some(end)
+    }
+
+    fn count(&self, map: &mut Counters, key: &str, now: u64) {
         let window = self.window;
         if !map.0.contains_key(key) && map.0.len() >= self.max_entries {
             map.0.retain(|_, e| now < e.since + window);
-            if map.0.len() >= self.max_entries
-                && let Some(oldest) = map
+            if map.0.len() >= self.max_entries {
+                // Never evict a running lockout (a flood of throwaway names must not free a
+                // victim): the oldest entry that is not locked goes.
+                let oldest = map
                     .0
                     .iter()
+                    .filter(|(_, e)| self.lock_end(e, now).is_none())
                     .min_by_key(|(_, e)| e.since)
-                    .map(|(k, _)| k.clone())
-            {
-                map.0.remove(&oldest);
+                    .map(|(k, _)| k.clone());
+                match oldest {
+                    Some(k) => {
+                        map.0.remove(&k);
+                    }
+                    None => {
+                        tracing::warn!(target: "audit", "throttle table full of running lockouts; a new key is not tracked");
+                        return;
+                    }
+                }
             }
         }
         let e = map.0.entry(key.to_owned()).or_insert(Entry {
@@ -115,6 +135,21 @@ impl Throttle {
             };
         }
         e.failures = e.failures.saturating_add(1);
+    }
+}
+
+/// The key of an address: an IPv4 address itself (also when IPv4-mapped), an IPv6 address by its
+/// /64 prefix (one host usually holds a whole /64).
+fn ip_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
@@ -171,16 +206,15 @@ mod tests {
         let t = throttle(clock.clone(), 100);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         for _ in 0..3 {
-            assert!(t.check("alice", Some(ip)).is_ok());
-            t.failure("alice", Some(ip));
+            assert!(t.begin("alice", Some(ip)).is_ok());
         }
-        assert_eq!(t.check("alice", None), Err(60));
-        assert_eq!(t.check("bob", Some(ip)), Err(60), "the IP is locked too");
-        assert!(t.check("bob", Some("10.0.0.2".parse().unwrap())).is_ok());
+        assert_eq!(t.begin("alice", None), Err(60));
+        assert_eq!(t.begin("bob", Some(ip)), Err(60), "the IP is locked too");
+        assert!(t.begin("bob", Some("10.0.0.2".parse().unwrap())).is_ok());
         clock.advance(59);
-        assert_eq!(t.check("alice", None), Err(1));
+        assert_eq!(t.begin("alice", None), Err(1));
         clock.advance(1);
-        assert!(t.check("alice", Some(ip)).is_ok(), "entries expire");
+        assert!(t.begin("alice", Some(ip)).is_ok(), "entries expire");
     }
 
     #[test]
@@ -189,12 +223,60 @@ mod tests {
         let t = throttle(clock.clone(), 10);
         for i in 0..1000 {
             clock.advance(1);
-            t.failure(
+            let _ = t.begin(
                 &format!("user{i}"),
                 Some(IpAddr::from([10, 0, (i / 256) as u8, i as u8])),
             );
         }
         assert_eq!(t.len(), (10, 10));
+    }
+
+    #[test]
+    fn attempts_count_before_they_finish_and_success_takes_them_back() {
+        let clock = Arc::new(ManualClock::new(1000));
+        let t = throttle(clock, 100);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        // Three attempts in flight at once: the fourth is refused before any has finished.
+        for _ in 0..3 {
+            assert!(t.begin("alice", Some(ip)).is_ok());
+        }
+        assert!(t.begin("alice", Some(ip)).is_err());
+        // A success forgets the user and gives the address one attempt back.
+        t.success("alice", Some(ip));
+        assert!(t.begin("alice", Some(ip)).is_ok());
+    }
+
+    #[test]
+    fn a_running_lockout_is_never_evicted() {
+        let clock = Arc::new(ManualClock::new(1000));
+        let t = throttle(clock.clone(), 3);
+        for _ in 0..3 {
+            let _ = t.begin("victim", None);
+        }
+        for i in 0..50 {
+            clock.advance(0);
+            let _ = t.begin(&format!("throwaway{i}"), None);
+        }
+        assert!(
+            t.begin("victim", None).is_err(),
+            "the lockout survived a flood of names"
+        );
+        assert_eq!(t.len().0, 3);
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64_prefix() {
+        let clock = Arc::new(ManualClock::new(1000));
+        let t = throttle(clock, 100);
+        for i in 1..=3u16 {
+            let ip = IpAddr::from([0x2001, 0xdb8, 1, 2, 0, 0, 0, i]);
+            assert!(t.begin(&format!("u{i}"), Some(ip)).is_ok());
+        }
+        let same_64 = IpAddr::from([0x2001, 0xdb8, 1, 2, 9, 9, 9, 9]);
+        assert!(t.begin("u9", Some(same_64)).is_err());
+        let other_64 = IpAddr::from([0x2001, 0xdb8, 1, 3, 0, 0, 0, 1]);
+        assert!(t.begin("u9", Some(other_64)).is_ok());
+        assert_eq!(ip_key("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1");
     }
 
     #[test]

@@ -243,7 +243,7 @@ async fn issue_token(
     let ip: Option<IpAddr> =
         crate::throttle::client_ip(peer, xff.as_deref(), &state.trusted_proxies);
     let ip_text = ip.map(|i| i.to_string()).unwrap_or_default();
-    if let Err(retry) = state.throttle.check(&username, ip) {
+    if let Err(retry) = state.throttle.begin(&username, ip) {
         audit!(event = "sign_in", outcome = "throttled", username = %username, client_ip = %ip_text);
         return Err(oauth(
             StatusCode::TOO_MANY_REQUESTS,
@@ -264,7 +264,7 @@ async fn issue_token(
     let user = match user {
         Some(u) if verified && !u.disabled => u,
         other => {
-            state.throttle.failure(&username, ip);
+            // The attempt was counted as a failure when it began.
             let reason = match other {
                 None => "unknown_user",
                 Some(u) if u.disabled => "disabled",
@@ -349,7 +349,7 @@ async fn issue_token(
         tracing::error!(error = %e, kid = %key.kid, "signing failed");
         ApiError::internal()
     })?;
-    state.throttle.success(&username);
+    state.throttle.success(&username, ip);
     audit!(event = "sign_in", outcome = "success", username = %username, client_ip = %ip_text,
         sub = %user.id, client_id = %client_id, kid = %key.kid);
     let body = TokenResponse {

@@ -224,6 +224,7 @@ async fn get_me(claims: Claims, state: State) -> Result<Response, ApiError> {
     responses(
         (status = 204, description = "Changed"),
         (status = 400, description = "A field is invalid or old_password is wrong; the message names the field"),
+        (status = 429, description = "Too many wrong old passwords"),
         (status = 401, description = "No valid token"),
     ))]
 async fn change_password(
@@ -237,6 +238,17 @@ async fn change_password(
         .await
         .map_err(internal)?
         .ok_or_else(|| ApiError::not_found("no such user"))?;
+    // Guessing the current password here counts against the same per-user throttle as
+    // sign-ins: a stolen token must not give unthrottled guesses.
+    if let Err(retry) = state.throttle.begin(&user.username, None) {
+        audit!(event = "password_change", outcome = "throttled", username = %user.username);
+        return Err(ApiError::new(
+            http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "too many failed attempts; try again later",
+        )
+        .with_retry_after(retry));
+    }
     let old = SecretString::from(body.old_password);
     if !state
         .passwords
@@ -246,6 +258,7 @@ async fn change_password(
         audit!(event = "password_change", outcome = "failure", username = %user.username);
         return Err(ApiError::bad_request("old_password: incorrect"));
     }
+    state.throttle.success(&user.username, None);
     check_policy("new_password", &user.username, &body.new_password)
         .map_err(ApiError::bad_request)?;
     let hash = state

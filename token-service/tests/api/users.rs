@@ -143,3 +143,53 @@ async fn me_and_password_change() {
     // The token issued before the change stays valid until its exp (documented).
     assert_eq!(t.get_auth("/users/me", &token).await.status(), 200);
 }
+
+/// Guessing the current password through the password change is throttled like sign-ins.
+#[tokio::test]
+async fn password_change_guesses_are_throttled() {
+    let t = spawn_app().await;
+    let token = t.token("alice", &[("audience", "token-service")]).await;
+    let put = |old: &'static str| {
+        t.app
+            .client
+            .put(t.url("/users/me/password"))
+            .bearer_auth(&token)
+            .json(&json!({"old_password": old, "new_password": "a-new-password-1"}))
+            .send()
+    };
+    for _ in 0..5 {
+        assert_eq!(put("a-wrong-guess!!").await.unwrap().status(), 400);
+    }
+    let res = put("alice-dev-password").await.unwrap();
+    assert_eq!(
+        res.status(),
+        429,
+        "even the right password waits out the lockout"
+    );
+    assert!(res.headers().contains_key("retry-after"));
+    t.clock.advance(301);
+    assert_eq!(put("alice-dev-password").await.unwrap().status(), 204);
+}
+
+/// Parallel sign-ins cannot all pass the throttle before any failure is counted.
+#[tokio::test]
+async fn parallel_guesses_are_bounded_by_the_throttle() {
+    let t = spawn_app().await;
+    let guesses = (0..20).map(|i| {
+        let password = format!("wrong-password-{i:02}");
+        let t = &t;
+        async move {
+            t.form(&[("username", "bob"), ("password", &password)])
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let tried = statuses.iter().filter(|s| **s == 401).count();
+    assert_eq!(
+        tried, 5,
+        "exactly max_failures guesses reach the hasher: {statuses:?}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 15);
+}
