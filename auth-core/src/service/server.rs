@@ -82,25 +82,40 @@ pub async fn serve<F>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let graceful_watch = graceful.watcher();
         let svc = hyper_util::service::TowerToHyperService::new(RequestService {
             inner: warp::service(filter.clone()),
             peer,
             limits: limits.clone(),
         });
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .max_buf_size(max_header);
-        builder
-            .http2()
-            .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            // hyper's header timeout starts with the first request line; a client that connects
+            // and sends nothing (or stalls before HTTP/2's preface) would hold a connection slot
+            // forever. It gets `header_read_timeout` to send its first byte.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(header_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1))
+            ) {
+                tracing::debug!(%peer, "connection sent nothing in time (or closed); dropped");
+                drop(permit);
+                return;
+            }
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(max_header);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX))
+                .max_concurrent_streams(128)
+                .keep_alive_interval(Some(header_timeout))
+                .keep_alive_timeout(header_timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let conn = graceful_watch.watch(conn.into_owned());
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection closed with an error");
             }
@@ -507,5 +522,32 @@ mod tests {
         );
         let res = String::from_utf8_lossy(&out);
         assert!(!res.contains("200 OK"), "{res}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_nothing_gives_its_slot_back() {
+        // With one connection slot, a silent client is dropped after the header timeout (1 s)
+        // and the next client is served.
+        let settings = ServerSettings {
+            header_read_timeout_seconds: 1,
+            max_connections: 1,
+            ..ServerSettings::default()
+        };
+        let (addr, _stop, _h) = start(warp::any().map(|| "ok"), settings).await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut out = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut out)).await;
+        assert!(closed.is_ok(), "a silent connection was kept open");
+        let res = tokio::time::timeout(
+            Duration::from_secs(10),
+            raw(
+                addr,
+                b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            ),
+        )
+        .await
+        .expect("the next client is served");
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
     }
 }
