@@ -451,8 +451,13 @@ pub fn scan(signing: &SigningSettings, production: bool) -> (KeyRing, Vec<Proble
                     Err(e) => problems.push(problem(format!("certificate: {e}"))),
                 },
                 "PRIVATE KEY" | "RSA PRIVATE KEY" => {
-                    if production && let Err(m) = private_file_is_private(&path) {
-                        problems.push(problem(m));
+                    if production
+                        && auth_core::service::config::check_private_file(config_key, &path)
+                            .is_err()
+                    {
+                        problems.push(problem(
+                            "private key readable by group or others; chmod 600 it".into(),
+                        ));
                         continue;
                     }
                     match parse_private(text.as_bytes()) {
@@ -592,27 +597,6 @@ fn build_key(
         path,
         meta: KeyMeta::default(),
     })
-}
-
-#[cfg(unix)]
-fn private_file_is_private(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map_err(|e| format!("cannot stat: {e}"))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "private key readable by group or others (mode {:o}); chmod 600 it",
-            mode & 0o777
-        ));
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn private_file_is_private(_path: &Path) -> Result<(), String> {
-    Ok(())
 }
 
 /// The sidecar of a key file: `NAME.pem` → `NAME.toml`.

@@ -477,6 +477,9 @@ impl Settings {
         if check_keys && !self.signing.uses_secret() {
             crate::keys::check_for_production(&self.signing)?;
         }
+        if let Some(path) = &self.signing.secret_file {
+            config::check_private_file("signing.secret_file", path)?;
+        }
         Ok(())
     }
 }

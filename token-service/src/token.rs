@@ -114,6 +114,12 @@ pub fn route(state: State) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// A username not (yet) known to be a user's, as the audit log shows it: the first 16 hex digits
+/// of its SHA-256, enough to correlate attempts, never the text (it may be a password).
+fn unverified(username: &str) -> String {
+    auth_core::keys::secret_fingerprint(username.as_bytes())[..16].to_owned()
+}
+
 fn no_store(mut res: Response) -> Response {
     let h = res.headers_mut();
     h.insert(
@@ -244,7 +250,7 @@ async fn issue_token(
         crate::throttle::client_ip(peer, xff.as_deref(), &state.trusted_proxies);
     let ip_text = ip.map(|i| i.to_string()).unwrap_or_default();
     if let Err(retry) = state.throttle.begin(&username, ip) {
-        audit!(event = "sign_in", outcome = "throttled", username = %username, client_ip = %ip_text);
+        audit!(event = "sign_in", outcome = "throttled", username_sha256 = %unverified(&username), client_ip = %ip_text);
         return Err(oauth(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_requests",
@@ -270,7 +276,13 @@ async fn issue_token(
                 Some(u) if u.disabled => "disabled",
                 Some(_) => "bad_password",
             };
-            audit!(event = "sign_in", outcome = "failure", reason, username = %username, client_ip = %ip_text);
+            // A name that matches no user may be a password typed in the wrong field: only its
+            // hash prefix is logged. A known user's name is logged escaped.
+            if reason == "unknown_user" {
+                audit!(event = "sign_in", outcome = "failure", reason, username_sha256 = %unverified(&username), client_ip = %ip_text);
+            } else {
+                audit!(event = "sign_in", outcome = "failure", reason, username = ?username, client_ip = %ip_text);
+            }
             return Err(invalid_grant());
         }
     };
@@ -292,7 +304,7 @@ async fn issue_token(
         allowed
     } else {
         if let Some(bad) = requested.iter().find(|s| !allowed.contains(s)) {
-            audit!(event = "sign_in", outcome = "invalid_scope", username = %username, client_ip = %ip_text);
+            audit!(event = "sign_in", outcome = "invalid_scope", username = ?username, client_ip = %ip_text);
             return Err(oauth(
                 StatusCode::BAD_REQUEST,
                 "invalid_scope",

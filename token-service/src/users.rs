@@ -6,8 +6,8 @@ use auth_core::service::storage::Database;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-/// A stored user. The hash never leaves this type's owner.
-#[derive(Debug, Clone)]
+/// A stored user. The hash never leaves this type's owner (its `Debug` leaves it out).
+#[derive(Clone)]
 pub struct User {
     /// Stable id (a UUID), the tokens' `sub`.
     pub id: String,
@@ -23,6 +23,17 @@ pub struct User {
     pub disabled: bool,
     /// RFC 3339.
     pub created_at: String,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("roles", &self.roles)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the API shows of a user.

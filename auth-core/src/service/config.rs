@@ -316,10 +316,35 @@ pub fn check_auth_for_production(auth: &AuthSettings) -> Result<(), ConfigError>
         check_not_dev_secret("auth.secret", secret.expose_secret().as_bytes())?;
     }
     if let Some(path) = &auth.secret_file {
+        check_private_file("auth.secret_file", Path::new(path))?;
         let bytes = std::fs::read(path).map_err(|e| {
             ConfigError::key("auth.secret_file", format!("cannot read {path}: {e}"))
         })?;
         check_not_dev_secret("auth.secret_file", bytes.trim_ascii())?;
+    }
+    Ok(())
+}
+
+/// Refuses a secret or private key file that group or others may read (production): it must be
+/// `chmod 600`.
+pub fn check_private_file(key: &str, path: &Path) -> Result<(), ConfigError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", path.display())))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::key(
+                key,
+                format!(
+                    "{} is readable by group or others (mode {:o}); chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -602,6 +627,15 @@ mod tests {
             let copy = jail.directory().join("s.txt");
             std::fs::copy(fixture("hs256-secret.txt"), &copy).unwrap();
             jail.set_env("DEMO_API__AUTH__SECRET_FILE", copy.display());
+            // Readable by others: refused for that first.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = load_err(jail);
+            assert!(
+                e.starts_with("config error: auth.secret_file:") && e.contains("chmod 600"),
+                "{e}"
+            );
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
             assert!(
                 load_err(jail)
                     .starts_with("config error: auth.secret_file: the dev-only fixtures secret")

@@ -14,8 +14,24 @@ async fn logs_hold_neither_passwords_nor_tokens() {
         .form(&[("username", "alice"), ("password", "a-wrong-password-xyz")])
         .await;
     assert_eq!(res.status(), 401);
+    // A password typed into the username field is not logged either.
+    let res = t
+        .form(&[
+            ("username", "my-secret-password-in-the-wrong-field"),
+            ("password", "x-wrong-password"),
+        ])
+        .await;
+    assert_eq!(res.status(), 401);
 
     let logs = capture.contents();
+    assert!(
+        !logs.contains("my-secret-password-in-the-wrong-field"),
+        "an unknown username was logged"
+    );
+    assert!(
+        logs.contains("username_sha256"),
+        "unknown names are logged as a hash prefix"
+    );
     assert!(logs.contains("sign_in"), "audit events are logged");
     assert!(logs.contains("audit"), "on the audit target");
     for secret in [
