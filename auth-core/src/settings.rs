@@ -106,6 +106,10 @@ pub struct JwksSettings {
     /// `auth.jwks.startup_backoff_max_seconds`: longest wait between failed fetches while no
     /// usable set is held, e.g. at startup (default 10).
     pub startup_backoff_max_seconds: u64,
+    /// Not configurable: set by the service's config layer in production, where a fetched key
+    /// that is one of the dev-only fixtures keys is skipped (reason `dev_key`), never trusted.
+    #[serde(skip)]
+    pub refuse_dev_keys: bool,
     /// `auth.jwks.background_refresh`: a background task loads the set at startup and refreshes
     /// it ahead of expiry (default `true`). Off, fetches happen only when a request needs one
     /// (nothing usable held, an unknown `kid`) or on [`crate::store::KeyStore::tick`]; tests
@@ -127,6 +131,7 @@ impl Default for JwksSettings {
             backoff_max_seconds: 300,
             startup_backoff_max_seconds: 10,
             background_refresh: true,
+            refuse_dev_keys: false,
         }
     }
 }

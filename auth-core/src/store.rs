@@ -636,10 +636,26 @@ impl KeyStore {
                 etag,
                 max_age,
             } => {
-                let (keys, skipped) = if matches!(self.target, Target::Pem(_)) {
+                let (keys, mut skipped) = if matches!(self.target, Target::Pem(_)) {
                     (KeySet::new([VerifyingKey::from_pem(&bytes)?]), Vec::new())
                 } else {
                     KeySet::parse_jwks(&bytes)?
+                };
+                let keys = if self.settings.refuse_dev_keys {
+                    let (dev, kept): (Vec<_>, Vec<_>) = keys
+                        .keys()
+                        .cloned()
+                        .partition(|k| crate::keys::dev::is_dev_key(&k.thumbprint));
+                    for k in &dev {
+                        skipped.push(crate::source::SkippedKey {
+                            kid: k.kid.clone(),
+                            reason: "dev_key",
+                            detail: "a dev-only fixtures key, refused in production".into(),
+                        });
+                    }
+                    KeySet::new(kept)
+                } else {
+                    keys
                 };
                 Ok(Fetched::Set {
                     keys,

@@ -178,9 +178,10 @@ impl Settings {
             "auth": local_auth,
             "cors": { "allowed_origins": local_cors_origins() },
         });
-        let settings: Settings = load(info, config_path, defaults, local)?;
+        let mut settings: Settings = load(info, config_path, defaults, local)?;
         if settings.environment == Environment::Production {
             check_auth_for_production(&settings.auth)?;
+            settings.auth.jwks.refuse_dev_keys = true;
         }
         Ok(settings)
     }

@@ -611,3 +611,24 @@ async fn background_task_loads_at_startup_and_retries() {
     assert!(auth.is_ready());
     jwks.assert_async().await;
 }
+
+/// In production (`refuse_dev_keys`, set by the config layer), a fetched dev-only fixtures key is
+/// skipped: a token it signed is refused while the issuer's real keys keep working.
+#[tokio::test]
+async fn production_never_trusts_a_fetched_fixtures_key() {
+    let real = TestKey::generate("ES256");
+    let mut issuer = MockIssuer::start().await;
+    issuer.serve_jwks(&[&keys::ec(), &real]).await;
+    let mut settings = store_settings(issuer.jwks_url());
+    settings.jwks.refuse_dev_keys = true;
+    let auth = auth(&settings);
+    assert!(auth.verify(&long_lived(&real).sign()).await.is_ok());
+    assert!(
+        auth.verify(&long_lived(&keys::ec()).sign()).await.is_err(),
+        "a fixtures key verified in production"
+    );
+    // Locally the same set verifies both.
+    let local =
+        auth_core::Auth::with_clock(&store_settings(issuer.jwks_url()), REALM, clock()).unwrap();
+    assert!(local.verify(&long_lived(&keys::ec()).sign()).await.is_ok());
+}
