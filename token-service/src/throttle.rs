@@ -47,36 +47,36 @@ impl Throttle {
     }
 
     /// Starts a sign-in attempt: refused (with the seconds to wait) when the username or the
-    /// client's address is locked; otherwise the attempt is counted as a failure at once, under
-    /// the same lock, so parallel attempts cannot all pass the check before any is counted.
-    /// [`Throttle::success`] takes the count back.
+    /// client's address is locked. The attempt counts against the username at once, under the
+    /// same lock, so parallel guesses at one account cannot all pass the check before any is
+    /// counted; [`Throttle::success`] takes it back. The address counts real failures only
+    /// ([`Throttle::failure`]), so many honest sign-ins at once from one address (a NAT, a
+    /// proxy) are never refused.
     pub fn begin(&self, username: &str, ip: Option<IpAddr>) -> Result<(), u64> {
         let now = self.clock.now();
-        let ip_key = ip.map(ip_key);
         // One order for the two locks everywhere: users, then addresses.
         let mut users = lock(&self.users);
-        let mut ips = lock(&self.ips);
+        let ips = lock(&self.ips);
         let user_locked = self.locked(&users, username, now);
-        let ip_locked = ip_key.as_deref().and_then(|k| self.locked(&ips, k, now));
+        let ip_locked = ip.map(ip_key).and_then(|k| self.locked(&ips, &k, now));
         if let Some(retry) = user_locked.max(ip_locked) {
             return Err(retry);
         }
         self.count(&mut users, username, now);
-        if let Some(k) = &ip_key {
-            self.count(&mut ips, k, now);
-        }
         Ok(())
     }
 
-    /// A sign-in succeeded: the user's failures are forgotten and the attempt is taken back from
-    /// the address's count.
-    pub fn success(&self, username: &str, ip: Option<IpAddr>) {
-        lock(&self.users).0.remove(username);
-        if let Some(k) = ip.map(ip_key)
-            && let Some(e) = lock(&self.ips).0.get_mut(&k)
-        {
-            e.failures = e.failures.saturating_sub(1);
+    /// A sign-in failed: it counts against the client's address too.
+    pub fn failure(&self, ip: Option<IpAddr>) {
+        if let Some(k) = ip.map(ip_key) {
+            let now = self.clock.now();
+            self.count(&mut lock(&self.ips), &k, now);
         }
+    }
+
+    /// A sign-in succeeded: the user's count is forgotten.
+    pub fn success(&self, username: &str) {
+        lock(&self.users).0.remove(username);
     }
 
     /// Entries held (usernames, addresses): bounded by `throttle.max_entries` each.
@@ -207,6 +207,7 @@ mod tests {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         for _ in 0..3 {
             assert!(t.begin("alice", Some(ip)).is_ok());
+            t.failure(Some(ip));
         }
         assert_eq!(t.begin("alice", None), Err(60));
         assert_eq!(t.begin("bob", Some(ip)), Err(60), "the IP is locked too");
@@ -223,10 +224,9 @@ mod tests {
         let t = throttle(clock.clone(), 10);
         for i in 0..1000 {
             clock.advance(1);
-            let _ = t.begin(
-                &format!("user{i}"),
-                Some(IpAddr::from([10, 0, (i / 256) as u8, i as u8])),
-            );
+            let ip = IpAddr::from([10, 0, (i / 256) as u8, i as u8]);
+            let _ = t.begin(&format!("user{i}"), Some(ip));
+            t.failure(Some(ip));
         }
         assert_eq!(t.len(), (10, 10));
     }
@@ -236,14 +236,19 @@ mod tests {
         let clock = Arc::new(ManualClock::new(1000));
         let t = throttle(clock, 100);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        // Three attempts in flight at once: the fourth is refused before any has finished.
+        // Three attempts at alice in flight at once: the fourth is refused before any has
+        // finished.
         for _ in 0..3 {
             assert!(t.begin("alice", Some(ip)).is_ok());
         }
         assert!(t.begin("alice", Some(ip)).is_err());
-        // A success forgets the user and gives the address one attempt back.
-        t.success("alice", Some(ip));
+        // A success forgets the user's count.
+        t.success("alice");
         assert!(t.begin("alice", Some(ip)).is_ok());
+        // Honest sign-ins of many users at once from one address are not refused.
+        for i in 0..20 {
+            assert!(t.begin(&format!("user{i}"), Some(ip)).is_ok());
+        }
     }
 
     #[test]
@@ -271,6 +276,7 @@ mod tests {
         for i in 1..=3u16 {
             let ip = IpAddr::from([0x2001, 0xdb8, 1, 2, 0, 0, 0, i]);
             assert!(t.begin(&format!("u{i}"), Some(ip)).is_ok());
+            t.failure(Some(ip));
         }
         let same_64 = IpAddr::from([0x2001, 0xdb8, 1, 2, 9, 9, 9, 9]);
         assert!(t.begin("u9", Some(same_64)).is_err());

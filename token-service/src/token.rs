@@ -270,7 +270,8 @@ async fn issue_token(
     let user = match user {
         Some(u) if verified && !u.disabled => u,
         other => {
-            // The attempt was counted as a failure when it began.
+            // The attempt already counts against the username (since it began).
+            state.throttle.failure(ip);
             let reason = match other {
                 None => "unknown_user",
                 Some(u) if u.disabled => "disabled",
@@ -361,7 +362,7 @@ async fn issue_token(
         tracing::error!(error = %e, kid = %key.kid, "signing failed");
         ApiError::internal()
     })?;
-    state.throttle.success(&username, ip);
+    state.throttle.success(&username);
     audit!(event = "sign_in", outcome = "success", username = %username, client_ip = %ip_text,
         sub = %user.id, client_id = %client_id, kid = %key.kid);
     let body = TokenResponse {

@@ -258,7 +258,7 @@ async fn change_password(
         audit!(event = "password_change", outcome = "failure", username = %user.username);
         return Err(ApiError::bad_request("old_password: incorrect"));
     }
-    state.throttle.success(&user.username, None);
+    state.throttle.success(&user.username);
     check_policy("new_password", &user.username, &body.new_password)
         .map_err(ApiError::bad_request)?;
     let hash = state

@@ -156,8 +156,17 @@ pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<
         format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token}\r\n\r\n")
             .into_bytes()
     };
-    let form = "grant_type=password&username=bob&password=bob-dev-password";
-    let sign_in_req = format!("POST /token HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{form}", form.len()).into_bytes();
+    // Sign-ins spread over the three users: token-service bounds one account's sign-ins in
+    // flight at once (`throttle.max_failures`), a defence against parallel password guessing.
+    let sign_in_reqs: Arc<Vec<Vec<u8>>> = Arc::new(
+        ["alice", "bob", "admin"]
+            .iter()
+            .map(|user| {
+                let form = format!("grant_type=password&username={user}&password={user}-dev-password");
+                format!("POST /token HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{form}", form.len()).into_bytes()
+            })
+            .collect(),
+    );
     let mix: Arc<Vec<(SocketAddr, Vec<u8>)>> = Arc::new(vec![
         (todo, get("/todos?limit=20", &alice)),
         (todo, post("/todos", &admin, json!({"title": "soak"}))),
@@ -182,12 +191,12 @@ pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<
     let recording = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..connections.max(1))
         .map(|w| {
-            let (stop, errors, recording, mix, sign_in_req) = (
+            let (stop, errors, recording, mix, sign_in_reqs) = (
                 stop.clone(),
                 errors.clone(),
                 recording.clone(),
                 mix.clone(),
-                sign_in_req.clone(),
+                sign_in_reqs.clone(),
             );
             std::thread::spawn(move || -> Vec<u32> {
                 let mut streams: Vec<Option<(TcpStream, Vec<u8>)>> = vec![None, None, None];
@@ -196,7 +205,7 @@ pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<
                 let mut i = w;
                 while !stop.load(Ordering::Relaxed) {
                     let (addr, req) = if i % sign_in_every == 0 {
-                        (token_addr, &sign_in_req)
+                        (token_addr, &sign_in_reqs[w % sign_in_reqs.len()])
                     } else {
                         let (a, r) = &mix[i % mix.len()];
                         (*a, r)
