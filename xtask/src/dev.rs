@@ -47,22 +47,7 @@ pub fn run(args: Dev) -> anyhow::Result<()> {
             .with_context(|| format!("wiping {}", data_dir.display()))?;
         println!("xtask: wiped {}", data_dir.display());
     }
-    let status = crate::cargo()
-        .current_dir(&root)
-        .args([
-            "build",
-            "-p",
-            "token-service",
-            "-p",
-            "todo-api",
-            "-p",
-            "tasks-api",
-        ])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building the services failed");
-    }
+    crate::build_services(&root)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {

@@ -96,3 +96,23 @@ fn cargo() -> std::process::Command {
     }
     cmd
 }
+
+/// `cargo build` of the three service binaries (debug) in `root`.
+fn build_services(root: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let status = cargo()
+        .current_dir(root)
+        .args([
+            "build",
+            "-p",
+            "token-service",
+            "-p",
+            "todo-api",
+            "-p",
+            "tasks-api",
+        ])
+        .status()
+        .context("running cargo build")?;
+    anyhow::ensure!(status.success(), "building the services failed");
+    Ok(())
+}

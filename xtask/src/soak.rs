@@ -56,22 +56,7 @@ pub struct Outcome {
 pub fn run(args: Soak) -> anyhow::Result<()> {
     let root = crate::root();
     if !args.no_build {
-        let status = crate::cargo()
-            .current_dir(&root)
-            .args([
-                "build",
-                "-p",
-                "token-service",
-                "-p",
-                "todo-api",
-                "-p",
-                "tasks-api",
-            ])
-            .status()
-            .context("running cargo build")?;
-        if !status.success() {
-            bail!("building the services failed");
-        }
+        crate::build_services(&root)?;
     }
     let outcome = soak(&root.join("target/debug"), args.seconds, args.connections)?;
     println!(
