@@ -6,6 +6,10 @@
 //! - `cache_hit/<alg>`: [`Auth::verify`] of a token already in the verified-token cache;
 //! - `cache_miss/<alg>`: [`Auth::verify`] with the cache on and every token new to it (more
 //!   distinct tokens than it holds, cycled): full verification plus the cache's own work.
+//! - `request/<alg>`: a `GET /whoami`-like request through [`auth_core::filters::with_auth`] and a
+//!   JSON reply of the claims in warp's test harness (no network), distinct tokens, cache on as in
+//!   `cache_miss`; `request/baseline`: the same harness with no auth (a small JSON reply). Their
+//!   difference minus `cache_miss` is what the filter chain and the reply add in-process.
 //!
 //! `cargo bench -p auth-core --bench verify`; `cargo xtask bench` runs the `signature` group
 //! too, to compare a service's cost per request with the limit measured on the same machine.
