@@ -6,6 +6,10 @@
 //! - `cache_hit/<alg>`: [`Auth::verify`] of a token already in the verified-token cache;
 //! - `cache_miss/<alg>`: [`Auth::verify`] with the cache on and every token new to it (more
 //!   distinct tokens than it holds, cycled): full verification plus the cache's own work.
+//! - `request/<alg>`: a `GET /whoami`-like request through [`auth_core::filters::with_auth`] and a
+//!   JSON reply of the claims in warp's test harness (no network), distinct tokens, cache on as in
+//!   `cache_miss`; `request/baseline`: the same harness with no auth (a small JSON reply). Their
+//!   difference minus `cache_miss` is what the filter chain and the reply add in-process.
 //!
 //! `cargo bench -p auth-core --bench verify`; `cargo xtask bench` runs the `signature` group
 //! too, to compare a service's cost per request with the limit measured on the same machine.
@@ -21,6 +25,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt as _;
 use testkit::{AUDIENCE, ISSUER, NOW, TestKey, keys, mint};
+use warp::Filter as _;
 
 struct Case {
     alg: Alg,
@@ -149,6 +154,50 @@ fn bench(c: &mut Criterion) {
         });
     }
     miss.finish();
+
+    // A request through the auth filter (warp's test harness, no network): distinct tokens with
+    // the cache on, as the server's "distinct" mode, next to the same request without auth.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let mut request = c.benchmark_group("request");
+    let plain =
+        warp::path("health").map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
+    request.bench_function("baseline", |b| {
+        b.iter(|| {
+            let res = rt.block_on(warp::test::request().path("/health").reply(&plain));
+            black_box(res);
+        })
+    });
+    for case in &cases {
+        let auth = verifier(&case.settings, MISS_CACHE);
+        let filter = warp::path("whoami")
+            .and(auth_core::filters::with_auth(&auth))
+            .map(|claims: auth_core::Claims| warp::reply::json(&claims));
+        let tokens: Vec<String> = (0..MISS_CACHE + MISS_CACHE / 5)
+            .map(|i| {
+                format!(
+                    "Bearer {}",
+                    mint(&case.key).claim("jti", format!("t{i}")).sign()
+                )
+            })
+            .collect();
+        let mut next = 0;
+        request.bench_function(case.alg.as_str(), |b| {
+            b.iter(|| {
+                next = (next + 1) % tokens.len();
+                let res = rt.block_on(
+                    warp::test::request()
+                        .path("/whoami")
+                        .header("authorization", &tokens[next])
+                        .reply(&filter),
+                );
+                assert_eq!(res.status(), 200);
+                black_box(res);
+            })
+        });
+    }
+    request.finish();
 }
 
 /// The cache bound of the `cache_miss` group (tokens minted: 20 % more).

@@ -2,6 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// The claims of a verified access token.
@@ -9,44 +12,40 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// Handlers receive this type, never the token string. Registered claims are typed; the ones the
 /// services of this workspace use (`roles`, `username`, `scope`, `access`) are typed too; anything
 /// else stays reachable through [`Claims::extra`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Claims {
     /// Issuer (`iss`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     /// Subject (`sub`): the stable id of the caller, always a string.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
     /// Audience (`aud`): a string or an array of strings in the token, always a list here.
-    #[serde(
-        default,
-        deserialize_with = "one_or_many",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub aud: Vec<String>,
     /// Expiry (`exp`), seconds since the Unix epoch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub exp: Option<u64>,
     /// Not before (`nbf`), seconds since the Unix epoch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
     /// Issued at (`iat`), seconds since the Unix epoch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
     /// Token id (`jti`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
     /// Roles granted to the caller (seed 001).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
     /// The caller's user name, for display.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// OAuth scopes, space separated (RFC 8693 §4.2).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     /// URL paths the token grants (seed 003), checked by [`crate::filters::with_access`].
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub access: Vec<String>,
     /// Every other claim, untouched.
     #[serde(flatten)]
@@ -89,6 +88,142 @@ impl Claims {
     /// The owner rule: the caller owns the resource, or holds one of `override_roles`.
     pub fn owns_or_has_role(&self, owner_sub: &str, override_roles: &[&str]) -> bool {
         self.owns(owner_sub) || self.has_any_role(override_roles)
+    }
+}
+
+/// Deserialised by hand rather than derived: a derived `#[serde(flatten)]` buffers every unknown
+/// claim into serde's intermediate `Content` and walks it again, on every verification. This reads
+/// each member once; the result and the errors are those of the derive (`default` on every field,
+/// a repeated registered claim is an error, any other claim lands in `extra`, last one wins).
+impl<'de> Deserialize<'de> for Claims {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ClaimsVisitor)
+    }
+}
+
+struct ClaimsVisitor;
+
+impl<'de> Visitor<'de> for ClaimsVisitor {
+    type Value = Claims;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("struct Claims")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claims, A::Error> {
+        fn set<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+            map: &mut A,
+            slot: &mut Option<T>,
+            name: &'static str,
+        ) -> Result<(), A::Error> {
+            if slot.is_some() {
+                return Err(de::Error::duplicate_field(name));
+            }
+            *slot = Some(map.next_value()?);
+            Ok(())
+        }
+        let mut iss: Option<Option<String>> = None;
+        let mut sub: Option<Option<String>> = None;
+        let mut aud: Option<Aud> = None;
+        let mut exp: Option<Option<u64>> = None;
+        let mut nbf: Option<Option<u64>> = None;
+        let mut iat: Option<Option<u64>> = None;
+        let mut jti: Option<Option<String>> = None;
+        let mut roles: Option<Vec<String>> = None;
+        let mut username: Option<Option<String>> = None;
+        let mut scope: Option<Option<String>> = None;
+        let mut access: Option<Vec<String>> = None;
+        let mut extra = BTreeMap::new();
+        while let Some(field) = map.next_key::<Field>()? {
+            match field {
+                Field::Iss => set(&mut map, &mut iss, "iss")?,
+                Field::Sub => set(&mut map, &mut sub, "sub")?,
+                Field::Aud => set(&mut map, &mut aud, "aud")?,
+                Field::Exp => set(&mut map, &mut exp, "exp")?,
+                Field::Nbf => set(&mut map, &mut nbf, "nbf")?,
+                Field::Iat => set(&mut map, &mut iat, "iat")?,
+                Field::Jti => set(&mut map, &mut jti, "jti")?,
+                Field::Roles => set(&mut map, &mut roles, "roles")?,
+                Field::Username => set(&mut map, &mut username, "username")?,
+                Field::Scope => set(&mut map, &mut scope, "scope")?,
+                Field::Access => set(&mut map, &mut access, "access")?,
+                Field::Other(name) => {
+                    extra.insert(name, map.next_value::<serde_json::Value>()?);
+                }
+            }
+        }
+        Ok(Claims {
+            iss: iss.flatten(),
+            sub: sub.flatten(),
+            aud: aud.map(|a| a.0).unwrap_or_default(),
+            exp: exp.flatten(),
+            nbf: nbf.flatten(),
+            iat: iat.flatten(),
+            jti: jti.flatten(),
+            roles: roles.unwrap_or_default(),
+            username: username.flatten(),
+            scope: scope.flatten(),
+            access: access.unwrap_or_default(),
+            extra,
+        })
+    }
+}
+
+/// A member name of the claims object.
+enum Field {
+    Iss,
+    Sub,
+    Aud,
+    Exp,
+    Nbf,
+    Iat,
+    Jti,
+    Roles,
+    Username,
+    Scope,
+    Access,
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_identifier(FieldVisitor)
+    }
+}
+
+struct FieldVisitor;
+
+impl Visitor<'_> for FieldVisitor {
+    type Value = Field;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a claim name")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Field, E> {
+        Ok(match name {
+            "iss" => Field::Iss,
+            "sub" => Field::Sub,
+            "aud" => Field::Aud,
+            "exp" => Field::Exp,
+            "nbf" => Field::Nbf,
+            "iat" => Field::Iat,
+            "jti" => Field::Jti,
+            "roles" => Field::Roles,
+            "username" => Field::Username,
+            "scope" => Field::Scope,
+            "access" => Field::Access,
+            other => Field::Other(other.to_owned()),
+        })
+    }
+}
+
+/// `aud`: a string or an array of strings.
+struct Aud(Vec<String>);
+
+impl<'de> Deserialize<'de> for Aud {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        one_or_many(d).map(Aud)
     }
 }
 
@@ -152,5 +287,25 @@ mod tests {
         let c = parse(serde_json::json!({"scope": "read:todos  write:todos"}));
         assert!(c.has_scope("write:todos"));
         assert!(!c.has_scope("write"));
+    }
+
+    #[test]
+    fn decoding_edge_cases() {
+        let de = |s: &str| serde_json::from_str::<Claims>(s);
+        assert!(
+            de(r#"{"sub":"a","sub":"b"}"#).is_err(),
+            "repeated registered claim"
+        );
+        assert_eq!(de(r#"{"x":1,"x":2}"#).unwrap().extra["x"], 2, "last wins");
+        assert!(de(r#"{"exp":"1"}"#).is_err());
+        assert!(de(r#"{"roles":null}"#).is_err());
+        assert!(de(r#"[]"#).is_err());
+        let c = de(r#"{"s\u0075b":"a","aud":null,"exp":null,"n":-1.5,"o":{"k":[1]}}"#).unwrap();
+        assert_eq!(c.sub.as_deref(), Some("a"));
+        assert!(c.aud.is_empty() && c.exp.is_none());
+        assert_eq!(c.extra["n"], -1.5);
+        assert_eq!(c.extra["o"], serde_json::json!({"k": [1]}));
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(serde_json::from_value::<Claims>(v).unwrap(), c);
     }
 }

@@ -18,6 +18,7 @@
 //! Every denial is counted in `auth_denials_total{reason}` and logged at debug with the `kid`
 //! and `sub` when known. A token string is never logged.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -294,11 +295,14 @@ pub struct Auth {
 
 /// The JOSE header members auth-core reads. `jwk`, `jku`, `x5u`, `x5c` are deliberately absent:
 /// they are never used.
+///
+/// Strings borrow from the decoded header when they hold no escape.
 #[derive(Deserialize)]
-struct JoseHeader {
-    alg: String,
-    #[serde(default)]
-    typ: Option<String>,
+struct JoseHeader<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(default, borrow)]
+    typ: Option<Cow<'a, str>>,
     #[serde(default)]
     kid: Option<String>,
     #[serde(default)]
@@ -506,9 +510,11 @@ impl Auth {
         else {
             return Err(AuthErrorKind::Malformed("malformed token"));
         };
-        let header: JoseHeader = serde_json::from_slice(&b64(h)?)
+        let header_json = b64(h)?;
+        let header: JoseHeader = serde_json::from_slice(&header_json)
             .map_err(|_| AuthErrorKind::Malformed("malformed token header"))?;
-        seen.kid.clone_from(&header.kid);
+        // Moved, not cloned: read back below for the cache entry.
+        seen.kid = header.kid;
         let alg: Alg = header.alg.parse().map_err(|_| AuthErrorKind::Algorithm)?;
         if !policy.algorithms.contains(&alg) {
             return Err(AuthErrorKind::Algorithm);
@@ -520,18 +526,20 @@ impl Auth {
             return Err(AuthErrorKind::Type);
         }
         let signature = b64(s)?;
-        let key = self.inner.source.key(header.kid.as_deref(), alg).await?;
+        let key = self.inner.source.key(seen.kid.as_deref(), alg).await?;
         let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
         verify_signature(&key, alg, signing_input, &signature)?;
         let claims: Claims = serde_json::from_slice(&b64(p)?)
             .map_err(|_| AuthErrorKind::Malformed("malformed token claims"))?;
-        seen.sub.clone_from(&claims.sub);
         let now = self.inner.clock.now();
-        check_claims(&claims, policy, now)?;
+        if let Err(kind) = check_claims(&claims, policy, now) {
+            seen.sub.clone_from(&claims.sub);
+            return Err(kind);
+        }
         if let (Some(cache), Some(hash), Some(exp)) = (&self.inner.cache, hash, claims.exp) {
             let cached = CachedToken {
                 claims: claims.clone(),
-                kid: header.kid,
+                kid: seen.kid.take(),
                 alg,
                 thumbprint: key.thumbprint.clone(),
             };
@@ -562,9 +570,11 @@ impl Auth {
                 return Ok(None);
             }
         }
-        seen.kid.clone_from(&hit.kid);
-        seen.sub.clone_from(&hit.claims.sub);
-        check_claims(&hit.claims, &self.inner.policy, now)?;
+        if let Err(kind) = check_claims(&hit.claims, &self.inner.policy, now) {
+            seen.kid.clone_from(&hit.kid);
+            seen.sub.clone_from(&hit.claims.sub);
+            return Err(kind);
+        }
         Ok(Some(hit.claims.clone()))
     }
 }
@@ -593,9 +603,12 @@ fn typ_accepted(typ: Option<&str>, require_at_jwt: bool) -> bool {
     let Some(typ) = typ else {
         return !require_at_jwt;
     };
-    let typ = typ.to_ascii_lowercase();
-    let typ = typ.strip_prefix("application/").unwrap_or(&typ);
-    typ == "at+jwt" || (!require_at_jwt && typ == "jwt")
+    const PREFIX: &str = "application/";
+    let typ = match typ.get(..PREFIX.len()) {
+        Some(prefix) if prefix.eq_ignore_ascii_case(PREFIX) => &typ[PREFIX.len()..],
+        _ => typ,
+    };
+    typ.eq_ignore_ascii_case("at+jwt") || (!require_at_jwt && typ.eq_ignore_ascii_case("jwt"))
 }
 
 /// The time, issuer and audience checks, on claims whose signature verified.
