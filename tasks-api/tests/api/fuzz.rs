@@ -16,11 +16,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
     F.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = testkit::fuzz::runtime();
         let t = rt.block_on(spawn_app());
         let alice = t.token("alice", &["user"]);
         let task = rt.block_on(t.create(&alice, json!({"title": "fuzzed"})));

@@ -13,11 +13,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
     F.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = testkit::fuzz::runtime();
         // Throttling would turn most cases into 429s: raise it so parsing is what gets fuzzed.
         let t = rt.block_on(spawn_with(|s| s.throttle.max_failures = 1_000_000));
         Fixture { rt, t }
