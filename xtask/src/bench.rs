@@ -563,9 +563,16 @@ struct Measured {
     cpu_us_per_request: f64,
 }
 
-/// Closed-loop load: `connections` keep-alive connections, one thread each, cycling through
-/// `requests` from `next` on (it carries over between rounds, so a distinct token is not
-/// reused while the server's cache may still hold it); warm-up, then a measured window with the server's CPU time read around it.
+/// Closed-loop load: `connections` keep-alive connections, cycling through `requests` from
+/// `next` on (it carries over between rounds, so a distinct token is not reused while the
+/// server's cache may still hold it); warm-up, then a measured window with the server's CPU time
+/// read around it.
+///
+/// One thread drives every connection and never blocks: its sockets are non-blocking and it
+/// polls them in turn, so a response written by the server never has to wake a sleeping reader.
+/// With one blocked thread per connection, every response cost the server a cross-core wake-up
+/// whose price depends on how idle the driver's core is, i.e. on the route's own speed: a slow
+/// route then looked slower still, per request, than its own work (see README, Performance).
 fn drive(
     addr: SocketAddr,
     requests: Requests,
@@ -575,46 +582,13 @@ fn drive(
 ) -> anyhow::Result<Measured> {
     let stop = Arc::new(AtomicBool::new(false));
     let recording = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..args.connections.max(1))
-        .map(|_| {
-            let (stop, recording, next, requests) = (
-                stop.clone(),
-                recording.clone(),
-                next.clone(),
-                requests.clone(),
-            );
-            std::thread::spawn(move || -> io::Result<(Vec<u32>, u64)> {
-                let mut stream = connect(addr)?;
-                let mut buf = Vec::with_capacity(4096);
-                let mut latencies = Vec::with_capacity(1 << 16);
-                let mut errors = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed) % requests.len();
-                    let start = Instant::now();
-                    let status = match stream
-                        .write_all(&requests[i])
-                        .and_then(|()| read_response(&mut stream, &mut buf))
-                    {
-                        Ok(status) => status,
-                        Err(_) => {
-                            // The server closed the connection: count it, open another.
-                            stream = connect(addr)?;
-                            buf.clear();
-                            0
-                        }
-                    };
-                    let micros = start.elapsed().as_micros().min(u32::MAX as u128) as u32;
-                    if recording.load(Ordering::Relaxed) {
-                        latencies.push(micros);
-                        if status != 200 {
-                            errors += 1;
-                        }
-                    }
-                }
-                Ok((latencies, errors))
-            })
+    let connections = args.connections.max(1);
+    let driver = {
+        let (stop, recording) = (stop.clone(), recording.clone());
+        std::thread::spawn(move || -> io::Result<(Vec<u32>, u64)> {
+            poll_loop(addr, connections, &requests, &next, &stop, &recording)
         })
-        .collect();
+    };
     std::thread::sleep(Duration::from_secs_f64(args.warmup));
     let cpu_before = cpu_ticks(pid)?;
     let started = Instant::now();
@@ -624,16 +598,10 @@ fn drive(
     let cpu_after = cpu_ticks(pid)?;
     let seconds = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for w in workers {
-        let (l, e) = w
-            .join()
-            .map_err(|_| anyhow::anyhow!("a load thread panicked"))?
-            .context("load connection")?;
-        latencies.extend(l);
-        errors += e;
-    }
+    let (mut latencies, errors) = driver
+        .join()
+        .map_err(|_| anyhow::anyhow!("the load thread panicked"))?
+        .context("load connection")?;
     latencies.sort_unstable();
     let pct = |p: f64| -> f64 {
         if latencies.is_empty() {
@@ -658,6 +626,92 @@ fn drive(
     })
 }
 
+/// One keep-alive connection of [`poll_loop`]: the request in flight and what has been read.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    sent_at: Instant,
+}
+
+/// The driver's loop: each connection has one request in flight; a connection whose response
+/// is complete gets the next request at once. Returns the latencies (µs) and non-200 responses
+/// of the recorded window.
+fn poll_loop(
+    addr: SocketAddr,
+    connections: usize,
+    requests: &[Vec<u8>],
+    next: &AtomicUsize,
+    stop: &AtomicBool,
+    recording: &AtomicBool,
+) -> io::Result<(Vec<u32>, u64)> {
+    let send = |conn: &mut Conn| -> io::Result<()> {
+        let i = next.fetch_add(1, Ordering::Relaxed) % requests.len();
+        conn.sent_at = Instant::now();
+        write_all_nonblocking(&mut conn.stream, &requests[i])
+    };
+    let open = || -> io::Result<Conn> {
+        let stream = connect(addr)?;
+        stream.set_nonblocking(true)?;
+        let mut conn = Conn {
+            stream,
+            buf: Vec::with_capacity(4096),
+            sent_at: Instant::now(),
+        };
+        send(&mut conn)?;
+        Ok(conn)
+    };
+    let mut conns = (0..connections).map(|_| open()).collect::<io::Result<Vec<_>>>()?;
+    let mut latencies = Vec::with_capacity(1 << 20);
+    let mut errors = 0;
+    let mut chunk = [0u8; 16 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        for conn in &mut conns {
+            let status = match conn.stream.read(&mut chunk) {
+                Ok(0) => None,
+                Ok(n) => {
+                    conn.buf.extend_from_slice(&chunk[..n]);
+                    match parse_response(&conn.buf) {
+                        Ok(Some((status, end))) => {
+                            conn.buf.drain(..end);
+                            Some(status)
+                        }
+                        Ok(None) => continue,
+                        Err(_) => None,
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(_) => None,
+            };
+            let micros = conn.sent_at.elapsed().as_micros().min(u32::MAX as u128) as u32;
+            if recording.load(Ordering::Relaxed) {
+                latencies.push(micros);
+                if status != Some(200) {
+                    errors += 1;
+                }
+            }
+            match status {
+                // The server closed the connection (or answered garbage): count it, reconnect.
+                None => *conn = open()?,
+                Some(_) => send(conn)?,
+            }
+        }
+    }
+    Ok((latencies, errors))
+}
+
+/// `write_all` on a non-blocking socket (a request fits the socket buffer; spin if it does not).
+fn write_all_nonblocking(stream: &mut TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match stream.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     let stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
@@ -669,21 +723,26 @@ pub(crate) fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
 /// carries bytes read past the response over to the next call.
 pub(crate) fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<u16> {
     let mut chunk = [0u8; 16 * 1024];
-    let mut fill = |buf: &mut Vec<u8>| -> io::Result<()> {
+    loop {
+        if let Some((status, end)) = parse_response(buf)? {
+            buf.drain(..end);
+            return Ok(status);
+        }
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         buf.extend_from_slice(&chunk[..n]);
-        Ok(())
+    }
+}
+
+/// The status and length of the complete HTTP/1.1 response at the start of `buf`
+/// (Content-Length or chunked body), or `None` while it is incomplete.
+fn parse_response(buf: &[u8]) -> io::Result<Option<(u16, usize)>> {
+    let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4) else {
+        return Ok(None);
     };
-    let head_end = loop {
-        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos + 4;
-        }
-        fill(buf)?;
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let head = String::from_utf8_lossy(&buf[..head_end]);
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed response");
     let status: u16 = head
         .split(' ')
@@ -702,22 +761,16 @@ pub(crate) fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Re
         }
     }
     let end = if let Some(length) = length {
-        while buf.len() < head_end + length {
-            fill(buf)?;
-        }
         head_end + length
     } else if chunked {
-        loop {
-            if let Some(pos) = buf[head_end..].windows(5).position(|w| w == b"0\r\n\r\n") {
-                break head_end + pos + 5;
-            }
-            fill(buf)?;
+        match buf[head_end..].windows(5).position(|w| w == b"0\r\n\r\n") {
+            Some(pos) => head_end + pos + 5,
+            None => return Ok(None),
         }
     } else {
         head_end
     };
-    buf.drain(..end);
-    Ok(status)
+    Ok((buf.len() >= end).then_some((status, end)))
 }
 
 /// utime + stime of a process (all its threads, live or exited), in clock ticks.
