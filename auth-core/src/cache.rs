@@ -1,8 +1,12 @@
 //! The verified-token cache: a token whose signature and claims verified is remembered, so the
 //! next request carrying the same token skips the signature step.
 //!
-//! - **Keyed by the SHA-256 of the whole token** (header, payload and signature): a token that
-//!   differs in any byte is another entry. The token itself is never stored.
+//! - **Keyed by a hash of the whole token** (header, payload and signature), and every hit
+//!   compares the whole token byte for byte: a token that differs in any byte is another entry,
+//!   whatever the hash. The hash is foldhash with a key drawn at random per cache, so a client
+//!   cannot aim tokens at one bucket; it needs no cryptographic strength because it decides
+//!   nothing on its own (Envoy's `jwt_authn` cache likewise keys by the token string). Entries
+//!   hold the token, as the request that carried it did; it is never logged.
 //! - **Bounded**: at most `auth.cache.max_entries` entries (default 10 000; `0` switches the
 //!   cache off). When full, the oldest entry is evicted first.
 //! - **An entry never outlives its token**: it is dropped once `exp` has passed, checked on every
@@ -24,27 +28,16 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use aws_lc_rs::digest;
-
 use crate::claims::Claims;
 use crate::keys::Alg;
 
 /// The default bound of `auth.cache.max_entries`.
 pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
 
-/// The SHA-256 of a whole token: a cache key.
+/// The keyed 64-bit hash of a whole token: where its entry sits in the map. Two tokens may share
+/// one; the entry's stored token tells them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TokenHash([u8; 32]);
-
-impl TokenHash {
-    /// The hash of `token`.
-    pub fn of(token: &str) -> Self {
-        let digest = digest::digest(&digest::SHA256, token.as_bytes());
-        let mut bytes = [0u8; 32];
-        bytes.copy_from_slice(digest.as_ref());
-        Self(bytes)
-    }
-}
+struct TokenHash(u64);
 
 /// What is remembered of a verified token: its claims, and what is needed to find the key that
 /// verified it again.
@@ -75,6 +68,7 @@ pub struct CacheStats {
 #[derive(Debug)]
 pub struct VerifiedCache {
     max_entries: usize,
+    hasher: foldhash::quality::RandomState,
     state: Mutex<State>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -90,6 +84,8 @@ struct State {
 
 #[derive(Debug)]
 struct Entry {
+    /// The whole token, compared on every hit.
+    raw: Box<str>,
     token: Arc<CachedToken>,
     exp: u64,
 }
@@ -99,6 +95,7 @@ impl VerifiedCache {
     pub fn new(max_entries: usize) -> Option<Self> {
         (max_entries > 0).then(|| Self {
             max_entries,
+            hasher: foldhash::quality::RandomState::default(),
             state: Mutex::new(State::default()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -110,15 +107,21 @@ impl VerifiedCache {
         self.max_entries
     }
 
-    /// The entry of `hash` if there is one and `now` is before its `exp`; an expired entry is
+    fn hash(&self, token: &str) -> TokenHash {
+        TokenHash(self.hasher.hash_one(token.as_bytes()))
+    }
+
+    /// The entry of `token` if there is one and `now` is before its `exp`; an expired entry is
     /// dropped. Counts a hit or a miss.
-    pub fn get(&self, hash: &TokenHash, now: u64) -> Option<Arc<CachedToken>> {
+    pub fn get(&self, token: &str, now: u64) -> Option<Arc<CachedToken>> {
+        let hash = self.hash(token);
         let found = {
             let mut state = self.lock();
-            match state.map.get(hash) {
+            match state.map.get(&hash) {
+                Some(entry) if *entry.raw != *token => None,
                 Some(entry) if now < entry.exp => Some(Arc::clone(&entry.token)),
                 Some(_) => {
-                    state.map.remove(hash);
+                    state.map.remove(&hash);
                     None
                 }
                 None => None,
@@ -136,15 +139,19 @@ impl VerifiedCache {
 
     /// Remembers a verified token until `exp` (not at all when `now` is already past it),
     /// evicting the oldest entries beyond the bound.
-    pub fn insert(&self, hash: TokenHash, token: CachedToken, exp: u64, now: u64) {
+    ///
+    /// Another token of the same hash, if cached, gives way to this one.
+    pub fn insert(&self, token: &str, verified: CachedToken, exp: u64, now: u64) {
         if now >= exp {
             return;
         }
-        let mut state = self.lock();
+        let hash = self.hash(token);
         let entry = Entry {
-            token: Arc::new(token),
+            raw: token.into(),
+            token: Arc::new(verified),
             exp,
         };
+        let mut state = self.lock();
         if state.map.insert(hash, entry).is_some() {
             return;
         }
@@ -163,9 +170,13 @@ impl VerifiedCache {
         }
     }
 
-    /// Drops the entry of `hash` (e.g. its key has left the key set).
-    pub fn remove(&self, hash: &TokenHash) {
-        self.lock().map.remove(hash);
+    /// Drops the entry of `token` (e.g. its key has left the key set).
+    pub fn remove(&self, token: &str) {
+        let hash = self.hash(token);
+        let mut state = self.lock();
+        if state.map.get(&hash).is_some_and(|e| *e.raw == *token) {
+            state.map.remove(&hash);
+        }
     }
 
     /// Keeps only the entries verified by one of these keys (RFC 7638 thumbprints): for a key
@@ -197,8 +208,8 @@ impl VerifiedCache {
     }
 }
 
-/// The map's hasher: the key already is a SHA-256, uniformly distributed and not chosen by a
-/// client, so its first 8 bytes are the hash (no second hashing per lookup).
+/// The map's hasher: the key already is a keyed hash of the token, so it is used as it is (no
+/// second hashing per lookup).
 #[derive(Debug, Clone, Copy, Default)]
 struct PrehashedState;
 
@@ -217,8 +228,12 @@ impl Hasher for Prehashed {
         self.0
     }
 
+    fn write_u64(&mut self, word: u64) {
+        self.0 = word;
+    }
+
     fn write(&mut self, bytes: &[u8]) {
-        // `[u8; 32]` hashes as its length then its bytes: fold them into one word.
+        // Only `TokenHash`'s u64 is ever hashed (`write_u64`); fold anything else anyway.
         for chunk in bytes.chunks(8) {
             let mut word = [0u8; 8];
             word[..chunk.len()].copy_from_slice(chunk);
@@ -259,27 +274,39 @@ mod tests {
     }
 
     #[test]
-    fn hash_is_sha256_of_the_whole_token() {
-        assert_eq!(TokenHash::of("a.b.c"), TokenHash::of("a.b.c"));
-        assert_ne!(TokenHash::of("a.b.c"), TokenHash::of("a.b.d"));
-        // SHA-256("abc")
-        assert_eq!(
-            TokenHash::of("abc").0[..4],
-            [0xba, 0x78, 0x16, 0xbf],
-            "known-answer prefix"
+    fn a_hit_needs_the_whole_token_to_match() {
+        let c = cache(10);
+        c.insert("a.b.c", cached("k", "alice"), 1_000, 1);
+        assert!(c.get("a.b.c", 2).is_some());
+        assert!(c.get("a.b.d", 2).is_none());
+        assert!(c.get("a.b.c.", 2).is_none());
+        // Two tokens forced into one slot: each is found only as itself, the later one wins.
+        let hash = c.hash("a.b.c");
+        let mut state = c.lock();
+        let entry = state.map.remove(&hash).unwrap();
+        state.map.insert(
+            hash,
+            Entry {
+                raw: "x.y.z".into(),
+                ..entry
+            },
         );
+        drop(state);
+        assert!(c.get("a.b.c", 2).is_none(), "same slot, other token: a miss");
+        c.remove("a.b.c");
+        assert_eq!(c.stats().entries, 1, "remove leaves another token's entry");
     }
 
     #[test]
     fn hit_until_exp_then_gone() {
         let c = cache(10);
-        let h = TokenHash::of("t");
-        assert!(c.get(&h, 100).is_none());
+        let h = "t";
+        assert!(c.get(h, 100).is_none());
         c.insert(h, cached("k", "alice"), 200, 100);
-        assert_eq!(c.get(&h, 199).unwrap().claims.subject(), "alice");
-        assert!(c.get(&h, 200).is_none(), "exp reached: gone");
+        assert_eq!(c.get(h, 199).unwrap().claims.subject(), "alice");
+        assert!(c.get(h, 200).is_none(), "exp reached: gone");
         assert!(
-            c.get(&h, 150).is_none(),
+            c.get(h, 150).is_none(),
             "an expired entry is dropped, not kept"
         );
         assert_eq!(
@@ -295,7 +322,7 @@ mod tests {
     #[test]
     fn already_expired_is_not_inserted() {
         let c = cache(10);
-        let h = TokenHash::of("t");
+        let h = "t";
         c.insert(h, cached("k", "alice"), 100, 100);
         assert_eq!(c.stats().entries, 0);
     }
@@ -304,21 +331,21 @@ mod tests {
     fn bound_holds_under_a_flood_and_oldest_go_first() {
         let c = cache(100);
         for i in 0..10_000 {
-            c.insert(TokenHash::of(&format!("t{i}")), cached("k", "x"), 1_000, 1);
+            c.insert(&format!("t{i}"), cached("k", "x"), 1_000, 1);
             assert!(c.stats().entries <= 100);
         }
         assert_eq!(c.stats().entries, 100);
         assert!(c.lock().order.len() <= 200);
-        assert!(c.get(&TokenHash::of("t0"), 2).is_none());
-        assert!(c.get(&TokenHash::of("t9999"), 2).is_some());
+        assert!(c.get("t0", 2).is_none());
+        assert!(c.get("t9999", 2).is_some());
     }
 
     #[test]
     fn order_stays_bounded_when_entries_leave_early() {
         let c = cache(10);
         for i in 0..1_000 {
-            let h = TokenHash::of(&format!("t{i}"));
-            c.insert(h, cached("k", "x"), 1_000, 1);
+            let h = format!("t{i}");
+            c.insert(&h, cached("k", "x"), 1_000, 1);
             c.remove(&h);
         }
         assert_eq!(c.stats().entries, 0);
@@ -328,13 +355,13 @@ mod tests {
     #[test]
     fn retain_keys_drops_entries_of_removed_keys() {
         let c = cache(10);
-        let (a, b) = (TokenHash::of("a"), TokenHash::of("b"));
+        let (a, b) = ("a", "b");
         c.insert(a, cached("key-a", "alice"), 1_000, 1);
         c.insert(b, cached("key-b", "bob"), 1_000, 1);
         c.retain_keys(&["key-b"]);
-        assert!(c.get(&a, 2).is_none());
-        assert!(c.get(&b, 2).is_some());
+        assert!(c.get(a, 2).is_none());
+        assert!(c.get(b, 2).is_some());
         c.clear();
-        assert!(c.get(&b, 2).is_none());
+        assert!(c.get(b, 2).is_none());
     }
 }

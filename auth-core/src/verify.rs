@@ -29,7 +29,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use warp::reply::Response;
 
-use crate::cache::{CacheStats, CachedToken, TokenHash, VerifiedCache};
+use crate::cache::{CacheStats, CachedToken, VerifiedCache};
 use crate::claims::Claims;
 use crate::clock::{Clock, SystemClock};
 use crate::keys::{Alg, Material, VerifyingKey};
@@ -500,8 +500,7 @@ impl Auth {
         if !policy.enabled {
             return decode_unverified(token, seen);
         }
-        let hash = self.inner.cache.as_ref().map(|_| TokenHash::of(token));
-        if let Some(claims) = self.cached(hash.as_ref(), seen).await? {
+        if let Some(claims) = self.cached(token, seen).await? {
             return Ok(claims);
         }
         let mut parts = token.split('.');
@@ -536,14 +535,14 @@ impl Auth {
             seen.sub.clone_from(&claims.sub);
             return Err(kind);
         }
-        if let (Some(cache), Some(hash), Some(exp)) = (&self.inner.cache, hash, claims.exp) {
+        if let (Some(cache), Some(exp)) = (&self.inner.cache, claims.exp) {
             let cached = CachedToken {
                 claims: claims.clone(),
                 kid: seen.kid.take(),
                 alg,
                 thumbprint: key.thumbprint.clone(),
             };
-            cache.insert(hash, cached, exp, now);
+            cache.insert(token, cached, exp, now);
         }
         Ok(claims)
     }
@@ -553,20 +552,20 @@ impl Auth {
     /// `None` sends the token through full verification (an entry whose key left is dropped).
     async fn cached(
         &self,
-        hash: Option<&TokenHash>,
+        token: &str,
         seen: &mut Seen,
     ) -> Result<Option<Claims>, AuthErrorKind> {
-        let (Some(cache), Some(hash)) = (&self.inner.cache, hash) else {
+        let Some(cache) = &self.inner.cache else {
             return Ok(None);
         };
         let now = self.inner.clock.now();
-        let Some(hit) = cache.get(hash, now) else {
+        let Some(hit) = cache.get(token, now) else {
             return Ok(None);
         };
         match self.inner.source.key(hit.kid.as_deref(), hit.alg).await {
             Ok(key) if key.thumbprint == hit.thumbprint => {}
             _ => {
-                cache.remove(hash);
+                cache.remove(token);
                 return Ok(None);
             }
         }
