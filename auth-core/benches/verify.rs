@@ -173,7 +173,7 @@ fn bench(c: &mut Criterion) {
         let auth = verifier(&case.settings, MISS_CACHE);
         let filter = warp::path("whoami")
             .and(auth_core::filters::with_auth(&auth))
-            .map(|claims: auth_core::Claims| warp::reply::json(&claims));
+            .map(|claims: std::sync::Arc<auth_core::Claims>| warp::reply::json(&*claims));
         let tokens: Vec<String> = (0..MISS_CACHE + MISS_CACHE / 5)
             .map(|i| {
                 format!(

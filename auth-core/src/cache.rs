@@ -43,8 +43,8 @@ struct TokenHash(u64);
 /// verified it again.
 #[derive(Debug, Clone)]
 pub struct CachedToken {
-    /// The verified claims.
-    pub claims: Claims,
+    /// The verified claims, shared with every request that presents the token.
+    pub claims: Arc<Claims>,
     /// The token's `kid`, as the key source was asked with it.
     pub kid: Option<String>,
     /// The token's `alg`.
@@ -248,10 +248,10 @@ mod tests {
 
     fn cached(thumbprint: &str, sub: &str) -> CachedToken {
         CachedToken {
-            claims: Claims {
+            claims: Arc::new(Claims {
                 sub: Some(sub.into()),
                 ..serde_json::from_str("{}").unwrap()
-            },
+            }),
             kid: None,
             alg: Alg::ES256,
             thumbprint: thumbprint.into(),
@@ -292,7 +292,10 @@ mod tests {
             },
         );
         drop(state);
-        assert!(c.get("a.b.c", 2).is_none(), "same slot, other token: a miss");
+        assert!(
+            c.get("a.b.c", 2).is_none(),
+            "same slot, other token: a miss"
+        );
         c.remove("a.b.c");
         assert_eq!(c.stats().entries, 1, "remove leaves another token's entry");
     }

@@ -1,4 +1,5 @@
-//! warp filters that authenticate a request and hand its [`Claims`] to the handler.
+//! warp filters that authenticate a request and hand its [`Claims`] (as `Arc<Claims>`) to the
+//! handler.
 //!
 //! Put them after the path and method filters of a route, or a 401 wins over a 404/405.
 //! Every filter:
@@ -75,7 +76,7 @@ impl Rule {
 /// Requires a valid bearer token; extracts its claims.
 pub fn with_auth(
     auth: &Auth,
-) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone + use<> {
+) -> impl Filter<Extract = (Arc<Claims>,), Error = Rejection> + Clone + use<> {
     guarded(auth, Rule::Authenticated)
 }
 
@@ -83,7 +84,7 @@ pub fn with_auth(
 pub fn with_role(
     auth: &Auth,
     role: &str,
-) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone + use<> {
+) -> impl Filter<Extract = (Arc<Claims>,), Error = Rejection> + Clone + use<> {
     guarded(auth, Rule::AnyRole(vec![role.to_owned()]))
 }
 
@@ -91,7 +92,7 @@ pub fn with_role(
 pub fn with_any_role(
     auth: &Auth,
     roles: &[&str],
-) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone + use<> {
+) -> impl Filter<Extract = (Arc<Claims>,), Error = Rejection> + Clone + use<> {
     guarded(auth, Rule::AnyRole(owned(roles)))
 }
 
@@ -99,7 +100,7 @@ pub fn with_any_role(
 pub fn with_all_roles(
     auth: &Auth,
     roles: &[&str],
-) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone + use<> {
+) -> impl Filter<Extract = (Arc<Claims>,), Error = Rejection> + Clone + use<> {
     guarded(auth, Rule::AllRoles(owned(roles)))
 }
 
@@ -107,7 +108,7 @@ pub fn with_all_roles(
 pub fn with_scope(
     auth: &Auth,
     scope: &str,
-) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone + use<> {
+) -> impl Filter<Extract = (Arc<Claims>,), Error = Rejection> + Clone + use<> {
     guarded(auth, Rule::AnyScope(vec![scope.to_owned()]))
 }
 
@@ -115,7 +116,7 @@ pub fn with_scope(
 pub fn with_any_scope(
     auth: &Auth,
     scopes: &[&str],
-) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone + use<> {
+) -> impl Filter<Extract = (Arc<Claims>,), Error = Rejection> + Clone + use<> {
     guarded(auth, Rule::AnyScope(owned(scopes)))
 }
 
@@ -123,14 +124,14 @@ pub fn with_any_scope(
 pub fn with_all_scopes(
     auth: &Auth,
     scopes: &[&str],
-) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone + use<> {
+) -> impl Filter<Extract = (Arc<Claims>,), Error = Rejection> + Clone + use<> {
     guarded(auth, Rule::AllScopes(owned(scopes)))
 }
 
 /// Requires a valid token whose `access` claim grants the request path (see the module docs).
 pub fn with_access(
     auth: &Auth,
-) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone + use<> {
+) -> impl Filter<Extract = (Arc<Claims>,), Error = Rejection> + Clone + use<> {
     guarded(auth, Rule::Access)
 }
 
@@ -138,7 +139,7 @@ pub fn with_access(
 /// 401, never an anonymous request.
 pub fn optional_auth(
     auth: &Auth,
-) -> impl Filter<Extract = (Option<Claims>,), Error = Rejection> + Clone + use<> {
+) -> impl Filter<Extract = (Option<Arc<Claims>>,), Error = Rejection> + Clone + use<> {
     let auth = auth.clone();
     let rule = Arc::new(Rule::Authenticated);
     authorization()
@@ -176,7 +177,7 @@ fn authorization()
 fn guarded(
     auth: &Auth,
     rule: Rule,
-) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone + use<> {
+) -> impl Filter<Extract = (Arc<Claims>,), Error = Rejection> + Clone + use<> {
     let auth = auth.clone();
     let rule = Arc::new(rule);
     authorization()
@@ -206,7 +207,7 @@ async fn authorize(
     header: &HeaderValue,
     path: &str,
     slot: Option<CallerSlot>,
-) -> Result<Claims, Rejection> {
+) -> Result<Arc<Claims>, Rejection> {
     let token =
         bearer_token(header).map_err(|kind| warp::reject::custom(auth.deny(kind, None, None)))?;
     let claims = auth.verify(token).await.map_err(warp::reject::custom)?;

@@ -9,7 +9,8 @@
 //!
 //! Build one [`Auth`] from the `[auth]` settings at startup (cheap to clone, shared by every
 //! request), put a filter of [`filters`] *after* the path and method filters, and end the routes
-//! with [`handle_rejection`]. Handlers receive [`Claims`], never a token string.
+//! with [`handle_rejection`]. Handlers receive the verified [`Claims`] as `Arc<Claims>` (a cache
+//! hit hands out the same claims without copying them), never a token string.
 //!
 //! ```
 //! use auth_core::filters::{with_auth, with_role};
@@ -31,11 +32,11 @@
 //! let whoami = warp::path!("whoami")
 //!     .and(warp::get())
 //!     .and(with_auth(&auth))
-//!     .map(|claims: Claims| warp::reply::json(&claims));
+//!     .map(|claims: std::sync::Arc<Claims>| warp::reply::json(&*claims));
 //! let admin = warp::path!("admin")
 //!     .and(warp::get())
 //!     .and(with_role(&auth, "admin"))
-//!     .map(|claims: Claims| format!("hello {}", claims.subject()));
+//!     .map(|claims: std::sync::Arc<Claims>| format!("hello {}", claims.subject()));
 //! let routes = whoami.or(admin).recover(handle_rejection);
 //!
 //! let res = warp::test::request().path("/whoami").reply(&routes).await;

@@ -464,7 +464,7 @@ impl Auth {
     }
 
     /// Verifies a compact JWS and returns its claims, or the denial (already counted and logged).
-    pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+    pub async fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
         let mut seen = Seen::default();
         match self.check(token, &mut seen).await {
             Ok(claims) => Ok(claims),
@@ -492,13 +492,13 @@ impl Auth {
         }
     }
 
-    async fn check(&self, token: &str, seen: &mut Seen) -> Result<Claims, AuthErrorKind> {
+    async fn check(&self, token: &str, seen: &mut Seen) -> Result<Arc<Claims>, AuthErrorKind> {
         let policy = &self.inner.policy;
         if token.len() > policy.max_token_bytes {
             return Err(AuthErrorKind::TooLarge);
         }
         if !policy.enabled {
-            return decode_unverified(token, seen);
+            return decode_unverified(token, seen).map(Arc::new);
         }
         if let Some(claims) = self.cached(token, seen).await? {
             return Ok(claims);
@@ -535,9 +535,10 @@ impl Auth {
             seen.sub.clone_from(&claims.sub);
             return Err(kind);
         }
+        let claims = Arc::new(claims);
         if let (Some(cache), Some(exp)) = (&self.inner.cache, claims.exp) {
             let cached = CachedToken {
-                claims: claims.clone(),
+                claims: Arc::clone(&claims),
                 kid: seen.kid.take(),
                 alg,
                 thumbprint: key.thumbprint.clone(),
@@ -554,7 +555,7 @@ impl Auth {
         &self,
         token: &str,
         seen: &mut Seen,
-    ) -> Result<Option<Claims>, AuthErrorKind> {
+    ) -> Result<Option<Arc<Claims>>, AuthErrorKind> {
         let Some(cache) = &self.inner.cache else {
             return Ok(None);
         };
@@ -574,7 +575,7 @@ impl Auth {
             seen.sub.clone_from(&hit.claims.sub);
             return Err(kind);
         }
-        Ok(Some(hit.claims.clone()))
+        Ok(Some(Arc::clone(&hit.claims)))
     }
 }
 

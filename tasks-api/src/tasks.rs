@@ -4,6 +4,7 @@
 //! [`Claims::owns_or_has_role`], so a missing check in one place cannot leak a row.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use auth_core::Claims;
 use auth_core::error::ApiError;
@@ -411,7 +412,7 @@ pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
         ("owner" = Option<String>, Query, description = "admin only: a user's `sub`, or `*` for everyone")),
     responses((status = 200, body = TaskPage), (status = 400), (status = 401), (status = 403)))]
 async fn list_tasks(
-    claims: Claims,
+    claims: Arc<Claims>,
     params: HashMap<String, String>,
     store: Store,
 ) -> Result<Response, Rejection> {
@@ -449,7 +450,7 @@ async fn list_tasks(
 #[utoipa::path(post, path = "/tasks", tag = "tasks", security(("bearer_auth" = [])), request_body = TaskInput,
     responses((status = 201, body = Task), (status = 400), (status = 401), (status = 413)))]
 async fn create_task(
-    claims: Claims,
+    claims: Arc<Claims>,
     input: TaskInput,
     store: Store,
 ) -> Result<Response, Rejection> {
@@ -475,7 +476,7 @@ async fn create_task(
 #[utoipa::path(get, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])),
     params(("id" = i64, Path, description = "the task's id")),
     responses((status = 200, body = Task), (status = 401), (status = 404)))]
-async fn get_task(id: String, claims: Claims, store: Store) -> Result<Response, Rejection> {
+async fn get_task(id: String, claims: Arc<Claims>, store: Store) -> Result<Response, Rejection> {
     let task = find(&store, &claims, &id).await?;
     Ok(warp::reply::json(&task).into_response())
 }
@@ -486,7 +487,7 @@ async fn get_task(id: String, claims: Claims, store: Store) -> Result<Response, 
     responses((status = 200, body = Task), (status = 400), (status = 401), (status = 404)))]
 async fn replace_task(
     id: String,
-    claims: Claims,
+    claims: Arc<Claims>,
     input: TaskInput,
     store: Store,
 ) -> Result<Response, Rejection> {
@@ -506,7 +507,7 @@ async fn replace_task(
     responses((status = 200, body = Task), (status = 400), (status = 401), (status = 404)))]
 async fn update_task(
     id: String,
-    claims: Claims,
+    claims: Arc<Claims>,
     patch: TaskPatch,
     store: Store,
 ) -> Result<Response, Rejection> {
@@ -524,7 +525,7 @@ async fn update_task(
 #[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])),
     params(("id" = i64, Path, description = "the task's id")),
     responses((status = 204), (status = 401), (status = 404)))]
-async fn delete_task(id: String, claims: Claims, store: Store) -> Result<Response, Rejection> {
+async fn delete_task(id: String, claims: Arc<Claims>, store: Store) -> Result<Response, Rejection> {
     let task = find(&store, &claims, &id).await?;
     if !store.delete(&task).await.map_err(db_rejection)? {
         return Err(not_found());

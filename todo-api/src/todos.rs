@@ -1,6 +1,7 @@
 //! Todos: the model, its storage and its routes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use auth_core::Claims;
 use auth_core::error::ApiError;
@@ -245,7 +246,7 @@ pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
         ("done" = Option<bool>, Query, description = "only done (`true`) or open (`false`) todos")),
     responses((status = 200, body = TodoPage), (status = 400), (status = 401), (status = 503)))]
 async fn list_todos(
-    _claims: Claims,
+    _claims: Arc<Claims>,
     params: HashMap<String, String>,
     store: Store,
 ) -> Result<Response, Rejection> {
@@ -259,7 +260,11 @@ async fn list_todos(
 /// Creates a todo (role `editor` or `admin`).
 #[utoipa::path(post, path = "/todos", tag = "todos", security(("bearer_auth" = [])), request_body = NewTodo,
     responses((status = 201, body = Todo), (status = 400), (status = 401), (status = 403), (status = 413)))]
-async fn create_todo(claims: Claims, new: NewTodo, store: Store) -> Result<Response, Rejection> {
+async fn create_todo(
+    claims: Arc<Claims>,
+    new: NewTodo,
+    store: Store,
+) -> Result<Response, Rejection> {
     let title = valid_title(&new.title)?;
     let todo = store
         .insert(&title, new.done.unwrap_or(false), claims.subject())
@@ -272,7 +277,7 @@ async fn create_todo(claims: Claims, new: NewTodo, store: Store) -> Result<Respo
 #[utoipa::path(get, path = "/todos/{id}", tag = "todos", security(("bearer_auth" = [])),
     params(("id" = i64, Path, description = "the todo's id")),
     responses((status = 200, body = Todo), (status = 401), (status = 404)))]
-async fn get_todo(id: i64, _claims: Claims, store: Store) -> Result<Response, Rejection> {
+async fn get_todo(id: i64, _claims: Arc<Claims>, store: Store) -> Result<Response, Rejection> {
     let todo = store
         .get(id)
         .await
@@ -287,7 +292,7 @@ async fn get_todo(id: i64, _claims: Claims, store: Store) -> Result<Response, Re
     responses((status = 200, body = Todo), (status = 400), (status = 401), (status = 403), (status = 404), (status = 413)))]
 async fn update_todo(
     id: i64,
-    _claims: Claims,
+    _claims: Arc<Claims>,
     patch: TodoPatch,
     store: Store,
 ) -> Result<Response, Rejection> {
@@ -304,7 +309,7 @@ async fn update_todo(
 #[utoipa::path(delete, path = "/todos/{id}", tag = "todos", security(("bearer_auth" = [])),
     params(("id" = i64, Path, description = "the todo's id")),
     responses((status = 204), (status = 401), (status = 403), (status = 404)))]
-async fn delete_todo(id: i64, _claims: Claims, store: Store) -> Result<Response, Rejection> {
+async fn delete_todo(id: i64, _claims: Arc<Claims>, store: Store) -> Result<Response, Rejection> {
     if !store.delete(id).await.map_err(db_rejection)? {
         return Err(not_found());
     }

@@ -5,6 +5,8 @@
 //!
 //! A token already issued stays valid until its `exp` after a password change or a disable.
 
+use std::sync::Arc;
+
 use auth_core::filters::{with_auth, with_role};
 use auth_core::{ApiError, Auth, Claims};
 use http::StatusCode;
@@ -125,7 +127,11 @@ fn check_username(username: &str) -> Result<(), ApiError> {
         (status = 403, description = "Not an admin"),
         (status = 409, description = "The username exists"),
     ))]
-async fn create_user(admin: Claims, body: CreateUser, state: State) -> Result<Response, ApiError> {
+async fn create_user(
+    admin: Arc<Claims>,
+    body: CreateUser,
+    state: State,
+) -> Result<Response, ApiError> {
     check_username(&body.username)?;
     check_policy("password", &body.username, &body.password).map_err(ApiError::bad_request)?;
     let roles = body.roles.unwrap_or_else(|| vec!["user".into()]);
@@ -178,7 +184,7 @@ async fn create_user(admin: Claims, body: CreateUser, state: State) -> Result<Re
         (status = 401, description = "No valid token"),
         (status = 403, description = "Not an admin"),
     ))]
-async fn list_users(_admin: Claims, state: State) -> Result<Response, ApiError> {
+async fn list_users(_admin: Arc<Claims>, state: State) -> Result<Response, ApiError> {
     let users = state.users.list().await.map_err(internal)?;
     let views: Vec<UserView> = users.iter().map(UserView::from).collect();
     Ok(warp::reply::json(&views).into_response())
@@ -193,7 +199,7 @@ async fn list_users(_admin: Claims, state: State) -> Result<Response, ApiError> 
         (status = 403, description = "Not an admin"),
         (status = 404, description = "No such user"),
     ))]
-async fn disable_user(id: String, admin: Claims, state: State) -> Result<Response, ApiError> {
+async fn disable_user(id: String, admin: Arc<Claims>, state: State) -> Result<Response, ApiError> {
     if !state.users.disable(&id).await.map_err(internal)? {
         return Err(ApiError::not_found("no such user"));
     }
@@ -208,7 +214,7 @@ async fn disable_user(id: String, admin: Claims, state: State) -> Result<Respons
         (status = 401, description = "No valid token"),
         (status = 404, description = "The user no longer exists"),
     ))]
-async fn get_me(claims: Claims, state: State) -> Result<Response, ApiError> {
+async fn get_me(claims: Arc<Claims>, state: State) -> Result<Response, ApiError> {
     let user = state
         .users
         .by_id(claims.subject())
@@ -228,7 +234,7 @@ async fn get_me(claims: Claims, state: State) -> Result<Response, ApiError> {
         (status = 401, description = "No valid token"),
     ))]
 async fn change_password(
-    claims: Claims,
+    claims: Arc<Claims>,
     body: ChangePassword,
     state: State,
 ) -> Result<Response, ApiError> {

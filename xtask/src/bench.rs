@@ -660,7 +660,9 @@ fn poll_loop(
         send(&mut conn)?;
         Ok(conn)
     };
-    let mut conns = (0..connections).map(|_| open()).collect::<io::Result<Vec<_>>>()?;
+    let mut conns = (0..connections)
+        .map(|_| open())
+        .collect::<io::Result<Vec<_>>>()?;
     let mut latencies = Vec::with_capacity(1 << 20);
     let mut errors = 0;
     let mut chunk = [0u8; 16 * 1024];

@@ -150,19 +150,19 @@ impl utoipa::Modify for BearerSecurity {
 
 /// `GET /whoami`'s body: the verified claims the handlers see.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct WhoAmI {
+pub struct WhoAmI<'a> {
     /// Subject.
-    pub sub: Option<String>,
+    pub sub: Option<&'a str>,
     /// User name.
-    pub username: Option<String>,
+    pub username: Option<&'a str>,
     /// Roles.
-    pub roles: Vec<String>,
+    pub roles: &'a [String],
     /// Scopes, space separated.
-    pub scope: Option<String>,
+    pub scope: Option<&'a str>,
     /// Audiences.
-    pub aud: Vec<String>,
+    pub aud: &'a [String],
     /// Issuer.
-    pub iss: Option<String>,
+    pub iss: Option<&'a str>,
     /// Expiry, seconds since the epoch.
     pub exp: Option<u64>,
 }
@@ -173,26 +173,39 @@ pub fn whoami(auth: &crate::verify::Auth) -> BoxedFilter<(Response,)> {
     warp::path!("whoami")
         .and(warp::get())
         .and(crate::filters::with_auth(auth))
-        .map(whoami_reply)
+        .map(|claims: std::sync::Arc<crate::Claims>| whoami_reply(&claims))
         .boxed()
 }
 
-/// The verified claims of the caller.
+/// The verified claims of the caller, serialised straight from the shared claims into one
+/// buffer sized for them.
 #[utoipa::path(get, path = "/whoami", tag = "auth", security(("bearer_auth" = [])), responses(
     (status = 200, body = WhoAmI),
     (status = 401, description = "missing or invalid token"),
     (status = 503, description = "verification keys unavailable")))]
-fn whoami_reply(claims: crate::Claims) -> Response {
-    warp::reply::json(&WhoAmI {
-        sub: claims.sub,
-        username: claims.username,
-        roles: claims.roles,
-        scope: claims.scope,
-        aud: claims.aud,
-        iss: claims.iss,
+fn whoami_reply(claims: &crate::Claims) -> Response {
+    let body = WhoAmI {
+        sub: claims.sub.as_deref(),
+        username: claims.username.as_deref(),
+        roles: &claims.roles,
+        scope: claims.scope.as_deref(),
+        aud: &claims.aud,
+        iss: claims.iss.as_deref(),
         exp: claims.exp,
-    })
-    .into_response()
+    };
+    let mut bytes = Vec::with_capacity(256);
+    match serde_json::to_writer(&mut bytes, &body) {
+        Ok(()) => {
+            let mut response = Response::new(bytes.into());
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        // Not reached (strings and numbers always serialise); warp's reply logs and answers 500.
+        Err(_) => warp::reply::json(&body).into_response(),
+    }
 }
 
 /// The OpenAPI description of `/whoami`.

@@ -1,5 +1,7 @@
 //! The warp filters, through `warp::test`, answered by the shared rejection handler.
 
+use std::sync::Arc;
+
 use auth_core::caller::CallerSlot;
 use auth_core::filters::{
     optional_auth, with_access, with_all_roles, with_any_role, with_any_scope, with_auth,
@@ -23,11 +25,11 @@ fn bearer(token: &str) -> String {
 
 async fn status<F>(filter: &F, auth_header: Option<&str>, path: &str) -> StatusCode
 where
-    F: Filter<Extract = (Claims,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
+    F: Filter<Extract = (Arc<Claims>,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
 {
     let route = filter
         .clone()
-        .map(|c: Claims| c.subject().to_owned())
+        .map(|c: Arc<Claims>| c.subject().to_owned())
         .recover(handle_rejection);
     let mut req = warp::test::request().path(path);
     if let Some(h) = auth_header {
@@ -77,7 +79,7 @@ async fn with_auth_requires_a_valid_bearer_token() {
         )
         .reply(
             &f.clone()
-                .map(|c: Claims| c.subject().to_owned())
+                .map(|c: Arc<Claims>| c.subject().to_owned())
                 .recover(handle_rejection),
         )
         .await;
@@ -91,7 +93,7 @@ async fn with_auth_requires_a_valid_bearer_token() {
 #[tokio::test]
 async fn handler_receives_the_claims_and_the_access_log_the_sub() {
     let auth = ec_auth();
-    let route = with_auth(&auth).map(|c: Claims| warp::reply::json(&c));
+    let route = with_auth(&auth).map(|c: Arc<Claims>| warp::reply::json(&*c));
     let slot = CallerSlot::default();
     let res = warp::test::request()
         .header("authorization", bearer(&mint(&keys::ec()).sign()))
@@ -119,7 +121,11 @@ async fn roles_and_scopes() {
             .claim("scope", "read:todos write:todos")
             .sign(),
     );
-    type Case<'a> = (warp::filters::BoxedFilter<(Claims,)>, &'a str, StatusCode);
+    type Case<'a> = (
+        warp::filters::BoxedFilter<(Arc<Claims>,)>,
+        &'a str,
+        StatusCode,
+    );
     let cases: Vec<Case> = vec![
         (
             with_role(&auth, "admin").boxed(),
@@ -182,7 +188,7 @@ async fn roles_and_scopes() {
 async fn optional_auth_is_none_without_a_header_and_401_with_a_bad_one() {
     let auth = ec_auth();
     let route = optional_auth(&auth)
-        .map(|c: Option<Claims>| c.map_or("anonymous".to_owned(), |c| c.subject().to_owned()))
+        .map(|c: Option<Arc<Claims>>| c.map_or("anonymous".to_owned(), |c| c.subject().to_owned()))
         .recover(handle_rejection);
     let res = warp::test::request().reply(&route).await;
     assert_eq!(

@@ -60,7 +60,7 @@ fn every_denial_is_counted_by_reason() {
         runtime.block_on(async {
             let auth = auth(&pem_settings("ec-public.pem"));
             let admin = with_role(&auth, "admin")
-                .map(|c: Claims| c.subject().to_owned())
+                .map(|c: Arc<Claims>| c.subject().to_owned())
                 .recover(handle_rejection);
             let send = |h: Option<String>| {
                 let mut r = warp::test::request();

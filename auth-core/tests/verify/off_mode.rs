@@ -1,6 +1,8 @@
 //! Verification-off mode (`auth.enabled = false`): a token is still required and decoded, but
 //! neither signature nor time is checked.
 
+use std::sync::Arc;
+
 use auth_core::filters::with_role;
 use auth_core::{AuthErrorKind, AuthSettings, Claims, handle_rejection};
 use serde_json::json;
@@ -47,7 +49,7 @@ async fn a_token_is_still_required_and_must_decode() {
         );
     }
     let route = with_role(&auth, "admin")
-        .map(|c: Claims| c.subject().to_owned())
+        .map(|c: Arc<Claims>| c.subject().to_owned())
         .recover(handle_rejection);
     assert_eq!(warp::test::request().reply(&route).await.status(), 401);
     let user = token("none").with_signature(b"");

@@ -1,5 +1,7 @@
 //! What a caller sees: RFC 6750 status, `WWW-Authenticate`, `Retry-After` and the JSON body.
 
+use std::sync::Arc;
+
 use auth_core::filters::{with_auth, with_role};
 use auth_core::{AuthSettings, Claims, handle_rejection};
 use serde_json::{Value, json};
@@ -10,10 +12,10 @@ use crate::helpers::*;
 
 async fn reply<F>(filter: F, header: Option<String>) -> (u16, Option<String>, Option<String>, Value)
 where
-    F: Filter<Extract = (Claims,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
+    F: Filter<Extract = (Arc<Claims>,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
 {
     let route = filter
-        .map(|c: Claims| c.subject().to_owned())
+        .map(|c: Arc<Claims>| c.subject().to_owned())
         .recover(handle_rejection);
     let mut req = warp::test::request().path("/todos");
     if let Some(h) = header {

@@ -67,7 +67,7 @@ async fn tokens_verify_with_auth_core_against_the_published_jwks() {
         "todo-api",
     )
     .unwrap();
-    let claims: Claims = auth.verify(&token).await.expect("verifies");
+    let claims: std::sync::Arc<Claims> = auth.verify(&token).await.expect("verifies");
     assert_eq!(claims.username.as_deref(), Some("alice"));
     assert_eq!(claims.extra["client_id"], "my-cli");
 }
