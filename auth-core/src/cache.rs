@@ -9,6 +9,12 @@
 //!   hold the token, as the request that carried it did; it is never logged.
 //! - **Bounded**: at most `auth.cache.max_entries` entries (default 10 000; `0` switches the
 //!   cache off). When full, the oldest entry is evicted first.
+//! - **Admitted on second sight** (a TinyLFU-style doorkeeper, as in Caffeine): a token is
+//!   cached the second time it verifies, while a fixed table of one hash per slot (as many slots
+//!   as entries, rounded up to a power of two) still remembers its first time. A token used once
+//!   costs the cache one word written and evicts nothing, so a flood of single-use tokens (a
+//!   load test, a scan, many one-shot clients) neither slows verification with cache upkeep nor
+//!   pushes out the tokens that are in use. A token in real use pays one more full verification.
 //! - **An entry never outlives its token**: it is dropped once `exp` has passed, checked on every
 //!   hit against auth-core's [`Clock`](crate::clock::Clock); [`crate::Auth`] also re-runs the
 //!   time, issuer and audience checks on the cached claims.
@@ -80,6 +86,9 @@ struct State {
     /// Insertion order, for eviction. May name entries already gone (expired, removed); it is
     /// compacted when it grows past twice the bound.
     order: VecDeque<TokenHash>,
+    /// The doorkeeper: per slot, the hash (low bit set, so 0 is empty) of the last token seen
+    /// verified once and not yet admitted.
+    seen: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -96,7 +105,10 @@ impl VerifiedCache {
         (max_entries > 0).then(|| Self {
             max_entries,
             hasher: foldhash::quality::RandomState::default(),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                seen: vec![0; max_entries.next_power_of_two()],
+                ..State::default()
+            }),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })
@@ -137,6 +149,23 @@ impl VerifiedCache {
         found
     }
 
+    /// Whether a token that just verified in full should be cached: `true` the second time in a
+    /// row its slot of the doorkeeper sees it, else it is remembered there (replacing whatever
+    /// other token held the slot) and `false`.
+    pub fn admit(&self, token: &str) -> bool {
+        let hash = self.hash(token).0;
+        let tag = hash | 1;
+        let mut state = self.lock();
+        let slot = (hash >> 32) as usize & (state.seen.len() - 1);
+        if state.seen[slot] == tag {
+            state.seen[slot] = 0;
+            true
+        } else {
+            state.seen[slot] = tag;
+            false
+        }
+    }
+
     /// Remembers a verified token until `exp` (not at all when `now` is already past it),
     /// evicting the oldest entries beyond the bound.
     ///
@@ -165,7 +194,7 @@ impl VerifiedCache {
             }
         }
         if state.order.len() > self.max_entries.saturating_mul(2) {
-            let State { map, order } = &mut *state;
+            let State { map, order, .. } = &mut *state;
             order.retain(|h| map.contains_key(h));
         }
     }
@@ -192,6 +221,7 @@ impl VerifiedCache {
         let mut state = self.lock();
         state.map.clear();
         state.order.clear();
+        state.seen.fill(0);
     }
 
     /// Hits, misses and the number of entries.
@@ -298,6 +328,23 @@ mod tests {
         );
         c.remove("a.b.c");
         assert_eq!(c.stats().entries, 1, "remove leaves another token's entry");
+    }
+
+    #[test]
+    fn admitted_on_second_sight() {
+        let c = cache(4);
+        assert!(!c.admit("a.b.c"), "first time: remembered, not admitted");
+        assert!(c.admit("a.b.c"), "second time: admitted");
+        assert!(!c.admit("a.b.c"), "the slot was freed on admission");
+        // A flood of other tokens forgets a first sighting (4 slots).
+        assert!(!c.admit("x"));
+        for i in 0..64 {
+            c.admit(&format!("t{i}"));
+        }
+        // (every one of the 64 missing x's slot: (3/4)^64, about 1e-8)
+        assert!(!c.admit("x"), "64 other tokens over 4 slots displaced it");
+        c.clear();
+        assert!(!c.admit("a.b.c"), "clear forgets sightings too");
     }
 
     #[test]

@@ -510,8 +510,8 @@ impl Auth {
             return Err(AuthErrorKind::Malformed("malformed token"));
         };
         let header_json = b64(h)?;
-        let header: JoseHeader = serde_json::from_slice(&header_json)
-            .map_err(|_| AuthErrorKind::Malformed("malformed token header"))?;
+        let header: JoseHeader =
+            json(&header_json).ok_or(AuthErrorKind::Malformed("malformed token header"))?;
         // Moved, not cloned: read back below for the cache entry.
         seen.kid = header.kid;
         let alg: Alg = header.alg.parse().map_err(|_| AuthErrorKind::Algorithm)?;
@@ -528,15 +528,17 @@ impl Auth {
         let key = self.inner.source.key(seen.kid.as_deref(), alg).await?;
         let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
         verify_signature(&key, alg, signing_input, &signature)?;
-        let claims: Claims = serde_json::from_slice(&b64(p)?)
-            .map_err(|_| AuthErrorKind::Malformed("malformed token claims"))?;
+        let claims: Claims =
+            json(&b64(p)?).ok_or(AuthErrorKind::Malformed("malformed token claims"))?;
         let now = self.inner.clock.now();
         if let Err(kind) = check_claims(&claims, policy, now) {
             seen.sub.clone_from(&claims.sub);
             return Err(kind);
         }
         let claims = Arc::new(claims);
-        if let (Some(cache), Some(exp)) = (&self.inner.cache, claims.exp) {
+        if let (Some(cache), Some(exp)) = (&self.inner.cache, claims.exp)
+            && cache.admit(token)
+        {
             let cached = CachedToken {
                 claims: Arc::clone(&claims),
                 kid: seen.kid.take(),
@@ -586,10 +588,17 @@ fn decode_unverified(token: &str, seen: &mut Seen) -> Result<Claims, AuthErrorKi
     let (Some(_), Some(p), None) = (parts.next(), parts.next(), parts.nth(1)) else {
         return Err(AuthErrorKind::Malformed("malformed token"));
     };
-    let claims: Claims = serde_json::from_slice(&b64(p)?)
-        .map_err(|_| AuthErrorKind::Malformed("malformed token claims"))?;
+    let claims: Claims =
+        json(&b64(p)?).ok_or(AuthErrorKind::Malformed("malformed token claims"))?;
     seen.sub.clone_from(&claims.sub);
     Ok(claims)
+}
+
+/// A decoded JSON part: UTF-8 checked once over the whole of it (vectorised), then parsed from
+/// `&str`, so serde_json does not check every string again. Invalid UTF-8 anywhere is refused,
+/// as serde_json refuses it in a string (outside strings JSON is ASCII).
+fn json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
+    serde_json::from_str(std::str::from_utf8(bytes).ok()?).ok()
 }
 
 fn b64(part: &str) -> Result<Vec<u8>, AuthErrorKind> {

@@ -47,7 +47,7 @@ pub fn run(args: Dev) -> anyhow::Result<()> {
             .with_context(|| format!("wiping {}", data_dir.display()))?;
         println!("xtask: wiped {}", data_dir.display());
     }
-    crate::build_services(&root)?;
+    crate::build_services(&root, false)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {

@@ -98,19 +98,22 @@ fn cargo() -> std::process::Command {
 }
 
 /// `cargo build` of the three service binaries (debug) in `root`.
-fn build_services(root: &std::path::Path) -> anyhow::Result<()> {
+fn build_services(root: &std::path::Path, release: bool) -> anyhow::Result<()> {
     use anyhow::Context;
-    let status = cargo()
-        .current_dir(root)
-        .args([
-            "build",
-            "-p",
-            "token-service",
-            "-p",
-            "todo-api",
-            "-p",
-            "tasks-api",
-        ])
+    let mut build = cargo();
+    build.current_dir(root).args([
+        "build",
+        "-p",
+        "token-service",
+        "-p",
+        "todo-api",
+        "-p",
+        "tasks-api",
+    ]);
+    if release {
+        build.arg("--release");
+    }
+    let status = build
         .status()
         .context("running cargo build")?;
     anyhow::ensure!(status.success(), "building the services failed");

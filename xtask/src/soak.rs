@@ -25,9 +25,12 @@ pub struct Soak {
     /// Concurrent keep-alive connections driving load.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
-    /// Use the binaries in target/debug as they are (no build first).
+    /// Use the binaries in target/debug (target/release) as they are (no build first).
     #[arg(long)]
     pub no_build: bool,
+    /// Build and run release binaries (the memory figures of the README are from these).
+    #[arg(long)]
+    pub release: bool,
 }
 
 /// One running service.
@@ -49,33 +52,51 @@ pub struct Outcome {
     pub requests: u64,
     pub errors: u64,
     pub p99_ms: f64,
-    /// (service, RSS after warm-up KiB, RSS at the end KiB).
-    pub rss: Vec<(&'static str, u64, u64)>,
+    /// Each service's memory.
+    pub rss: Vec<Rss>,
+}
+
+/// One service's resident memory over a soak, in KiB.
+pub struct Rss {
+    pub service: &'static str,
+    /// `VmRSS` once ready, before any load.
+    pub idle: u64,
+    /// `VmRSS` after the warm-up.
+    pub after_warmup: u64,
+    /// `VmRSS` at the end of the load.
+    pub end: u64,
+    /// `VmHWM` at the end: the most it ever held.
+    pub peak: u64,
 }
 
 pub fn run(args: Soak) -> anyhow::Result<()> {
     let root = crate::root();
     if !args.no_build {
-        crate::build_services(&root)?;
+        crate::build_services(&root, args.release)?;
     }
-    let outcome = soak(&root.join("target/debug"), args.seconds, args.connections)?;
+    let profile = if args.release { "release" } else { "debug" };
+    let outcome = soak(&root.join("target").join(profile), args.seconds, args.connections)?;
     println!(
-        "\nxtask soak: {} s, {} requests, {} errors, p99 {:.1} ms",
+        "\nxtask soak: {} s ({profile} binaries), {} requests, {} errors, p99 {:.1} ms",
         args.seconds, outcome.requests, outcome.errors, outcome.p99_ms
     );
+    let mib = |kib: u64| kib as f64 / 1024.0;
     let mut growth_ok = true;
-    for (name, start, end) in &outcome.rss {
-        let growth = (*end as f64 - *start as f64) / (*start).max(1) as f64 * 100.0;
+    for r in &outcome.rss {
+        let growth = (r.end as f64 - r.after_warmup as f64) / r.after_warmup.max(1) as f64 * 100.0;
         println!(
-            "  {name:<13} RSS {:.1} MiB after warm-up, {:.1} MiB at the end ({growth:+.1} %)",
-            *start as f64 / 1024.0,
-            *end as f64 / 1024.0
+            "  {:<13} RSS {:.1} MiB idle, {:.1} MiB after warm-up, {:.1} MiB at the end ({growth:+.1} %), peak {:.1} MiB",
+            r.service,
+            mib(r.idle),
+            mib(r.after_warmup),
+            mib(r.end),
+            mib(r.peak)
         );
         growth_ok &= growth <= 20.0;
     }
     let report = json!({
-        "seconds": args.seconds, "requests": outcome.requests, "errors": outcome.errors, "p99_ms": outcome.p99_ms,
-        "rss_kib": outcome.rss.iter().map(|(n, s, e)| json!({"service": n, "after_warmup": s, "end": e})).collect::<Vec<_>>(),
+        "seconds": args.seconds, "profile": profile, "requests": outcome.requests, "errors": outcome.errors, "p99_ms": outcome.p99_ms,
+        "rss_kib": outcome.rss.iter().map(|r| json!({"service": r.service, "idle": r.idle, "after_warmup": r.after_warmup, "end": r.end, "peak": r.peak})).collect::<Vec<_>>(),
     });
     let dir = root.join("target/soak");
     std::fs::create_dir_all(&dir)?;
@@ -127,6 +148,10 @@ pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<
     for p in &procs {
         wait_ready(p)?;
     }
+    let rss_idle: Vec<u64> = procs
+        .iter()
+        .map(|p| proc_status(p.child.id(), "VmRSS:"))
+        .collect::<anyhow::Result<_>>()?;
     let (token_addr, todo, tasks) = (procs[0].addr, procs[1].addr, procs[2].addr);
     let admin = sign_in(token_addr, "admin", "admin-dev-password")?;
     let alice = sign_in(token_addr, "alice", "alice-dev-password")?;
@@ -241,6 +266,10 @@ pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<
         .iter()
         .map(|p| proc_status(p.child.id(), "VmRSS:"))
         .collect::<anyhow::Result<_>>()?;
+    let rss_peak: Vec<u64> = procs
+        .iter()
+        .map(|p| proc_status(p.child.id(), "VmHWM:"))
+        .collect::<anyhow::Result<_>>()?;
     stop.store(true, Ordering::SeqCst);
     let mut latencies: Vec<u32> = Vec::new();
     for w in workers {
@@ -260,8 +289,14 @@ pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<
         p99_ms: f64::from(p99) / 1000.0,
         rss: procs
             .iter()
-            .zip(rss_start.iter().zip(&rss_end))
-            .map(|(p, (s, e))| (p.name, *s, *e))
+            .enumerate()
+            .map(|(i, p)| Rss {
+                service: p.name,
+                idle: rss_idle[i],
+                after_warmup: rss_start[i],
+                end: rss_end[i],
+                peak: rss_peak[i],
+            })
             .collect(),
     })
 }

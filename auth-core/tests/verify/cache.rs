@@ -20,16 +20,22 @@ async fn a_hit_skips_signature_work() {
     let auth = auth(&pem_settings("ec-public.pem"));
     let token = mint(&keys::ec()).sign();
     let first = auth.verify(&token).await.unwrap();
-    // Every miss, and only a miss, goes on to the signature check.
+    // Every miss, and only a miss, goes on to the signature check. A token is admitted the
+    // second time it verifies (the doorkeeper), so the second request misses too.
     assert_eq!(auth.cache_stats().unwrap().misses, 1);
+    assert_eq!(auth.cache_stats().unwrap().entries, 0, "seen once: not yet");
+    let cached = auth.verify(&token).await.unwrap();
+    assert_eq!(cached, first);
+    assert_eq!(auth.cache_stats().unwrap().entries, 1, "seen twice: cached");
     for _ in 0..3 {
-        assert_eq!(auth.verify(&token).await.unwrap(), first);
+        let hit = auth.verify(&token).await.unwrap();
+        assert!(std::sync::Arc::ptr_eq(&hit, &cached), "a hit shares the claims");
     }
     assert_eq!(
         auth.cache_stats().unwrap(),
         CacheStats {
             hits: 3,
-            misses: 1,
+            misses: 2,
             entries: 1
         }
     );
@@ -53,8 +59,9 @@ async fn an_expired_cached_token_is_rejected() {
     let clock = clock();
     let auth = auth_with(&secret_settings(), &clock);
     let token = mint(&keys::hs_secret()).valid_from(NOW, 60).sign();
-    assert!(auth.verify(&token).await.is_ok());
-    assert!(auth.verify(&token).await.is_ok());
+    for _ in 0..3 {
+        assert!(auth.verify(&token).await.is_ok());
+    }
     assert_eq!(auth.cache_stats().unwrap().hits, 1);
     // Past exp plus the leeway (30 s): the cached entry must not answer.
     clock.advance(60 + 30);
@@ -86,8 +93,9 @@ async fn a_token_whose_key_was_removed_is_rejected_on_the_next_request() {
     let both = issuer.serve_jwks(&[&ec, &ed]).await;
     let auth = auth_with(&store_settings(issuer.jwks_url()), &clock);
     let token = long_lived(&ec).sign();
-    assert!(auth.verify(&token).await.is_ok());
-    assert!(auth.verify(&token).await.is_ok());
+    for _ in 0..3 {
+        assert!(auth.verify(&token).await.is_ok());
+    }
     assert_eq!(auth.cache_stats().unwrap().hits, 1);
 
     // The issuer withdraws the EC key; the store's next scheduled refresh drops it.
@@ -111,6 +119,7 @@ async fn a_cached_token_of_a_rekeyed_kid_is_verified_again() {
     let token = long_lived(&old).sign();
     assert!(auth.verify(&token).await.is_ok());
     assert!(auth.verify(&token).await.is_ok());
+    assert_eq!(auth.cache_stats().unwrap().entries, 1);
 
     // Same kid, new material: the entry's key thumbprint no longer matches, so no hit.
     first.remove_async().await;
@@ -126,10 +135,13 @@ async fn retain_keys_drops_entries_of_keys_that_left() {
     let auth = auth(&pem_settings("ec-public.pem"));
     let token = mint(&keys::ec()).sign();
     assert!(auth.verify(&token).await.is_ok());
+    assert!(auth.verify(&token).await.is_ok());
     let cache = auth.cache().unwrap();
+    assert_eq!(cache.stats().entries, 1);
     cache.retain_keys(&[keys::ed().kid.as_deref().unwrap()]);
     assert_eq!(cache.stats().entries, 0);
     cache.retain_keys(&[]);
+    assert!(auth.verify(&token).await.is_ok());
     assert!(auth.verify(&token).await.is_ok());
     cache.retain_keys(&[keys::ec().kid.as_deref().unwrap()]);
     assert_eq!(cache.stats().entries, 1);
@@ -142,11 +154,31 @@ async fn the_bound_holds_under_a_flood_of_distinct_tokens() {
         let token = mint(&keys::hs_secret())
             .claim("jti", format!("t{i}"))
             .sign();
+        // Twice each, so that every one is admitted.
+        assert!(auth.verify(&token).await.is_ok());
         assert!(auth.verify(&token).await.is_ok());
         assert!(auth.cache_stats().unwrap().entries <= 64);
     }
     let stats = auth.cache_stats().unwrap();
-    assert_eq!((stats.entries, stats.hits, stats.misses), (64, 0, 1_000));
+    assert_eq!((stats.entries, stats.hits, stats.misses), (64, 0, 2_000));
+}
+
+#[tokio::test]
+async fn a_flood_of_single_use_tokens_leaves_the_cached_ones_in_place() {
+    let auth = auth(&with_entries(secret_settings(), 64));
+    let in_use = mint(&keys::hs_secret()).claim("jti", "in-use").sign();
+    assert!(auth.verify(&in_use).await.is_ok());
+    assert!(auth.verify(&in_use).await.is_ok());
+    for i in 0..1_000 {
+        let once = mint(&keys::hs_secret())
+            .claim("jti", format!("once-{i}"))
+            .sign();
+        assert!(auth.verify(&once).await.is_ok());
+    }
+    assert_eq!(auth.cache_stats().unwrap().entries, 1, "none of them admitted");
+    let hits = auth.cache_stats().unwrap().hits;
+    assert!(auth.verify(&in_use).await.is_ok());
+    assert_eq!(auth.cache_stats().unwrap().hits, hits + 1, "still cached");
 }
 
 #[tokio::test]
