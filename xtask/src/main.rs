@@ -113,9 +113,7 @@ fn build_services(root: &std::path::Path, release: bool) -> anyhow::Result<()> {
     if release {
         build.arg("--release");
     }
-    let status = build
-        .status()
-        .context("running cargo build")?;
+    let status = build.status().context("running cargo build")?;
     anyhow::ensure!(status.success(), "building the services failed");
     Ok(())
 }

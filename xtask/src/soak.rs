@@ -75,7 +75,11 @@ pub fn run(args: Soak) -> anyhow::Result<()> {
         crate::build_services(&root, args.release)?;
     }
     let profile = if args.release { "release" } else { "debug" };
-    let outcome = soak(&root.join("target").join(profile), args.seconds, args.connections)?;
+    let outcome = soak(
+        &root.join("target").join(profile),
+        args.seconds,
+        args.connections,
+    )?;
     println!(
         "\nxtask soak: {} s ({profile} binaries), {} requests, {} errors, p99 {:.1} ms",
         args.seconds, outcome.requests, outcome.errors, outcome.p99_ms

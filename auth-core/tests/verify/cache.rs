@@ -29,7 +29,10 @@ async fn a_hit_skips_signature_work() {
     assert_eq!(auth.cache_stats().unwrap().entries, 1, "seen twice: cached");
     for _ in 0..3 {
         let hit = auth.verify(&token).await.unwrap();
-        assert!(std::sync::Arc::ptr_eq(&hit, &cached), "a hit shares the claims");
+        assert!(
+            std::sync::Arc::ptr_eq(&hit, &cached),
+            "a hit shares the claims"
+        );
     }
     assert_eq!(
         auth.cache_stats().unwrap(),
@@ -175,7 +178,11 @@ async fn a_flood_of_single_use_tokens_leaves_the_cached_ones_in_place() {
             .sign();
         assert!(auth.verify(&once).await.is_ok());
     }
-    assert_eq!(auth.cache_stats().unwrap().entries, 1, "none of them admitted");
+    assert_eq!(
+        auth.cache_stats().unwrap().entries,
+        1,
+        "none of them admitted"
+    );
     let hits = auth.cache_stats().unwrap().hits;
     assert!(auth.verify(&in_use).await.is_ok());
     assert_eq!(auth.cache_stats().unwrap().hits, hits + 1, "still cached");
