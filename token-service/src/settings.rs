@@ -185,8 +185,10 @@ pub struct UsersSettings {
     pub argon2_iterations: u32,
     /// `users.argon2_parallelism` (default 1).
     pub argon2_parallelism: u32,
-    /// `users.max_concurrent_hashes`: argon2 computations at once; more wait (default: the
-    /// number of CPUs, at most 4: hashing is CPU-bound, and each one holds `argon2_memory_kib`).
+    /// `users.max_concurrent_hashes`: argon2 computations at once; more wait (default 1: each
+    /// one keeps a working buffer of `argon2_memory_kib`, 19 MiB by default, for reuse, so one
+    /// keeps token-service under 40 MiB; raise it for more sign-ins per second, up to the
+    /// number of CPUs).
     pub max_concurrent_hashes: usize,
 }
 
@@ -197,8 +199,7 @@ impl Default for UsersSettings {
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
             argon2_parallelism: 1,
-            max_concurrent_hashes: std::thread::available_parallelism()
-                .map_or(2, |n| n.get().min(4)),
+            max_concurrent_hashes: 1,
         }
     }
 }
