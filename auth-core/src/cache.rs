@@ -45,6 +45,14 @@ pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct TokenHash(u64);
 
+/// A token and its hash, computed once per request ([`VerifiedCache::key`]) for every cache
+/// operation that request makes.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenKey<'a> {
+    token: &'a str,
+    hash: TokenHash,
+}
+
 /// What is remembered of a verified token: its claims, and what is needed to find the key that
 /// verified it again.
 #[derive(Debug, Clone)]
@@ -119,14 +127,18 @@ impl VerifiedCache {
         self.max_entries
     }
 
-    fn hash(&self, token: &str) -> TokenHash {
-        TokenHash(self.hasher.hash_one(token.as_bytes()))
+    /// The cache key of `token`: hashed here, once.
+    pub fn key<'a>(&self, token: &'a str) -> TokenKey<'a> {
+        TokenKey {
+            token,
+            hash: TokenHash(self.hasher.hash_one(token.as_bytes())),
+        }
     }
 
     /// The entry of `token` if there is one and `now` is before its `exp`; an expired entry is
     /// dropped. Counts a hit or a miss.
-    pub fn get(&self, token: &str, now: u64) -> Option<Arc<CachedToken>> {
-        let hash = self.hash(token);
+    pub fn get(&self, key: &TokenKey<'_>, now: u64) -> Option<Arc<CachedToken>> {
+        let TokenKey { token, hash } = *key;
         let found = {
             let mut state = self.lock();
             match state.map.get(&hash) {
@@ -152,8 +164,8 @@ impl VerifiedCache {
     /// Whether a token that just verified in full should be cached: `true` the second time in a
     /// row its slot of the doorkeeper sees it, else it is remembered there (replacing whatever
     /// other token held the slot) and `false`.
-    pub fn admit(&self, token: &str) -> bool {
-        let hash = self.hash(token).0;
+    pub fn admit(&self, key: &TokenKey<'_>) -> bool {
+        let hash = key.hash.0;
         let tag = hash | 1;
         let mut state = self.lock();
         let slot = (hash >> 32) as usize & (state.seen.len() - 1);
@@ -170,11 +182,11 @@ impl VerifiedCache {
     /// evicting the oldest entries beyond the bound.
     ///
     /// Another token of the same hash, if cached, gives way to this one.
-    pub fn insert(&self, token: &str, verified: CachedToken, exp: u64, now: u64) {
+    pub fn insert(&self, key: &TokenKey<'_>, verified: CachedToken, exp: u64, now: u64) {
         if now >= exp {
             return;
         }
-        let hash = self.hash(token);
+        let TokenKey { token, hash } = *key;
         let entry = Entry {
             raw: token.into(),
             token: Arc::new(verified),
@@ -200,8 +212,8 @@ impl VerifiedCache {
     }
 
     /// Drops the entry of `token` (e.g. its key has left the key set).
-    pub fn remove(&self, token: &str) {
-        let hash = self.hash(token);
+    pub fn remove(&self, key: &TokenKey<'_>) {
+        let TokenKey { token, hash } = *key;
         let mut state = self.lock();
         if state.map.get(&hash).is_some_and(|e| *e.raw == *token) {
             state.map.remove(&hash);
@@ -306,12 +318,12 @@ mod tests {
     #[test]
     fn a_hit_needs_the_whole_token_to_match() {
         let c = cache(10);
-        c.insert("a.b.c", cached("k", "alice"), 1_000, 1);
-        assert!(c.get("a.b.c", 2).is_some());
-        assert!(c.get("a.b.d", 2).is_none());
-        assert!(c.get("a.b.c.", 2).is_none());
+        c.insert(&c.key("a.b.c"), cached("k", "alice"), 1_000, 1);
+        assert!(c.get(&c.key("a.b.c"), 2).is_some());
+        assert!(c.get(&c.key("a.b.d"), 2).is_none());
+        assert!(c.get(&c.key("a.b.c."), 2).is_none());
         // Two tokens forced into one slot: each is found only as itself, the later one wins.
-        let hash = c.hash("a.b.c");
+        let hash = c.key("a.b.c").hash;
         let mut state = c.lock();
         let entry = state.map.remove(&hash).unwrap();
         state.map.insert(
@@ -323,40 +335,46 @@ mod tests {
         );
         drop(state);
         assert!(
-            c.get("a.b.c", 2).is_none(),
+            c.get(&c.key("a.b.c"), 2).is_none(),
             "same slot, other token: a miss"
         );
-        c.remove("a.b.c");
+        c.remove(&c.key("a.b.c"));
         assert_eq!(c.stats().entries, 1, "remove leaves another token's entry");
     }
 
     #[test]
     fn admitted_on_second_sight() {
         let c = cache(4);
-        assert!(!c.admit("a.b.c"), "first time: remembered, not admitted");
-        assert!(c.admit("a.b.c"), "second time: admitted");
-        assert!(!c.admit("a.b.c"), "the slot was freed on admission");
+        assert!(
+            !c.admit(&c.key("a.b.c")),
+            "first time: remembered, not admitted"
+        );
+        assert!(c.admit(&c.key("a.b.c")), "second time: admitted");
+        assert!(!c.admit(&c.key("a.b.c")), "the slot was freed on admission");
         // A flood of other tokens forgets a first sighting (4 slots).
-        assert!(!c.admit("x"));
+        assert!(!c.admit(&c.key("x")));
         for i in 0..64 {
-            c.admit(&format!("t{i}"));
+            c.admit(&c.key(&format!("t{i}")));
         }
         // (every one of the 64 missing x's slot: (3/4)^64, about 1e-8)
-        assert!(!c.admit("x"), "64 other tokens over 4 slots displaced it");
+        assert!(
+            !c.admit(&c.key("x")),
+            "64 other tokens over 4 slots displaced it"
+        );
         c.clear();
-        assert!(!c.admit("a.b.c"), "clear forgets sightings too");
+        assert!(!c.admit(&c.key("a.b.c")), "clear forgets sightings too");
     }
 
     #[test]
     fn hit_until_exp_then_gone() {
         let c = cache(10);
         let h = "t";
-        assert!(c.get(h, 100).is_none());
-        c.insert(h, cached("k", "alice"), 200, 100);
-        assert_eq!(c.get(h, 199).unwrap().claims.subject(), "alice");
-        assert!(c.get(h, 200).is_none(), "exp reached: gone");
+        assert!(c.get(&c.key(h), 100).is_none());
+        c.insert(&c.key(h), cached("k", "alice"), 200, 100);
+        assert_eq!(c.get(&c.key(h), 199).unwrap().claims.subject(), "alice");
+        assert!(c.get(&c.key(h), 200).is_none(), "exp reached: gone");
         assert!(
-            c.get(h, 150).is_none(),
+            c.get(&c.key(h), 150).is_none(),
             "an expired entry is dropped, not kept"
         );
         assert_eq!(
@@ -373,7 +391,7 @@ mod tests {
     fn already_expired_is_not_inserted() {
         let c = cache(10);
         let h = "t";
-        c.insert(h, cached("k", "alice"), 100, 100);
+        c.insert(&c.key(h), cached("k", "alice"), 100, 100);
         assert_eq!(c.stats().entries, 0);
     }
 
@@ -381,13 +399,13 @@ mod tests {
     fn bound_holds_under_a_flood_and_oldest_go_first() {
         let c = cache(100);
         for i in 0..10_000 {
-            c.insert(&format!("t{i}"), cached("k", "x"), 1_000, 1);
+            c.insert(&c.key(&format!("t{i}")), cached("k", "x"), 1_000, 1);
             assert!(c.stats().entries <= 100);
         }
         assert_eq!(c.stats().entries, 100);
         assert!(c.lock().order.len() <= 200);
-        assert!(c.get("t0", 2).is_none());
-        assert!(c.get("t9999", 2).is_some());
+        assert!(c.get(&c.key("t0"), 2).is_none());
+        assert!(c.get(&c.key("t9999"), 2).is_some());
     }
 
     #[test]
@@ -395,8 +413,8 @@ mod tests {
         let c = cache(10);
         for i in 0..1_000 {
             let h = format!("t{i}");
-            c.insert(&h, cached("k", "x"), 1_000, 1);
-            c.remove(&h);
+            c.insert(&c.key(&h), cached("k", "x"), 1_000, 1);
+            c.remove(&c.key(&h));
         }
         assert_eq!(c.stats().entries, 0);
         assert!(c.lock().order.len() <= 20);
@@ -406,12 +424,12 @@ mod tests {
     fn retain_keys_drops_entries_of_removed_keys() {
         let c = cache(10);
         let (a, b) = ("a", "b");
-        c.insert(a, cached("key-a", "alice"), 1_000, 1);
-        c.insert(b, cached("key-b", "bob"), 1_000, 1);
+        c.insert(&c.key(a), cached("key-a", "alice"), 1_000, 1);
+        c.insert(&c.key(b), cached("key-b", "bob"), 1_000, 1);
         c.retain_keys(&["key-b"]);
-        assert!(c.get(a, 2).is_none());
-        assert!(c.get(b, 2).is_some());
+        assert!(c.get(&c.key(a), 2).is_none());
+        assert!(c.get(&c.key(b), 2).is_some());
         c.clear();
-        assert!(c.get(b, 2).is_none());
+        assert!(c.get(&c.key(b), 2).is_none());
     }
 }

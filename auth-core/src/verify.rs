@@ -27,7 +27,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use warp::reply::Response;
 
-use crate::cache::{CacheStats, CachedToken, VerifiedCache};
+use crate::cache::{CacheStats, CachedToken, TokenKey, VerifiedCache};
 use crate::claims::Claims;
 use crate::clock::{Clock, SystemClock};
 use crate::keys::{Alg, Material, VerifyingKey};
@@ -498,7 +498,9 @@ impl Auth {
         if !policy.enabled {
             return decode_unverified(token, seen).map(Arc::new);
         }
-        if let Some(claims) = self.cached(token, seen).await? {
+        // The token is hashed once for every cache operation of this request.
+        let cache_key = self.inner.cache.as_ref().map(|cache| cache.key(token));
+        if let Some(claims) = self.cached(cache_key.as_ref(), seen).await? {
             return Ok(claims);
         }
         let mut parts = token.split('.');
@@ -534,8 +536,9 @@ impl Auth {
             return Err(kind);
         }
         let claims = Arc::new(claims);
-        if let (Some(cache), Some(exp)) = (&self.inner.cache, claims.exp)
-            && cache.admit(token)
+        if let (Some(cache), Some(cache_key), Some(exp)) =
+            (&self.inner.cache, &cache_key, claims.exp)
+            && cache.admit(cache_key)
         {
             let cached = CachedToken {
                 claims: Arc::clone(&claims),
@@ -543,7 +546,7 @@ impl Auth {
                 alg,
                 thumbprint: key.thumbprint.clone(),
             };
-            cache.insert(token, cached, exp, now);
+            cache.insert(cache_key, cached, exp, now);
         }
         Ok(claims)
     }
@@ -553,20 +556,20 @@ impl Auth {
     /// `None` sends the token through full verification (an entry whose key left is dropped).
     async fn cached(
         &self,
-        token: &str,
+        key: Option<&TokenKey<'_>>,
         seen: &mut Seen,
     ) -> Result<Option<Arc<Claims>>, AuthErrorKind> {
-        let Some(cache) = &self.inner.cache else {
+        let (Some(cache), Some(key)) = (&self.inner.cache, key) else {
             return Ok(None);
         };
         let now = self.inner.clock.now();
-        let Some(hit) = cache.get(token, now) else {
+        let Some(hit) = cache.get(key, now) else {
             return Ok(None);
         };
         match self.inner.source.key(hit.kid.as_deref(), hit.alg).await {
             Ok(key) if key.thumbprint == hit.thumbprint => {}
             _ => {
-                cache.remove(token);
+                cache.remove(key);
                 return Ok(None);
             }
         }
