@@ -190,7 +190,7 @@ fn bench(args: &Bench) -> anyhow::Result<Report> {
             bail!("cargo build -p todo-api failed");
         }
     }
-    let bin = root.join("target").join(profile).join("todo-api");
+    let bin = crate::target_dir(&root).join(profile).join("todo-api");
     if !bin.exists() {
         bail!("{} is missing (run without --no-build)", bin.display());
     }
@@ -272,8 +272,8 @@ fn micro_benchmarks(root: &Path) -> anyhow::Result<Vec<(String, String, f64)>> {
     let mut out = Vec::new();
     for group in ["full", "signature", "cache_hit", "cache_miss"] {
         for alg in ["RS256", "ES256", "EdDSA", "HS256"] {
-            let path = root
-                .join("target/criterion")
+            let path = crate::target_dir(root)
+                .join("criterion")
                 .join(group)
                 .join(alg)
                 .join("new/estimates.json");

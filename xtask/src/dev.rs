@@ -125,7 +125,7 @@ fn start(
     prefix: &str,
     data_dir: &Path,
 ) -> anyhow::Result<Running> {
-    let exe = root.join("target/debug").join(name);
+    let exe = crate::target_dir(root).join("debug").join(name);
     let mut child = Command::new(&exe)
         .current_dir(root)
         .env(format!("{prefix}__DATABASE__DATA_DIR"), data_dir)

@@ -73,6 +73,21 @@ fn root() -> std::path::PathBuf {
         .unwrap_or_default()
 }
 
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` when set (the cargo it runs inherits it),
+/// else `target/` under the workspace.
+fn target_dir(root: &std::path::Path) -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                root.join(dir)
+            }
+        })
+        .unwrap_or_else(|| root.join("target"))
+}
+
 /// A cargo command, without the package variables `cargo run` gave xtask (`CARGO_PKG_NAME`,
 /// `CARGO_MANIFEST_DIR`, …): build scripts (ring's) watch them, and would rebuild when they
 /// differ from a plain `cargo build`'s environment.

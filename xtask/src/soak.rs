@@ -76,7 +76,7 @@ pub fn run(args: Soak) -> anyhow::Result<()> {
     }
     let profile = if args.release { "release" } else { "debug" };
     let outcome = soak(
-        &root.join("target").join(profile),
+        &crate::target_dir(&root).join(profile),
         args.seconds,
         args.connections,
     )?;
