@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
@@ -22,6 +23,11 @@ pub trait Hasher: Send + Sync + std::fmt::Debug {
     fn hash(&self, password: &[u8]) -> anyhow::Result<String>;
     /// Whether `password` matches `phc`.
     fn verify(&self, password: &[u8], phc: &str) -> bool;
+    /// A hash no password is known to match, verified in place of an unknown user's so that
+    /// sign-in takes as long either way. By default the hash of a random password.
+    fn dummy(&self) -> anyhow::Result<String> {
+        self.hash(uuid::Uuid::new_v4().to_string().as_bytes())
+    }
 }
 
 /// argon2id with the configured parameters.
@@ -81,17 +87,10 @@ impl Argon2id {
     }
 }
 
-impl Hasher for Argon2id {
-    fn hash(&self, password: &[u8]) -> anyhow::Result<String> {
-        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-        let mut salt_bytes = [0u8; 64];
-        let salt_bytes = salt
-            .decode_b64(&mut salt_bytes)
-            .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
-        let mut out = [0u8; 32];
-        self.compute(&self.params, password, salt_bytes, &mut out)
-            .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
-        let output = Output::new(&out).map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+impl Argon2id {
+    /// The PHC string of `out` under the configured parameters and `salt`.
+    fn phc(&self, salt: &SaltString, out: &[u8]) -> anyhow::Result<String> {
+        let output = Output::new(out).map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
         let phc = PasswordHash {
             algorithm: argon2::ARGON2ID_IDENT,
             version: Some(Version::V0x13.into()),
@@ -101,6 +100,30 @@ impl Hasher for Argon2id {
             hash: Some(output),
         };
         Ok(phc.to_string())
+    }
+}
+
+impl Hasher for Argon2id {
+    fn hash(&self, password: &[u8]) -> anyhow::Result<String> {
+        let salt = SaltString::generate(&mut OsRng);
+        let mut salt_bytes = [0u8; 64];
+        let salt_bytes = salt
+            .decode_b64(&mut salt_bytes)
+            .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+        let mut out = [0u8; 32];
+        self.compute(&self.params, password, salt_bytes, &mut out)
+            .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+        self.phc(&salt, &out)
+    }
+
+    /// A random salt and a random output under the configured parameters: verifying against it
+    /// costs exactly a real verification, and making it costs no argon2 run (so no working
+    /// memory is held from startup until the first sign-in).
+    fn dummy(&self) -> anyhow::Result<String> {
+        let salt = SaltString::generate(&mut OsRng);
+        let mut out = [0u8; 32];
+        OsRng.fill_bytes(&mut out);
+        self.phc(&salt, &out)
     }
 
     fn verify(&self, password: &[u8], phc: &str) -> bool {
@@ -141,11 +164,10 @@ pub struct Passwords {
 }
 
 impl Passwords {
-    /// `max_concurrent` hashes at once. Hashes a random password once to get the dummy hash an
-    /// unknown user's sign-in is verified against.
+    /// `max_concurrent` hashes at once, and the dummy hash an unknown user's sign-in is
+    /// verified against.
     pub fn new(hasher: Arc<dyn Hasher>, max_concurrent: usize) -> anyhow::Result<Self> {
-        let random = uuid::Uuid::new_v4().to_string();
-        let dummy = hasher.hash(random.as_bytes())?;
+        let dummy = hasher.dummy()?;
         Ok(Self {
             hasher,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
@@ -249,7 +271,7 @@ mod tests {
                 .verify_password(b"wrong horse battery", &parsed)
                 .is_err()
         );
-        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        let salt = SaltString::generate(&mut OsRng);
         let theirs = reference
             .hash_password(b"another password!", &salt)
             .unwrap()
@@ -275,6 +297,38 @@ mod tests {
             ours.memory.lock().unwrap().len(),
             1,
             "one pooled buffer after sequential use"
+        );
+    }
+
+    /// The dummy hash costs no argon2 run to make (idle memory), yet verifying against it is a
+    /// full run under the configured parameters, and no password matches it.
+    #[tokio::test]
+    async fn the_dummy_hash_is_made_without_hashing_and_verifies_like_a_real_one() {
+        let argon = Arc::new(Argon2id::new(&UsersSettings::default()).unwrap());
+        let p = Passwords::new(argon.clone(), 1).unwrap();
+        assert_eq!(
+            argon.memory.lock().unwrap().len(),
+            0,
+            "no working memory at startup"
+        );
+        let parsed = PasswordHash::new(&p.dummy).unwrap();
+        assert_eq!(parsed.algorithm, argon2::ARGON2ID_IDENT);
+        let params = Params::try_from(&parsed).unwrap();
+        assert_eq!(params.block_count(), argon.params.block_count());
+        assert_eq!(
+            (params.t_cost(), params.p_cost()),
+            (argon.params.t_cost(), argon.params.p_cost())
+        );
+        assert_eq!(parsed.hash.unwrap().len(), 32);
+        assert_ne!(argon.dummy().unwrap(), *p.dummy, "random each time");
+        assert!(
+            !p.verify(&SecretString::from("correct horse battery"), None)
+                .await
+        );
+        assert_eq!(
+            argon.memory.lock().unwrap().len(),
+            1,
+            "the unknown-user path ran argon2 with the configured parameters"
         );
     }
 }
