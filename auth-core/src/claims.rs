@@ -227,18 +227,48 @@ impl<'de> Deserialize<'de> for Aud {
     }
 }
 
+/// A string, an array of strings, or `null` (none), read in one pass (an untagged enum would
+/// buffer the value first).
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
+    struct OneOrMany;
+
+    impl<'de> Visitor<'de> for OneOrMany {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or an array of strings")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(vec![v.to_owned()])
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(vec![v])
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut all = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+            while let Some(s) = seq.next_element::<String>()? {
+                all.push(s);
+            }
+            Ok(all)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
     }
-    Ok(match Option::<OneOrMany>::deserialize(d)? {
-        None => Vec::new(),
-        Some(OneOrMany::One(s)) => vec![s],
-        Some(OneOrMany::Many(v)) => v,
-    })
+
+    d.deserialize_any(OneOrMany)
 }
 
 #[cfg(test)]
@@ -257,6 +287,27 @@ mod tests {
             vec!["a", "b"]
         );
         assert!(parse(serde_json::json!({})).aud.is_empty());
+        let de = |s: &str| serde_json::from_str::<Claims>(s);
+        assert_eq!(
+            de(r#"{"aud":"a\u0062"}"#).unwrap().aud,
+            vec!["ab"],
+            "escaped"
+        );
+        assert_eq!(de(r#"{"aud":[]}"#).unwrap().aud, Vec::<String>::new());
+        assert!(
+            de(r#"{"aud":null}"#).unwrap().aud.is_empty(),
+            "null is none"
+        );
+        for bad in [
+            r#"{"aud":7}"#,
+            r#"{"aud":[7]}"#,
+            r#"{"aud":["a",null]}"#,
+            r#"{"aud":{}}"#,
+            r#"{"aud":true}"#,
+        ] {
+            assert!(de(bad).is_err(), "{bad}");
+        }
+        assert!(de(r#"{"aud":"a","aud":"b"}"#).is_err(), "repeated");
     }
 
     #[test]
