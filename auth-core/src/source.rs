@@ -119,26 +119,21 @@ impl KeySet {
         alg: Alg,
         ignore_kid: bool,
     ) -> Result<Arc<VerifyingKey>, AuthErrorKind> {
-        let named: Vec<&Arc<VerifyingKey>> = match kid {
-            Some(kid) if !ignore_kid => self
-                .keys
-                .iter()
-                .filter(|k| match &k.kid {
-                    Some(own) => own == kid,
-                    None => k.thumbprint == kid,
-                })
-                .collect(),
-            _ => self.keys.iter().collect(),
+        // Searched without collecting: this runs on every request.
+        let named = |k: &Arc<VerifyingKey>| match kid {
+            Some(kid) if !ignore_kid => match &k.kid {
+                Some(own) => own == kid,
+                None => k.thumbprint == kid,
+            },
+            _ => true,
         };
-        if named.is_empty() {
-            return Err(AuthErrorKind::UnknownKid);
-        }
-        let mut fitting = named.iter().filter(|k| k.fits(alg));
+        let mut fitting = self.keys.iter().filter(|k| named(k) && k.fits(alg));
         match (fitting.next(), fitting.next()) {
             (Some(key), None) => Ok(Arc::clone(key)),
             (Some(key), Some(_)) if kid.is_some() && !ignore_kid => Ok(Arc::clone(key)),
             (Some(_), Some(_)) => Err(AuthErrorKind::UnknownKid),
-            (None, _) => Err(AuthErrorKind::Algorithm),
+            (None, _) if self.keys.iter().any(named) => Err(AuthErrorKind::Algorithm),
+            (None, _) => Err(AuthErrorKind::UnknownKid),
         }
     }
 }
