@@ -32,7 +32,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::claims::Claims;
 use crate::keys::Alg;
@@ -86,6 +86,9 @@ pub struct VerifiedCache {
     state: Mutex<State>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// `auth_cache_{hits,misses}_total`, looked up in the metrics registry on first use (the
+    /// process's recorder is installed by then) rather than on every request.
+    exported: OnceLock<(metrics::Counter, metrics::Counter)>,
 }
 
 #[derive(Debug, Default)]
@@ -119,6 +122,7 @@ impl VerifiedCache {
             }),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            exported: OnceLock::new(),
         })
     }
 
@@ -151,12 +155,18 @@ impl VerifiedCache {
                 None => None,
             }
         };
+        let (hits, misses) = self.exported.get_or_init(|| {
+            (
+                metrics::counter!("auth_cache_hits_total"),
+                metrics::counter!("auth_cache_misses_total"),
+            )
+        });
         if found.is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("auth_cache_hits_total").increment(1);
+            hits.increment(1);
         } else {
             self.misses.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("auth_cache_misses_total").increment(1);
+            misses.increment(1);
         }
         found
     }
