@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// The claims of a verified access token.
 ///
 /// Handlers receive this type, never the token string. Registered claims are typed; the ones the
-/// services of this workspace use (`roles`, `username`, `scope`, `access`) are typed too; anything
+/// services of this workspace use (`roles`, `username`, `scope`, `client_id`, `access`) are typed too; anything
 /// else stays reachable through [`Claims::extra`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Claims {
@@ -44,6 +44,9 @@ pub struct Claims {
     /// OAuth scopes, space separated (RFC 8693 §4.2).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// The client the token was issued to (`client_id`, RFC 9068 §2.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     /// URL paths the token grants (seed 003), checked by [`crate::filters::with_access`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub access: Vec<String>,
@@ -132,6 +135,7 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
         let mut roles: Option<Vec<String>> = None;
         let mut username: Option<Option<String>> = None;
         let mut scope: Option<Option<String>> = None;
+        let mut client_id: Option<Option<String>> = None;
         let mut access: Option<Vec<String>> = None;
         let mut extra = BTreeMap::new();
         while let Some(field) = map.next_key::<Field>()? {
@@ -146,6 +150,7 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
                 Field::Roles => set(&mut map, &mut roles, "roles")?,
                 Field::Username => set(&mut map, &mut username, "username")?,
                 Field::Scope => set(&mut map, &mut scope, "scope")?,
+                Field::ClientId => set(&mut map, &mut client_id, "client_id")?,
                 Field::Access => set(&mut map, &mut access, "access")?,
                 Field::Other(name) => {
                     extra.insert(name, map.next_value::<serde_json::Value>()?);
@@ -163,6 +168,7 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
             roles: roles.unwrap_or_default(),
             username: username.flatten(),
             scope: scope.flatten(),
+            client_id: client_id.flatten(),
             access: access.unwrap_or_default(),
             extra,
         })
@@ -181,6 +187,7 @@ enum Field {
     Roles,
     Username,
     Scope,
+    ClientId,
     Access,
     Other(String),
 }
@@ -212,6 +219,7 @@ impl Visitor<'_> for FieldVisitor {
             "roles" => Field::Roles,
             "username" => Field::Username,
             "scope" => Field::Scope,
+            "client_id" => Field::ClientId,
             "access" => Field::Access,
             other => Field::Other(other.to_owned()),
         })
@@ -308,6 +316,20 @@ mod tests {
             assert!(de(bad).is_err(), "{bad}");
         }
         assert!(de(r#"{"aud":"a","aud":"b"}"#).is_err(), "repeated");
+    }
+
+    #[test]
+    fn client_id_is_typed_and_checked_like_the_others() {
+        let de = |s: &str| serde_json::from_str::<Claims>(s);
+        let c = de(r#"{"client_id":"cli","x":1}"#).unwrap();
+        assert_eq!(c.client_id.as_deref(), Some("cli"));
+        assert!(!c.extra.contains_key("client_id"));
+        assert!(de(r#"{"client_id":7}"#).is_err());
+        assert!(
+            de(r#"{"client_id":"a","client_id":"b"}"#).is_err(),
+            "repeated"
+        );
+        assert_eq!(de(r#"{"client_id":null}"#).unwrap().client_id, None);
     }
 
     #[test]

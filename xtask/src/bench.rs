@@ -531,10 +531,12 @@ fn mint_tokens(alg: Alg, now: u64, count: usize, tag: &str) -> anyhow::Result<Ve
     };
     let header = b64(&serde_json::to_vec(&header)?);
     let mint = |i: usize| -> anyhow::Result<String> {
+        // The claims token-service issues (RFC 9068 with this project's `username` and `roles`).
         let claims = json!({
             "iss": ISSUER,
             "aud": AUDIENCE,
             "sub": "bench-user",
+            "client_id": "bench",
             "username": "bench-user",
             "roles": ["user"],
             "scope": "read:todos",

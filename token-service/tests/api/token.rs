@@ -69,7 +69,11 @@ async fn tokens_verify_with_auth_core_against_the_published_jwks() {
     .unwrap();
     let claims: std::sync::Arc<Claims> = auth.verify(&token).await.expect("verifies");
     assert_eq!(claims.username.as_deref(), Some("alice"));
-    assert_eq!(claims.extra["client_id"], "my-cli");
+    assert_eq!(claims.client_id.as_deref(), Some("my-cli"));
+    assert!(
+        claims.extra.is_empty(),
+        "every claim token-service issues is typed"
+    );
 }
 
 #[tokio::test]
