@@ -210,6 +210,10 @@ pub fn sqlite_url(path: &Path) -> String {
 
 /// For tests: a fresh, empty PostgreSQL database on the server of `TEST_DATABASE_URL`, or `None`
 /// (with a line on stderr saying the PostgreSQL tests are skipped) when it is not set.
+///
+/// Test databases are not dropped by the test that made one (it may still hold connections);
+/// instead each call drops those made more than [`STALE_TEST_DATABASE`] ago, so a machine that
+/// runs the suite over and over keeps a bounded number.
 pub async fn test_postgres_url(test: &str) -> Option<String> {
     let Ok(base) = std::env::var("TEST_DATABASE_URL") else {
         eprintln!("TEST_DATABASE_URL not set: skipping PostgreSQL test {test}");
@@ -218,6 +222,7 @@ pub async fn test_postgres_url(test: &str) -> Option<String> {
     install_default_drivers();
     let name = format!("t_{}", uuid_like());
     let admin = sqlx::AnyPool::connect(&base).await.ok()?;
+    drop_stale_test_databases(&admin).await;
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await
@@ -225,6 +230,55 @@ pub async fn test_postgres_url(test: &str) -> Option<String> {
     admin.close().await;
     let (prefix, _) = base.rsplit_once('/')?;
     Some(format!("{prefix}/{name}"))
+}
+
+/// How old a test database must be before another test drops it.
+pub const STALE_TEST_DATABASE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Drops the test databases (`t_<pid>_<nanos>_<n>`) made more than [`STALE_TEST_DATABASE`] ago.
+/// Best effort: a database still in use, or dropped by a concurrent test, is left to the next.
+async fn drop_stale_test_databases(admin: &sqlx::AnyPool) {
+    let Ok(names) = sqlx::query_scalar::<_, String>(
+        "SELECT datname::text FROM pg_database WHERE datname LIKE 't\\_%'",
+    )
+    .fetch_all(admin)
+    .await
+    else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    for name in names {
+        if test_database_is_stale(&name, now) {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+                .execute(admin)
+                .await;
+        }
+    }
+}
+
+/// Whether `name` is a test database made more than [`STALE_TEST_DATABASE`] before `now`
+/// (nanoseconds since the epoch). Any other name is never stale.
+fn test_database_is_stale(name: &str, now: u128) -> bool {
+    let mut parts = name.split('_');
+    let (Some("t"), Some(pid), Some(nanos), Some(n), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !(digits(pid) && digits(n)) {
+        return false;
+    }
+    nanos
+        .parse::<u128>()
+        .is_ok_and(|made| now.saturating_sub(made) > STALE_TEST_DATABASE.as_nanos())
 }
 
 fn uuid_like() -> String {
@@ -299,6 +353,68 @@ mod tests {
             .unwrap();
         assert_eq!(db.backend, Backend::Postgres);
         roundtrip(&db).await;
+    }
+
+    #[test]
+    fn only_old_test_databases_are_stale() {
+        let hour = STALE_TEST_DATABASE.as_nanos();
+        let now = 10 * hour;
+        let made = |ago: u128| format!("t_123_{}_0", now - ago);
+        assert!(test_database_is_stale(&made(hour + 1), now));
+        assert!(!test_database_is_stale(&made(hour - 1), now));
+        assert!(!test_database_is_stale(&made(0), now));
+        for other in [
+            "test",
+            "postgres",
+            "t_x_1_0",
+            "t_1_1",
+            "t_1_1_1_1",
+            "tt_1_1_1",
+            "t__1_0",
+        ] {
+            assert!(!test_database_is_stale(other, now), "{other}");
+        }
+    }
+
+    /// A test database from long ago is dropped when the next one is made; a recent one stays.
+    #[tokio::test]
+    async fn postgres_stale_test_databases_are_dropped() {
+        let Some(url) = test_postgres_url("postgres_stale_test_databases_are_dropped").await else {
+            return;
+        };
+        let admin = sqlx::AnyPool::connect(&std::env::var("TEST_DATABASE_URL").unwrap())
+            .await
+            .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let old = format!("t_1_{}_0", now - 2 * STALE_TEST_DATABASE.as_nanos());
+        sqlx::query(&format!("CREATE DATABASE {old}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let exists = |name: String| {
+            let admin = admin.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(&format!(
+                    "SELECT COUNT(*) FROM pg_database WHERE datname = '{name}'"
+                ))
+                .fetch_one(&admin)
+                .await
+                .unwrap()
+                    == 1
+            }
+        };
+        assert!(exists(old.clone()).await);
+        let fresh = test_postgres_url("postgres_stale_test_databases_are_dropped (2)")
+            .await
+            .unwrap();
+        assert!(!exists(old).await, "the stale database was dropped");
+        let recent = url.rsplit_once('/').unwrap().1.to_owned();
+        assert!(exists(recent).await, "a recent one stays");
+        let newest = fresh.rsplit_once('/').unwrap().1.to_owned();
+        assert!(exists(newest).await);
     }
 
     #[tokio::test]
