@@ -550,4 +550,45 @@ mod tests {
         .expect("the next client is served");
         assert!(res.starts_with("HTTP/1.1 200"), "{res}");
     }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_gives_its_slot_back() {
+        // One slot; a client makes one keep-alive request and then idles. The server closes the
+        // connection after the header timeout (1 s, the server's own timer) and serves the next.
+        let settings = ServerSettings {
+            header_read_timeout_seconds: 1,
+            max_connections: 1,
+            ..ServerSettings::default()
+        };
+        let (addr, _stop, _h) = start(warp::any().map(|| "ok"), settings).await;
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        idle.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 512];
+        let n = idle.read(&mut first).await.unwrap();
+        let head = String::from_utf8_lossy(&first[..n]);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("connection: close"),
+            "{head}"
+        );
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok(),
+            "an idle keep-alive connection was kept open"
+        );
+        let res = tokio::time::timeout(
+            Duration::from_secs(10),
+            raw(
+                addr,
+                b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            ),
+        )
+        .await
+        .expect("the next client is served");
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+    }
 }
