@@ -101,6 +101,51 @@ async fn a_live_service_picks_up_new_keys_on_sighup() {
     assert!(TestApp::kids(&t.jwks().await).contains(&rotated.kid));
 }
 
+/// The periodic rescan (`signing.rescan_seconds`) picks up a new key file. Tokio's clock is
+/// paused: it jumps to the next timer when every task waits, so the test waits on the store's
+/// reload signal, never on wall time.
+#[tokio::test(start_paused = true)]
+async fn the_periodic_rescan_picks_up_new_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = local_settings(dir.path());
+    settings.signing.key_files.clear();
+    settings.signing.keys_dir = Some(dir.path().join("keys"));
+    settings.signing.rescan_seconds = 60;
+    let settings = settings.finish().unwrap();
+    keys::rotate(&settings, SystemClock.now()).unwrap();
+    let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(SystemClock);
+    let store = keys::KeyStore::open(&settings.signing, false, clock).unwrap();
+    store.spawn_watcher();
+    let mut generation = store.subscribe();
+    generation.borrow_and_update();
+    let rotated = keys::rotate(&settings, SystemClock.now()).unwrap();
+    let published = |store: &keys::KeyStore| {
+        store.jwks()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == rotated.kid.as_str())
+    };
+    assert!(!published(&store), "not before a rescan");
+    let started = tokio::time::Instant::now();
+    // Another test of this binary may send the process a SIGHUP, which reloads every store in
+    // it: such a reload comes before the period and is passed over.
+    let rescanned = async {
+        while started.elapsed() < Duration::from_secs(60) {
+            generation.changed().await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), rescanned)
+        .await
+        .expect("no rescan within two periods");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(60),
+        "one rescan period (virtual time)"
+    );
+    assert!(published(&store), "the rescan published the new key");
+}
+
 #[test]
 fn rotate_needs_a_keys_dir_and_writes_private_files() {
     let dir = tempfile::tempdir().unwrap();
