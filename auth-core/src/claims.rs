@@ -10,8 +10,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// The claims of a verified access token.
 ///
 /// Handlers receive this type, never the token string. Registered claims are typed; the ones the
-/// services of this workspace use (`roles`, `username`, `scope`, `client_id`, `access`) are typed too; anything
-/// else stays reachable through [`Claims::extra`].
+/// services of this workspace use (`roles`, `username`, `scope`, `client_id`, `access`) are
+/// typed too; anything else stays reachable through [`Claims::extra`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Claims {
     /// Issuer (`iss`).

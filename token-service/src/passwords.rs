@@ -85,9 +85,7 @@ impl Argon2id {
         }
         result
     }
-}
 
-impl Argon2id {
     /// The PHC string of `out` under the configured parameters and `salt`.
     fn phc(&self, salt: &SaltString, out: &[u8]) -> anyhow::Result<String> {
         let output = Output::new(out).map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
