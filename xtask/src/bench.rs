@@ -2,7 +2,7 @@
 //! unauthenticated baseline and the raw signature-verification limit.
 //!
 //! 1. builds todo-api (`--release`; debug binaries with `--smoke`);
-//! 2. runs the criterion micro-benchmarks of auth-core (`full`, `signature`, `cache_hit` per
+//! 2. runs the criterion micro-benchmarks of auth-core (`full`, `signature`, `signature_distinct`, `cache_hit` per
 //!    algorithm) and reads their estimates from `target/criterion/` (skipped with `--smoke`);
 //! 3. per algorithm, starts todo-api on a free 127.0.0.1 port with a static key source (the
 //!    fixture public key, or the HS256 secret) and a temporary data directory, then drives load
@@ -270,7 +270,13 @@ fn micro_benchmarks(root: &Path) -> anyhow::Result<Vec<(String, String, f64)>> {
         bail!("cargo bench -p auth-core failed");
     }
     let mut out = Vec::new();
-    for group in ["full", "signature", "cache_hit", "cache_miss"] {
+    for group in [
+        "full",
+        "signature",
+        "signature_distinct",
+        "cache_hit",
+        "cache_miss",
+    ] {
         for alg in ["RS256", "ES256", "EdDSA", "HS256"] {
             let path = crate::target_dir(root)
                 .join("criterion")
@@ -1037,12 +1043,23 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
                     if extra <= 2.0 { "met" } else { "NOT met" }
                 ));
             } else if let Some(sig) = limit("signature", server.alg) {
+                // Against both limits: one signature verified over and over (`signature`), and
+                // distinct signatures in turn (`signature_distinct`), which is what a distinct
+                // token costs at the least.
                 let ratio = extra / sig;
                 verdicts.push(format!(
-                    "- {} distinct tokens: /whoami costs {extra:+.2} µs over /health = {ratio:.2} × the signature limit {sig:.2} µs (target ≤ 1.15): {}",
+                    "- {} distinct tokens: /whoami costs {extra:+.2} µs over /health = {ratio:.2} × the one-signature limit {sig:.2} µs (target ≤ 1.15): {}",
                     server.alg,
                     if ratio <= 1.15 { "met" } else { "NOT met" }
                 ));
+                if let Some(sig) = limit("signature_distinct", server.alg) {
+                    let ratio = extra / sig;
+                    verdicts.push(format!(
+                        "- {} distinct tokens: {ratio:.2} × the distinct-signature limit {sig:.2} µs (target ≤ 1.15): {}",
+                        server.alg,
+                        if ratio <= 1.15 { "met" } else { "NOT met" }
+                    ));
+                }
             } else {
                 verdicts.push(format!(
                     "- {} distinct tokens: /whoami costs {extra:+.2} µs over /health (no signature limit measured in this run)",
@@ -1070,12 +1087,13 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
         ));
     }
     if !report.micro.is_empty() {
-        md.push_str("\nauth-core micro-benchmarks (criterion mean, same run), µs per token:\n\n| alg | signature (limit) | full `Auth::verify`, cache off | cache miss (full + cache work) | cache hit |\n|---|---:|---:|---:|---:|\n");
+        md.push_str("\nauth-core micro-benchmarks (criterion mean, same run), µs per token:\n\n| alg | signature (limit, one signature) | signature, distinct ones (limit) | full `Auth::verify`, cache off | cache miss (full + cache work) | cache hit |\n|---|---:|---:|---:|---:|---:|\n");
         for alg in ["RS256", "ES256", "EdDSA", "HS256"] {
             let cell = |g| limit(g, alg).map_or("-".into(), |v| format!("{v:.2}"));
             md.push_str(&format!(
-                "| {alg} | {} | {} | {} | {} |\n",
+                "| {alg} | {} | {} | {} | {} | {} |\n",
                 cell("signature"),
+                cell("signature_distinct"),
                 cell("full"),
                 cell("cache_miss"),
                 cell("cache_hit")
