@@ -2,8 +2,9 @@
 //! unauthenticated baseline and the raw signature-verification limit.
 //!
 //! 1. builds todo-api (`--release`; debug binaries with `--smoke`);
-//! 2. runs the criterion micro-benchmarks of auth-core (`full`, `signature`, `signature_distinct`, `cache_hit` per
-//!    algorithm) and reads their estimates from `target/criterion/` (skipped with `--smoke`);
+//! 2. runs the criterion micro-benchmarks of auth-core (`full`, `signature`,
+//!    `signature_distinct`, `cache_hit`, `cache_miss` per algorithm) and reads their estimates
+//!    from `target/criterion/` (skipped with `--smoke`);
 //! 3. per algorithm, starts todo-api on a free 127.0.0.1 port with a static key source (the
 //!    fixture public key, or the HS256 secret) and a temporary data directory, then drives load
 //!    with the built-in driver: keep-alive HTTP/1.1 connections, one thread each, closed loop;
