@@ -81,6 +81,7 @@ pub mod claims;
 pub mod clock;
 pub mod error;
 pub mod filters;
+mod headers;
 pub mod keys;
 pub mod settings;
 pub mod source;

@@ -3,7 +3,9 @@
 //! A token is checked in this order, and the first failure decides the answer:
 //!
 //! 1. size (`auth.max_token_bytes`), before any decoding;
-//! 2. compact JWS shape (three parts, two dots), header base64url and JSON;
+//! 2. compact JWS shape (three parts, two dots), header base64url and JSON (steps 2–5 are
+//!    answered from memory for a header part equal byte for byte to one this verifier has read
+//!    before and over which a signature then verified: `crate::headers`);
 //! 3. `alg`: exactly one of the configured `auth.algorithms` (`none` is no algorithm, in any spelling);
 //! 4. `crit`: auth-core implements no JWS extension, so any `crit` header is refused;
 //! 5. `typ`: case-insensitive, optional `application/` prefix; `at+jwt`, `JWT` or absent
@@ -32,6 +34,7 @@ use warp::reply::Response;
 use crate::cache::{CacheStats, CachedToken, TokenKey, VerifiedCache};
 use crate::claims::Claims;
 use crate::clock::{Clock, SystemClock};
+use crate::headers::KnownHeaders;
 use crate::keys::{Alg, Material, VerifyingKey};
 use crate::settings::AuthSettings;
 use crate::source::KeySource;
@@ -285,6 +288,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     retry_after: u64,
     cache: Option<VerifiedCache>,
+    headers: KnownHeaders,
 }
 
 /// A configured verifier, cheap to clone and shared by every request.
@@ -409,6 +413,7 @@ impl Auth {
             clock,
             retry_after,
             cache: VerifiedCache::new(settings.cache.max_entries).filter(|_| settings.enabled),
+            headers: KnownHeaders::default(),
         };
         let auth = Self {
             inner: Arc::new(inner),
@@ -507,11 +512,23 @@ impl Auth {
             return Ok(claims);
         }
         let parts = Parts::split(token)?;
-        let (alg, kid) = read_header(parts.header, policy)?;
+        // A header already read (and signed) answers as it did then; see `crate::headers`.
+        let known = self.inner.headers.get(parts.header);
+        let remembered = known.is_some();
+        let (alg, kid) = match known {
+            Some(known) => known,
+            None => read_header(parts.header, policy)?,
+        };
         // Moved, not cloned: read back below for the cache entry.
         seen.kid = kid;
         let key = self.inner.source.key(seen.kid.as_deref(), alg).await?;
-        let claims = verified_claims(&key, alg, &parts)?;
+        let claims = verified_claims(&key, alg, &parts, || {
+            if !remembered {
+                self.inner
+                    .headers
+                    .insert(parts.header, alg, seen.kid.as_deref());
+            }
+        })?;
         if let Err(kind) = check_claims(&claims, policy, now) {
             seen.sub.clone_from(&claims.sub);
             return Err(kind);
@@ -654,16 +671,19 @@ fn read_header(part: &str, policy: &Policy) -> Result<(Alg, Option<String>), Aut
     Ok((alg, header.kid))
 }
 
-/// Steps 7 and 8's parsing: the signature over `header.payload` with `key`, then the claims.
-/// Synchronous, so its stack buffers never live in a request's future.
+/// Steps 7 and 8's parsing: the signature over `header.payload` with `key`, then (once it has
+/// verified: `signed`) the claims. Synchronous, so its stack buffers never live in a request's
+/// future.
 fn verified_claims(
     key: &VerifyingKey,
     alg: Alg,
     parts: &Parts<'_>,
+    signed: impl FnOnce(),
 ) -> Result<Claims, AuthErrorKind> {
     let (mut stack, mut heap) = buffers();
     let signature = b64_into(parts.signature, &mut stack, &mut heap)?;
     verify_signature(key, alg, parts.signing_input, signature)?;
+    signed();
     let (mut stack, mut heap) = buffers();
     json(b64_into(parts.payload, &mut stack, &mut heap)?)
         .ok_or(AuthErrorKind::Malformed("malformed token claims"))
@@ -837,6 +857,110 @@ mod tests {
             &jsonwebtoken::EncodingKey::from_secret(secret),
         )
         .unwrap()
+    }
+
+    fn hs256_auth(secret: &[u8], kid: &str) -> Auth {
+        let set = crate::source::KeySet::new([VerifyingKey::from_secret(secret)
+            .unwrap()
+            .with_kid(Some(kid.to_owned()))]);
+        let provider = Arc::new(Swappable(std::sync::RwLock::new(Arc::new(set))));
+        let settings = AuthSettings {
+            issuer: Some("https://id.example.com".into()),
+            audience: vec!["svc".into()],
+            algorithms: vec![Alg::HS256],
+            ..AuthSettings::default()
+        };
+        let clock = Arc::new(crate::clock::ManualClock::new(1_000_000));
+        Auth::from_key_provider(&settings, "svc", clock, provider).unwrap()
+    }
+
+    /// `header.payload.signature` with the signature's last character changed.
+    fn forged(token: &str) -> String {
+        let mut forged = token.to_owned();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'Q' } else { 'A' });
+        forged
+    }
+
+    #[tokio::test]
+    async fn a_header_is_remembered_only_once_a_signature_over_it_verified() {
+        let secret = [7u8; 32];
+        let auth = hs256_auth(&secret, "k");
+        let token = hs256(&secret, "k", 1_000_000);
+        // A forged signature under a header never seen: not remembered.
+        let err = auth.verify(&forged(&token)).await.unwrap_err();
+        assert_eq!(err.kind(), &AuthErrorKind::Signature);
+        assert_eq!(auth.inner.headers.len(), 0);
+        // Signed by another key: not remembered either.
+        let other = hs256(&[8u8; 32], "k", 1_000_000);
+        assert!(auth.verify(&other).await.is_err());
+        assert_eq!(auth.inner.headers.len(), 0);
+        // Valid: remembered.
+        assert!(auth.verify(&token).await.is_ok());
+        assert_eq!(auth.inner.headers.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_remembered_header_skips_no_other_check() {
+        let secret = [7u8; 32];
+        let auth = hs256_auth(&secret, "k");
+        let first = hs256(&secret, "k", 1_000_000);
+        assert!(auth.verify(&first).await.is_ok());
+        assert!(
+            auth.inner
+                .headers
+                .get(first.split('.').next().unwrap())
+                .is_some()
+        );
+
+        // Same header from here on: the signature, time and claims are still checked.
+        let second = hs256(&secret, "k", 1_000_001);
+        assert_eq!(second.split('.').next(), first.split('.').next());
+        assert!(auth.verify(&second).await.is_ok());
+        let err = auth.verify(&forged(&second)).await.unwrap_err();
+        assert_eq!(err.kind(), &AuthErrorKind::Signature);
+        let other_key = hs256(&[8u8; 32], "k", 1_000_000);
+        let err = auth.verify(&other_key).await.unwrap_err();
+        assert_eq!(err.kind(), &AuthErrorKind::Signature);
+        let expired = hs256(&secret, "k", 1_000_000 - 3_600);
+        let err = auth.verify(&expired).await.unwrap_err();
+        assert_eq!(err.kind(), &AuthErrorKind::Expired);
+        let mut parts = second.split('.');
+        let (header, _, signature) = (parts.next().unwrap(), parts.next(), parts.next().unwrap());
+        let err = auth
+            .verify(&format!("{header}.!!.{signature}"))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err.kind(),
+            AuthErrorKind::Malformed(_) | AuthErrorKind::Signature
+        ));
+        assert_eq!(auth.inner.headers.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_remembered_header_whose_key_left_is_refused() {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let set = |secret: &[u8], kid: &str| {
+            Arc::new(crate::source::KeySet::new([VerifyingKey::from_secret(
+                secret,
+            )
+            .unwrap()
+            .with_kid(Some(kid.to_owned()))]))
+        };
+        let provider = Arc::new(Swappable(std::sync::RwLock::new(set(&a, "a"))));
+        let settings = AuthSettings {
+            issuer: Some("https://id.example.com".into()),
+            audience: vec!["svc".into()],
+            algorithms: vec![Alg::HS256],
+            ..AuthSettings::default()
+        };
+        let clock = Arc::new(crate::clock::ManualClock::new(1_000_000));
+        let auth = Auth::from_key_provider(&settings, "svc", clock, provider.clone()).unwrap();
+        assert!(auth.verify(&hs256(&a, "a", 1_000_000)).await.is_ok());
+        *provider.0.write().unwrap() = set(&b, "b");
+        let err = auth.verify(&hs256(&a, "a", 1_000_001)).await.unwrap_err();
+        assert_eq!(err.kind(), &AuthErrorKind::UnknownKid);
     }
 
     #[tokio::test]
