@@ -205,14 +205,7 @@ fn bench(args: &Bench) -> anyhow::Result<Report> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pinned = !args.smoke && cores >= 2 && which("taskset");
     if pinned {
-        // The driver (this process and every thread it starts from now on) on core 0.
-        let status = Command::new("taskset")
-            .args(["-a", "-pc", "0", &std::process::id().to_string()])
-            .stdout(Stdio::null())
-            .status()?;
-        if !status.success() {
-            bail!("taskset could not pin the load driver");
-        }
+        pin_driver("0")?;
     }
     println!(
         "xtask: bench on {cores} cores; {}",
@@ -232,7 +225,13 @@ fn bench(args: &Bench) -> anyhow::Result<Report> {
     };
     let mut servers = Vec::new();
     for alg in algs {
-        servers.push(bench_server(&root, &bin, alg, args, pinned)?);
+        servers.push(bench_server(
+            &root,
+            &bin,
+            alg,
+            args,
+            pinned.then_some(cores),
+        )?);
     }
     Ok(Report {
         smoke: args.smoke,
@@ -240,6 +239,19 @@ fn bench(args: &Bench) -> anyhow::Result<Report> {
         micro,
         servers,
     })
+}
+
+/// Pins the driver (this process and every thread it has and starts from now on) to `cpus`, a
+/// `taskset` list.
+fn pin_driver(cpus: &str) -> anyhow::Result<()> {
+    let status = Command::new("taskset")
+        .args(["-a", "-pc", cpus, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("taskset could not pin the load driver to {cpus}");
+    }
+    Ok(())
 }
 
 fn which(program: &str) -> bool {
@@ -310,7 +322,8 @@ fn bench_server(
     bin: &Path,
     alg: Alg,
     args: &Bench,
-    pinned: bool,
+    // The machine's cores, when the driver is pinned to core 0.
+    pinned: Option<usize>,
 ) -> anyhow::Result<Server> {
     let name = alg_name(alg);
     // Never reused within the run: the cache admits a token the second time it verifies, so a
@@ -321,14 +334,21 @@ fn bench_server(
     let distinct = ((ceiling * seconds) as usize).max(100);
     println!("xtask: {name}: minting {distinct} distinct tokens");
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    // Minting runs before any server starts, on every core; the driver is pinned again after.
+    if let Some(cores) = pinned {
+        pin_driver(&format!("0-{}", cores - 1))?;
+    }
     let repeated = mint_tokens(alg, now, 1, "repeated")?;
     let distinct = mint_tokens(alg, now, distinct, "distinct")?;
+    if pinned.is_some() {
+        pin_driver("0")?;
+    }
 
     let data_dir = std::env::temp_dir().join(format!("xtask-bench-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&data_dir)?;
     let log_path = data_dir.join("todo-api.log");
     let port = free_port()?;
-    let mut cmd = if pinned {
+    let mut cmd = if pinned.is_some() {
         let mut c = Command::new("taskset");
         c.arg("-c").arg("1").arg(bin);
         c.env("TOKIO_WORKER_THREADS", "1");
