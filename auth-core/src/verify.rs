@@ -859,19 +859,32 @@ mod tests {
         .unwrap()
     }
 
-    fn hs256_auth(secret: &[u8], kid: &str) -> Auth {
-        let set = crate::source::KeySet::new([VerifyingKey::from_secret(secret)
-            .unwrap()
-            .with_kid(Some(kid.to_owned()))]);
-        let provider = Arc::new(Swappable(std::sync::RwLock::new(Arc::new(set))));
+    /// A key set of one HS256 secret under `kid`.
+    fn secret_set(secret: &[u8], kid: &str) -> Arc<crate::source::KeySet> {
+        Arc::new(crate::source::KeySet::new([VerifyingKey::from_secret(
+            secret,
+        )
+        .unwrap()
+        .with_kid(Some(kid.to_owned()))]))
+    }
+
+    /// An HS256 verifier whose keys come from a provider that starts with `set`, at
+    /// 1 000 000 s.
+    fn provided(set: Arc<crate::source::KeySet>, settings: AuthSettings) -> (Auth, Arc<Swappable>) {
+        let provider = Arc::new(Swappable(std::sync::RwLock::new(set)));
         let settings = AuthSettings {
             issuer: Some("https://id.example.com".into()),
             audience: vec!["svc".into()],
             algorithms: vec![Alg::HS256],
-            ..AuthSettings::default()
+            ..settings
         };
         let clock = Arc::new(crate::clock::ManualClock::new(1_000_000));
-        Auth::from_key_provider(&settings, "svc", clock, provider).unwrap()
+        let auth = Auth::from_key_provider(&settings, "svc", clock, provider.clone()).unwrap();
+        (auth, provider)
+    }
+
+    fn hs256_auth(secret: &[u8], kid: &str) -> Auth {
+        provided(secret_set(secret, kid), AuthSettings::default()).0
     }
 
     /// `header.payload.signature` with the signature's last character changed.
@@ -941,24 +954,9 @@ mod tests {
     #[tokio::test]
     async fn a_remembered_header_whose_key_left_is_refused() {
         let (a, b) = ([1u8; 32], [2u8; 32]);
-        let set = |secret: &[u8], kid: &str| {
-            Arc::new(crate::source::KeySet::new([VerifyingKey::from_secret(
-                secret,
-            )
-            .unwrap()
-            .with_kid(Some(kid.to_owned()))]))
-        };
-        let provider = Arc::new(Swappable(std::sync::RwLock::new(set(&a, "a"))));
-        let settings = AuthSettings {
-            issuer: Some("https://id.example.com".into()),
-            audience: vec!["svc".into()],
-            algorithms: vec![Alg::HS256],
-            ..AuthSettings::default()
-        };
-        let clock = Arc::new(crate::clock::ManualClock::new(1_000_000));
-        let auth = Auth::from_key_provider(&settings, "svc", clock, provider.clone()).unwrap();
+        let (auth, provider) = provided(secret_set(&a, "a"), AuthSettings::default());
         assert!(auth.verify(&hs256(&a, "a", 1_000_000)).await.is_ok());
-        *provider.0.write().unwrap() = set(&b, "b");
+        *provider.0.write().unwrap() = secret_set(&b, "b");
         let err = auth.verify(&hs256(&a, "a", 1_000_001)).await.unwrap_err();
         assert_eq!(err.kind(), &AuthErrorKind::UnknownKid);
     }
@@ -966,30 +964,18 @@ mod tests {
     #[tokio::test]
     async fn a_key_provider_supplies_keys_that_may_change() {
         let (a, b) = ([1u8; 32], [2u8; 32]);
-        let set = |secret: &[u8], kid: &str| {
-            Arc::new(crate::source::KeySet::new([VerifyingKey::from_secret(
-                secret,
-            )
-            .unwrap()
-            .with_kid(Some(kid.to_owned()))]))
-        };
-        let provider = Arc::new(Swappable(std::sync::RwLock::new(set(&a, "a"))));
         let settings = AuthSettings {
-            issuer: Some("https://id.example.com".into()),
-            audience: vec!["svc".into()],
-            algorithms: vec![Alg::HS256],
             // ignored: the provider is the only key source
             jwks_url: Some("https://elsewhere.example.com/jwks.json".into()),
             ..AuthSettings::default()
         };
-        let clock = Arc::new(crate::clock::ManualClock::new(1_000_000));
-        let auth = Auth::from_key_provider(&settings, "svc", clock, provider.clone()).unwrap();
+        let (auth, provider) = provided(secret_set(&a, "a"), settings);
         assert!(auth.is_ready());
         assert!(auth.verify(&hs256(&a, "a", 1_000_000)).await.is_ok());
         let err = auth.verify(&hs256(&b, "b", 1_000_000)).await.unwrap_err();
         assert_eq!(err.kind(), &AuthErrorKind::UnknownKid);
 
-        *provider.0.write().unwrap() = set(&b, "b");
+        *provider.0.write().unwrap() = secret_set(&b, "b");
         assert!(auth.verify(&hs256(&b, "b", 1_000_000)).await.is_ok());
         assert!(auth.verify(&hs256(&a, "a", 1_000_000)).await.is_err());
 
