@@ -68,6 +68,11 @@ pub struct Bench {
     /// Skip `cargo build` (use the binaries already in target/).
     #[arg(long)]
     pub no_build: bool,
+    /// The load driver polls without ever pausing. By default it naps for a few µs whenever a
+    /// pass over its connections finds no response, so its core rests while the server works:
+    /// where the two cores are SMT siblings, a busy driver slows the server it measures.
+    #[arg(long)]
+    pub spin: bool,
 }
 
 impl Bench {
@@ -83,6 +88,7 @@ impl Bench {
             cache_entries: 100,
             no_micro: true,
             no_build: false,
+            spin: false,
         }
     }
 }
@@ -109,6 +115,12 @@ pub struct Run {
 impl Run {
     fn rps(&self) -> f64 {
         self.requests as f64 / self.seconds
+    }
+
+    /// The server's CPU use over the window, in % of one core: about 100 when the driver keeps
+    /// it saturated.
+    fn busy_percent(&self) -> f64 {
+        self.cpu_us_per_request * self.rps() / 1e4
     }
 }
 
@@ -207,6 +219,10 @@ fn bench(args: &Bench) -> anyhow::Result<Report> {
     if pinned {
         pin_driver("0")?;
     }
+    // The driver's naps last a few µs, not the 50 µs of default timer slack: set for the
+    // process's main thread, where `cargo xtask bench` runs this, and inherited by the threads it
+    // starts from now on (the driver's). Best effort, Linux only.
+    let _ = std::fs::write("/proc/self/timerslack_ns", "1000");
     println!(
         "xtask: bench on {cores} cores; {}",
         if pinned {
@@ -439,11 +455,12 @@ fn bench_server(
                 cache_misses: delta(|c| c.1),
             };
             println!(
-                "xtask: {name} round {round} {route} {mode}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {:.2} µs CPU/req, {} errors",
+                "xtask: {name} round {round} {route} {mode}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {:.2} µs CPU/req ({:.0} % busy), {} errors",
                 run.rps(),
                 run.p50_us,
                 run.p99_us,
                 run.cpu_us_per_request,
+                run.busy_percent(),
                 run.errors
             );
             rounds[i].push(run);
@@ -708,10 +725,12 @@ fn drive(
     let stop = Arc::new(AtomicBool::new(false));
     let recording = Arc::new(AtomicBool::new(false));
     let connections = args.connections.max(1);
+    let spin = args.spin;
     let driver = {
         let (stop, recording) = (stop.clone(), recording.clone());
         std::thread::spawn(move || -> io::Result<(Vec<u32>, u64)> {
-            poll_loop(addr, connections, &requests, &next, &stop, &recording)
+            let nap = (!spin).then_some(NAP);
+            poll_loop(addr, connections, &requests, &next, &stop, &recording, nap)
         })
     };
     std::thread::sleep(Duration::from_secs_f64(args.warmup));
@@ -758,9 +777,15 @@ struct Conn {
     sent_at: Instant,
 }
 
+/// How long the driver naps after a pass over its connections that found no response. Far
+/// below what 16 requests in flight keep the server busy for (16 × 8 µs at the cheapest route),
+/// so the server never waits for the driver; and a timed nap, not a wait on a socket, so the
+/// server's reply never has to wake the driver (that wake-up would be charged to the server).
+const NAP: Duration = Duration::from_micros(15);
+
 /// The driver's loop: each connection has one request in flight; a connection whose response
-/// is complete gets the next request at once. Returns the latencies (µs) and non-200 responses
-/// of the recorded window.
+/// is complete gets the next request at once; a pass that finds nothing naps for `nap`.
+/// Returns the latencies (µs) and non-200 responses of the recorded window.
 fn poll_loop(
     addr: SocketAddr,
     connections: usize,
@@ -768,6 +793,7 @@ fn poll_loop(
     next: &AtomicUsize,
     stop: &AtomicBool,
     recording: &AtomicBool,
+    nap: Option<Duration>,
 ) -> io::Result<(Vec<u32>, u64)> {
     let send = |conn: &mut Conn| -> io::Result<()> {
         let i = next.fetch_add(1, Ordering::Relaxed) % requests.len();
@@ -792,6 +818,7 @@ fn poll_loop(
     let mut errors = 0;
     let mut chunk = [0u8; 16 * 1024];
     while !stop.load(Ordering::Relaxed) {
+        let mut answered = false;
         for conn in &mut conns {
             let status = match conn.stream.read(&mut chunk) {
                 Ok(0) => None,
@@ -809,6 +836,7 @@ fn poll_loop(
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(_) => None,
             };
+            answered = true;
             let micros = conn.sent_at.elapsed().as_micros().min(u32::MAX as u128) as u32;
             if recording.load(Ordering::Relaxed) {
                 latencies.push(micros);
@@ -821,6 +849,9 @@ fn poll_loop(
                 None => *conn = open()?,
                 Some(_) => send(conn)?,
             }
+        }
+        if let (false, Some(nap)) = (answered, nap) {
+            std::thread::sleep(nap);
         }
     }
     Ok((latencies, errors))
@@ -973,7 +1004,7 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
     md.push_str(&format!(
         "## cargo xtask bench{}\n\n{} s measured per run after {} s warm-up, {} round(s) (figures \
          of the round with the median server CPU per request), {} connections, server cache {} \
-         entries, {}.\n\n",
+         entries, {}, {}.\n\n",
         if report.smoke { " --smoke" } else { "" },
         args.duration,
         args.warmup,
@@ -984,11 +1015,16 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
             "server pinned to core 1 with one Tokio worker, load driver on core 0"
         } else {
             "server and load driver not pinned"
+        },
+        if args.spin {
+            "the driver polls without pausing (--spin)"
+        } else {
+            "the driver naps while no response is ready"
         }
     ));
     md.push_str(
-        "| alg | route | tokens | req/s | p50 µs | p99 µs | server CPU µs/req | minus /health (median of per-round differences) | cache hits/misses | errors |\n\
-         |---|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| alg | route | tokens | req/s | p50 µs | p99 µs | server CPU µs/req | server busy % | minus /health (median of per-round differences) | cache hits/misses | errors |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut servers_json = Vec::new();
     let mut verdicts = Vec::new();
@@ -1000,7 +1036,7 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
                 _ => "-".into(),
             };
             md.push_str(&format!(
-                "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {} | {} | {} |\n",
+                "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {} | {} | {} |\n",
                 r.alg,
                 r.route,
                 r.mode,
@@ -1008,6 +1044,7 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
                 r.p50_us,
                 r.p99_us,
                 r.cpu_us_per_request,
+                r.busy_percent(),
                 if r.mode == "baseline" {
                     "-".to_owned()
                 } else {
@@ -1026,6 +1063,7 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
                 "p50_us": r.p50_us,
                 "p99_us": r.p99_us,
                 "server_cpu_us_per_request": r.cpu_us_per_request,
+                "server_busy_percent": r.busy_percent(),
                 "server_cpu_us_minus_baseline": extra,
                 "cache_hits": r.cache_hits,
                 "cache_misses": r.cache_misses,
@@ -1142,6 +1180,7 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
         "warmup_seconds": args.warmup,
         "rounds": args.rounds,
         "connections": args.connections,
+        "driver_spins": args.spin,
         "cache_entries": args.cache_entries,
         "micro": micro_json,
         "servers": servers_json,
