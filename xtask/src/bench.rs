@@ -108,6 +108,10 @@ pub struct Run {
     pub p50_us: f64,
     pub p99_us: f64,
     pub cpu_us_per_request: f64,
+    /// The load driver's own CPU use over the window, in % of one core. Where the driver's
+    /// core shares execution units with the server's (SMT siblings), a busy driver slows the
+    /// server it measures.
+    pub driver_busy_percent: f64,
     pub cache_hits: Option<f64>,
     pub cache_misses: Option<f64>,
 }
@@ -451,16 +455,18 @@ fn bench_server(
                 p50_us: measured.p50_us,
                 p99_us: measured.p99_us,
                 cpu_us_per_request: measured.cpu_us_per_request,
+                driver_busy_percent: measured.driver_busy_percent,
                 cache_hits: delta(|c| c.0),
                 cache_misses: delta(|c| c.1),
             };
             println!(
-                "xtask: {name} round {round} {route} {mode}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {:.2} µs CPU/req ({:.0} % busy), {} errors",
+                "xtask: {name} round {round} {route} {mode}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {:.2} µs CPU/req ({:.0} % busy; driver {:.0} % busy), {} errors",
                 run.rps(),
                 run.p50_us,
                 run.p99_us,
                 run.cpu_us_per_request,
                 run.busy_percent(),
+                run.driver_busy_percent,
                 run.errors
             );
             rounds[i].push(run);
@@ -703,6 +709,7 @@ struct Measured {
     p50_us: f64,
     p99_us: f64,
     cpu_us_per_request: f64,
+    driver_busy_percent: f64,
 }
 
 /// Closed-loop load: `connections` keep-alive connections, cycling through `requests` from
@@ -735,11 +742,14 @@ fn drive(
     };
     std::thread::sleep(Duration::from_secs_f64(args.warmup));
     let cpu_before = cpu_ticks(pid)?;
+    // This process's CPU: the driver thread's, the main thread only sleeps meanwhile.
+    let own_before = cpu_ticks(std::process::id())?;
     let started = Instant::now();
     recording.store(true, Ordering::SeqCst);
     std::thread::sleep(Duration::from_secs_f64(args.duration));
     recording.store(false, Ordering::SeqCst);
     let cpu_after = cpu_ticks(pid)?;
+    let own_after = cpu_ticks(std::process::id())?;
     let seconds = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);
     let (mut latencies, errors) = driver
@@ -755,7 +765,9 @@ fn drive(
         f64::from(latencies[i])
     };
     let requests = latencies.len() as u64;
-    let cpu_us = (cpu_after - cpu_before) as f64 * 1e6 / clock_ticks_per_second() as f64;
+    let ticks = clock_ticks_per_second() as f64;
+    let cpu_us = (cpu_after - cpu_before) as f64 * 1e6 / ticks;
+    let driver_busy_percent = (own_after - own_before) as f64 * 100.0 / ticks / seconds;
     Ok(Measured {
         requests,
         errors,
@@ -767,25 +779,30 @@ fn drive(
         } else {
             cpu_us / requests as f64
         },
+        driver_busy_percent,
     })
 }
 
 /// One keep-alive connection of [`poll_loop`]: the request in flight and what has been read.
 struct Conn {
-    stream: TcpStream,
+    stream: mio::net::TcpStream,
     buf: Vec<u8>,
     sent_at: Instant,
 }
 
-/// How long the driver naps after a pass over its connections that found no response. Far
-/// below what 16 requests in flight keep the server busy for (16 × 8 µs at the cheapest route),
-/// so the server never waits for the driver; and a timed nap, not a wait on a socket, so the
-/// server's reply never has to wake the driver (that wake-up would be charged to the server).
-const NAP: Duration = Duration::from_micros(15);
+/// How long the driver naps after a pass that found no response: well below what 16 requests
+/// in flight keep the server busy for (16 × 6 µs at the cheapest route), so the server never
+/// waits for the driver (each run's "server busy %" shows it), and long enough that a pass
+/// usually finds several responses, so the driver's core rests most of the time it is not
+/// sending. A timed nap, not a blocking wait on the sockets, so the server's reply never has to
+/// wake the driver (that wake-up would be charged to the server).
+const NAP: Duration = Duration::from_micros(40);
 
 /// The driver's loop: each connection has one request in flight; a connection whose response
-/// is complete gets the next request at once; a pass that finds nothing naps for `nap`.
-/// Returns the latencies (µs) and non-200 responses of the recorded window.
+/// is complete gets the next request at once. Each pass asks the kernel once which connections
+/// have something to read (`epoll_wait` with no timeout, through mio) and reads only those; a
+/// pass that finds nothing naps for `nap`. Returns the latencies (µs) and non-200 responses of
+/// the recorded window.
 fn poll_loop(
     addr: SocketAddr,
     connections: usize,
@@ -795,14 +812,21 @@ fn poll_loop(
     recording: &AtomicBool,
     nap: Option<Duration>,
 ) -> io::Result<(Vec<u32>, u64)> {
+    use mio::{Events, Interest, Poll, Token};
+
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(connections);
     let send = |conn: &mut Conn| -> io::Result<()> {
         let i = next.fetch_add(1, Ordering::Relaxed) % requests.len();
         conn.sent_at = Instant::now();
         write_all_nonblocking(&mut conn.stream, &requests[i])
     };
-    let open = || -> io::Result<Conn> {
+    let open = |poll: &Poll, token: usize| -> io::Result<Conn> {
         let stream = connect(addr)?;
         stream.set_nonblocking(true)?;
+        let mut stream = mio::net::TcpStream::from_std(stream);
+        poll.registry()
+            .register(&mut stream, Token(token), Interest::READABLE)?;
         let mut conn = Conn {
             stream,
             buf: Vec::with_capacity(4096),
@@ -812,31 +836,46 @@ fn poll_loop(
         Ok(conn)
     };
     let mut conns = (0..connections)
-        .map(|_| open())
+        .map(|i| open(&poll, i))
         .collect::<io::Result<Vec<_>>>()?;
     let mut latencies = Vec::with_capacity(1 << 20);
     let mut errors = 0;
     let mut chunk = [0u8; 16 * 1024];
     while !stop.load(Ordering::Relaxed) {
-        let mut answered = false;
-        for conn in &mut conns {
-            let status = match conn.stream.read(&mut chunk) {
-                Ok(0) => None,
-                Ok(n) => {
-                    conn.buf.extend_from_slice(&chunk[..n]);
-                    match parse_response(&conn.buf) {
-                        Ok(Some((status, end))) => {
-                            conn.buf.drain(..end);
-                            Some(status)
+        poll.poll(&mut events, Some(Duration::ZERO))?;
+        if events.is_empty() {
+            if let Some(nap) = nap {
+                std::thread::sleep(nap);
+            }
+            continue;
+        }
+        for event in &events {
+            let i = event.token().0;
+            // Readiness is edge-triggered: read until the response is complete or the socket
+            // has nothing more (a closed-loop server sends nothing past the response).
+            let status = loop {
+                let conn = &mut conns[i];
+                match conn.stream.read(&mut chunk) {
+                    Ok(0) => break Some(None),
+                    Ok(n) => {
+                        conn.buf.extend_from_slice(&chunk[..n]);
+                        match parse_response(&conn.buf) {
+                            Ok(Some((status, end))) => {
+                                conn.buf.drain(..end);
+                                break Some(Some(status));
+                            }
+                            Ok(None) => {}
+                            Err(_) => break Some(None),
                         }
-                        Ok(None) => continue,
-                        Err(_) => None,
                     }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break Some(None),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(_) => None,
             };
-            answered = true;
+            // Nothing complete yet: the rest comes with a later event.
+            let Some(status) = status else { continue };
+            let conn = &mut conns[i];
             let micros = conn.sent_at.elapsed().as_micros().min(u32::MAX as u128) as u32;
             if recording.load(Ordering::Relaxed) {
                 latencies.push(micros);
@@ -846,19 +885,19 @@ fn poll_loop(
             }
             match status {
                 // The server closed the connection (or answered garbage): count it, reconnect.
-                None => *conn = open()?,
+                None => {
+                    poll.registry().deregister(&mut conn.stream)?;
+                    *conn = open(&poll, i)?;
+                }
                 Some(_) => send(conn)?,
             }
-        }
-        if let (false, Some(nap)) = (answered, nap) {
-            std::thread::sleep(nap);
         }
     }
     Ok((latencies, errors))
 }
 
 /// `write_all` on a non-blocking socket (a request fits the socket buffer; spin if it does not).
-fn write_all_nonblocking(stream: &mut TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+fn write_all_nonblocking(stream: &mut impl Write, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         match stream.write(bytes) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -1023,8 +1062,8 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
         }
     ));
     md.push_str(
-        "| alg | route | tokens | req/s | p50 µs | p99 µs | server CPU µs/req | server busy % | minus /health (median of per-round differences) | cache hits/misses | errors |\n\
-         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| alg | route | tokens | req/s | p50 µs | p99 µs | server CPU µs/req | server busy % | driver busy % | minus /health (median of per-round differences) | cache hits/misses | errors |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut servers_json = Vec::new();
     let mut verdicts = Vec::new();
@@ -1036,7 +1075,7 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
                 _ => "-".into(),
             };
             md.push_str(&format!(
-                "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {} | {} | {} |\n",
+                "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {} | {} |\n",
                 r.alg,
                 r.route,
                 r.mode,
@@ -1045,6 +1084,7 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
                 r.p99_us,
                 r.cpu_us_per_request,
                 r.busy_percent(),
+                r.driver_busy_percent,
                 if r.mode == "baseline" {
                     "-".to_owned()
                 } else {
@@ -1064,6 +1104,7 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
                 "p99_us": r.p99_us,
                 "server_cpu_us_per_request": r.cpu_us_per_request,
                 "server_busy_percent": r.busy_percent(),
+                "driver_busy_percent": r.driver_busy_percent,
                 "server_cpu_us_minus_baseline": extra,
                 "cache_hits": r.cache_hits,
                 "cache_misses": r.cache_misses,
