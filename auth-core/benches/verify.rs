@@ -5,6 +5,9 @@
 //! - `signature/<alg>`: [`verify_signature`] alone with a key parsed once: the limit;
 //! - `signature_distinct/<alg>`: the same over 64 distinct signatures in turn: the limit for
 //!   distinct tokens (ECDSA's table look-ups and branches depend on the signature);
+//! - `signature_cold/<alg>`: the `signature` step after a write sweep over 1 MiB, more than a
+//!   core's L2 here (512 KiB): the step as it runs after other work evicted what it had cached.
+//!   A diagnostic, not a limit; `cargo xtask bench` leaves it out;
 //! - `cache_hit/<alg>`: [`Auth::verify`] of a token already in the verified-token cache;
 //! - `cache_miss/<alg>`: [`Auth::verify`] with the cache on and every token new to it (cycled
 //!   through far more tokens than its doorkeeper remembers): full verification plus the cache's
@@ -130,6 +133,38 @@ fn bench(c: &mut Criterion) {
         });
     }
     signature.finish();
+
+    // What the signature step costs once other work has evicted its code and data from L2, as
+    // a server's kernel, runtime and HTTP work between two tokens does in part. The sweep is
+    // setup, not measured.
+    const SWEEP: usize = 1 << 20;
+    let mut cold = c.benchmark_group("signature_cold");
+    let mut sweep = vec![0u8; SWEEP];
+    for case in &cases {
+        let token = mint(&case.key).sign();
+        let (input, sig) = token.rsplit_once('.').expect("compact JWS");
+        let sig = URL_SAFE_NO_PAD.decode(sig).expect("base64url");
+        cold.bench_function(case.alg.as_str(), |b| {
+            b.iter_batched(
+                || {
+                    for line in sweep.chunks_mut(64) {
+                        line[0] = line[0].wrapping_add(1);
+                    }
+                },
+                |()| {
+                    verify_signature(
+                        &case.verifying_key,
+                        case.alg,
+                        black_box(input.as_bytes()),
+                        black_box(&sig),
+                    )
+                    .expect("valid signature")
+                },
+                criterion::BatchSize::PerIteration,
+            )
+        });
+    }
+    cold.finish();
 
     // The same step over distinct signatures, as a server sees them: the limit of the distinct
     // mode. For ECDSA it costs more than one signature verified over and over, whose precomputed
