@@ -7,7 +7,8 @@
 //!    from `target/criterion/` (skipped with `--smoke`);
 //! 3. per algorithm, starts todo-api on a free 127.0.0.1 port with a static key source (the
 //!    fixture public key, or the HS256 secret) and a temporary data directory, then drives load
-//!    with the built-in driver: keep-alive HTTP/1.1 connections, one thread each, closed loop;
+//!    with the built-in driver: keep-alive HTTP/1.1 connections on one thread ([`poll_loop`]),
+//!    closed loop;
 //!    every run has a warm-up, then a measured window of fixed length. Runs: `GET /health`
 //!    (baseline), `GET /whoami` with one repeated token, `GET /whoami` with a distinct token per
 //!    request (more distinct tokens than the server's cache holds, cycled, so every request
