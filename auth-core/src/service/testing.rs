@@ -202,7 +202,8 @@ pub fn assert_prometheus_text(text: &str) {
 
 /// Runs a service binary with `env` (and nothing inherited from the caller's service
 /// variables) in `dir`, expecting it to refuse to start: returns its stderr, asserting a
-/// non-zero exit and exactly one line.
+/// non-zero exit and exactly one line. A binary still running after 30 s has accepted the
+/// config: it is killed and the test fails (instead of waiting for it forever).
 pub fn expect_config_error(exe: &Path, dir: &Path, env: &[(&str, &str)]) -> String {
     let mut cmd = Command::new(exe);
     cmd.current_dir(dir);
@@ -212,8 +213,25 @@ pub fn expect_config_error(exe: &Path, dir: &Path, env: &[(&str, &str)]) -> Stri
         }
     }
     cmd.env_remove("RUST_LOG");
-    cmd.envs(env.iter().copied());
-    let out = cmd.output().expect("run the service binary");
+    cmd.envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("run the service binary");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child
+        .try_wait()
+        .expect("wait for the service binary")
+        .is_none()
+    {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the service started with {env:?}, a config it should refuse");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("read the service's stderr");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         !out.status.success(),
