@@ -18,6 +18,7 @@ use auth_core::service::config::{
     self, ConfigError, CorsSettings, DatabaseSettings, Environment, LogSettings, ServerSettings,
 };
 use auth_core::settings::{AuthSettings, one_or_many};
+use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
@@ -213,7 +214,8 @@ pub struct ThrottleSettings {
     pub max_failures: u32,
     /// `throttle.window_seconds` (default 300).
     pub window_seconds: u64,
-    /// `throttle.trusted_proxies`: peers whose `X-Forwarded-For` is believed (default none).
+    /// `throttle.trusted_proxies`: peers whose `X-Forwarded-For` is believed (default none):
+    /// IP addresses (`10.0.0.9`) or CIDR ranges (`10.0.0.0/8`, `fd00::/8`).
     #[serde(deserialize_with = "one_or_many")]
     pub trusted_proxies: Vec<String>,
     /// `throttle.max_entries`: counters kept per kind (username, IP); the oldest are dropped
@@ -233,12 +235,24 @@ impl Default for ThrottleSettings {
 }
 
 impl ThrottleSettings {
-    /// The trusted proxies, parsed (validated by [`Settings::load`]).
-    pub fn proxies(&self) -> Vec<IpAddr> {
+    /// The trusted proxies, parsed (validated by [`Settings::load`]); an address is the range
+    /// of that one address.
+    pub fn proxies(&self) -> Vec<IpNet> {
         self.trusted_proxies
             .iter()
-            .filter_map(|p| p.parse().ok())
+            .filter_map(|p| proxy_range(p))
             .collect()
+    }
+}
+
+/// One `throttle.trusted_proxies` entry: a CIDR range, or an address (a range of one). A range
+/// must be written at its network address (`10.0.0.0/8`, not `10.1.2.3/8`): host bits set are
+/// more often a typo than a wish.
+fn proxy_range(entry: &str) -> Option<IpNet> {
+    let entry = entry.trim();
+    match entry.parse::<IpNet>() {
+        Ok(net) => (net == net.trunc()).then_some(net),
+        Err(_) => entry.parse::<IpAddr>().ok().map(IpNet::from),
     }
 }
 
@@ -410,10 +424,13 @@ impl Settings {
             return Err(ConfigError::key(key, "must be greater than 0"));
         }
         for p in &t.trusted_proxies {
-            p.parse::<IpAddr>().map_err(|_| {
+            proxy_range(p).ok_or_else(|| {
                 ConfigError::key(
                     "throttle.trusted_proxies",
-                    format!("not an IP address: {p:?}"),
+                    format!(
+                        "not an IP address or a CIDR range at its network address \
+                         (10.0.0.9, 10.0.0.0/8, fd00::/8): {p:?}"
+                    ),
                 )
             })?;
         }

@@ -1,7 +1,6 @@
 //! Wiring: signing keys, database, users, the verifier of the service's own routes, routes, the
 //! serving loop. `main` and the tests build the same app.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use auth_core::Auth;
@@ -55,7 +54,7 @@ pub struct State {
     /// The clock tokens and key phases are judged by.
     pub clock: Arc<dyn Clock>,
     /// `throttle.trusted_proxies`, parsed.
-    pub trusted_proxies: Arc<Vec<IpAddr>>,
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }
 
 /// What tests inject.

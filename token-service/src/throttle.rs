@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use auth_core::clock::Clock;
+use ipnet::IpNet;
 
 use crate::settings::ThrottleSettings;
 
@@ -162,10 +163,12 @@ fn lock(m: &Mutex<Counters>) -> std::sync::MutexGuard<'_, Counters> {
 pub fn client_ip(
     peer: Option<SocketAddr>,
     forwarded_for: Option<&str>,
-    trusted: &[IpAddr],
+    trusted: &[IpNet],
 ) -> Option<IpAddr> {
+    // An IPv4 peer of a dual-stack listener arrives as `::ffff:a.b.c.d`: compared as IPv4.
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(&ip.to_canonical()));
     let peer = peer?.ip();
-    if !trusted.contains(&peer) {
+    if !is_trusted(&peer) {
         return Some(peer);
     }
     let Some(xff) = forwarded_for else {
@@ -174,7 +177,7 @@ pub fn client_ip(
     let mut hops = xff.split(',').map(str::trim).rev();
     for hop in hops.by_ref() {
         match hop.parse::<IpAddr>() {
-            Ok(ip) if trusted.contains(&ip) => continue,
+            Ok(ip) if is_trusted(&ip) => continue,
             Ok(ip) => return Some(ip),
             Err(_) => return Some(peer),
         }
@@ -285,13 +288,25 @@ mod tests {
         assert_eq!(ip_key("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1");
     }
 
+    fn peer(ip: &str) -> Option<SocketAddr> {
+        Some(SocketAddr::new(ip.parse().unwrap(), 1234))
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
     #[test]
     fn forwarded_for_only_from_trusted_proxies() {
-        let proxy: IpAddr = "10.0.0.9".parse().unwrap();
-        let peer = |ip: &str| Some(SocketAddr::new(ip.parse().unwrap(), 1234));
+        let proxy = IpNet::from("10.0.0.9".parse::<IpAddr>().unwrap());
         assert_eq!(
             client_ip(peer("1.2.3.4"), Some("5.6.7.8"), &[proxy]),
-            Some("1.2.3.4".parse().unwrap())
+            ip("1.2.3.4")
+        );
+        // The neighbour of a one-address proxy is not a proxy.
+        assert_eq!(
+            client_ip(peer("10.0.0.8"), Some("5.6.7.8"), &[proxy]),
+            ip("10.0.0.8")
         );
         assert_eq!(
             client_ip(
@@ -299,8 +314,48 @@ mod tests {
                 Some("6.6.6.6, 5.6.7.8, 10.0.0.9"),
                 &[proxy]
             ),
-            Some("5.6.7.8".parse().unwrap())
+            ip("5.6.7.8")
         );
-        assert_eq!(client_ip(peer("10.0.0.9"), None, &[proxy]), Some(proxy));
+        assert_eq!(client_ip(peer("10.0.0.9"), None, &[proxy]), ip("10.0.0.9"));
+    }
+
+    #[test]
+    fn trusted_proxies_may_be_ranges() {
+        let ranges: Vec<IpNet> = ["10.0.0.0/8", "fd00::/8"]
+            .iter()
+            .map(|r| r.parse().unwrap())
+            .collect();
+        // Every hop inside a range is skipped, from the right.
+        assert_eq!(
+            client_ip(
+                peer("10.200.0.1"),
+                Some("5.6.7.8, 10.1.1.1, fd12::3"),
+                &ranges
+            ),
+            ip("5.6.7.8")
+        );
+        assert_eq!(
+            client_ip(peer("fd00::1"), Some("2001:db8::7"), &ranges),
+            ip("2001:db8::7")
+        );
+        // An IPv4 proxy seen through a dual-stack listener is still inside its IPv4 range.
+        assert_eq!(
+            client_ip(peer("::ffff:10.0.0.9"), Some("5.6.7.8"), &ranges),
+            ip("5.6.7.8")
+        );
+        // Outside every range: the peer itself, whatever it forwards.
+        assert_eq!(
+            client_ip(peer("11.0.0.1"), Some("5.6.7.8"), &ranges),
+            ip("11.0.0.1")
+        );
+        assert_eq!(
+            client_ip(peer("fe00::1"), Some("5.6.7.8"), &ranges),
+            ip("fe00::1")
+        );
+        // A hop that is not an address stops the walk at the peer.
+        assert_eq!(
+            client_ip(peer("10.0.0.9"), Some("5.6.7.8, junk"), &ranges),
+            ip("10.0.0.9")
+        );
     }
 }

@@ -129,4 +129,16 @@ fn config_errors_name_the_key() {
         &[("TOKEN_SERVICE__THROTTLE__NO_SUCH", "1")],
     );
     assert!(e.contains("no_such"), "{e}");
+    // A range with host bits set is refused, as is anything that is no address.
+    for bad in ["10.1.2.3/8", "10.0.0.0/33", "proxy.internal"] {
+        let e = expect_config_error(
+            env!("CARGO_BIN_EXE_token-service").as_ref(),
+            dir.path(),
+            &[("TOKEN_SERVICE__THROTTLE__TRUSTED_PROXIES", bad)],
+        );
+        assert!(
+            e.starts_with("config error: throttle.trusted_proxies:"),
+            "{bad}: {e}"
+        );
+    }
 }

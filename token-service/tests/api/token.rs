@@ -254,7 +254,8 @@ async fn throttling_per_username_and_per_ip_independently() {
     let t = spawn_with(|s| {
         s.throttle.max_failures = 3;
         s.throttle.window_seconds = 60;
-        s.throttle.trusted_proxies = vec!["127.0.0.1".into()];
+        // A range: the test client connects from 127.0.0.1.
+        s.throttle.trusted_proxies = vec!["127.0.0.0/8".into()];
     })
     .await;
     // alice is attacked from three addresses (through the trusted proxy).
