@@ -438,9 +438,23 @@ impl Settings {
     }
 
     /// Production: everything auth-core refuses for an `auth` section, then token-service's own
-    /// rules (audiences, a signing key that is neither a fixture nor readable by others, no
-    /// fixture users).
+    /// rules (no proxy range that trusts every peer, audiences, a signing key that is neither a
+    /// fixture nor readable by others, no fixture users).
     fn check_production(&self, check_keys: bool) -> Result<(), ConfigError> {
+        if let Some(all) = self
+            .throttle
+            .proxies()
+            .iter()
+            .find(|net| net.prefix_len() == 0)
+        {
+            return Err(ConfigError::key(
+                "throttle.trusted_proxies",
+                format!(
+                    "{all} trusts every peer, so any client could choose the address it is \
+                     throttled by; list your proxies' addresses or ranges"
+                ),
+            ));
+        }
         if let Some(secret) = &self.signing.secret {
             config::check_not_dev_secret("signing.secret", secret.expose_secret().as_bytes())?;
         }

@@ -48,6 +48,17 @@ fn refuse(extra: &[(&'static str, String)]) -> String {
     )
 }
 
+#[test]
+fn production_refuses_a_proxy_range_that_trusts_every_peer() {
+    for all in ["0.0.0.0/0", "::/0"] {
+        let e = refuse(&[("TOKEN_SERVICE__THROTTLE__TRUSTED_PROXIES", all.into())]);
+        assert!(
+            e.starts_with("config error: throttle.trusted_proxies:") && e.contains("every peer"),
+            "{all}: {e}"
+        );
+    }
+}
+
 #[cfg(unix)]
 fn private_copy(from: &std::path::Path, dir: &std::path::Path, mode: u32) -> String {
     use std::os::unix::fs::PermissionsExt;
