@@ -62,6 +62,8 @@ enum KeysCommand {
     Rotate,
     /// List the keys and their phases.
     List,
+    /// Delete the files of signing.keys_dir's retired keys (never those of signing.key_files).
+    Prune,
 }
 
 /// The whole `main`.
@@ -120,6 +122,23 @@ pub fn main() {
             );
             for (kid, at) in r.retiring {
                 println!("key {kid} retires at {}", crate::keys::format_time(at));
+            }
+        }
+        Command::Keys {
+            command: KeysCommand::Prune,
+        } => {
+            let pruned = crate::keys::prune(&settings, SystemClock.now())
+                .unwrap_or_else(|e| exit_with(format!("{e:#}")));
+            if pruned.is_empty() {
+                println!("no retired key to delete");
+            }
+            for p in pruned {
+                println!(
+                    "deleted key {} ({}), retired at {}",
+                    p.kid,
+                    p.path.display(),
+                    crate::keys::format_time(p.retired_at)
+                );
             }
         }
         Command::Keys {

@@ -28,6 +28,8 @@
 //! picks the files up on its periodic rescan (`signing.rescan_seconds`) or on SIGHUP; replicas
 //! sharing the directory agree because phases depend only on the files and the time.
 //!
+//! `token-service keys prune` deletes the files of the directory's retired keys.
+//!
 //! Invariant: the service never generates a key by itself; in production it refuses fixture keys
 //! and key files readable by group or others.
 
@@ -822,6 +824,58 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     file.write_all(bytes)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// A key file `keys prune` deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    /// The key's id.
+    pub kid: String,
+    /// Its file (deleted, with its sidecar).
+    pub path: PathBuf,
+    /// When it retired.
+    pub retired_at: u64,
+}
+
+/// `token-service keys prune`: deletes the files (`NAME.pem` and its `NAME.toml`) of every key of
+/// `signing.keys_dir` retired by `now`: no longer published, its tokens long expired, so its
+/// private key has nothing left to do on disk. Files listed in `signing.key_files` are the
+/// operator's own and are never deleted.
+pub fn prune(settings: &Settings, now: u64) -> anyhow::Result<Vec<Pruned>> {
+    let signing = &settings.signing;
+    if signing.keys_dir.is_none() {
+        bail!("keys prune: set signing.keys_dir (the directory `keys rotate` writes to)");
+    }
+    let dir_only = SigningSettings {
+        key_files: Vec::new(),
+        ..signing.clone()
+    };
+    let (ring, _) = scan(&dir_only, false);
+    let mut pruned = Vec::new();
+    for key in ring.keys() {
+        let (Some(path), Some(retired_at)) = (&key.path, key.meta.retire_at) else {
+            continue;
+        };
+        if retired_at > now {
+            continue;
+        }
+        std::fs::remove_file(path).with_context(|| format!("deleting {}", path.display()))?;
+        match std::fs::remove_file(meta_path(path)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("deleting {}", meta_path(path).display()));
+            }
+            _ => {}
+        }
+        tracing::info!(target: "audit", event = "key_pruned", kid = %key.kid,
+            retired_at = %format_time(retired_at), outcome = "success",
+            "retired signing key deleted");
+        pruned.push(Pruned {
+            kid: key.kid.clone(),
+            path: path.clone(),
+            retired_at,
+        });
+    }
+    Ok(pruned)
 }
 
 /// `token-service keys list`: every key with its phase now.

@@ -33,6 +33,11 @@ async fn rotation_phases_published_then_signing_then_retired() {
         [(old.clone(), t.clock.now() + 600 + 900 + 300)]
     );
     t.state.keys.reload();
+    assert_eq!(
+        keys::prune(&t.state.settings, t.clock.now()).unwrap(),
+        [],
+        "nothing is retired yet"
+    );
     let mut kids = TestApp::kids(&t.jwks().await);
     kids.sort();
     let mut both = vec![old.clone(), rotated.kid.clone()];
@@ -76,6 +81,33 @@ async fn rotation_phases_published_then_signing_then_retired() {
         listing.contains(&format!("{}\tES256\tsigning", rotated.kid)),
         "{listing}"
     );
+
+    // `keys prune` deletes the retired key's files, and only those.
+    let ring = t.state.keys.ring();
+    let old_path = ring
+        .keys()
+        .iter()
+        .find(|k| k.kid == old)
+        .and_then(|k| k.path.clone())
+        .expect("the old key's file");
+    assert!(old_path.exists() && keys::meta_path(&old_path).exists());
+    let pruned = keys::prune(&t.state.settings, t.clock.now()).unwrap();
+    assert_eq!(
+        pruned,
+        [keys::Pruned {
+            kid: old.clone(),
+            path: old_path.clone(),
+            retired_at: t.clock.now(),
+        }]
+    );
+    assert!(!old_path.exists() && !keys::meta_path(&old_path).exists());
+    assert!(rotated.path.exists() && keys::meta_path(&rotated.path).exists());
+    assert_eq!(keys::prune(&t.state.settings, t.clock.now()).unwrap(), []);
+    let listing = keys::list(&t.state.settings, t.clock.now()).join("\n");
+    assert!(!listing.contains(&old), "{listing}");
+    t.state.keys.reload();
+    assert_eq!(TestApp::kids(&t.jwks().await), [rotated.kid.as_str()]);
+    assert_eq!(t.get_auth("/users/me", &fresh).await.status(), 200);
 }
 
 #[cfg(unix)]
