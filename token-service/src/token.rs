@@ -89,6 +89,22 @@ pub struct AccessClaims {
     pub access: Vec<String>,
 }
 
+/// Every `X-Forwarded-For` line, joined in order: a proxy may add a line of its own rather than
+/// append to the client's (HAProxy's `option forwardfor`), and the right-most addresses, the
+/// ones a trusted proxy vouches for, are then on the last line. A value that is not text
+/// becomes a hop that is no address, where the walk stops (at the peer).
+fn forwarded_for()
+-> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
+    warp::header::headers_cloned().map(|headers: http::HeaderMap| {
+        let lines: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("not-an-address"))
+            .collect();
+        (!lines.is_empty()).then(|| lines.join(","))
+    })
+}
+
 /// The route.
 pub fn route(state: State) -> BoxedFilter<(Response,)> {
     warp::path!("token")
@@ -96,7 +112,7 @@ pub fn route(state: State) -> BoxedFilter<(Response,)> {
         .and(warp::header::optional::<String>("content-type"))
         .and(auth_core::service::body::bytes(16 * 1024))
         .and(auth_core::service::server::peer_addr())
-        .and(warp::header::optional::<String>("x-forwarded-for"))
+        .and(forwarded_for())
         .and(warp::any().map(move || state.clone()))
         .then(
             |ct: Option<String>,

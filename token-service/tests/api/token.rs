@@ -298,6 +298,30 @@ async fn throttling_per_username_and_per_ip_independently() {
 }
 
 #[tokio::test]
+async fn a_proxy_line_of_its_own_is_read_with_the_clients() {
+    // The trusted proxy added its own X-Forwarded-For line after the client's forged one: the
+    // address it vouches for is on the last line, and that is what is throttled.
+    let t = spawn_with(|s| {
+        s.throttle.max_failures = 2;
+        s.throttle.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    let fail_via_proxy = |user: &'static str, forged: &'static str| {
+        t.app
+            .client
+            .post(t.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-forwarded-for", forged)
+            .header("x-forwarded-for", "10.0.0.50")
+            .body(format!("username={user}&password=wrong-password-123"))
+            .send()
+    };
+    assert_eq!(fail_via_proxy("u1", "6.6.6.1").await.unwrap().status(), 401);
+    assert_eq!(fail_via_proxy("u2", "6.6.6.2").await.unwrap().status(), 401);
+    assert_eq!(fail_via_proxy("u3", "6.6.6.3").await.unwrap().status(), 429);
+}
+
+#[tokio::test]
 async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
     let t = spawn_with(|s| s.throttle.max_failures = 2).await;
     assert_eq!(fail(&t, "u1", "10.0.0.1").await.status(), 401);
