@@ -247,12 +247,23 @@ impl ThrottleSettings {
 
 /// One `throttle.trusted_proxies` entry: a CIDR range, or an address (a range of one). A range
 /// must be written at its network address (`10.0.0.0/8`, not `10.1.2.3/8`): host bits set are
-/// more often a typo than a wish.
+/// more often a typo than a wish. An IPv4-mapped entry (`::ffff:10.0.0.9`, `::ffff:10.0.0.0/104`,
+/// as a dual-stack listener logs an IPv4 peer) is the IPv4 range it maps, as peers are compared.
 fn proxy_range(entry: &str) -> Option<IpNet> {
     let entry = entry.trim();
-    match entry.parse::<IpNet>() {
-        Ok(net) => (net == net.trunc()).then_some(net),
-        Err(_) => entry.parse::<IpAddr>().ok().map(IpNet::from),
+    let net = match entry.parse::<IpNet>() {
+        Ok(net) if net == net.trunc() => net,
+        Ok(_) => return None,
+        Err(_) => IpNet::from(entry.parse::<IpAddr>().ok()?),
+    };
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .ok()
+                .map(IpNet::V4),
+            None => Some(net),
+        },
+        _ => Some(net),
     }
 }
 
@@ -441,12 +452,9 @@ impl Settings {
     /// rules (no proxy range that trusts every peer, audiences, a signing key that is neither a
     /// fixture nor readable by others, no fixture users).
     fn check_production(&self, check_keys: bool) -> Result<(), ConfigError> {
-        if let Some(all) = self
-            .throttle
-            .proxies()
-            .iter()
-            .find(|net| net.prefix_len() == 0)
-        {
+        // Merged first: `0.0.0.0/1` and `128.0.0.0/1` together trust every IPv4 peer too.
+        let merged = IpNet::aggregate(&self.throttle.proxies());
+        if let Some(all) = merged.iter().find(|net| net.prefix_len() == 0) {
             return Err(ConfigError::key(
                 "throttle.trusted_proxies",
                 format!(

@@ -50,13 +50,38 @@ fn refuse(extra: &[(&'static str, String)]) -> String {
 
 #[test]
 fn production_refuses_a_proxy_range_that_trusts_every_peer() {
-    for all in ["0.0.0.0/0", "::/0"] {
+    for all in [
+        "0.0.0.0/0",
+        "::/0",
+        "0.0.0.0/1,128.0.0.0/1",
+        "::ffff:0:0/96",
+    ] {
         let e = refuse(&[("TOKEN_SERVICE__THROTTLE__TRUSTED_PROXIES", all.into())]);
         assert!(
             e.starts_with("config error: throttle.trusted_proxies:") && e.contains("every peer"),
             "{all}: {e}"
         );
     }
+}
+
+#[test]
+fn proxy_entries_are_compared_as_peers_are() {
+    let settings = |entries: &[&str]| token_service::settings::ThrottleSettings {
+        trusted_proxies: entries.iter().map(|e| e.to_string()).collect(),
+        ..Default::default()
+    };
+    // IPv4-mapped entries are the IPv4 ranges they map, as a peer `::ffff:a.b.c.d` is compared.
+    assert_eq!(
+        settings(&[
+            "::ffff:10.0.0.9",
+            "::ffff:10.0.0.0/104",
+            "fd00::/8",
+            "10.0.0.9"
+        ])
+        .proxies(),
+        ["10.0.0.9/32", "10.0.0.0/8", "fd00::/8", "10.0.0.9/32"]
+            .map(|n| n.parse::<ipnet::IpNet>().unwrap())
+    );
 }
 
 #[cfg(unix)]
