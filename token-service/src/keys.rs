@@ -837,43 +837,83 @@ pub struct Pruned {
     pub retired_at: u64,
 }
 
-/// `token-service keys prune`: deletes the files (`NAME.pem` and its `NAME.toml`) of every key of
-/// `signing.keys_dir` retired by `now`: no longer published, its tokens long expired, so its
-/// private key has nothing left to do on disk. Files listed in `signing.key_files` are the
-/// operator's own and are never deleted.
+/// `token-service keys prune`: deletes the files (`NAME.pem` and its `NAME.toml`) of the keys of
+/// `signing.keys_dir` retired by `now`: no longer published, their tokens long expired, so the
+/// private keys have nothing left to do on disk.
+///
+/// A file goes only when every key in it is retired, and a key counts as retired only when
+/// every copy of it is: a copy in another file of the directory that is not retired, or any copy
+/// named in `signing.key_files` (the operator's own files, never deleted), keeps the key and its
+/// files. So deleting never brings a retired key back through another copy.
 pub fn prune(settings: &Settings, now: u64) -> anyhow::Result<Vec<Pruned>> {
     let signing = &settings.signing;
-    if signing.keys_dir.is_none() {
-        bail!("keys prune: set signing.keys_dir (the directory `keys rotate` writes to)");
+    if signing.uses_secret() {
+        bail!("keys prune: tokens are HS256 with signing.secret; there are no key files");
+    }
+    let dir = signing
+        .keys_dir
+        .as_ref()
+        .context("keys prune: set signing.keys_dir (the directory `keys rotate` writes to)")?;
+    std::fs::read_dir(dir)
+        .with_context(|| format!("keys prune: cannot read signing.keys_dir {}", dir.display()))?;
+    // Each file on its own, so that every copy of a key is seen (a scan keeps the first).
+    let one_file = |path: &Path| {
+        let single = SigningSettings {
+            keys_dir: None,
+            key_files: vec![path.to_path_buf()],
+            ..signing.clone()
+        };
+        scan(&single, false).0.keys
+    };
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let operators: Vec<PathBuf> = signing.key_files.iter().map(|p| canonical(p)).collect();
+    let mut kept_kids = std::collections::HashSet::new();
+    for path in &signing.key_files {
+        kept_kids.extend(one_file(path).into_iter().map(|k| k.kid.clone()));
     }
     let dir_only = SigningSettings {
         key_files: Vec::new(),
         ..signing.clone()
     };
-    let (ring, _) = scan(&dir_only, false);
-    let mut pruned = Vec::new();
-    for key in ring.keys() {
-        let (Some(path), Some(retired_at)) = (&key.path, key.meta.retire_at) else {
-            continue;
-        };
-        if retired_at > now {
+    let (files, _) = key_paths(&dir_only);
+    let mut candidates = Vec::new();
+    for (_, path) in files {
+        if operators.contains(&canonical(&path)) {
+            kept_kids.extend(one_file(&path).into_iter().map(|k| k.kid.clone()));
             continue;
         }
-        std::fs::remove_file(path).with_context(|| format!("deleting {}", path.display()))?;
-        match std::fs::remove_file(meta_path(path)) {
+        let keys = one_file(&path);
+        for key in &keys {
+            if key.meta.retire_at.is_none_or(|r| r > now) {
+                kept_kids.insert(key.kid.clone());
+            }
+        }
+        candidates.push((path, keys));
+    }
+    let mut pruned = Vec::new();
+    for (path, keys) in candidates {
+        if keys.is_empty() || keys.iter().any(|k| kept_kids.contains(&k.kid)) {
+            continue;
+        }
+        std::fs::remove_file(&path).with_context(|| format!("deleting {}", path.display()))?;
+        match std::fs::remove_file(meta_path(&path)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("deleting {}", meta_path(path).display()));
+                return Err(e).with_context(|| format!("deleting {}", meta_path(&path).display()));
             }
             _ => {}
         }
-        tracing::info!(target: "audit", event = "key_pruned", kid = %key.kid,
-            retired_at = %format_time(retired_at), outcome = "success",
-            "retired signing key deleted");
-        pruned.push(Pruned {
-            kid: key.kid.clone(),
-            path: path.clone(),
-            retired_at,
-        });
+        for key in keys {
+            // Every key here is retired (`kept_kids` holds the others).
+            let retired_at = key.meta.retire_at.unwrap_or(now);
+            tracing::info!(target: "audit", event = "key_pruned", kid = %key.kid,
+                retired_at = %format_time(retired_at), outcome = "success",
+                "retired signing key deleted");
+            pruned.push(Pruned {
+                kid: key.kid.clone(),
+                path: path.clone(),
+                retired_at,
+            });
+        }
     }
     Ok(pruned)
 }

@@ -202,3 +202,71 @@ fn rotate_needs_a_keys_dir_and_writes_private_files() {
         "{meta}"
     );
 }
+
+#[test]
+fn prune_deletes_a_file_only_when_every_copy_of_every_key_in_it_is_retired() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = dir.path().join("keys");
+    let settings_with = |key_files: Vec<std::path::PathBuf>| {
+        let mut s = local_settings(dir.path());
+        s.signing.key_files = key_files;
+        s.signing.keys_dir = Some(keys_dir.clone());
+        s.finish().unwrap()
+    };
+    let settings = settings_with(Vec::new());
+    // Three rotations: k1 and k2 get retirement times, k3 signs.
+    let k1 = keys::rotate(&settings, 1_000).unwrap();
+    let k2 = keys::rotate(&settings, 2_000).unwrap();
+    let k3 = keys::rotate(&settings, 3_000).unwrap();
+    let later = 1_000_000;
+    let text = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+
+    // A copy named in signing.key_files, or the same file named there, keeps the key.
+    let ops = dir.path().join("ops");
+    std::fs::create_dir_all(&ops).unwrap();
+    std::fs::write(ops.join("k1.pem"), text(&k1.path)).unwrap();
+    let kept = settings_with(vec![ops.join("k1.pem"), k2.path.clone()]);
+    assert_eq!(keys::prune(&kept, later).unwrap(), []);
+    assert!(k1.path.exists() && k2.path.exists());
+
+    // A file of two retired keys (k1 + k2, retired by its sidecar) goes once, naming both, with
+    // their own files.
+    let both = keys_dir.join("both.pem");
+    std::fs::write(&both, text(&k1.path) + &text(&k2.path)).unwrap();
+    std::fs::copy(keys::meta_path(&k1.path), keys::meta_path(&both)).unwrap();
+    let sorted = |pruned: Vec<keys::Pruned>| {
+        let mut v: Vec<(String, std::path::PathBuf)> =
+            pruned.into_iter().map(|p| (p.kid, p.path)).collect();
+        v.sort();
+        v
+    };
+    let mut expected = vec![
+        (k1.kid.clone(), k1.path.clone()),
+        (k2.kid.clone(), k2.path.clone()),
+        (k1.kid.clone(), both.clone()),
+        (k2.kid.clone(), both.clone()),
+    ];
+    expected.sort();
+    assert_eq!(sorted(keys::prune(&settings, later).unwrap()), expected);
+    assert!(!both.exists() && !keys::meta_path(&both).exists());
+    assert!(!k1.path.exists() && !k2.path.exists() && k3.path.exists());
+
+    // A file with a retired and a live key (k3 + k4) stays, and so does the live key's own file;
+    // the retired key's own file goes.
+    let k4 = keys::rotate(&settings, 4_000).unwrap();
+    let mixed = keys_dir.join("mixed.pem");
+    std::fs::write(&mixed, text(&k3.path) + &text(&k4.path)).unwrap();
+    std::fs::copy(keys::meta_path(&k3.path), keys::meta_path(&mixed)).unwrap();
+    assert_eq!(
+        sorted(keys::prune(&settings, later).unwrap()),
+        [(k3.kid.clone(), k3.path.clone())]
+    );
+    assert!(mixed.exists() && k4.path.exists() && !k3.path.exists());
+
+    // Without a readable directory there is nothing to judge: an error, not "nothing to delete".
+    let mut s = local_settings(dir.path());
+    s.signing.key_files.clear();
+    s.signing.keys_dir = Some(dir.path().join("no-such-dir"));
+    let e = keys::prune(&s.finish().unwrap(), later).unwrap_err();
+    assert!(format!("{e:#}").contains("signing.keys_dir"), "{e:#}");
+}
