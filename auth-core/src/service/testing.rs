@@ -218,23 +218,29 @@ pub fn expect_config_error(exe: &Path, dir: &Path, env: &[(&str, &str)]) -> Stri
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("run the service binary");
+    // Read on a thread, so a talkative binary never blocks on a full pipe.
+    let mut pipe = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+        text
+    });
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while child
-        .try_wait()
-        .expect("wait for the service binary")
-        .is_none()
-    {
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the service binary") {
+            break status;
+        }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the service started with {env:?}, a config it should refuse");
+            let stderr = reader.join().unwrap_or_default();
+            panic!("the service started with {env:?}, a config it should refuse; stderr: {stderr}");
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("read the service's stderr");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    };
+    let stderr = reader.join().expect("stderr reader");
     assert!(
-        !out.status.success(),
+        !status.success(),
         "expected a non-zero exit, stderr: {stderr}"
     );
     assert_eq!(
