@@ -807,7 +807,7 @@ const NAP: Duration = Duration::from_micros(40);
 
 /// The driver's loop: each connection has one request in flight; a connection whose response
 /// is complete gets the next request at once. Each pass asks the kernel once which connections
-/// have something to read (`epoll_wait` with no timeout, through mio) and reads only those; a
+/// have something to read (`epoll_wait` with a zero timeout, through mio: it never blocks) and reads only those; a
 /// pass that finds nothing naps for `nap`. Returns the latencies (µs) and non-200 responses of
 /// the recorded window.
 fn poll_loop(
@@ -891,12 +891,14 @@ fn poll_loop(
                 }
             }
             match status {
-                // The server closed the connection (or answered garbage): count it, reconnect.
-                None => {
+                // A response, and the connection stays open: the next request.
+                Some(_) if !event.is_read_closed() => send(conn)?,
+                // The server closed the connection, perhaps with its response in the same
+                // edge (or answered garbage): count it, reconnect.
+                _ => {
                     poll.registry().deregister(&mut conn.stream)?;
                     *conn = open(&poll, i)?;
                 }
-                Some(_) => send(conn)?,
             }
         }
     }
