@@ -740,6 +740,15 @@ pub fn generate(alg: Alg) -> anyhow::Result<String> {
     Ok(pem::encode(&pem::Pem::new("PRIVATE KEY", der)))
 }
 
+/// `signing` without its `key_files`: the keys of `signing.keys_dir` alone, the ones `keys rotate`
+/// writes and `keys prune` may delete.
+fn dir_only(signing: &SigningSettings) -> SigningSettings {
+    SigningSettings {
+        key_files: Vec::new(),
+        ..signing.clone()
+    }
+}
+
 /// `token-service keys rotate`: see the module docs.
 pub fn rotate(settings: &Settings, now: u64) -> anyhow::Result<Rotated> {
     let signing = &settings.signing;
@@ -757,10 +766,7 @@ pub fn rotate(settings: &Settings, now: u64) -> anyhow::Result<Rotated> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("chmod 700 {}", dir.display()))?;
     }
-    let dir_only = SigningSettings {
-        key_files: Vec::new(),
-        ..signing.clone()
-    };
+    let dir_only = dir_only(signing);
     let (existing, _) = scan(&dir_only, false);
     let (all, _) = scan(signing, false);
     let activate_at = if all.signer(now).is_some() {
@@ -871,10 +877,7 @@ pub fn prune(settings: &Settings, now: u64) -> anyhow::Result<Vec<Pruned>> {
     for path in &signing.key_files {
         kept_kids.extend(one_file(path).into_iter().map(|k| k.kid.clone()));
     }
-    let dir_only = SigningSettings {
-        key_files: Vec::new(),
-        ..signing.clone()
-    };
+    let dir_only = dir_only(signing);
     let (files, _) = key_paths(&dir_only);
     let mut candidates = Vec::new();
     for (_, path) in files {
