@@ -5,7 +5,7 @@
 //!
 //! | state | meaning | a request needing a key | `/ready` |
 //! |---|---|---|---|
-//! | [`Unavailable`](StoreState::Unavailable) | nothing loaded yet, or the set is past `max_stale_seconds` | joins the fetch in flight or starts one (unless backing off); 503 + `Retry-After` if still nothing | 503 |
+//! | [`Unavailable`](StoreState::Unavailable) | nothing loaded yet, or the set is past `max_stale_seconds` | joins the fetch in flight or starts one (unless backing off); 503 + `Retry-After` (the rest of the backoff, at least 1 s) if still nothing | 503 |
 //! | [`Loaded`](StoreState::Loaded) | a set younger than its TTL | verified from the set | 200 |
 //! | [`Refreshing`](StoreState::Refreshing) | a fetch is in flight over a usable set | verified from the current set, never waits | 200 |
 //! | [`Stale`](StoreState::Stale) | past its TTL, refreshes failing, within `max_stale_seconds` | verified from the set (`auth_jwks_stale_served_total`) | 200 |
@@ -571,6 +571,14 @@ impl KeyStore {
         ctl.failures = 0;
         ctl.next_attempt_at = 0;
         ctl.refresh_at = now.saturating_add(refresh_delay(ttl));
+    }
+
+    /// Seconds until the next fetch may start, at least 1: the `Retry-After` of a 503 while no
+    /// usable key set is held. While backing off, the rest of the backoff; otherwise (a fetch
+    /// is in flight, or may start at once) 1.
+    pub fn retry_after(&self) -> u64 {
+        let now = self.clock.now();
+        self.control().next_attempt_at.saturating_sub(now).max(1)
     }
 
     /// Records a failure; returns the failure count and the backoff in seconds.

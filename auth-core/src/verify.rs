@@ -143,7 +143,7 @@ impl fmt::Display for AuthErrorKind {
 /// |---|---|---|---|
 /// | [`Missing`](AuthErrorKind::Missing), [`Scheme`](AuthErrorKind::Scheme) | 401 | `missing_token` | `Bearer realm="…"` |
 /// | [`InsufficientScope`](AuthErrorKind::InsufficientScope) | 403 | `insufficient_scope` | `Bearer realm="…", error="insufficient_scope", error_description="…"` |
-/// | [`Unavailable`](AuthErrorKind::Unavailable) | 503 | `temporarily_unavailable` | none; `Retry-After` |
+/// | [`Unavailable`](AuthErrorKind::Unavailable) | 503 | `temporarily_unavailable` | none; `Retry-After`: from a key store, the rest of its backoff (≥ 1); else `auth.jwks.unknown_kid_cooldown_seconds` |
 /// | any other | 401 | `invalid_token` | `Bearer realm="…", error="invalid_token", error_description="…"` |
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{kind}")]
@@ -490,10 +490,16 @@ impl Auth {
         let kid = kid.map(|k| k.chars().take(80).collect::<String>());
         let sub = sub.map(|s| s.chars().take(80).collect::<String>());
         tracing::debug!(realm = %self.inner.realm, reason, kid, sub, "auth denied: {}", kind.message());
+        // A key store knows when it will next try to fetch: the client should not come back
+        // sooner. Other sources have no schedule: the configured cooldown.
+        let retry_after = match (&kind, self.inner.source.store()) {
+            (AuthErrorKind::Unavailable, Some(store)) => store.retry_after(),
+            _ => self.inner.retry_after,
+        };
         AuthError {
             kind,
             realm: self.inner.realm.clone(),
-            retry_after: self.inner.retry_after,
+            retry_after,
         }
     }
 

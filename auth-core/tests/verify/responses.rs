@@ -133,7 +133,8 @@ async fn no_keys_is_503_with_retry_after() {
         reply(with_auth(&auth), Some(format!("Bearer {t}"))).await;
     assert_eq!(status, 503);
     assert_eq!(challenge, None);
-    assert_eq!(retry.as_deref(), Some("30"));
+    // The key store backs off 1 s after its first failed fetch (auth.jwks.backoff_initial_seconds).
+    assert_eq!(retry.as_deref(), Some("1"));
     assert_eq!(
         body,
         json!({"status": 503, "error": "temporarily_unavailable", "message": "verification keys unavailable"})

@@ -319,6 +319,40 @@ async fn hanging_endpoint_times_out_and_the_store_recovers() {
     assert_eq!(store(&auth).status().state, StoreState::Loaded);
 }
 
+/// A 503's `Retry-After` is the rest of the key store's backoff: a client that waits that long
+/// finds a fetch allowed, and none that comes back sooner causes one.
+#[tokio::test]
+async fn retry_after_of_a_503_is_the_rest_of_the_backoff() {
+    let t = long_lived(&keys::ec()).sign();
+    let mut issuer = MockIssuer::start().await;
+    let failing = issuer
+        .failing_mock(Failure::Status(500))
+        .expect(3)
+        .create_async()
+        .await;
+    let clock = clock();
+    let auth = auth_with(&store_settings(issuer.jwks_url()), &clock);
+    let retry_after = |err: auth_core::AuthError| -> String {
+        assert_eq!(err.kind(), &AuthErrorKind::Unavailable);
+        let res = err.to_response();
+        assert_eq!(res.status(), 503);
+        res.headers()["retry-after"].to_str().unwrap().to_owned()
+    };
+    // Failure 1: backoff 1 s (auth.jwks.backoff_initial_seconds), doubled after each failure.
+    assert_eq!(retry_after(auth.verify(&t).await.unwrap_err()), "1");
+    clock.advance(1);
+    assert_eq!(retry_after(auth.verify(&t).await.unwrap_err()), "2");
+    clock.advance(2);
+    assert_eq!(retry_after(auth.verify(&t).await.unwrap_err()), "4");
+    // Inside the backoff: no fetch, and what is left of it.
+    clock.advance(1);
+    assert_eq!(retry_after(auth.verify(&t).await.unwrap_err()), "3");
+    clock.advance(2);
+    assert_eq!(retry_after(auth.verify(&t).await.unwrap_err()), "1");
+    failing.assert_async().await;
+    assert_eq!(store(&auth).status().attempts, 3);
+}
+
 #[tokio::test]
 async fn nothing_cached_and_endpoint_down_is_503_never_a_hang() {
     let t = long_lived(&keys::ec()).sign();
