@@ -809,9 +809,12 @@ fn drive(
         let end = started + Duration::from_secs_f64(args.duration) * slice / SLICES;
         std::thread::sleep(end.saturating_duration_since(Instant::now()));
         let (cpu_now, responses_now) = (server.ns()?, done.load(Ordering::SeqCst));
-        if responses_now > responses {
-            slices.push((cpu_now - cpu) as f64 / 1e3 / (responses_now - responses) as f64);
-        }
+        // A slice without a response (a stall) costs without limit, rather than dropping out.
+        slices.push(if responses_now > responses {
+            (cpu_now - cpu) as f64 / 1e3 / (responses_now - responses) as f64
+        } else {
+            f64::INFINITY
+        });
         (cpu, responses) = (cpu_now, responses_now);
     }
     recording.store(false, Ordering::SeqCst);
@@ -1435,6 +1438,12 @@ mod tests {
         // One slow slice (a host episode) does not move it; the mean would be 14.
         assert_eq!(median(&mut [10.0, 30.0, 10.0, 10.0, 10.0]), 10.0);
         assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        // A stalled slice (no response) counts as the dearest, not as nothing.
+        assert_eq!(median(&mut [10.0, f64::INFINITY, 12.0]), 12.0);
+        assert_eq!(
+            median(&mut [f64::INFINITY, f64::INFINITY, 12.0]),
+            f64::INFINITY
+        );
     }
 
     /// `cargo xtask bench --smoke`: every route and token mode briefly on debug binaries; fails
