@@ -799,7 +799,8 @@ fn drive(
     std::thread::sleep(Duration::from_secs_f64(args.warmup));
     let server = ProcessClock::of(pid)?;
     // This process's CPU: the driver thread's, the main thread only sleeps meanwhile.
-    let own_before = cpu_ticks(std::process::id())?;
+    let own = ProcessClock::of(std::process::id())?;
+    let own_before = own.ns()?;
     let started = Instant::now();
     let cpu_before = server.ns()?;
     recording.store(true, Ordering::SeqCst);
@@ -819,7 +820,7 @@ fn drive(
     }
     recording.store(false, Ordering::SeqCst);
     let cpu_after = cpu;
-    let own_after = cpu_ticks(std::process::id())?;
+    let own_after = own.ns()?;
     let seconds = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);
     let (mut latencies, errors) = driver
@@ -835,9 +836,8 @@ fn drive(
         f64::from(latencies[i])
     };
     let requests = latencies.len() as u64;
-    let ticks = clock_ticks_per_second() as f64;
     let cpu_us = (cpu_after - cpu_before) as f64 / 1e3;
-    let driver_busy_percent = (own_after - own_before) as f64 * 100.0 / ticks / seconds;
+    let driver_busy_percent = (own_after - own_before) as f64 / 1e7 / seconds;
     Ok(Measured {
         requests,
         errors,
@@ -1086,33 +1086,6 @@ fn parse_response(buf: &[u8]) -> io::Result<Option<(u16, usize)>> {
         head_end
     };
     Ok((buf.len() >= end).then_some((status, end)))
-}
-
-/// utime + stime of a process (all its threads, live or exited), in clock ticks.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| -> anyhow::Result<u64> {
-        fields
-            .get(n - 3)
-            .and_then(|f| f.parse().ok())
-            .with_context(|| format!("field {n} of /proc/{pid}/stat"))
-    };
-    Ok(field(14)? + field(15)?)
-}
-
-/// `USER_HZ` (`getconf CLK_TCK`), 100 on Linux unless told otherwise.
-fn clock_ticks_per_second() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
 }
 
 /// A `kB` line of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in KiB.
@@ -1403,11 +1376,36 @@ mod tests {
     }
 
     #[test]
-    fn reads_own_cpu_and_memory() {
-        let pid = std::process::id();
-        cpu_ticks(pid).unwrap();
-        assert!(proc_status(pid, "VmHWM:").unwrap() > 0);
-        assert!(clock_ticks_per_second() > 0);
+    fn reads_own_memory() {
+        assert!(proc_status(std::process::id(), "VmHWM:").unwrap() > 0);
+    }
+
+    // `/proc/<pid>/stat`'s CPU ticks: an independent reading to hold the CPU clock to.
+    /// utime + stime of a process (all its threads, live or exited), in clock ticks.
+    fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("reading /proc/{pid}/stat"))?;
+        // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| -> anyhow::Result<u64> {
+            fields
+                .get(n - 3)
+                .and_then(|f| f.parse().ok())
+                .with_context(|| format!("field {n} of /proc/{pid}/stat"))
+        };
+        Ok(field(14)? + field(15)?)
+    }
+
+    /// `USER_HZ` (`getconf CLK_TCK`), 100 on Linux unless told otherwise.
+    fn clock_ticks_per_second() -> u64 {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100)
     }
 
     #[test]
