@@ -21,6 +21,9 @@ pub struct Dev {
     /// Where the SQLite files live.
     #[arg(long, default_value = "data")]
     data_dir: PathBuf,
+    /// Skip `cargo build` (use the debug binaries already in target/).
+    #[arg(long)]
+    no_build: bool,
 }
 
 /// name, environment prefix, port.
@@ -29,6 +32,11 @@ const SERVICES: [(&str, &str, u16); 3] = [
     ("todo-api", "TODO_API", 3000),
     ("tasks-api", "TASKS_API", 3001),
 ];
+
+/// The ports the stack listens on, token-service's first.
+pub(crate) fn ports() -> impl Iterator<Item = u16> {
+    SERVICES.iter().map(|s| s.2)
+}
 
 struct Running {
     name: &'static str,
@@ -47,7 +55,9 @@ pub fn run(args: Dev) -> anyhow::Result<()> {
             .with_context(|| format!("wiping {}", data_dir.display()))?;
         println!("xtask: wiped {}", data_dir.display());
     }
-    crate::build_services(&root, false)?;
+    if !args.no_build {
+        crate::build_services(&root, false)?;
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     {

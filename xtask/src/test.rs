@@ -41,6 +41,14 @@ pub fn run(args: Test) -> anyhow::Result<()> {
             "xtask: TEST_DATABASE_URL is not set: the PostgreSQL tests are SKIPPED (each says so)"
         );
     }
+    let taken: Vec<u16> = crate::dev::ports()
+        .filter(|&port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+        .collect();
+    if !taken.is_empty() {
+        println!(
+            "xtask: ports {taken:?} are in use (a running `cargo xtask dev`?): the `xtask dev` test is SKIPPED (it says so)"
+        );
+    }
     let mut suites = Vec::new();
     for target in build_tests(&root)? {
         let name = format!("{} ({} {})", target.package, target.kind, target.name);

@@ -5,6 +5,7 @@
 //!
 //! The binaries come from this workspace's `target/debug` (`cargo xtask test` builds them first).
 
+mod dev;
 mod stack;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,165 @@
+//! `cargo xtask dev` itself: the README's first command, run as a developer runs it. The stack
+//! comes up on its default ports with the local defaults' wiring (the APIs verify against
+//! token-service's JWKS on 127.0.0.1:4000), serves a signed-in user, and stops, children and
+//! all, on Ctrl-C.
+//!
+//! The default ports are fixed, so the test cannot run while something holds them (a developer's
+//! own `cargo xtask dev`): it then says so and checks nothing, as the PostgreSQL tests do without
+//! a database, and `cargo xtask test` prints the same up front.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// token-service, todo-api, tasks-api: the ports the README gives.
+const PORTS: [u16; 3] = [4000, 3000, 3001];
+
+/// The `xtask dev` process; Ctrl-C'd (SIGINT) if the test ends early, so the stack it started
+/// does not outlive a failed test.
+struct Dev {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Dev {
+    fn start(data_dir: &std::path::Path) -> Dev {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["dev", "--no-build", "--data-dir"])
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting xtask dev");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Dev {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads output until a line equal to `wanted`, failing (with the output so far) after
+    /// `deadline` or when the output ends.
+    fn wait_for(&mut self, wanted: &str, deadline: Duration) {
+        let until = Instant::now() + deadline;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.trim() == wanted;
+                    self.seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(e) => panic!(
+                    "no line {wanted:?} from xtask dev ({e}); its output:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill -INT");
+        assert!(status.success());
+    }
+
+    /// Waits for xtask to exit, at most `deadline`.
+    fn exit_status(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let until = Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < until,
+                "xtask dev still running {deadline:?} after Ctrl-C"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.interrupt();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn answers(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+#[tokio::test]
+async fn xtask_dev_runs_the_stack_on_its_default_ports_and_stops_on_ctrl_c() {
+    let taken: Vec<u16> = PORTS.into_iter().filter(|&p| answers(p)).collect();
+    if !taken.is_empty() {
+        eprintln!(
+            "ports {taken:?} are in use (a running `cargo xtask dev`?): skipping the `xtask dev` test"
+        );
+        return;
+    }
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut dev = Dev::start(data.path());
+    dev.wait_for("xtask: the stack is ready", Duration::from_secs(120));
+
+    // The README's walk-through: sign in, then both APIs with the token.
+    let client = reqwest::Client::new();
+    let res = client
+        .post("http://127.0.0.1:4000/token")
+        .form(&[("username", "alice"), ("password", "alice-dev-password")])
+        .send()
+        .await
+        .expect("POST /token");
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("token JSON");
+    let token = body["access_token"].as_str().expect("access_token");
+    let get = |url: &'static str| client.get(url).bearer_auth(token).send();
+    let res = get("http://127.0.0.1:3000/whoami").await.expect("whoami");
+    assert_eq!(res.status(), 200);
+    let whoami: Value = res.json().await.expect("whoami JSON");
+    assert_eq!(whoami["username"], "alice", "{whoami}");
+    assert_eq!(whoami["iss"], "http://127.0.0.1:4000", "{whoami}");
+    let res = get("http://127.0.0.1:3001/tasks").await.expect("tasks");
+    assert_eq!(res.status(), 200);
+    // And without a token, 401.
+    let res = client
+        .get("http://127.0.0.1:3000/whoami")
+        .send()
+        .await
+        .expect("whoami");
+    assert_eq!(res.status(), 401);
+
+    // Ctrl-C: xtask stops the three services and exits cleanly.
+    dev.interrupt();
+    dev.wait_for("xtask: stopping the stack", Duration::from_secs(10));
+    let status = dev.exit_status(Duration::from_secs(30));
+    assert!(status.success(), "xtask dev exited with {status}");
+    let left: Vec<u16> = PORTS.into_iter().filter(|&p| answers(p)).collect();
+    assert!(left.is_empty(), "still answering after Ctrl-C: {left:?}");
+    // Each service's SQLite file went where --data-dir said.
+    for service in ["token-service", "todo-api", "tasks-api"] {
+        let file = data.path().join(format!("{service}.db"));
+        assert!(file.is_file(), "{} missing", file.display());
+    }
+}
