@@ -21,7 +21,8 @@
 //! - **Tied to its key**: an entry records the thumbprint of the key that verified it. On a hit,
 //!   [`crate::Auth`] asks the key source for the token's key again; when that key has left the
 //!   key set (rotation, removal), the entry is dropped and the token verified afresh, which then
-//!   fails. A key store may also drop such entries eagerly with [`VerifiedCache::retain_keys`].
+//!   fails. A remote key source's store also drops such entries as soon as it loads a set
+//!   without their key ([`VerifiedCache::retain_keys`]), so they do not wait for a request.
 //! - **Per verifier**: each [`crate::Auth`] has its own cache, so a token cached by one service
 //!   is never accepted by another one with a different audience or issuer.
 //! - **Counted**: `auth_cache_hits_total` and `auth_cache_misses_total`, and

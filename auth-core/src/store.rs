@@ -25,13 +25,14 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use reqwest::Url;
 use reqwest::header::{CACHE_CONTROL, ETAG, HeaderMap, IF_NONE_MATCH};
 use tokio::sync::watch;
 
+use crate::cache::VerifiedCache;
 use crate::clock::Clock;
 use crate::keys::{Alg, VerifyingKey};
 use crate::settings::JwksSettings;
@@ -156,6 +157,9 @@ pub struct KeyStore {
     background: AtomicBool,
     completed: watch::Sender<u64>,
     me: Weak<KeyStore>,
+    /// The verified-token cache of the verifier this store serves: trimmed to the keys of each
+    /// new set as it is loaded ([`KeyStore::watch`]).
+    cache: OnceLock<Arc<VerifiedCache>>,
 }
 
 impl fmt::Debug for KeyStore {
@@ -208,6 +212,7 @@ impl KeyStore {
             background: AtomicBool::new(false),
             completed: watch::channel(0).0,
             me: me.clone(),
+            cache: OnceLock::new(),
         }))
     }
 
@@ -506,6 +511,10 @@ impl KeyStore {
                     "key set fetch: loaded"
                 );
                 metrics::gauge!(metric::KEYS_LOADED).set(count as f64);
+                if let Some(cache) = self.cache.get() {
+                    let kept: Vec<&str> = keys.keys().map(|k| k.thumbprint.as_str()).collect();
+                    cache.retain_keys(&kept);
+                }
                 self.swap(Current {
                     keys: Arc::new(keys),
                     fetched_at: now,
@@ -560,6 +569,13 @@ impl KeyStore {
         metrics::gauge!(metric::SECONDS_SINCE_REFRESH).set(0.0);
         self.control().flight = None;
         outcome
+    }
+
+    /// From now on, each newly loaded key set drops the entries of `cache` verified by keys
+    /// no longer in it (rotation, removal, new material under an old `kid`), without waiting
+    /// for the next request that presents one. Set once, by [`crate::Auth`].
+    pub(crate) fn watch(&self, cache: Arc<VerifiedCache>) {
+        let _ = self.cache.set(cache);
     }
 
     fn swap(&self, current: Current) {

@@ -287,7 +287,8 @@ struct Inner {
     source: KeySource,
     clock: Arc<dyn Clock>,
     retry_after: u64,
-    cache: Option<VerifiedCache>,
+    /// Shared with the key store of a remote source, which trims it as key sets change.
+    cache: Option<Arc<VerifiedCache>>,
     headers: KnownHeaders,
 }
 
@@ -396,6 +397,12 @@ impl Auth {
         source: KeySource,
     ) -> Self {
         let retry_after = settings.jwks.unknown_kid_cooldown_seconds.max(1);
+        let cache = VerifiedCache::new(settings.cache.max_entries)
+            .filter(|_| settings.enabled)
+            .map(Arc::new);
+        if let (Some(cache), Some(store)) = (&cache, source.store()) {
+            store.watch(Arc::clone(cache));
+        }
         let inner = Inner {
             realm: Arc::from(realm),
             policy: Policy {
@@ -412,7 +419,7 @@ impl Auth {
             source,
             clock,
             retry_after,
-            cache: VerifiedCache::new(settings.cache.max_entries).filter(|_| settings.enabled),
+            cache,
             headers: KnownHeaders::default(),
         };
         let auth = Self {
@@ -455,7 +462,7 @@ impl Auth {
     /// The verified-token cache ([`crate::cache`]); `None` when `auth.cache.max_entries` is 0
     /// or in verification-off mode.
     pub fn cache(&self) -> Option<&VerifiedCache> {
-        self.inner.cache.as_ref()
+        self.inner.cache.as_deref()
     }
 
     /// Hits, misses and entries of the verified-token cache, when it is on.

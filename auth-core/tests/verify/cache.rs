@@ -2,6 +2,7 @@
 //! or the key, stay bounded, and belong to one verifier.
 
 use auth_core::cache::CacheStats;
+use auth_core::store::FetchOutcome;
 use auth_core::{AuthErrorKind, AuthSettings, CacheSettings};
 use testkit::{MockIssuer, NOW, TestKey, keys, mint};
 
@@ -106,9 +107,40 @@ async fn a_token_whose_key_was_removed_is_rejected_on_the_next_request() {
     let _only_ed = issuer.serve_jwks(&[&ed]).await;
     clock.advance(600);
     assert!(store(&auth).tick().await.is_some_and(|o| o.is_success()));
+    assert_eq!(
+        auth.cache_stats().unwrap().entries,
+        0,
+        "dropped as the set without its key loaded, before any request"
+    );
     assert_eq!(denied(&auth, &token).await, AuthErrorKind::UnknownKid);
     assert_eq!(auth.cache_stats().unwrap().entries, 0);
     assert!(auth.verify(&long_lived(&ed).sign()).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_refreshed_set_that_keeps_the_key_keeps_its_entries() {
+    let clock = clock();
+    let (ec, ed) = (keys::ec(), keys::ed());
+    let mut issuer = MockIssuer::start().await;
+    let first = issuer.serve_jwks(&[&ec]).await;
+    let auth = auth_with(&store_settings(issuer.jwks_url()), &clock);
+    let token = long_lived(&ec).sign();
+    assert!(auth.verify(&token).await.is_ok());
+    assert!(auth.verify(&token).await.is_ok());
+    assert_eq!(auth.cache_stats().unwrap().entries, 1);
+
+    // A new set (a key added beside it) is loaded: the entry of the key still there stays.
+    first.remove_async().await;
+    let _both = issuer.serve_jwks(&[&ec, &ed]).await;
+    clock.advance(600);
+    assert!(matches!(
+        store(&auth).tick().await,
+        Some(FetchOutcome::Loaded { keys: 2, .. })
+    ));
+    assert_eq!(auth.cache_stats().unwrap().entries, 1);
+    let hits = auth.cache_stats().unwrap().hits;
+    assert!(auth.verify(&token).await.is_ok());
+    assert_eq!(auth.cache_stats().unwrap().hits, hits + 1, "still a hit");
 }
 
 #[tokio::test]
@@ -129,6 +161,11 @@ async fn a_cached_token_of_a_rekeyed_kid_is_verified_again() {
     let _rekeyed = issuer.serve_jwks(&[&new]).await;
     clock.advance(600);
     assert!(store(&auth).tick().await.is_some_and(|o| o.is_success()));
+    assert_eq!(
+        auth.cache_stats().unwrap().entries,
+        0,
+        "the old material's entry dropped as the new set loaded"
+    );
     assert_eq!(denied(&auth, &token).await, AuthErrorKind::Signature);
     assert!(auth.verify(&long_lived(&new).sign()).await.is_ok());
 }
