@@ -166,8 +166,10 @@ pub fn timestamp_field(name: &str, value: &str) -> Result<String, ApiError> {
     use time::format_description::well_known::Rfc3339;
     let bad = || ApiError::bad_request(format!("{name}: must be an RFC 3339 timestamp"));
     let t = time::OffsetDateTime::parse(value, &Rfc3339).map_err(|_| bad())?;
+    // `to_offset` panics when UTC falls past year 9999 (`9999-12-31T23:59:59-01:00`).
     let t = t
-        .to_offset(time::UtcOffset::UTC)
+        .checked_to_offset(time::UtcOffset::UTC)
+        .ok_or_else(bad)?
         .replace_nanosecond(0)
         .map_err(|_| bad())?;
     t.format(&Rfc3339).map_err(|_| bad())

@@ -167,6 +167,52 @@ async fn put_replaces_and_patch_merges() {
     );
 }
 
+/// A valid RFC 3339 time whose UTC reading falls past year 9999 is a 400 naming the field on
+/// every route that takes one (the conversion to UTC used to panic and drop the connection).
+#[tokio::test]
+async fn a_due_date_past_year_9999_in_utc_is_a_400() {
+    let t = spawn_app().await;
+    let alice = t.token("alice", &["user"]);
+    let task = t.create(&alice, json!({"title": "t"})).await;
+    let path = format!("/tasks/{}", task["id"]);
+    let late = "9999-12-31T23:59:59-01:00";
+    for (method, path, body) in [
+        ("POST", "/tasks", json!({"title": "x", "due": late})),
+        ("PUT", path.as_str(), json!({"title": "x", "due": late})),
+        ("PATCH", path.as_str(), json!({"due": late})),
+    ] {
+        let (status, err) = parts(
+            t.request(method, path, Some(&alice), Some(body.clone()))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 400, "{method} {body}: {err}");
+        assert_eq!(err["error"], "invalid_request", "{err}");
+        assert!(err["message"].as_str().unwrap().contains("due"), "{err}");
+    }
+    let (status, _, err) = ids(&t, &alice, "?due_before=9999-12-31T23:59:59-23:59").await;
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("due_before"),
+        "{err}"
+    );
+    // The last second that still fits, from either side of UTC, is accepted.
+    let edge = t
+        .create(
+            &alice,
+            json!({"title": "edge", "due": "9999-12-31T23:59:59Z"}),
+        )
+        .await;
+    assert_eq!(edge["due"], "9999-12-31T23:59:59Z");
+    let early = t
+        .create(
+            &alice,
+            json!({"title": "early", "due": "0000-01-01T00:00:00-01:00"}),
+        )
+        .await;
+    assert_eq!(early["due"], "0000-01-01T01:00:00Z");
+}
+
 #[tokio::test]
 async fn filters_and_validation() {
     let t = spawn_app().await;
