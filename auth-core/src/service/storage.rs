@@ -194,13 +194,27 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => true,
-        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
-        sqlx::Error::Database(db) => db
-            .code()
-            .and_then(|c| c.parse::<u32>().ok())
-            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        sqlx::Error::Database(db) => {
+            let Some(code) = db.code() else {
+                return false;
+            };
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+                code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+            } else {
+                // A SQLSTATE: connection exceptions (08), too many connections (53300), the
+                // server shutting down or not yet accepting connections (57P01–57P03). Its
+                // digits are not a SQLite code: 22021 (a NUL in text) & 0xff is 5.
+                postgres_unavailable(&code)
+            }
+        }
         _ => false,
     }
+}
+
+/// Whether a PostgreSQL SQLSTATE means the server cannot serve right now.
+fn postgres_unavailable(sqlstate: &str) -> bool {
+    sqlstate.starts_with("08") || matches!(sqlstate, "53300" | "57P01" | "57P02" | "57P03")
 }
 
 /// A `sqlite://` URL for a file, created if missing.
@@ -341,6 +355,41 @@ mod tests {
         db.migrate(&SQLITE, &POSTGRES).await.unwrap();
         db.close().await;
         assert!(db.ping().await.is_err(), "a closed pool is not ready");
+    }
+
+    #[test]
+    fn postgres_sqlstates_that_mean_unavailable() {
+        for code in ["08000", "08006", "08001", "53300", "57P01", "57P03"] {
+            assert!(postgres_unavailable(code), "{code}");
+        }
+        for code in ["22021", "23505", "42P01", "40001", "XX000", "00005"] {
+            assert!(!postgres_unavailable(code), "{code}");
+        }
+    }
+
+    /// A query PostgreSQL refuses for its data is a fault of the query (500), not an outage
+    /// (503): SQLSTATE 22021 (a NUL in text) once read as SQLITE_BUSY.
+    #[tokio::test]
+    async fn postgres_data_errors_are_not_unavailable() {
+        let Some(url) = test_postgres_url("postgres_data_errors_are_not_unavailable").await else {
+            return;
+        };
+        let db = Database::connect_url(&url, 1, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let err = sqlx::query("SELECT $1::text")
+            .bind("a\0b")
+            .execute(&db.pool)
+            .await
+            .unwrap_err();
+        let sqlx::Error::Database(e) = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(e.code().as_deref(), Some("22021"), "{err}");
+        assert!(!is_unavailable(&err), "{err}");
+        db.close().await;
+        let closed = sqlx::query("SELECT 1").execute(&db.pool).await.unwrap_err();
+        assert!(is_unavailable(&closed), "{closed}");
     }
 
     #[tokio::test]
