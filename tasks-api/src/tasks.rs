@@ -422,6 +422,12 @@ async fn list_tasks(
         (None, Scope::Owner(sub)) => Some(sub.clone()),
         (None, Scope::Anyone) => claims.sub.clone().filter(|s| !s.is_empty()),
         (Some("*"), Scope::Anyone) => None,
+        // No `sub` holds a NUL (PostgreSQL's TEXT cannot): a 400 rather than a failed query.
+        (Some(other), Scope::Anyone) if other.contains('\0') => {
+            return Err(warp::reject::custom(ApiError::bad_request(
+                "owner: must not contain NUL characters",
+            )));
+        }
         (Some(other), Scope::Anyone) => Some(other.to_owned()),
         (Some(_), Scope::Owner(_)) => {
             return Err(warp::reject::custom(AuthError::new(

@@ -224,6 +224,12 @@ async fn issue_token(
         }
     }
     let username = match req.username.as_deref().map(str::trim) {
+        // No stored name holds a NUL (PostgreSQL's TEXT cannot), so the lookup is not even tried.
+        Some(u) if u.contains('\0') => {
+            return Err(ApiError::bad_request(
+                "username: must not contain NUL characters",
+            ));
+        }
         Some(u) if !u.is_empty() && u.len() <= 256 => u.to_owned(),
         Some(u) if !u.is_empty() => return Err(ApiError::bad_request("username: too long")),
         _ => return Err(ApiError::bad_request("missing field: username")),

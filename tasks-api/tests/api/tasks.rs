@@ -330,6 +330,16 @@ async fn odd_text_round_trips(t: &TestApp) {
         (status, err["message"].as_str()),
         (400, Some("title: must not contain NUL characters"))
     );
+    // An admin's `owner` filter reaches the query: on PostgreSQL a NUL failed it (a 500).
+    let admin = t.token("root", &["admin"]);
+    let (status, _, err) = ids(t, &admin, "?owner=al%00ice").await;
+    assert_eq!(
+        (status, err["message"].as_str()),
+        (400, Some("owner: must not contain NUL characters")),
+        "{err}"
+    );
+    let (status, _, err) = ids(t, &admin, "?owner=alice").await;
+    assert_eq!(status, 200, "{err}");
 }
 
 #[tokio::test]

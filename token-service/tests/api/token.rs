@@ -179,6 +179,50 @@ async fn malformed_requests_are_invalid_request() {
     assert!(res.text().await.unwrap().contains("password"));
 }
 
+/// A NUL in the username is a 400 on both databases; on PostgreSQL, whose TEXT cannot hold
+/// one, the lookup used to fail with a 500.
+async fn a_nul_in_the_username_is_invalid_request(t: &crate::helpers::TestApp) {
+    let form = t
+        .app
+        .client
+        .post(t.url("/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=al%00ice&password=alice-dev-password")
+        .send()
+        .await
+        .unwrap();
+    let json = t
+        .json(json!({"username": "al\u{0}ice", "password": "alice-dev-password"}))
+        .await;
+    for res in [form, json] {
+        assert_eq!(res.status(), 400);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request", "{body}");
+        assert_eq!(
+            body["message"], "username: must not contain NUL characters",
+            "{body}"
+        );
+    }
+    // The user exists and still signs in.
+    t.token("alice", &[]).await;
+}
+
+#[tokio::test]
+async fn a_nul_in_the_username_is_invalid_request_on_sqlite() {
+    a_nul_in_the_username_is_invalid_request(&spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn a_nul_in_the_username_is_invalid_request_on_postgres() {
+    let Some(url) =
+        auth_core::service::storage::test_postgres_url("token-service nul username").await
+    else {
+        return;
+    };
+    let t = spawn_with(|s| s.database.url = Some(url.into())).await;
+    a_nul_in_the_username_is_invalid_request(&t).await;
+}
+
 #[tokio::test]
 async fn scope_and_audience_requests() {
     let t = spawn_app().await;
