@@ -670,6 +670,15 @@ impl KeyStore {
                         .keys()
                         .cloned()
                         .partition(|k| crate::keys::dev::is_dev_key(&k.thumbprint));
+                    // A set of nothing but fixtures keys is no set: the fetch fails and the last
+                    // good set stays, as for any set without a usable key.
+                    if kept.is_empty() {
+                        tracing::warn!(
+                            dev_keys = dev.len(),
+                            "key set fetch: every key is a dev-only fixtures key, refused in production"
+                        );
+                        return Err(FetchError::NoKeys);
+                    }
                     for k in &dev {
                         skipped.push(crate::source::SkippedKey {
                             kid: k.kid.clone(),

@@ -652,7 +652,7 @@ async fn background_task_loads_at_startup_and_retries() {
 async fn production_never_trusts_a_fetched_fixtures_key() {
     let real = TestKey::generate("ES256");
     let mut issuer = MockIssuer::start().await;
-    issuer.serve_jwks(&[&keys::ec(), &real]).await;
+    let both = issuer.serve_jwks(&[&keys::ec(), &real]).await;
     let mut settings = store_settings(issuer.jwks_url());
     settings.jwks.refuse_dev_keys = true;
     let auth = auth(&settings);
@@ -665,4 +665,11 @@ async fn production_never_trusts_a_fetched_fixtures_key() {
     let local =
         auth_core::Auth::with_clock(&store_settings(issuer.jwks_url()), REALM, clock()).unwrap();
     assert!(local.verify(&long_lived(&keys::ec()).sign()).await.is_ok());
+    // A set of nothing but fixtures keys is a failed fetch: the last good set stays (it had
+    // been swapped for an empty one, refusing every token while /ready said yes).
+    let _fixtures_only = issuer.rotate(both, &[&keys::ec()]).await;
+    let e = failed(Some(store(&auth).refresh_now().await));
+    assert!(matches!(*e, FetchError::NoKeys), "{e:?}");
+    assert!(auth.verify(&long_lived(&real).sign()).await.is_ok());
+    assert!(auth.is_ready());
 }
