@@ -310,8 +310,16 @@ struct JoseHeader<'a> {
     typ: Option<Cow<'a, str>>,
     #[serde(default)]
     kid: Option<String>,
-    #[serde(default)]
-    crit: Option<serde_json::Value>,
+    /// Whether the member is there at all, whatever its value: auth-core implements no
+    /// extension, so any `crit` (even `null`, which is not the array RFC 7515 §4.1.11 asks for)
+    /// is refused.
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+/// `true` for a member that is present, with any value (skipped unread).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 /// What is known about a token when it is denied, for the debug log line.
@@ -675,7 +683,7 @@ fn read_header(part: &str, policy: &Policy) -> Result<(Alg, Option<String>), Aut
     if !policy.algorithms.contains(&alg) {
         return Err(AuthErrorKind::Algorithm);
     }
-    if header.crit.is_some() {
+    if header.crit {
         return Err(AuthErrorKind::Crit);
     }
     if !typ_accepted(header.typ.as_deref(), policy.require_at_jwt) {

@@ -339,6 +339,8 @@ async fn unknown_crit_is_refused() {
         json!(["http://example.com/ext"]),
         json!([]),
         json!("exp"),
+        json!(null),
+        json!({}),
     ] {
         let t = mint(&keys::ec())
             .header_field("crit", crit.clone())
