@@ -309,6 +309,9 @@ async fn issue_token(
             return Err(invalid_grant());
         }
     };
+    // The credentials are right: whatever this request asks for next (a scope or audience it
+    // may not have), it is not a guess, and it does not count towards the user's lock.
+    state.throttle.success(&username);
 
     let allowed: Vec<String> = {
         let mut all: Vec<String> = user
@@ -384,7 +387,6 @@ async fn issue_token(
         tracing::error!(error = %e, kid = %key.kid, "signing failed");
         ApiError::internal()
     })?;
-    state.throttle.success(&username);
     audit!(event = "sign_in", outcome = "success", username = %username, client_ip = %ip_text,
         sub = %user.id, client_id = %client_id, kid = %key.kid);
     let body = TokenResponse {

@@ -261,6 +261,30 @@ async fn scope_and_audience_requests() {
     );
 }
 
+/// Right credentials with a scope the user may not have are a 400 each time, never a step
+/// towards the lock that wrong passwords earn.
+#[tokio::test]
+async fn a_refused_scope_with_the_right_password_does_not_lock_the_user() {
+    let t = spawn_with(|s| s.throttle.max_failures = 3).await;
+    for _ in 0..5 {
+        let res = t
+            .form(&[
+                ("username", "alice"),
+                ("password", "alice-dev-password"),
+                ("scope", "users:admin"),
+            ])
+            .await;
+        assert_eq!(res.status(), 400);
+        assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_scope");
+    }
+    t.token("alice", &[]).await;
+    // Wrong passwords still lock: the throttle is on.
+    for _ in 0..3 {
+        assert_eq!(fail(&t, "alice", "203.0.113.9").await.status(), 401);
+    }
+    assert_eq!(fail(&t, "alice", "203.0.113.10").await.status(), 429);
+}
+
 #[tokio::test]
 async fn access_claim_when_configured_for_a_role() {
     let t = spawn_with(|s| {
