@@ -8,11 +8,13 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -226,7 +228,21 @@ where
         };
         Box::pin(async move {
             let res = match outcome {
-                Ok(fut) => fut.await?,
+                // A handler that panics costs its request a 500, not the connection (and with
+                // it every other request in flight on an HTTP/2 connection). The panic hook has
+                // already printed the panic; this line ties it to the request.
+                Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
+                    Ok(res) => res?,
+                    Err(_) => {
+                        metrics::counter!("http_handler_panics_total").increment(1);
+                        tracing::error!(method = %method, path = %path, "request handler panicked; answered 500");
+                        crate::error::error_response(
+                            http::StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal_error",
+                            "internal server error",
+                        )
+                    }
+                },
                 Err(refused) => refused,
             };
             tracing::info!(
@@ -326,6 +342,35 @@ mod tests {
             let _ = rx.await;
         }));
         (addr, tx, handle)
+    }
+
+    /// A panicking handler answers 500 with the usual JSON body; the connection and the server
+    /// go on serving.
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_500_and_the_connection_lives() {
+        let route = warp::path("boom")
+            .map(|| -> &'static str { panic!("a handler bug") })
+            .or(warp::path("ok").map(|| "fine"));
+        let (addr, _stop, _h) = start(route, ServerSettings::default()).await;
+        // One client: one keep-alive connection for both requests.
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap();
+        let res = client
+            .get(format!("http://{addr}/boom"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 500);
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "internal_error", "{body}");
+        let res = client
+            .get(format!("http://{addr}/ok"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.text().await.unwrap(), "fine");
     }
 
     #[tokio::test]
