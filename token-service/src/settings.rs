@@ -271,6 +271,9 @@ fn fixture(name: &str) -> String {
     format!("{}/../fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The longest `token.lifetime_seconds` accepted: 30 days (Auth0's cap for API access tokens).
+pub const MAX_TOKEN_LIFETIME: u64 = 30 * 24 * 3600;
+
 impl Settings {
     /// Loads the settings (see the module docs), fills in the derived defaults, validates, and
     /// in production applies the production rules.
@@ -347,16 +350,35 @@ impl Settings {
 
     /// How long a replaced key stays published after its successor signs.
     pub fn retire_after(&self) -> u64 {
-        self.signing
-            .retire_after_seconds
-            .unwrap_or(self.token.lifetime_seconds + self.signing.jwks_max_age_seconds)
+        self.signing.retire_after_seconds.unwrap_or(
+            self.token
+                .lifetime_seconds
+                .saturating_add(self.signing.jwks_max_age_seconds),
+        )
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.token.lifetime_seconds == 0 {
+        if self.token.lifetime_seconds == 0 || self.token.lifetime_seconds > MAX_TOKEN_LIFETIME {
             return Err(ConfigError::key(
                 "token.lifetime_seconds",
-                "must be greater than 0",
+                format!("must be 1 to {MAX_TOKEN_LIFETIME} (30 days)"),
+            ));
+        }
+        // A replaced key must outlive every token it signed, and verifiers' cached copies of
+        // the set that still lists it.
+        let alive = self
+            .token
+            .lifetime_seconds
+            .saturating_add(self.signing.jwks_max_age_seconds);
+        if let Some(retire) = self.signing.retire_after_seconds
+            && retire < alive
+        {
+            return Err(ConfigError::key(
+                "signing.retire_after_seconds",
+                format!(
+                    "must be at least token.lifetime_seconds + signing.jwks_max_age_seconds ({alive}), \
+                     or tokens the replaced key signed are refused before they expire"
+                ),
             ));
         }
         if self.token.default_client_id.trim().is_empty() {
@@ -414,8 +436,10 @@ impl Settings {
             None,
         )
         .map_err(|e| ConfigError::key("users.argon2_memory_kib", e))?;
-        if u.argon2_memory_kib < 19_456 || u.argon2_iterations < 2 {
-            tracing::warn!("users.argon2_*: below OWASP's minimum for argon2id (m=19456, t=2)");
+        // Locally a weaker hash is allowed (fast tests); production refuses it (see
+        // `check_production`). The warning is printed, not logged: settings load before logging.
+        if self.environment != Environment::Production && self.weak_argon2().is_some() {
+            eprintln!("warning: users.argon2_*: below OWASP's minimum for argon2id (m=19456, t=2)");
         }
         if u.max_concurrent_hashes == 0 {
             return Err(ConfigError::key(
@@ -451,7 +475,24 @@ impl Settings {
     /// Production: everything auth-core refuses for an `auth` section, then token-service's own
     /// rules (no proxy range that trusts every peer, audiences, a signing key that is neither a
     /// fixture nor readable by others, no fixture users).
+    /// The first argon2 setting below OWASP's minimum for argon2id (m = 19 456 KiB, t = 2).
+    fn weak_argon2(&self) -> Option<&'static str> {
+        if self.users.argon2_memory_kib < 19_456 {
+            Some("users.argon2_memory_kib")
+        } else if self.users.argon2_iterations < 2 {
+            Some("users.argon2_iterations")
+        } else {
+            None
+        }
+    }
+
     fn check_production(&self, check_keys: bool) -> Result<(), ConfigError> {
+        if let Some(key) = self.weak_argon2() {
+            return Err(ConfigError::key(
+                key,
+                "below OWASP's minimum for argon2id (argon2_memory_kib 19456, argon2_iterations 2)",
+            ));
+        }
         // Merged first: `0.0.0.0/1` and `128.0.0.0/1` together trust every IPv4 peer too.
         let merged = IpNet::aggregate(&self.throttle.proxies());
         if let Some(all) = merged.iter().find(|net| net.prefix_len() == 0) {

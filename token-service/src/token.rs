@@ -368,13 +368,21 @@ async fn issue_token(
         return Err(ApiError::unavailable("no signing key is active", 30));
     };
     let now = state.clock.now();
-    let lifetime = settings.token.lifetime_seconds;
+    // Never past the signing key's retirement: from then on no verifier can check the token.
+    // That happens only when its successor is missing from the ring (a rolled-back rotation).
+    let lifetime = match key.meta.retire_at {
+        Some(retire) => settings
+            .token
+            .lifetime_seconds
+            .min(retire.saturating_sub(now)),
+        None => settings.token.lifetime_seconds,
+    };
     let claims = AccessClaims {
         iss: settings.token.issuer().to_owned(),
         sub: user.id.clone(),
         aud,
         client_id: client_id.clone(),
-        exp: now + lifetime,
+        exp: now.saturating_add(lifetime),
         iat: now,
         nbf: now,
         jti: uuid::Uuid::new_v4().to_string(),

@@ -131,6 +131,21 @@ fn production_refuses_missing_fixture_and_loose_signing_keys() {
         "{e}"
     );
 
+    for (key, value) in [
+        ("TOKEN_SERVICE__USERS__ARGON2_ITERATIONS", "1"),
+        ("TOKEN_SERVICE__USERS__ARGON2_MEMORY_KIB", "8192"),
+    ] {
+        let e = refuse(&[(key, value.into())]);
+        let named = key
+            .trim_start_matches("TOKEN_SERVICE__")
+            .to_lowercase()
+            .replacen("__", ".", 1);
+        assert!(
+            e.starts_with(&format!("config error: {named}: below OWASP")),
+            "{key}: {e}"
+        );
+    }
+
     let e = refuse(&[(
         "TOKEN_SERVICE__USERS__FIXTURES_FILE",
         fixture("users.toml").display().to_string(),
@@ -159,6 +174,40 @@ fn config_errors_name_the_key() {
         e.starts_with("config error: signing.propagation_delay_seconds:"),
         "{e}"
     );
+    // A lifetime that would overflow `exp`, and a replaced key retired before its tokens expire.
+    for (key, value, named) in [
+        (
+            "TOKEN_SERVICE__TOKEN__LIFETIME_SECONDS",
+            "18446744073709551615",
+            "token.lifetime_seconds",
+        ),
+        (
+            "TOKEN_SERVICE__TOKEN__LIFETIME_SECONDS",
+            "2592001",
+            "token.lifetime_seconds",
+        ),
+        (
+            "TOKEN_SERVICE__SIGNING__RETIRE_AFTER_SECONDS",
+            "0",
+            "signing.retire_after_seconds",
+        ),
+        // 900 + 300 is the least.
+        (
+            "TOKEN_SERVICE__SIGNING__RETIRE_AFTER_SECONDS",
+            "1199",
+            "signing.retire_after_seconds",
+        ),
+    ] {
+        let e = expect_config_error(
+            env!("CARGO_BIN_EXE_token-service").as_ref(),
+            dir.path(),
+            &[(key, value)],
+        );
+        assert!(
+            e.starts_with(&format!("config error: {named}:")),
+            "{key}={value}: {e}"
+        );
+    }
     let e = expect_config_error(
         env!("CARGO_BIN_EXE_token-service").as_ref(),
         dir.path(),

@@ -111,6 +111,37 @@ async fn rotation_phases_published_then_signing_then_retired() {
 }
 
 #[cfg(unix)]
+/// A rotation rolled back (the new key's files deleted) leaves the old key signing with a
+/// retirement time: its tokens expire by then, never after the key has left the set.
+#[tokio::test]
+async fn a_token_never_outlives_its_signing_key() {
+    let t = spawn_with_keys_dir().await;
+    let old = t.state.keys.signer().unwrap().kid.clone();
+    let rotated = keys::rotate(&t.state.settings, t.clock.now()).unwrap();
+    let retire_at = rotated.retiring[0].1;
+    std::fs::remove_file(keys::meta_path(&rotated.path)).unwrap();
+    std::fs::remove_file(&rotated.path).unwrap();
+    t.state.keys.reload();
+    // 100 s before the old key retires: the token lives 100 s, not 900.
+    t.clock.set(retire_at - 100);
+    let res = t
+        .form(&[("username", "alice"), ("password", "alice-dev-password")])
+        .await;
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["expires_in"], 100, "{body}");
+    let (header, claims) = decode(body["access_token"].as_str().unwrap());
+    assert_eq!(header["kid"], old.as_str());
+    assert_eq!(claims["exp"], retire_at);
+    // Far from retirement the lifetime is the configured one.
+    let t = spawn_with_keys_dir().await;
+    let (_, claims) = decode(&t.token("alice", &[]).await);
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        900
+    );
+}
+
 #[tokio::test]
 async fn a_live_service_picks_up_new_keys_on_sighup() {
     let t = spawn_with_keys_dir().await;
