@@ -342,6 +342,7 @@ impl Settings {
             self.auth.algorithms = vec![Alg::HS256];
         }
         self.validate()?;
+        self.cors.check()?;
         if self.environment == Environment::Production {
             self.check_production(check_keys)?;
         }

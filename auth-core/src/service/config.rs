@@ -146,6 +146,34 @@ pub struct CorsSettings {
     pub allowed_origins: Vec<String>,
 }
 
+impl CorsSettings {
+    /// Every origin exactly as a browser sends it (`scheme://host[:port]`, lowercase, no path),
+    /// or an error naming the key and the offending entry (warp's CORS layer panics on one).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        for origin in &self.allowed_origins {
+            let parsed = reqwest::Url::parse(origin).ok().filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.origin().ascii_serialization() == *origin
+            });
+            if parsed.is_none() {
+                let hint = reqwest::Url::parse(origin)
+                    .ok()
+                    .filter(|u| u.host_str().is_some())
+                    .map(|u| format!(" (did you mean {:?}?)", u.origin().ascii_serialization()))
+                    .unwrap_or_default();
+                return Err(ConfigError::key(
+                    "cors.allowed_origins",
+                    format!(
+                        "{origin:?} is not an origin: scheme://host[:port], as browsers send it{hint}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The settings of a resource service: the sections every service shares. A service with more
 /// (token-service) embeds these sections in its own type.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -179,6 +207,7 @@ impl Settings {
             "cors": { "allowed_origins": local_cors_origins() },
         });
         let mut settings: Settings = load(info, config_path, defaults, local)?;
+        settings.cors.check()?;
         if settings.environment == Environment::Production {
             check_auth_for_production(&settings.auth)?;
             settings.auth.jwks.refuse_dev_keys = true;
@@ -254,6 +283,19 @@ pub fn load<T: DeserializeOwned>(
                 .lowercase(true),
         )
     };
+
+    // `TODO_API_ENVIRONMENT=production` (one underscore) would be ignored and the service would
+    // start in the local environment with its fixtures: refuse what is almost a setting.
+    let near = format!("{}_", info.env_prefix);
+    let exact = format!("{}__", info.env_prefix);
+    if let Some((name, _)) = std::env::vars_os().find_map(|(k, v)| {
+        let k = k.into_string().ok()?;
+        (k.starts_with(&near) && !k.starts_with(&exact)).then_some((k, v))
+    }) {
+        return Err(ConfigError(format!(
+            "config error: {name}: not a setting; settings are {exact}<SECTION>__<KEY> (two underscores), e.g. {exact}ENVIRONMENT"
+        )));
+    }
 
     #[derive(Deserialize)]
     struct Env0 {
@@ -444,6 +486,61 @@ mod tests {
 
     fn fixture(name: &str) -> String {
         format!("{}/../fixtures/keys/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn a_single_underscore_variable_is_refused_not_ignored() {
+        Jail::expect_with(|jail| {
+            jail.set_env("DEMO_API_ENVIRONMENT", "production");
+            let e = load_err(jail);
+            assert!(
+                e.starts_with("config error: DEMO_API_ENVIRONMENT: not a setting"),
+                "{e}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins() {
+        for bad in [
+            "https://app.example.com/",
+            "*",
+            "app.example.com",
+            "https://App.example.com",
+            "https://app.example.com:443",
+            "ftp://app.example.com",
+            "https://app.example.com/path",
+        ] {
+            let e = CorsSettings {
+                allowed_origins: vec![bad.into()],
+            }
+            .check()
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.starts_with("config error: cors.allowed_origins:"),
+                "{bad}: {e}"
+            );
+        }
+        let e = CorsSettings {
+            allowed_origins: vec!["https://app.example.com/".into()],
+        }
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("did you mean \"https://app.example.com\""),
+            "{e}"
+        );
+        CorsSettings {
+            allowed_origins: local_cors_origins()
+                .into_iter()
+                .chain(["https://app.example.com".into(), "http://[::1]:8080".into()])
+                .collect(),
+        }
+        .check()
+        .unwrap();
     }
 
     #[test]

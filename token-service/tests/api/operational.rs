@@ -197,6 +197,18 @@ fn config_errors_name_the_key() {
             "1199",
             "signing.retire_after_seconds",
         ),
+        // warp's CORS layer panicked on an origin with a path.
+        (
+            "TOKEN_SERVICE__CORS__ALLOWED_ORIGINS",
+            "[https://app.example.com/]",
+            "cors.allowed_origins",
+        ),
+        // One underscore: ignored before, so the service started in the local environment.
+        (
+            "TOKEN_SERVICE_ENVIRONMENT",
+            "production",
+            "TOKEN_SERVICE_ENVIRONMENT",
+        ),
     ] {
         let e = expect_config_error(
             env!("CARGO_BIN_EXE_token-service").as_ref(),
