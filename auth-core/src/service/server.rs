@@ -215,6 +215,11 @@ where
         req.extensions_mut().insert(slot.clone());
         req.extensions_mut().insert(PeerAddr(self.peer));
         let method = req.method().clone();
+        // HEAD is GET without the body (RFC 9110 §9.3.2): routes match it as GET, and hyper
+        // sends the head only. Load balancers' HEAD health checks then see /health's 200.
+        if method == http::Method::HEAD {
+            *req.method_mut() = http::Method::GET;
+        }
         // The path only: a query string may carry anything, a token included.
         let path: String = req.uri().path().chars().take(256).collect();
         let outcome = match self.limits.check_query(req.uri().query()) {
@@ -371,6 +376,31 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(res.text().await.unwrap(), "fine");
+    }
+
+    /// HEAD answers as GET does, without the body; other methods still do not match GET routes.
+    #[tokio::test]
+    async fn head_is_get_without_the_body() {
+        let route = warp::get()
+            .and(warp::path("health"))
+            .map(|| "{\"status\":\"ok\"}")
+            .recover(crate::error::handle_rejection);
+        let (addr, _stop, _h) = start(route, ServerSettings::default()).await;
+        let client = reqwest::Client::new();
+        let res = client
+            .head(format!("http://{addr}/health"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-length"], "15");
+        assert_eq!(res.bytes().await.unwrap().len(), 0);
+        let res = client
+            .delete(format!("http://{addr}/health"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405);
     }
 
     #[tokio::test]
