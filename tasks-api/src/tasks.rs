@@ -181,8 +181,9 @@ impl Scope {
         }
         match claims.sub.as_deref() {
             Some(sub) if !sub.is_empty() => Ok(Scope::Owner(sub.to_owned())),
+            // No scope would help: the token itself lacks what RFC 9068 requires (401).
             _ => Err(warp::reject::custom(AuthError::new(
-                AuthErrorKind::InsufficientScope("the token has no subject".into()),
+                AuthErrorKind::Malformed("the token has no subject"),
                 crate::INFO.name,
             ))),
         }

@@ -213,6 +213,36 @@ async fn a_due_date_past_year_9999_in_utc_is_a_400() {
     assert_eq!(early["due"], "0000-01-01T01:00:00Z");
 }
 
+/// A valid token without a `sub` owns nothing: a 401 `invalid_token`, not a 403 that would
+/// suggest more scope could help.
+#[tokio::test]
+async fn a_token_without_a_subject_is_401() {
+    let t = spawn_app().await;
+    let no_sub = t
+        .issuer
+        .builder("tasks-api")
+        .without_claim("sub")
+        .claim("roles", json!(["user"]))
+        .sign();
+    for (method, path) in [("GET", "/tasks"), ("POST", "/tasks"), ("GET", "/tasks/1")] {
+        let body = (method == "POST").then(|| json!({"title": "x"}));
+        let res = t.request(method, path, Some(&no_sub), body).await;
+        assert!(
+            res.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("invalid_token"),
+            "{method} {path}"
+        );
+        let (status, err) = parts(res).await;
+        assert_eq!(
+            (status, err["error"].as_str()),
+            (401, Some("invalid_token")),
+            "{method} {path}: {err}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn filters_and_validation() {
     let t = spawn_app().await;
