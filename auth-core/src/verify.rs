@@ -232,18 +232,12 @@ impl AuthError {
 /// `Retry-After` of a 503 when keys cannot be had.
 const DEFAULT_RETRY_AFTER: u64 = 5;
 
-/// The characters RFC 6750 allows in a quoted `realm`/`error_description`, escaped for a
-/// quoted-string; anything else is dropped.
+/// An `error_description` as RFC 6750 §3 allows it: %x20-21 / %x23-5B / %x5D-7E, so no `"` or
+/// `\` even escaped (`"` becomes `'`); anything else is dropped.
 fn quoted(s: &str) -> String {
     s.chars()
-        .filter(|c| c.is_ascii() && !c.is_ascii_control())
-        .flat_map(|c| {
-            if c == '"' || c == '\\' {
-                vec!['\\', c]
-            } else {
-                vec![c]
-            }
-        })
+        .filter(|c| c.is_ascii() && !c.is_ascii_control() && *c != '\\')
+        .map(|c| if c == '"' { '\'' } else { c })
         .collect()
 }
 
@@ -840,8 +834,13 @@ mod tests {
     }
 
     #[test]
-    fn quoted_escapes_and_drops() {
-        assert_eq!(quoted(r#"a"b\c"#), r#"a\"b\\c"#);
+    fn descriptions_hold_only_what_rfc_6750_allows() {
+        assert_eq!(quoted(r#"a"b\c"#), "a'bc");
+        assert!(
+            quoted(&(0u8..=127).map(char::from).collect::<String>())
+                .bytes()
+                .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+        );
         assert_eq!(quoted("a\nbé"), "ab");
     }
 

@@ -188,12 +188,26 @@ fn parse(ct: Option<&str>, body: &[u8]) -> Result<TokenRequest, ApiError> {
     })
 }
 
+/// The space-separated words of `s`, each once, in their first order (`dedup` alone only drops
+/// neighbours: `a b a` kept both `a`s).
 fn words(s: &Option<String>) -> Vec<String> {
-    s.as_deref()
-        .unwrap_or("")
-        .split_ascii_whitespace()
-        .map(String::from)
-        .collect()
+    unique(
+        s.as_deref()
+            .unwrap_or("")
+            .split_ascii_whitespace()
+            .map(String::from),
+    )
+}
+
+/// Each item once, in its first order.
+fn unique(items: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
 }
 
 #[utoipa::path(post, path = "/token", tag = "token",
@@ -254,9 +268,7 @@ async fn issue_token(
             ));
         }
     };
-    let mut requested_aud = words(&req.audience);
-    requested_aud.extend(words(&req.resource));
-    requested_aud.dedup();
+    let requested_aud = unique(words(&req.audience).into_iter().chain(words(&req.resource)));
     if let Some(bad) = requested_aud
         .iter()
         .find(|a| !settings.token.allowed_audiences.contains(a))
@@ -337,9 +349,7 @@ async fn issue_token(
                 format!("scope {bad:?} is not allowed for this user"),
             ));
         }
-        let mut r = requested;
-        r.dedup();
-        r
+        requested
     };
     let aud = if requested_aud.is_empty() {
         let mut aud = settings.token.audiences.clone();

@@ -149,9 +149,9 @@ pub fn mint(args: &DevToken, now: u64) -> anyhow::Result<String> {
     let (iat, exp) = if args.expired {
         (now - 2 * 3600, now - 3600)
     } else {
-        (now, now + args.ttl)
+        (now, now.saturating_add(args.ttl))
     };
-    let nbf = args.not_before.map_or(iat, |d| now + d);
+    let nbf = args.not_before.map_or(iat, |d| now.saturating_add(d));
     let audiences = if args.audiences.is_empty() {
         vec!["todo-api".to_owned(), "tasks-api".to_owned()]
     } else {

@@ -245,6 +245,19 @@ async fn scope_and_audience_requests() {
 
     let token = t.token("alice", &[("audience", "tasks-api")]).await;
     assert_eq!(decode(&token).1["aud"], json!(["tasks-api"]));
+    // Each audience and scope once, in the order asked, however often repeated.
+    let token = t
+        .token(
+            "alice",
+            &[
+                ("audience", "todo-api tasks-api todo-api"),
+                ("resource", "tasks-api"),
+                ("scope", "todos:read todos:write todos:read"),
+            ],
+        )
+        .await;
+    assert_eq!(decode(&token).1["aud"], json!(["todo-api", "tasks-api"]));
+    assert_eq!(decode(&token).1["scope"], "todos:read todos:write");
     let token = t.token("alice", &[("resource", "todo-api")]).await;
     assert_eq!(decode(&token).1["aud"], json!(["todo-api"]));
     let res = t
