@@ -151,16 +151,14 @@ impl CorsSettings {
     /// or an error naming the key and the offending entry (warp's CORS layer panics on one).
     pub fn check(&self) -> Result<(), ConfigError> {
         for origin in &self.allowed_origins {
-            let parsed = reqwest::Url::parse(origin).ok().filter(|u| {
-                matches!(u.scheme(), "http" | "https")
-                    && u.host_str().is_some()
-                    && u.origin().ascii_serialization() == *origin
-            });
-            if parsed.is_none() {
-                let hint = reqwest::Url::parse(origin)
-                    .ok()
-                    .filter(|u| u.host_str().is_some())
-                    .map(|u| format!(" (did you mean {:?}?)", u.origin().ascii_serialization()))
+            // The origin a browser would send for this URL, if it has one.
+            let sent = reqwest::Url::parse(origin)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                .map(|u| u.origin().ascii_serialization());
+            if sent.as_ref() != Some(origin) {
+                let hint = sent
+                    .map(|s| format!(" (did you mean {s:?}?)"))
                     .unwrap_or_default();
                 return Err(ConfigError::key(
                     "cors.allowed_origins",
