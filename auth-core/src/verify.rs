@@ -204,14 +204,14 @@ impl AuthError {
                 "insufficient_scope",
                 Some(format!(
                     "Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{}\"",
-                    quoted(message)
+                    description(message)
                 )),
             ),
             _ => (
                 "invalid_token",
                 Some(format!(
                     "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
-                    quoted(message)
+                    description(message)
                 )),
             ),
         };
@@ -232,9 +232,24 @@ impl AuthError {
 /// `Retry-After` of a 503 when keys cannot be had.
 const DEFAULT_RETRY_AFTER: u64 = 5;
 
-/// An `error_description` as RFC 6750 §3 allows it: %x20-21 / %x23-5B / %x5D-7E, so no `"` or
-/// `\` even escaped (`"` becomes `'`); anything else is dropped.
+/// A `realm` for a quoted-string (RFC 7235 §2.1): printable ASCII, `"` and `\\` escaped;
+/// anything else is dropped.
 fn quoted(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii() && !c.is_ascii_control())
+        .flat_map(|c| {
+            if c == '"' || c == '\\' {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// An `error_description` as RFC 6750 §3 allows it: %x20-21 / %x23-5B / %x5D-7E, so no `"` or
+/// `\\` even escaped (`"` becomes `'`); anything else is dropped.
+fn description(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_ascii() && !c.is_ascii_control() && *c != '\\')
         .map(|c| if c == '"' { '\'' } else { c })
@@ -834,14 +849,16 @@ mod tests {
     }
 
     #[test]
-    fn descriptions_hold_only_what_rfc_6750_allows() {
-        assert_eq!(quoted(r#"a"b\c"#), "a'bc");
+    fn realms_are_escaped_descriptions_hold_only_what_rfc_6750_allows() {
+        assert_eq!(quoted(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(quoted("a\nbé"), "ab");
+        assert_eq!(description(r#"a"b\c"#), "a'bc");
         assert!(
-            quoted(&(0u8..=127).map(char::from).collect::<String>())
+            description(&(0u8..=127).map(char::from).collect::<String>())
                 .bytes()
                 .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E))
         );
-        assert_eq!(quoted("a\nbé"), "ab");
+        assert_eq!(description("a\nbé"), "ab");
     }
 
     #[test]
