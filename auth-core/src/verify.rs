@@ -76,6 +76,9 @@ pub enum AuthErrorKind {
     Issuer,
     /// `aud` is missing or names none of the configured audiences.
     Audience,
+    /// A token that verifies but whose subject may no longer act (a disabled or deleted
+    /// account, as the service that owns the accounts knows); the message says which.
+    Revoked(&'static str),
     /// A valid token lacking a role, scope or access grant; the message says what is required.
     InsufficientScope(String),
     /// No verification key can be had (the key source is unreachable and nothing is cached).
@@ -101,6 +104,7 @@ impl AuthErrorKind {
             Self::Lifetime => "lifetime",
             Self::Issuer => "issuer",
             Self::Audience => "audience",
+            Self::Revoked(_) => "revoked",
             Self::InsufficientScope(_) => "insufficient_scope",
             Self::Unavailable => "unavailable",
         }
@@ -125,6 +129,7 @@ impl AuthErrorKind {
             Self::Lifetime => "token lifetime too long",
             Self::Issuer => "token issuer not accepted",
             Self::Audience => "token audience not accepted",
+            Self::Revoked(m) => m,
             Self::InsufficientScope(m) => m,
             Self::Unavailable => "verification keys unavailable",
         }

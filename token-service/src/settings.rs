@@ -459,6 +459,13 @@ impl Settings {
             };
             return Err(ConfigError::key(key, "must be greater than 0"));
         }
+        // A lockout's end is `since + window`: a day at most keeps that far from overflowing.
+        if t.window_seconds > 86_400 {
+            return Err(ConfigError::key(
+                "throttle.window_seconds",
+                "must be 1 to 86400 (a day)",
+            ));
+        }
         for p in &t.trusted_proxies {
             proxy_range(p).ok_or_else(|| {
                 ConfigError::key(

@@ -91,15 +91,17 @@ pub struct AccessClaims {
 
 /// Every `X-Forwarded-For` line, joined in order: a proxy may add a line of its own rather than
 /// append to the client's (HAProxy's `option forwardfor`), and the right-most addresses, the
-/// ones a trusted proxy vouches for, are then on the last line. A value that is not text
-/// becomes a hop that is no address, where the walk stops (at the peer).
+/// ones a trusted proxy vouches for, are then on the last line. Bytes that are not visible
+/// ASCII are replaced, hop by hop, never the whole line: a proxy appends the client's address
+/// to the client's own line (`é, 203.0.113.7`), and a line read as one bad hop would put the
+/// client's failures on the proxy's address.
 fn forwarded_for()
 -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
     warp::header::headers_cloned().map(|headers: http::HeaderMap| {
-        let lines: Vec<&str> = headers
+        let lines: Vec<String> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .map(|v| v.to_str().unwrap_or("not-an-address"))
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect();
         (!lines.is_empty()).then(|| lines.join(","))
     })

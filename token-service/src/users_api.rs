@@ -8,13 +8,14 @@
 use std::sync::Arc;
 
 use auth_core::filters::{with_auth, with_role};
+use auth_core::verify::{AuthError, AuthErrorKind};
 use auth_core::{ApiError, Auth, Claims};
 use http::StatusCode;
 use secrecy::SecretString;
 use serde::Deserialize;
-use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
+use warp::{Filter, Rejection};
 
 use crate::audit;
 use crate::passwords::check_policy;
@@ -57,36 +58,61 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal()
 }
 
+/// `authenticated`'s claims, when their subject is an account that may still act: a disabled
+/// (or deleted) account's live token does nothing here (401 `invalid_token`), so a leaked admin
+/// token cannot outlast the disable by creating accounts of its own.
+fn active(
+    authenticated: impl Filter<Extract = (Arc<Claims>,), Error = Rejection> + Clone,
+    state: State,
+) -> impl Filter<Extract = (Arc<Claims>,), Error = Rejection> + Clone {
+    authenticated.and_then(move |claims: Arc<Claims>| {
+        let state = state.clone();
+        async move {
+            match state.users.by_id(claims.subject()).await {
+                Ok(Some(user)) if !user.disabled => Ok(claims),
+                Ok(_) => Err(warp::reject::custom(AuthError::new(
+                    AuthErrorKind::Revoked("the account is disabled or no longer exists"),
+                    crate::INFO.name,
+                ))),
+                Err(e) => Err(warp::reject::custom(internal(e))),
+            }
+        }
+    })
+}
+
 /// The routes.
 pub fn routes(state: State, auth: &Auth) -> BoxedFilter<(Response,)> {
+    let st = state.clone();
     let with_state = move || {
-        let s = state.clone();
+        let s = st.clone();
         warp::any().map(move || s.clone())
     };
+    let admin = || active(with_role(auth, "admin"), state.clone());
+    let user = || active(with_auth(auth), state.clone());
     let create = warp::path!("users")
         .and(warp::post())
-        .and(with_role(auth, "admin"))
+        .and(admin())
         .and(json_body::<CreateUser>())
         .and(with_state())
         .then(create_user);
     let list = warp::path!("users")
         .and(warp::get())
-        .and(with_role(auth, "admin"))
+        .and(admin())
         .and(with_state())
         .then(list_users);
     let disable = warp::path!("users" / String)
         .and(warp::delete())
-        .and(with_role(auth, "admin"))
+        .and(admin())
         .and(with_state())
         .then(disable_user);
     let me = warp::path!("users" / "me")
         .and(warp::get())
-        .and(with_auth(auth))
+        .and(user())
         .and(with_state())
         .then(get_me);
     let password = warp::path!("users" / "me" / "password")
         .and(warp::put())
-        .and(with_auth(auth))
+        .and(user())
         .and(json_body::<ChangePassword>())
         .and(with_state())
         .then(change_password);

@@ -197,6 +197,11 @@ fn config_errors_name_the_key() {
             "1199",
             "signing.retire_after_seconds",
         ),
+        (
+            "TOKEN_SERVICE__THROTTLE__WINDOW_SECONDS",
+            "18446744073709551615",
+            "throttle.window_seconds",
+        ),
         // warp's CORS layer panicked on an origin with a path.
         (
             "TOKEN_SERVICE__CORS__ALLOWED_ORIGINS",

@@ -402,6 +402,46 @@ async fn a_proxy_line_of_its_own_is_read_with_the_clients() {
     assert_eq!(fail_via_proxy("u3", "6.6.6.3").await.unwrap().status(), 429);
 }
 
+/// A client's non-ASCII bytes on the line its proxy appends to cost that hop only: the address
+/// the proxy vouches for is still what is throttled, not the proxy's own.
+#[tokio::test]
+async fn non_ascii_in_the_clients_forwarded_for_stays_the_clients() {
+    let t = spawn_with(|s| {
+        s.throttle.max_failures = 2;
+        s.throttle.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    let line = |client: &str| {
+        let mut bytes = b"\xc3\xa9, ".to_vec();
+        bytes.extend_from_slice(client.as_bytes());
+        reqwest::header::HeaderValue::from_bytes(&bytes).unwrap()
+    };
+    let sign_in = |user: &'static str, password: &'static str, client: &str| {
+        t.app
+            .client
+            .post(t.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-forwarded-for", line(client))
+            .body(format!("username={user}&password={password}"))
+            .send()
+    };
+    for user in ["u1", "u2"] {
+        let res = sign_in(user, "wrong-password-123", "10.0.0.50")
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+    }
+    // 10.0.0.50 is locked; another client behind the same proxy is not.
+    let res = sign_in("u3", "wrong-password-123", "10.0.0.50")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    let res = sign_in("bob", "bob-dev-password", "10.0.0.51")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
 #[tokio::test]
 async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
     let t = spawn_with(|s| s.throttle.max_failures = 2).await;

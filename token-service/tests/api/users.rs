@@ -193,3 +193,88 @@ async fn parallel_guesses_are_bounded_by_the_throttle() {
     );
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 15);
 }
+
+/// A disabled account's live token does nothing at token-service: a leaked admin token cannot
+/// outlast the disable by creating an admin of its own.
+#[tokio::test]
+async fn a_disabled_accounts_live_token_is_refused() {
+    let t = spawn_app().await;
+    let admin = t.token("admin", &[]).await;
+    let alice = t.token("alice", &[("audience", "token-service")]).await;
+    let res = t
+        .app
+        .client
+        .post(t.url("/users"))
+        .bearer_auth(&admin)
+        .json(&json!({"username": "admin2", "password": "admin2-password-1", "roles": ["admin"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let admin2 = t
+        .form(&[("username", "admin2"), ("password", "admin2-password-1")])
+        .await;
+    let admin2 = admin2.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let users: Value = t.get_auth("/users", &admin2).await.json().await.unwrap();
+    let id_of = |name: &str| {
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["username"] == name)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    for name in ["admin", "alice"] {
+        let res = t
+            .app
+            .client
+            .delete(t.url(&format!("/users/{}", id_of(name))))
+            .bearer_auth(&admin2)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204, "{name}");
+    }
+    let create = t
+        .app
+        .client
+        .post(t.url("/users"))
+        .bearer_auth(&admin)
+        .json(&json!({"username": "mallory", "password": "mallory-password-1", "roles": ["admin"]}))
+        .send()
+        .await
+        .unwrap();
+    let change = t
+        .app
+        .client
+        .put(t.url("/users/me/password"))
+        .bearer_auth(&alice)
+        .json(&json!({"old_password": "alice-dev-password", "new_password": "a-new-password-1"}))
+        .send()
+        .await
+        .unwrap();
+    let list = t.get_auth("/users", &admin).await;
+    let me = t.get_auth("/users/me", &alice).await;
+    for res in [create, change, list, me] {
+        assert_eq!(res.status(), 401);
+        assert!(
+            res.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("invalid_token")
+        );
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(
+            body["message"], "the account is disabled or no longer exists",
+            "{body}"
+        );
+    }
+    // The admin that is still active still acts.
+    assert_eq!(t.get_auth("/users", &admin2).await.status(), 200);
+}
