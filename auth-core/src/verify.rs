@@ -161,8 +161,10 @@ pub struct AuthError {
 impl warp::reject::Reject for AuthError {}
 
 impl AuthError {
-    /// A denial of `kind` in `realm`.
+    /// A denial of `kind` in `realm`, made by a service's own rule (an owner check, an account
+    /// that may no longer act): counted in `auth_denials_total` as [`Auth::verify`]'s are.
     pub fn new(kind: AuthErrorKind, realm: &str) -> Self {
+        metrics::counter!("auth_denials_total", "reason" => kind.reason()).increment(1);
         Self {
             kind,
             realm: Arc::from(realm),

@@ -91,10 +91,10 @@ pub struct AccessClaims {
 
 /// Every `X-Forwarded-For` line, joined in order: a proxy may add a line of its own rather than
 /// append to the client's (HAProxy's `option forwardfor`), and the right-most addresses, the
-/// ones a trusted proxy vouches for, are then on the last line. Bytes that are not visible
-/// ASCII are replaced, hop by hop, never the whole line: a proxy appends the client's address
-/// to the client's own line (`é, 203.0.113.7`), and a line read as one bad hop would put the
-/// client's failures on the proxy's address.
+/// ones a trusted proxy vouches for, are then on the last line. A line is read as text even
+/// when part of it is not (invalid UTF-8 replaced): a proxy appends the client's address to the
+/// client's own line (`é, 203.0.113.7`), so a bad hop must spoil only itself; a line read as one
+/// bad hop would put the client's failures on the proxy's address.
 fn forwarded_for()
 -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
     warp::header::headers_cloned().map(|headers: http::HeaderMap| {

@@ -3,7 +3,9 @@
 //! `PUT /users/me/password`. Tokens must carry the audience `token-service` (`auth.audience`):
 //! admins get it by default, anyone by asking for `audience=token-service`.
 //!
-//! A token already issued stays valid until its `exp` after a password change or a disable.
+//! A token already issued stays valid until its `exp` after a password change, and at the
+//! resource services after a disable; here, every route looks the caller's account up, and a
+//! disabled or deleted account's token is a 401 (see [`active`]).
 
 use std::sync::Arc;
 
@@ -149,7 +151,7 @@ fn check_username(username: &str) -> Result<(), ApiError> {
     responses(
         (status = 201, body = UserView),
         (status = 400, description = "A field is invalid; the message names it"),
-        (status = 401, description = "No valid token"),
+        (status = 401, description = "No valid token, or the account is disabled or no longer exists"),
         (status = 403, description = "Not an admin"),
         (status = 409, description = "The username exists"),
     ))]
@@ -207,7 +209,7 @@ async fn create_user(
 #[utoipa::path(get, path = "/users", tag = "users", security(("bearer_auth" = [])),
     responses(
         (status = 200, body = [UserView]),
-        (status = 401, description = "No valid token"),
+        (status = 401, description = "No valid token, or the account is disabled or no longer exists"),
         (status = 403, description = "Not an admin"),
     ))]
 async fn list_users(_admin: Arc<Claims>, state: State) -> Result<Response, ApiError> {
@@ -216,12 +218,13 @@ async fn list_users(_admin: Arc<Claims>, state: State) -> Result<Response, ApiEr
     Ok(warp::reply::json(&views).into_response())
 }
 
-/// Disables a user: sign-in is refused from now on (tokens already issued live until `exp`).
+/// Disables a user: sign-in and these routes refuse it from now on (its tokens already issued
+/// still verify at the resource services until `exp`).
 #[utoipa::path(delete, path = "/users/{id}", tag = "users", security(("bearer_auth" = [])),
     params(("id" = String, Path, description = "The user's id")),
     responses(
         (status = 204, description = "Disabled"),
-        (status = 401, description = "No valid token"),
+        (status = 401, description = "No valid token, or the account is disabled or no longer exists"),
         (status = 403, description = "Not an admin"),
         (status = 404, description = "No such user"),
     ))]
@@ -237,8 +240,7 @@ async fn disable_user(id: String, admin: Arc<Claims>, state: State) -> Result<Re
 #[utoipa::path(get, path = "/users/me", tag = "users", security(("bearer_auth" = [])),
     responses(
         (status = 200, body = UserView),
-        (status = 401, description = "No valid token"),
-        (status = 404, description = "The user no longer exists"),
+        (status = 401, description = "No valid token, or the account is disabled or no longer exists"),
     ))]
 async fn get_me(claims: Arc<Claims>, state: State) -> Result<Response, ApiError> {
     let user = state
@@ -257,7 +259,7 @@ async fn get_me(claims: Arc<Claims>, state: State) -> Result<Response, ApiError>
         (status = 204, description = "Changed"),
         (status = 400, description = "A field is invalid or old_password is wrong; the message names the field"),
         (status = 429, description = "Too many wrong old passwords"),
-        (status = 401, description = "No valid token"),
+        (status = 401, description = "No valid token, or the account is disabled or no longer exists"),
     ))]
 async fn change_password(
     claims: Arc<Claims>,

@@ -283,15 +283,14 @@ pub fn load<T: DeserializeOwned>(
     };
 
     // `TODO_API_ENVIRONMENT=production` (one underscore) would be ignored and the service would
-    // start in the local environment with its fixtures: refuse what is almost a setting.
-    let near = format!("{}_", info.env_prefix);
-    let exact = format!("{}__", info.env_prefix);
-    if let Some((name, _)) = std::env::vars_os().find_map(|(k, v)| {
-        let k = k.into_string().ok()?;
-        (k.starts_with(&near) && !k.starts_with(&exact)).then_some((k, v))
-    }) {
+    // start in the local environment with its fixtures: refused. Only that name: other
+    // single-underscore names are someone else's (Kubernetes' service links set
+    // `TODO_API_PORT`, `TODO_API_SERVICE_HOST` for a Service named todo-api).
+    let near = format!("{}_ENVIRONMENT", info.env_prefix);
+    if std::env::var_os(&near).is_some() {
         return Err(ConfigError(format!(
-            "config error: {name}: not a setting; settings are {exact}<SECTION>__<KEY> (two underscores), e.g. {exact}ENVIRONMENT"
+            "config error: {near}: not a setting; the environment is {}__ENVIRONMENT (two underscores)",
+            info.env_prefix
         )));
     }
 
@@ -489,6 +488,10 @@ mod tests {
     #[test]
     fn a_single_underscore_variable_is_refused_not_ignored() {
         Jail::expect_with(|jail| {
+            // Kubernetes' service links for a Service named demo-api: not ours, accepted.
+            jail.set_env("DEMO_API_PORT", "tcp://10.0.0.7:80");
+            jail.set_env("DEMO_API_SERVICE_HOST", "10.0.0.7");
+            Settings::load(&INFO, None, local_auth()).unwrap();
             jail.set_env("DEMO_API_ENVIRONMENT", "production");
             let e = load_err(jail);
             assert!(

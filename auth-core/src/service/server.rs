@@ -250,6 +250,20 @@ where
                 },
                 Err(refused) => refused,
             };
+            // hyper drops a HEAD response's body on HTTP/1 only; on HTTP/2 it would send it.
+            // The length stays GET's.
+            let res = if method == http::Method::HEAD {
+                let (mut parts, body) = res.into_parts();
+                if let Some(len) = http_body::Body::size_hint(&body).exact() {
+                    parts
+                        .headers
+                        .entry(http::header::CONTENT_LENGTH)
+                        .or_insert(len.into());
+                }
+                Response::from_parts(parts, Default::default())
+            } else {
+                res
+            };
             tracing::info!(
                 target: "access",
                 method = %method,
@@ -395,6 +409,34 @@ mod tests {
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["content-length"], "15");
         assert_eq!(res.bytes().await.unwrap().len(), 0);
+        // The service itself answers with no body, whatever the protocol: hyper's HTTP/2 server
+        // would send one (its HTTP/1 server, above, drops it either way).
+        let mut svc = RequestService {
+            inner: warp::service(
+                warp::get()
+                    .and(warp::path("health"))
+                    .map(|| "{\"status\":\"ok\"}"),
+            ),
+            peer: addr,
+            limits: Arc::new(RequestLimits {
+                body_timeout: Duration::from_secs(5),
+                max_query_bytes: 1024,
+                max_query_params: 8,
+            }),
+        };
+        let req = http::Request::builder()
+            .method("HEAD")
+            .uri("/health")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let res = svc.call(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-length"], "15");
+        let body = http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(body.is_empty(), "{body:?}");
         let res = client
             .delete(format!("http://{addr}/health"))
             .send()

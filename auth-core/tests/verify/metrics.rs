@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use auth_core::filters::with_role;
+use auth_core::verify::AuthErrorKind;
 use auth_core::{Claims, handle_rejection};
 use metrics::{
     Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
@@ -92,6 +93,11 @@ fn every_denial_is_counted_by_reason() {
                     .await
                     .is_err()
             );
+            // A service's own rule (token-service's disabled account) counts too.
+            let _ = auth_core::verify::AuthError::new(
+                AuthErrorKind::Revoked("the account is disabled"),
+                "demo",
+            );
         })
     });
     let counted = denials.0.lock().unwrap().clone();
@@ -103,6 +109,7 @@ fn every_denial_is_counted_by_reason() {
         ("scheme", 1),
         ("malformed", 1),
         ("audience", 1),
+        ("revoked", 1),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
