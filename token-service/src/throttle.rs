@@ -3,6 +3,12 @@
 //! failure. At `throttle.max_failures` failures further attempts get 429 with `Retry-After` until
 //! the window ends. Memory is bounded: each map holds at most `throttle.max_entries` counters;
 //! expired ones are dropped first, then the oldest.
+//!
+//! An attempt counts against its username when it starts, and against its address when it
+//! fails, or when it ends without an outcome (the client hung up mid-hash). Honest sign-ins in
+//! flight together from one address are not refused at the start; but an attempt that finds its
+//! address locked when it finishes (a burst of guesses from that address failed meanwhile) is
+//! answered 429 whatever its credentials, so a burst learns at most `max_failures` outcomes.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -50,34 +56,28 @@ impl Throttle {
     /// Starts a sign-in attempt: refused (with the seconds to wait) when the username or the
     /// client's address is locked. The attempt counts against the username at once, under the
     /// same lock, so parallel guesses at one account cannot all pass the check before any is
-    /// counted; [`Throttle::success`] takes it back. The address counts real failures only
-    /// ([`Throttle::failure`]), so many honest sign-ins at once from one address (a NAT, a
-    /// proxy) are never refused.
-    pub fn begin(&self, username: &str, ip: Option<IpAddr>) -> Result<(), u64> {
+    /// counted; [`Attempt::succeeded`] takes it back. The address counts real failures only
+    /// ([`Attempt::failed`]), so many honest sign-ins at once from one address (a NAT, a
+    /// proxy) are never refused at the start; a burst of guesses from one address is bounded
+    /// at the end instead ([`Attempt::overtaken`]).
+    pub fn begin(&self, username: &str, ip: Option<IpAddr>) -> Result<Attempt<'_>, u64> {
         let now = self.clock.now();
+        let ip = ip.map(ip_key);
         // One order for the two locks everywhere: users, then addresses.
         let mut users = lock(&self.users);
         let ips = lock(&self.ips);
         let user_locked = self.locked(&users, username, now);
-        let ip_locked = ip.map(ip_key).and_then(|k| self.locked(&ips, &k, now));
+        let ip_locked = ip.as_deref().and_then(|k| self.locked(&ips, k, now));
         if let Some(retry) = user_locked.max(ip_locked) {
             return Err(retry);
         }
         self.count(&mut users, username, now);
-        Ok(())
-    }
-
-    /// A sign-in failed: it counts against the client's address too.
-    pub fn failure(&self, ip: Option<IpAddr>) {
-        if let Some(k) = ip.map(ip_key) {
-            let now = self.clock.now();
-            self.count(&mut lock(&self.ips), &k, now);
-        }
-    }
-
-    /// A sign-in succeeded: the user's count is forgotten.
-    pub fn success(&self, username: &str) {
-        lock(&self.users).0.remove(username);
+        Ok(Attempt {
+            throttle: self,
+            username: username.to_owned(),
+            ip,
+            open: true,
+        })
     }
 
     /// Entries held (usernames, addresses): bounded by `throttle.max_entries` each.
@@ -136,6 +136,65 @@ impl Throttle {
             };
         }
         e.failures = e.failures.saturating_add(1);
+    }
+}
+
+/// One sign-in attempt that passed [`Throttle::begin`]. It ends in one of its outcomes; dropped
+/// without one (the client hung up, the request was cancelled mid-hash) it counts as a failure
+/// of the address, since nothing shows it was not a guess.
+#[must_use = "an attempt dropped without an outcome counts as a failure"]
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    throttle: &'a Throttle,
+    username: String,
+    ip: Option<String>,
+    open: bool,
+}
+
+impl Attempt<'_> {
+    /// When the client's address was locked while this attempt ran (by other attempts'
+    /// failures that landed meanwhile), the seconds to wait: the attempt must then be answered
+    /// like any refused one, whatever its credentials. So a burst of guesses from one address
+    /// that all passed [`Throttle::begin`] at once learns the outcome of at most
+    /// `max_failures` of them, plus those that finish together.
+    pub fn overtaken(&self) -> Option<u64> {
+        let k = self.ip.as_deref()?;
+        let now = self.throttle.clock.now();
+        self.throttle.locked(&lock(&self.throttle.ips), k, now)
+    }
+
+    /// The credentials were wrong: the attempt counts against the address too (it already
+    /// counts against the username).
+    pub fn failed(mut self) {
+        self.fail_address();
+    }
+
+    /// The credentials were right: the user's count is forgotten.
+    pub fn succeeded(mut self) {
+        self.open = false;
+        lock(&self.throttle.users).0.remove(&self.username);
+    }
+
+    /// No outcome is known through no fault of the client (the user store failed): nothing
+    /// more is counted.
+    pub fn abandoned(mut self) {
+        self.open = false;
+    }
+
+    fn fail_address(&mut self) {
+        if !std::mem::replace(&mut self.open, false) {
+            return;
+        }
+        if let Some(k) = self.ip.as_deref() {
+            let now = self.throttle.clock.now();
+            self.throttle.count(&mut lock(&self.throttle.ips), k, now);
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.fail_address();
     }
 }
 
@@ -209,14 +268,19 @@ mod tests {
         let t = throttle(clock.clone(), 100);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         for _ in 0..3 {
-            assert!(t.begin("alice", Some(ip)).is_ok());
-            t.failure(Some(ip));
+            t.begin("alice", Some(ip)).unwrap().failed();
         }
-        assert_eq!(t.begin("alice", None), Err(60));
-        assert_eq!(t.begin("bob", Some(ip)), Err(60), "the IP is locked too");
-        assert!(t.begin("bob", Some("10.0.0.2".parse().unwrap())).is_ok());
+        assert_eq!(t.begin("alice", None).err(), Some(60));
+        assert_eq!(
+            t.begin("bob", Some(ip)).err(),
+            Some(60),
+            "the IP is locked too"
+        );
+        t.begin("bob", Some("10.0.0.2".parse().unwrap()))
+            .unwrap()
+            .succeeded();
         clock.advance(59);
-        assert_eq!(t.begin("alice", None), Err(1));
+        assert_eq!(t.begin("alice", None).err(), Some(1));
         clock.advance(1);
         assert!(t.begin("alice", Some(ip)).is_ok(), "entries expire");
     }
@@ -228,8 +292,7 @@ mod tests {
         for i in 0..1000 {
             clock.advance(1);
             let ip = IpAddr::from([10, 0, (i / 256) as u8, i as u8]);
-            let _ = t.begin(&format!("user{i}"), Some(ip));
-            t.failure(Some(ip));
+            t.begin(&format!("user{i}"), Some(ip)).unwrap().failed();
         }
         assert_eq!(t.len(), (10, 10));
     }
@@ -241,17 +304,21 @@ mod tests {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         // Three attempts at alice in flight at once: the fourth is refused before any has
         // finished.
-        for _ in 0..3 {
-            assert!(t.begin("alice", Some(ip)).is_ok());
-        }
+        let running: Vec<_> = (0..3)
+            .map(|_| t.begin("alice", Some(ip)).unwrap())
+            .collect();
         assert!(t.begin("alice", Some(ip)).is_err());
         // A success forgets the user's count.
-        t.success("alice");
-        assert!(t.begin("alice", Some(ip)).is_ok());
+        let mut running = running.into_iter();
+        running.next().unwrap().succeeded();
+        running.for_each(Attempt::abandoned);
         // Honest sign-ins of many users at once from one address are not refused.
-        for i in 0..20 {
-            assert!(t.begin(&format!("user{i}"), Some(ip)).is_ok());
-        }
+        let honest: Vec<_> = (0..20)
+            .map(|i| t.begin(&format!("user{i}"), Some(ip)).unwrap())
+            .collect();
+        assert!(honest.iter().all(|a| a.overtaken().is_none()));
+        honest.into_iter().for_each(Attempt::succeeded);
+        assert!(t.begin("alice", Some(ip)).is_ok());
     }
 
     #[test]
@@ -259,11 +326,13 @@ mod tests {
         let clock = Arc::new(ManualClock::new(1000));
         let t = throttle(clock.clone(), 3);
         for _ in 0..3 {
-            let _ = t.begin("victim", None);
+            t.begin("victim", None).unwrap().failed();
         }
         for i in 0..50 {
             clock.advance(0);
-            let _ = t.begin(&format!("throwaway{i}"), None);
+            if let Ok(a) = t.begin(&format!("throwaway{i}"), None) {
+                a.failed();
+            }
         }
         assert!(
             t.begin("victim", None).is_err(),
@@ -273,13 +342,53 @@ mod tests {
     }
 
     #[test]
+    fn an_attempt_dropped_without_an_outcome_counts_against_the_address() {
+        let clock = Arc::new(ManualClock::new(1000));
+        let t = throttle(clock, 100);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        // Three guesses at different names whose clients hang up mid-hash.
+        for i in 0..3 {
+            drop(t.begin(&format!("u{i}"), Some(ip)).unwrap());
+        }
+        assert_eq!(t.begin("u9", Some(ip)).err(), Some(60));
+        // An abandoned attempt (the user store failed) counts nothing more at the address.
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        for i in 0..3 {
+            t.begin(&format!("v{i}"), Some(other)).unwrap().abandoned();
+        }
+        assert!(t.begin("v9", Some(other)).is_ok());
+    }
+
+    #[test]
+    fn a_burst_from_one_address_is_overtaken_by_its_own_failures() {
+        let clock = Arc::new(ManualClock::new(1000));
+        let t = throttle(clock, 100);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        // Ten guesses at ten names, all past the check before any has finished.
+        let burst: Vec<_> = (0..10)
+            .map(|i| t.begin(&format!("u{i}"), Some(ip)).unwrap())
+            .collect();
+        let mut answered = 0;
+        for a in burst {
+            if a.overtaken().is_none() {
+                answered += 1;
+            }
+            a.failed();
+        }
+        assert_eq!(answered, 3, "only max_failures outcomes are revealed");
+        // Another address is not affected.
+        let a = t.begin("u0", Some("10.0.0.2".parse().unwrap())).unwrap();
+        assert!(a.overtaken().is_none());
+        a.succeeded();
+    }
+
+    #[test]
     fn ipv6_addresses_count_by_their_64_prefix() {
         let clock = Arc::new(ManualClock::new(1000));
         let t = throttle(clock, 100);
         for i in 1..=3u16 {
             let ip = IpAddr::from([0x2001, 0xdb8, 1, 2, 0, 0, 0, i]);
-            assert!(t.begin(&format!("u{i}"), Some(ip)).is_ok());
-            t.failure(Some(ip));
+            t.begin(&format!("u{i}"), Some(ip)).unwrap().failed();
         }
         let same_64 = IpAddr::from([0x2001, 0xdb8, 1, 2, 9, 9, 9, 9]);
         assert!(t.begin("u9", Some(same_64)).is_err());

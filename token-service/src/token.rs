@@ -285,29 +285,45 @@ async fn issue_token(
     let ip: Option<IpAddr> =
         crate::throttle::client_ip(peer, xff.as_deref(), &state.trusted_proxies);
     let ip_text = ip.map(|i| i.to_string()).unwrap_or_default();
-    if let Err(retry) = state.throttle.begin(&username, ip) {
+    let throttled = |retry: u64| {
         audit!(event = "sign_in", outcome = "throttled", username_sha256 = %unverified(&username), client_ip = %ip_text);
-        return Err(oauth(
+        oauth(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_requests",
             "too many failed sign-ins; try again later",
         )
-        .with_retry_after(retry));
-    }
+        .with_retry_after(retry)
+    };
+    let attempt = state.throttle.begin(&username, ip).map_err(throttled)?;
 
-    let user = state.users.by_username(&username).await.map_err(|e| {
-        tracing::error!(error = %e, "user lookup failed");
-        ApiError::internal()
-    })?;
+    let user = match state.users.by_username(&username).await {
+        Ok(user) => user,
+        Err(e) => {
+            attempt.abandoned();
+            tracing::error!(error = %e, "user lookup failed");
+            return Err(ApiError::internal());
+        }
+    };
     let verified = state
         .passwords
         .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
         .await;
+    let right = matches!(&user, Some(u) if verified && !u.disabled);
+    // Other guesses from this address failed while this one ran, enough to lock it: this one is
+    // answered as if it had come a moment later, so its outcome stays unknown.
+    if let Some(retry) = attempt.overtaken() {
+        if right {
+            attempt.abandoned();
+        } else {
+            attempt.failed();
+        }
+        return Err(throttled(retry));
+    }
     let user = match user {
-        Some(u) if verified && !u.disabled => u,
+        Some(u) if right => u,
         other => {
             // The attempt already counts against the username (since it began).
-            state.throttle.failure(ip);
+            attempt.failed();
             let reason = match other {
                 None => "unknown_user",
                 Some(u) if u.disabled => "disabled",
@@ -325,7 +341,7 @@ async fn issue_token(
     };
     // The credentials are right: whatever this request asks for next (a scope or audience it
     // may not have), it is not a guess, and it does not count towards the user's lock.
-    state.throttle.success(&username);
+    attempt.succeeded();
 
     let allowed: Vec<String> = {
         let mut all: Vec<String> = user

@@ -274,25 +274,29 @@ async fn change_password(
         .ok_or_else(|| ApiError::not_found("no such user"))?;
     // Guessing the current password here counts against the same per-user throttle as
     // sign-ins: a stolen token must not give unthrottled guesses.
-    if let Err(retry) = state.throttle.begin(&user.username, None) {
-        audit!(event = "password_change", outcome = "throttled", username = %user.username);
-        return Err(ApiError::new(
-            http::StatusCode::TOO_MANY_REQUESTS,
-            "too_many_requests",
-            "too many failed attempts; try again later",
-        )
-        .with_retry_after(retry));
-    }
+    let attempt = match state.throttle.begin(&user.username, None) {
+        Ok(attempt) => attempt,
+        Err(retry) => {
+            audit!(event = "password_change", outcome = "throttled", username = %user.username);
+            return Err(ApiError::new(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "too many failed attempts; try again later",
+            )
+            .with_retry_after(retry));
+        }
+    };
     let old = SecretString::from(body.old_password);
     if !state
         .passwords
         .verify(&old, Some(&user.password_hash))
         .await
     {
+        attempt.failed();
         audit!(event = "password_change", outcome = "failure", username = %user.username);
         return Err(ApiError::bad_request("old_password: incorrect"));
     }
-    state.throttle.success(&user.username);
+    attempt.succeeded();
     check_policy("new_password", &user.username, &body.new_password)
         .map_err(ApiError::bad_request)?;
     let hash = state

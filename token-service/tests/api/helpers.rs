@@ -1,6 +1,6 @@
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use auth_core::clock::{Clock, ManualClock, SystemClock};
 use auth_core::service::config::{CorsSettings, local_cors_origins};
@@ -11,11 +11,12 @@ use token_service::passwords::{Argon2id, Hasher};
 use token_service::settings::Settings;
 use token_service::startup::{Deps, State};
 
-/// A password hasher that counts its calls.
+/// A password hasher that counts its calls, and whose verifications can be held at a gate.
 #[derive(Debug)]
 pub struct CountingHasher {
     inner: Argon2id,
     pub verifies: AtomicUsize,
+    pub gate: Gate,
 }
 
 impl Hasher for CountingHasher {
@@ -23,8 +24,30 @@ impl Hasher for CountingHasher {
         self.inner.hash(password)
     }
     fn verify(&self, password: &[u8], phc: &str) -> bool {
+        self.gate.pass();
         self.verifies.fetch_add(1, Ordering::SeqCst);
         self.inner.verify(password, phc)
+    }
+}
+
+/// Holds verifications (on the blocking pool) while closed.
+#[derive(Debug, Default)]
+pub struct Gate {
+    closed: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Gate {
+    pub fn close(&self) {
+        *self.closed.lock().unwrap() = true;
+    }
+    pub fn open(&self) {
+        *self.closed.lock().unwrap() = false;
+        self.changed.notify_all();
+    }
+    fn pass(&self) {
+        let closed = self.closed.lock().unwrap();
+        drop(self.changed.wait_while(closed, |c| *c).unwrap());
     }
 }
 
@@ -79,6 +102,7 @@ pub async fn spawn_settings(settings: Settings, dir: tempfile::TempDir) -> TestA
     let hasher = Arc::new(CountingHasher {
         inner: Argon2id::new(&settings.users).unwrap(),
         verifies: AtomicUsize::new(0),
+        gate: Gate::default(),
     });
     let built = token_service::startup::build_with(
         settings,

@@ -1,3 +1,6 @@
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use serde_json::{Value, json};
 
 use crate::helpers::spawn_app;
@@ -192,6 +195,41 @@ async fn parallel_guesses_are_bounded_by_the_throttle() {
         "exactly max_failures guesses reach the hasher: {statuses:?}"
     );
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 15);
+}
+
+/// A burst of guesses from one address at many names, all past the throttle's check before any
+/// has failed, learns at most `max_failures` outcomes: the rest are 429 when they finish. (Before,
+/// the address counted only failures that had finished, and every guess of the burst was
+/// answered.)
+#[tokio::test]
+async fn a_burst_from_one_address_learns_at_most_max_failures_outcomes() {
+    let t = Arc::new(spawn_app().await);
+    t.hasher.gate.close();
+    let guesses: Vec<_> = (0..20)
+        .map(|i| {
+            let t = t.clone();
+            tokio::spawn(async move {
+                let name = format!("sprayed-{i:02}");
+                t.form(&[("username", &name), ("password", "a-guessed-password")])
+                    .await
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    // Every guess is past the check (each counts against its name at once) before any finishes.
+    while t.state.throttle.len().0 < 20 {
+        tokio::task::yield_now().await;
+    }
+    t.hasher.gate.open();
+    let mut statuses = Vec::new();
+    for g in guesses {
+        statuses.push(g.await.unwrap());
+    }
+    let answered = statuses.iter().filter(|s| **s == 401).count();
+    assert_eq!(answered, 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 15);
+    assert_eq!(t.hasher.verifies.load(Ordering::SeqCst), 20);
 }
 
 /// A disabled account's live token does nothing at token-service: a leaked admin token cannot
