@@ -26,7 +26,9 @@ pub struct AuthSettings {
     /// `auth.jwks_url`: key source, a JWKS document.
     pub jwks_url: Option<String>,
     /// `auth.discovery_url`: key source, an issuer whose `/.well-known/openid-configuration`
-    /// names the `jwks_uri`. The document's `issuer` must equal `auth.issuer`.
+    /// names the `jwks_uri`. The document's `issuer` must equal `auth.issuer`; without
+    /// `auth.issuer`, it must equal this URL (less the well-known suffix), and so must every
+    /// token's `iss`.
     pub discovery_url: Option<String>,
     /// `auth.public_key`: key source, a PEM public key or X.509 certificate, as a file path or an
     /// `https://` URL (seed 003).

@@ -223,6 +223,15 @@ impl KeyStore {
         }
     }
 
+    /// The issuer a discovery document must name (`auth.issuer`, else the discovery URL's
+    /// base); `None` for the other sources.
+    pub fn discovery_issuer(&self) -> Option<&str> {
+        match &self.target {
+            Target::Discovery { issuer, .. } => Some(issuer),
+            _ => None,
+        }
+    }
+
     /// Whether a usable set is held: loaded and not past maximum staleness (`/ready`).
     pub fn is_ready(&self) -> bool {
         self.usable(self.clock.now()).is_some()
@@ -345,7 +354,8 @@ impl KeyStore {
             Err(AuthErrorKind::UnknownKid) if refreshable => {}
             found => return found,
         }
-        // An unknown kid: one refresh per cooldown; during it, 401 at once (negative cache).
+        // An unknown kid: join the fetch in flight, or start one refresh per cooldown; within
+        // the cooldown, with no fetch in flight, 401 at once (negative cache).
         match self.begin(Trigger::UnknownKid, now) {
             Ok(flight) => {
                 self.wait(flight).await;
@@ -409,6 +419,9 @@ impl KeyStore {
         let mut ctl = self.control();
         let backing_off = now < ctl.next_attempt_at;
         match trigger {
+            // A fetch in flight may bring the kid: join it whatever the cooldown (which only
+            // stops a new fetch).
+            Trigger::UnknownKid if ctl.flight.is_some() => {}
             Trigger::UnknownKid => {
                 let cooling = ctl.last_attempt_at.is_some_and(|t| {
                     now < t.saturating_add(self.settings.unknown_kid_cooldown_seconds)

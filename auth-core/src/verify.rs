@@ -432,7 +432,19 @@ impl Auth {
             policy: Policy {
                 enabled: settings.enabled,
                 algorithms: settings.algorithms.clone(),
-                issuer: settings.issuer.clone().filter(|s| !s.is_empty()),
+                // With discovery and no `auth.issuer`, tokens must carry the issuer the
+                // discovery document was checked against: its keys are that issuer's (and some
+                // issuers share keys across tenants, so `iss` is what tells them apart).
+                issuer: settings
+                    .issuer
+                    .clone()
+                    .filter(|s| !s.is_empty())
+                    .or_else(|| {
+                        source
+                            .store()
+                            .and_then(|s| s.discovery_issuer())
+                            .map(str::to_owned)
+                    }),
                 audience: settings.audience.clone(),
                 leeway: settings.leeway_seconds,
                 max_lifetime: settings.max_lifetime_seconds,

@@ -143,6 +143,30 @@ async fn unknown_kid_refreshes_once_then_cools_down_with_fast_401s() {
     hanging.assert_async().await;
 }
 
+/// `auth.discovery_url` without `auth.issuer`: tokens must carry the issuer the discovery
+/// document was checked against (before, `iss` went unchecked; a multi-tenant issuer that shares
+/// keys across tenants would have had every tenant's tokens accepted).
+#[tokio::test]
+async fn discovery_without_auth_issuer_checks_iss_against_the_discovered_one() {
+    let mut issuer = MockIssuer::start().await;
+    let iss = issuer.issuer();
+    let _discovery = issuer.discovery_mock(&iss).create_async().await;
+    let _jwks = issuer.jwks_mock(&[&keys::ed()]).create_async().await;
+    let settings = AuthSettings {
+        jwks_url: None,
+        discovery_url: Some(issuer.url()),
+        issuer: None,
+        ..store_settings(String::new())
+    };
+    let auth = auth(&settings);
+    let other = long_lived(&keys::ed())
+        .claim("iss", "https://other-tenant.example")
+        .sign();
+    assert_eq!(denied(&auth, &other).await, AuthErrorKind::Issuer);
+    let own = long_lived(&keys::ed()).claim("iss", iss).sign();
+    assert!(auth.verify(&own).await.is_ok());
+}
+
 #[tokio::test]
 async fn rotation_new_kid_after_one_refresh_removed_kid_at_once() {
     let clock = clock();
@@ -175,6 +199,30 @@ async fn rotation_new_kid_after_one_refresh_removed_kid_at_once() {
     );
     assert!(auth.verify(&long_lived(&ed).sign()).await.is_ok());
     only_new.assert_async().await;
+}
+
+/// Tokens naming a new kid while a refresh is in flight wait for that refresh instead of a 401
+/// from the cooldown it started (at an issuer's rotation, every request with the new kid in the
+/// round trip of the first one's refresh was refused).
+#[tokio::test]
+async fn new_kid_requests_during_a_refresh_join_it() {
+    let clock = clock();
+    let (ec, ed) = (keys::ec(), keys::ed());
+    let mut issuer = MockIssuer::start().await;
+    let first = issuer.jwks_mock(&[&ec]).expect(1).create_async().await;
+    let auth = auth_with(&store_settings(issuer.jwks_url()), &clock);
+    assert!(auth.verify(&long_lived(&ec).sign()).await.is_ok());
+    first.remove_async().await;
+    let both = issuer.jwks_mock(&[&ec, &ed]).expect(1).create_async().await;
+    clock.advance(30);
+    let token = long_lived(&ed).sign();
+    let (a, b, c) = tokio::join!(
+        auth.verify(&token),
+        auth.verify(&token),
+        auth.verify(&token)
+    );
+    assert!(a.is_ok() && b.is_ok() && c.is_ok(), "{a:?} {b:?} {c:?}");
+    both.assert_async().await;
 }
 
 #[tokio::test]
