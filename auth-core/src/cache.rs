@@ -40,6 +40,9 @@ use crate::keys::Alg;
 
 /// The default bound of `auth.cache.max_entries`.
 pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
+/// The largest `auth.cache.max_entries` accepted: about a gigabyte of cached claims, and an
+/// admission table allocated up front that fits in memory.
+pub const MAX_MAX_ENTRIES: usize = 1_000_000;
 
 /// The keyed 64-bit hash of a whole token: where its entry sits in the map. Two tokens may share
 /// one; the entry's stored token tells them apart.

@@ -79,7 +79,9 @@ impl Default for AuthSettings {
     }
 }
 
-/// `auth.jwks.*`: how the JWKS key store fetches and caches.
+/// `auth.jwks.*`: how the JWKS key store fetches and caches. Each number is bounded (a timeout
+/// of 1 to 300 s, a cooldown of at least 1 s, TTLs and backoffs of at least 1 s and at most days):
+/// [`crate::Auth::new`] refuses a value outside its range with an error naming the key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwksSettings {
@@ -143,7 +145,8 @@ impl Default for JwksSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSettings {
     /// `auth.cache.max_entries`: at most this many verified tokens are remembered (default
-    /// 10 000); `0` switches the cache off, so every request verifies its signature.
+    /// 10 000, at most 1 000 000); `0` switches the cache off, so every request verifies its
+    /// signature.
     pub max_entries: usize,
 }
 

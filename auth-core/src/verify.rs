@@ -411,6 +411,73 @@ impl Auth {
                 "must be greater than 0",
             ));
         }
+        if settings.cache.max_entries > crate::cache::MAX_MAX_ENTRIES {
+            return Err(SetupError::new(
+                "auth.cache.max_entries",
+                format!(
+                    "at most {} (0 switches the cache off)",
+                    crate::cache::MAX_MAX_ENTRIES
+                ),
+            ));
+        }
+        let jwks = &settings.jwks;
+        let bounded = [
+            ("auth.jwks.timeout_seconds", jwks.timeout_seconds, 1, 300),
+            (
+                "auth.jwks.unknown_kid_cooldown_seconds",
+                jwks.unknown_kid_cooldown_seconds,
+                1,
+                86_400,
+            ),
+            (
+                "auth.jwks.min_ttl_seconds",
+                jwks.min_ttl_seconds,
+                1,
+                86_400 * 30,
+            ),
+            (
+                "auth.jwks.max_ttl_seconds",
+                jwks.max_ttl_seconds,
+                1,
+                86_400 * 30,
+            ),
+            (
+                "auth.jwks.default_ttl_seconds",
+                jwks.default_ttl_seconds,
+                1,
+                86_400 * 30,
+            ),
+            (
+                "auth.jwks.max_stale_seconds",
+                jwks.max_stale_seconds,
+                0,
+                86_400 * 30,
+            ),
+            (
+                "auth.jwks.backoff_initial_seconds",
+                jwks.backoff_initial_seconds,
+                1,
+                3_600,
+            ),
+            (
+                "auth.jwks.backoff_max_seconds",
+                jwks.backoff_max_seconds,
+                1,
+                86_400,
+            ),
+            (
+                "auth.jwks.startup_backoff_max_seconds",
+                jwks.startup_backoff_max_seconds,
+                1,
+                3_600,
+            ),
+        ];
+        if let Some((key, _, min, max)) = bounded
+            .into_iter()
+            .find(|(_, v, min, max)| !(min..=max).contains(&v))
+        {
+            return Err(SetupError::new(key, format!("from {min} to {max}")));
+        }
         Ok(())
     }
 

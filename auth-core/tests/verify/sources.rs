@@ -309,6 +309,19 @@ fn setup_errors_name_the_key() {
             "auth.algorithms",
         ),
     ];
+    let mut cases = cases;
+    let mut huge_cache = pem_settings("ec-public.pem");
+    huge_cache.cache.max_entries = usize::MAX;
+    cases.push((huge_cache, "auth.cache.max_entries"));
+    let mut no_cooldown = pem_settings("ec-public.pem");
+    no_cooldown.jwks.unknown_kid_cooldown_seconds = 0;
+    cases.push((no_cooldown, "auth.jwks.unknown_kid_cooldown_seconds"));
+    let mut huge_timeout = pem_settings("ec-public.pem");
+    huge_timeout.jwks.timeout_seconds = u64::MAX;
+    cases.push((huge_timeout, "auth.jwks.timeout_seconds"));
+    let mut no_ttl = pem_settings("ec-public.pem");
+    no_ttl.jwks.min_ttl_seconds = 0;
+    cases.push((no_ttl, "auth.jwks.min_ttl_seconds"));
     for (settings, key) in cases {
         let err = Auth::new(&settings, REALM).unwrap_err();
         assert_eq!(err.key, key, "{err}");
