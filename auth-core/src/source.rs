@@ -8,7 +8,7 @@
 //! | `auth.public_key` (a path) | a PEM public key or X.509 certificate | at startup |
 //! | `auth.secret`, `auth.secret_file` | an HS256 secret (≥ 32 bytes) | at startup |
 //!
-//! Remote sources live in a [`KeyStore`](crate::store::KeyStore) (caching, refresh, backoff,
+//! Remote sources live in a [`KeyStore`] (caching, refresh, backoff,
 //! stale-if-error, unknown-`kid` cooldown), fetched with one reused client: no redirects, no
 //! proxy, a timeout (`auth.jwks.timeout_seconds`) and a body cap (`auth.jwks.max_body_bytes`).
 //! URLs must be `https://`; plain `http://` is accepted only for a loopback host (`localhost`,
