@@ -101,12 +101,15 @@ pub enum KeyError {
     /// The JWK is malformed or of an unsupported type.
     #[error("unsupported or malformed JWK: {0}")]
     Jwk(String),
-    /// The cryptographic library refused the key (e.g. an RSA modulus under 2048 bits).
+    /// The cryptographic library refused the key.
     #[error("key rejected: {0}")]
     Rejected(String),
     /// An HMAC secret shorter than 32 bytes.
     #[error("an HS256 secret must be at least 32 bytes")]
     ShortSecret,
+    /// An RSA modulus outside 2048 to 8192 bits (no RS256 signature would verify with it).
+    #[error("an RSA modulus of {0} bits; 2048 to 8192 are accepted")]
+    KeySize(usize),
 }
 
 /// A verification key, parsed once.
@@ -169,6 +172,7 @@ impl VerifyingKey {
         if family == KeyFamily::EcP256 && !is_p256(&jwk) {
             return Err(KeyError::UnsupportedPem);
         }
+        check_rsa_size(&jwk)?;
         let thumbprint = jwk
             .thumbprint(ThumbprintHash::SHA256)
             .map_err(|_| KeyError::UnsupportedPem)?;
@@ -228,6 +232,7 @@ impl VerifyingKey {
         {
             return Err(KeyError::Jwk("an Ed25519 key is 32 bytes".into()));
         }
+        check_rsa_size(jwk)?;
         let thumbprint = jwk
             .thumbprint(ThumbprintHash::SHA256)
             .map_err(|e| KeyError::Jwk(e.to_string()))?;
@@ -264,6 +269,29 @@ impl VerifyingKey {
     /// Whether this key may verify a token signed with `alg`.
     pub fn fits(&self, alg: Alg) -> bool {
         alg.family() == self.family && self.alg.is_none_or(|a| a == alg)
+    }
+}
+
+/// An RSA key's modulus must have 2048 to 8192 bits, the sizes aws-lc-rs verifies with: it
+/// parses a smaller key without complaint and only refuses it at each verification, so a weak
+/// key would load as usable (a key set of only such keys would replace a good one, and every
+/// token would get "invalid signature").
+fn check_rsa_size(jwk: &Jwk) -> Result<(), KeyError> {
+    use base64::Engine as _;
+    let jsonwebtoken::jwk::AlgorithmParameters::RSA(p) = &jwk.algorithm else {
+        return Ok(());
+    };
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(p.n.trim_end_matches('='))
+        .map_err(|_| KeyError::Jwk("n is not base64url".into()))?;
+    let n = &n[n.iter().take_while(|b| **b == 0).count()..];
+    let bits = n
+        .first()
+        .map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
+    if (2048..=8192).contains(&bits) {
+        Ok(())
+    } else {
+        Err(KeyError::KeySize(bits))
     }
 }
 
@@ -351,6 +379,15 @@ mod tests {
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn an_rsa_key_under_2048_bits_is_refused() {
+        assert!(matches!(
+            VerifyingKey::from_pem(&fixture("attacker/rsa1024-public.pem")),
+            Err(KeyError::KeySize(1024))
+        ));
+        assert!(VerifyingKey::from_pem(&fixture("rsa-public.pem")).is_ok());
     }
 
     #[test]

@@ -82,7 +82,10 @@ impl KeySet {
                 Ok(key) => keys.push(key),
                 Err(e) => skipped.push(SkippedKey {
                     kid,
-                    reason: "malformed",
+                    reason: match e {
+                        KeyError::KeySize(_) => "key_size",
+                        _ => "malformed",
+                    },
                     detail: e.to_string(),
                 }),
             }
@@ -171,6 +174,15 @@ fn unsupported(jwk: &serde_json::Value) -> Option<(&'static str, String)> {
         && u.as_str() != Some("sig")
     {
         return Some(("use", format!("use {u} is not sig")));
+    }
+    // RFC 7517 §4.3: a key whose `key_ops` are given is only for those operations.
+    if let Some(ops) = jwk.get("key_ops") {
+        let verify = ops
+            .as_array()
+            .is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify")));
+        if !verify {
+            return Some(("key_ops", format!("key_ops {ops} do not include verify")));
+        }
     }
     if let Some(alg) = jwk.get("alg") {
         match alg.as_str().and_then(|a| a.parse::<Alg>().ok()) {
@@ -447,5 +459,57 @@ mod tests {
         assert!(check_url("http://127.0.0.1.nip.io/jwks.json").is_err());
         assert!(check_url("file:///etc/passwd").is_err());
         assert!(check_url("jwks.json").is_err());
+    }
+
+    /// The fixtures' Ed25519 key as a JWK, with extra members.
+    fn ed_jwk(extra: &str) -> String {
+        format!(
+            r#"{{"kty":"OKP","crv":"Ed25519","x":"reS_83W_4y14lXJiLutaNZQbZugaPSspGfgfb5AjGGs"{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn a_key_whose_key_ops_exclude_verify_is_skipped() {
+        let doc = format!(
+            r#"{{"keys":[{},{}]}}"#,
+            ed_jwk(r#","kid":"wraps","key_ops":["wrapKey","encrypt"]"#),
+            ed_jwk(r#","kid":"verifies","key_ops":["verify"]"#)
+        );
+        let (set, skipped) = KeySet::parse_jwks(doc.as_bytes()).unwrap();
+        assert_eq!(set.len(), 1);
+        assert_eq!(set.keys().next().unwrap().kid.as_deref(), Some("verifies"));
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(
+            (skipped[0].kid.as_deref(), skipped[0].reason),
+            (Some("wraps"), "key_ops")
+        );
+        let not_a_list = format!(r#"{{"keys":[{}]}}"#, ed_jwk(r#","key_ops":"verify""#));
+        assert!(matches!(
+            KeySet::parse_jwks(not_a_list.as_bytes()),
+            Err(FetchError::NoKeys)
+        ));
+    }
+
+    /// aws-lc-rs parses an RSA key under 2048 bits and only refuses it when verifying: such a
+    /// key is skipped when the set is read, and a set of only such keys is a failed fetch.
+    #[test]
+    fn an_rsa_key_under_2048_bits_is_skipped() {
+        let doc = r#"{"keys":[{"kty":"RSA","kid":"weak","e":"AQAB","n":"zpDklznbos_G7ozD1EUUKxvpzd6bVRtWdWNLqfAxOSo-V1FQhCJqc5m63APCVDSzY1Vqu5oChg9B_gn6YH6J3mMvpa0gLwl5ao27sUwr1MireVKz1963sJ7XY2VE7hO4B1EEc3qbqvEauBqFkVHQ3znG5OhkzX9ko1WGuVV9tEs"}]}"#;
+        assert!(matches!(
+            KeySet::parse_jwks(doc.as_bytes()),
+            Err(FetchError::NoKeys)
+        ));
+        let both = format!(
+            r#"{{"keys":[{{"kty":"RSA","kid":"weak","e":"AQAB","n":"zpDklznbos_G7ozD1EUUKxvpzd6bVRtWdWNLqfAxOSo-V1FQhCJqc5m63APCVDSzY1Vqu5oChg9B_gn6YH6J3mMvpa0gLwl5ao27sUwr1MireVKz1963sJ7XY2VE7hO4B1EEc3qbqvEauBqFkVHQ3znG5OhkzX9ko1WGuVV9tEs"}},{}]}}"#,
+            ed_jwk("")
+        );
+        let (set, skipped) = KeySet::parse_jwks(both.as_bytes()).unwrap();
+        assert_eq!(set.len(), 1);
+        assert_eq!(skipped[0].reason, "key_size");
+        assert!(
+            skipped[0].detail.contains("1024 bits"),
+            "{}",
+            skipped[0].detail
+        );
     }
 }
