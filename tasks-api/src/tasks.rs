@@ -14,7 +14,7 @@ use auth_core::service::paging::{ListQuery, Page};
 use auth_core::service::storage::{Database, db_rejection};
 use auth_core::verify::{Auth, AuthError, AuthErrorKind};
 use http::StatusCode;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use warp::filters::BoxedFilter;
@@ -62,8 +62,8 @@ pub struct TaskInput {
     /// Default `false`.
     #[serde(default)]
     pub done: Option<bool>,
-    /// Refused: a task always belongs to the caller.
-    #[serde(default)]
+    /// Refused (even `null`): a task always belongs to the caller.
+    #[serde(default, deserialize_with = "body::present")]
     #[schema(ignore)]
     owner: Option<serde::de::IgnoredAny>,
 }
@@ -72,29 +72,24 @@ pub struct TaskInput {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskPatch {
-    /// 1–200 characters after trimming.
-    #[serde(default)]
+    /// 1–200 characters after trimming; not `null`.
+    #[serde(default, deserialize_with = "body::not_null")]
     pub title: Option<String>,
     /// Up to 2000 characters; `null` clears it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "body::present")]
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
     /// RFC 3339; `null` clears it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "body::present")]
     #[schema(value_type = Option<String>)]
     pub due: Option<Option<String>>,
-    /// Done or not.
-    #[serde(default)]
+    /// Done or not; not `null`.
+    #[serde(default, deserialize_with = "body::not_null")]
     pub done: Option<bool>,
-    /// Refused: a task cannot be moved to another owner.
-    #[serde(default)]
+    /// Refused (even `null`): a task cannot be moved to another owner.
+    #[serde(default, deserialize_with = "body::present")]
     #[schema(ignore)]
     owner: Option<serde::de::IgnoredAny>,
-}
-
-/// A field that is present (possibly `null`) is `Some(value)`; an absent one stays `None`.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
 }
 
 /// `GET /tasks`'s body.
@@ -444,7 +439,7 @@ async fn list_tasks(
         done: q.bool("done")?,
         due_before: q
             .get("due_before")
-            .map(|d| body::timestamp_field("due_before", d))
+            .map(|d| body::timestamp_bound("due_before", d))
             .transpose()?,
         after: q.after()?,
         limit: q.limit()?,

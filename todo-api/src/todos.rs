@@ -55,11 +55,11 @@ pub struct NewTodo {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TodoPatch {
-    /// 1–200 characters after trimming.
-    #[serde(default)]
+    /// 1–200 characters after trimming; not `null`.
+    #[serde(default, deserialize_with = "body::not_null")]
     pub title: Option<String>,
-    /// Done or not.
-    #[serde(default)]
+    /// Done or not; not `null`.
+    #[serde(default, deserialize_with = "body::not_null")]
     pub done: Option<bool>,
 }
 

@@ -118,19 +118,62 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request("a JSON body is required"));
     }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = shorten(&e.path().to_string(), 80);
         let inner = e.inner().to_string();
         // serde_json appends " at line 1 column 9": keep the message short.
-        let inner = inner.split(" at line ").next().unwrap_or(&inner);
+        let inner = shorten(inner.split(" at line ").next().unwrap_or(&inner), 200);
         let message = if path == "." || path.is_empty() {
-            inner.to_owned()
+            inner
         } else {
             format!("{path}: {inner}")
         };
         ApiError::bad_request(message)
-    })
+    })?;
+    // One JSON value and nothing after it but whitespace: what follows would be silently
+    // dropped (`{"title":"a"}{"title":"b"}` is not one task), and a proxy that reads the body
+    // strictly would see something else than the service.
+    de.end()
+        .map_err(|_| ApiError::bad_request("the body holds more than one JSON value"))?;
+    Ok(value)
+}
+
+/// For `#[serde(default, deserialize_with = "body::present")]`: a field that is present, even
+/// as `null`, is `Some(value)`; an absent one stays `None` (`Option<Option<T>>` tells "clear"
+/// from "leave", and `Option<IgnoredAny>` catches a refused field whatever its value).
+pub fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// For `#[serde(default, deserialize_with = "body::not_null")]` on an optional field that
+/// cannot be cleared: absent is `None`, `null` is an error ("must not be null") rather than
+/// silently read as absent.
+pub fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    match <Option<T> as serde::Deserialize>::deserialize(d)? {
+        Some(v) => Ok(Some(v)),
+        None => Err(serde::de::Error::custom("must not be null")),
+    }
+}
+
+/// `text` cut to about `max` characters (its start and end kept): serde's messages quote the
+/// client's value, which may be kilobytes long.
+fn shorten(text: &str, max: usize) -> String {
+    let n = text.chars().count();
+    if n <= max {
+        return text.to_owned();
+    }
+    let head: String = text.chars().take(max * 2 / 3).collect();
+    let tail: String = text.chars().skip(n - max / 3).collect();
+    format!("{head}…{tail}")
 }
 
 /// Now, as RFC 3339 UTC text (how timestamps are stored and returned).
@@ -160,18 +203,31 @@ pub fn text_field(name: &str, value: &str, min: usize, max: usize) -> Result<Str
     Ok(t.to_owned())
 }
 
-/// An RFC 3339 timestamp, normalised to UTC whole seconds (`2026-11-25T08:50:28Z`) so stored
-/// values compare as text. The error names the field.
+/// An RFC 3339 timestamp, normalised to UTC whole seconds (`2026-11-25T08:50:28Z`; a fraction
+/// of a second is dropped) so stored values compare as text. The error names the field.
 pub fn timestamp_field(name: &str, value: &str) -> Result<String, ApiError> {
+    timestamp(name, value, false)
+}
+
+/// An RFC 3339 timestamp as the exclusive upper bound of a filter over
+/// [`timestamp_field`]s: in UTC whole seconds like them, a fraction of a second rounded up, so
+/// `before 08:50:28.5` still finds what is stored as `08:50:28`.
+pub fn timestamp_bound(name: &str, value: &str) -> Result<String, ApiError> {
+    timestamp(name, value, true)
+}
+
+fn timestamp(name: &str, value: &str, round_up: bool) -> Result<String, ApiError> {
     use time::format_description::well_known::Rfc3339;
     let bad = || ApiError::bad_request(format!("{name}: must be an RFC 3339 timestamp"));
     let t = time::OffsetDateTime::parse(value, &Rfc3339).map_err(|_| bad())?;
     // `to_offset` panics when UTC falls past year 9999 (`9999-12-31T23:59:59-01:00`).
-    let t = t
-        .checked_to_offset(time::UtcOffset::UTC)
-        .ok_or_else(bad)?
-        .replace_nanosecond(0)
-        .map_err(|_| bad())?;
+    let t = t.checked_to_offset(time::UtcOffset::UTC).ok_or_else(bad)?;
+    let whole = t.replace_nanosecond(0).map_err(|_| bad())?;
+    let t = if round_up && whole != t {
+        whole.checked_add(time::Duration::SECOND).ok_or_else(bad)?
+    } else {
+        whole
+    };
     t.format(&Rfc3339).map_err(|_| bad())
 }
 
@@ -187,6 +243,35 @@ mod tests {
     struct New {
         title: String,
         done: Option<bool>,
+    }
+
+    #[test]
+    fn one_json_value_and_nothing_after_it() {
+        assert!(parse_json::<New>(b"{\"title\":\"a\"}\n\t ").is_ok());
+        for body in [
+            &br#"{"title":"a"}{"title":"b"}"#[..],
+            br#"{"title":"a"} x"#,
+            br#"{"title":"a"},"#,
+        ] {
+            let e = parse_json::<New>(body).unwrap_err();
+            assert_eq!(e.message, "the body holds more than one JSON value");
+        }
+    }
+
+    #[test]
+    fn a_long_value_is_not_echoed_whole() {
+        let body = format!(r#"{{"title":"a","done":"{}"}}"#, "y".repeat(16_000));
+        let e = parse_json::<New>(body.as_bytes()).unwrap_err();
+        assert!(
+            e.message.starts_with("done: invalid type: string"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.ends_with("expected a boolean"), "{}", e.message);
+        assert!(e.message.chars().count() < 300, "{}", e.message);
+        let key = "k".repeat(5_000);
+        let e = parse_json::<New>(format!(r#"{{"{key}":1}}"#).as_bytes()).unwrap_err();
+        assert!(e.message.chars().count() < 400, "{}", e.message);
     }
 
     #[test]

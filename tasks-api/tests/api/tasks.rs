@@ -109,6 +109,25 @@ async fn an_owner_field_is_refused_in_every_body() {
             body["message"].as_str().unwrap().starts_with("owner:"),
             "{body}"
         );
+        // `null` is a value of the refused field too.
+        let res = t
+            .request(
+                method,
+                path,
+                Some(token),
+                Some(json!({"title": "x", "owner": null})),
+            )
+            .await;
+        let (status, body) = parts(res).await;
+        assert_eq!(status, 400, "{method} {path} owner null: {body}");
+    }
+    for field in ["title", "done"] {
+        let res = t
+            .request("PATCH", &path, Some(&alice), Some(json!({field: null})))
+            .await;
+        let (status, body) = parts(res).await;
+        assert_eq!(status, 400, "{field}: {body}");
+        assert_eq!(body["message"], format!("{field}: must not be null"));
     }
     let (_, got) = parts(t.request("GET", &path, Some(&alice), None).await).await;
     assert_eq!(
@@ -260,6 +279,11 @@ async fn filters_and_validation() {
     t.create(&alice, json!({"title": "whenever"})).await;
     let (_, found, _) = ids(&t, &alice, "?due_before=2027-01-01T00:00:00Z").await;
     assert_eq!(found.len(), 1);
+    // Dues are whole seconds: a bound with a fraction is rounded up, not down past them.
+    let (_, found, _) = ids(&t, &alice, "?due_before=2026-01-01T00:00:00.5Z").await;
+    assert_eq!(found.len(), 1, "due at 00:00:00 is before 00:00:00.5");
+    let (_, found, _) = ids(&t, &alice, "?due_before=2026-01-01T00:00:00Z").await;
+    assert_eq!(found.len(), 0);
     let (_, found, _) = ids(&t, &alice, "?done=true").await;
     assert_eq!(found.len(), 1);
     for q in [

@@ -183,6 +183,30 @@ async fn validation_errors_are_400_naming_the_field() {
             .status(),
         400
     );
+    // `null` cannot clear a title or a done flag: a 400 naming the field, not "leave as is".
+    for field in ["title", "done"] {
+        let (status, err) = parts(
+            t.request("PATCH", &path, Some(&editor), Some(json!({field: null})))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 400, "{field}: {err}");
+        assert_eq!(err["message"], format!("{field}: must not be null"));
+    }
+    // Two JSON values in one body: not one todo and something dropped.
+    let res = t
+        .app
+        .client
+        .post(t.url("/todos"))
+        .bearer_auth(&editor)
+        .header("content-type", "application/json")
+        .body(r#"{"title":"a"}{"title":"b"}"#)
+        .send()
+        .await
+        .unwrap();
+    let (status, err) = parts(res).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["message"], "the body holds more than one JSON value");
 }
 
 #[tokio::test]
