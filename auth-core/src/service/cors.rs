@@ -17,6 +17,9 @@ pub fn wrap(routes: BoxedFilter<(Response,)>, settings: &CorsSettings) -> BoxedF
         .allow_origins(settings.allowed_origins.iter().map(String::as_str))
         .allow_methods(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
         .allow_headers(["authorization", "content-type"])
+        // Not CORS-safelisted, so hidden from a page's script unless exposed: the challenge of a
+        // 401/403 and the wait of a 429/503.
+        .expose_headers(["www-authenticate", "retry-after"])
         .max_age(600);
     routes
         .with(cors)

@@ -73,4 +73,26 @@ async fn cors_preflight_is_answered_before_any_auth_check() {
         res.headers()["access-control-allow-origin"],
         "http://localhost:3001"
     );
+    // A page's script can read a 401's challenge (and a 429/503's Retry-After).
+    let res = t
+        .app
+        .client
+        .get(format!("{}/todos", t.app.address))
+        .header("origin", "http://localhost:3001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "http://localhost:3001"
+    );
+    let exposed = res.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("www-authenticate") && exposed.contains("retry-after"),
+        "{exposed}"
+    );
 }
