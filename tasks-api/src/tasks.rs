@@ -137,26 +137,32 @@ impl TaskInput {
     }
 }
 
+/// The validated fields of a patch: `None` leaves a field as stored; `Some(None)` clears it.
+#[derive(Debug, Default)]
+struct Changes {
+    title: Option<String>,
+    description: Option<Option<String>>,
+    due: Option<Option<String>>,
+    done: Option<bool>,
+}
+
 impl TaskPatch {
-    /// The task with this patch applied.
-    fn apply(self, task: &Task) -> Result<Fields, ApiError> {
+    /// The patch, validated.
+    fn validate(self) -> Result<Changes, ApiError> {
         if self.owner.is_some() {
             return Err(owner_refused());
         }
-        Ok(Fields {
-            title: match &self.title {
-                Some(t) => body::text_field("title", t, 1, 200)?,
-                None => task.title.clone(),
-            },
-            description: match self.description {
-                Some(d) => description(d.as_deref())?,
-                None => task.description.clone(),
-            },
-            due: match self.due {
-                Some(d) => due(d.as_deref())?,
-                None => task.due.clone(),
-            },
-            done: self.done.unwrap_or(task.done),
+        Ok(Changes {
+            title: self
+                .title
+                .map(|t| body::text_field("title", &t, 1, 200))
+                .transpose()?,
+            description: self
+                .description
+                .map(|d| description(d.as_deref()))
+                .transpose()?,
+            due: self.due.map(|d| due(d.as_deref())).transpose()?,
+            done: self.done,
         })
     }
 }
@@ -303,6 +309,31 @@ impl Store {
         .bind(&f.description)
         .bind(&f.due)
         .bind(i64::from(f.done))
+        .bind(body::now_rfc3339())
+        .bind(task.id)
+        .bind(&task.owner)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        row.as_ref().map(row_to_task).transpose()
+    }
+
+    /// Applies `c` to the stored row in one statement: a field the patch leaves alone keeps what
+    /// is stored at that moment, so two PATCHes of different fields at once both land (merging
+    /// a copy read earlier would put back what the other one changed).
+    async fn patch(&self, task: &Task, c: &Changes) -> Result<Option<Task>, sqlx::Error> {
+        let row = sqlx::query(&format!(
+            "UPDATE tasks SET title = COALESCE($1, title), \
+             description = CASE WHEN $2 = 1 THEN $3 ELSE description END, \
+             due = CASE WHEN $4 = 1 THEN $5 ELSE due END, \
+             done = COALESCE($6, done), updated_at = $7 \
+             WHERE id = $8 AND owner = $9 RETURNING {COLUMNS}"
+        ))
+        .bind(&c.title)
+        .bind(i64::from(c.description.is_some()))
+        .bind(c.description.clone().flatten())
+        .bind(i64::from(c.due.is_some()))
+        .bind(c.due.clone().flatten())
+        .bind(c.done.map(i64::from))
         .bind(body::now_rfc3339())
         .bind(task.id)
         .bind(&task.owner)
@@ -514,9 +545,9 @@ async fn update_task(
     store: Store,
 ) -> Result<Response, Rejection> {
     let task = find(&store, &claims, &id).await?;
-    let fields = patch.apply(&task)?;
+    let changes = patch.validate()?;
     let task = store
-        .replace(&task, &fields)
+        .patch(&task, &changes)
         .await
         .map_err(db_rejection)?
         .ok_or_else(not_found)?;
@@ -584,5 +615,57 @@ mod tests {
                 .is_some()
         );
         assert!(store.get(task.id, &Scope::Anyone).await.unwrap().is_some());
+    }
+
+    /// A PATCH changes only its own fields in the row as stored when it lands, not in a copy
+    /// read before: a change made in between (another PATCH, a PUT) survives it.
+    #[tokio::test]
+    async fn a_patch_keeps_what_changed_since_the_task_was_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = auth_core::service::config::DatabaseSettings {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let db = Database::connect(&settings, "tasks-api").await.unwrap();
+        db.migrate(&crate::startup::SQLITE, &crate::startup::POSTGRES)
+            .await
+            .unwrap();
+        let store = Store::new(db);
+        let read_before = store
+            .insert(
+                "alice",
+                &Fields {
+                    title: "a".into(),
+                    description: Some("d".into()),
+                    due: None,
+                    done: false,
+                },
+            )
+            .await
+            .unwrap();
+        let set_description = Changes {
+            description: Some(Some("new".into())),
+            ..Changes::default()
+        };
+        store.patch(&read_before, &set_description).await.unwrap();
+        let set_done = Changes {
+            done: Some(true),
+            ..Changes::default()
+        };
+        let task = store.patch(&read_before, &set_done).await.unwrap().unwrap();
+        assert_eq!(
+            (task.description.as_deref(), task.done, task.title.as_str()),
+            (Some("new"), true, "a")
+        );
+        let clear = Changes {
+            description: Some(None),
+            due: Some(Some("2030-01-01T00:00:00Z".into())),
+            ..Changes::default()
+        };
+        let task = store.patch(&read_before, &clear).await.unwrap().unwrap();
+        assert_eq!(
+            (task.description, task.due.as_deref(), task.done),
+            (None, Some("2030-01-01T00:00:00Z"), true)
+        );
     }
 }

@@ -138,7 +138,19 @@ async fn an_owner_field_is_refused_in_every_body() {
 
 #[tokio::test]
 async fn put_replaces_and_patch_merges() {
-    let t = spawn_app().await;
+    put_and_patch(&spawn_app().await).await;
+}
+
+/// PATCH merges in one SQL statement, whose parameter types PostgreSQL infers for itself.
+#[tokio::test]
+async fn put_replaces_and_patch_merges_on_postgres() {
+    let Some(url) = auth_core::service::storage::test_postgres_url("tasks-api patch").await else {
+        return;
+    };
+    put_and_patch(&spawn_on(Some(url)).await).await;
+}
+
+async fn put_and_patch(t: &TestApp) {
     let alice = t.token("alice", &["user"]);
     let task = t.create(&alice, json!({"title": "t", "description": "d", "due": "2030-01-02T03:04:05+01:00", "done": true})).await;
     assert_eq!(task["due"], "2030-01-02T02:04:05Z", "normalised to UTC");
@@ -165,6 +177,25 @@ async fn put_replaces_and_patch_merges() {
     .await;
     assert!(patched["due"].is_null(), "null clears");
     assert_eq!(patched["description"], "d");
+    let (_, patched) = parts(
+        t.request(
+            "PATCH",
+            &path,
+            Some(&alice),
+            Some(json!({"description": null, "due": "2031-01-01T00:00:00Z", "done": false})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (
+            patched["title"].as_str(),
+            patched["description"].is_null(),
+            patched["due"].as_str(),
+            patched["done"].as_bool()
+        ),
+        (Some("t2"), true, Some("2031-01-01T00:00:00Z"), Some(false))
+    );
     let (status, replaced) = parts(
         t.request("PUT", &path, Some(&alice), Some(json!({"title": "fresh"})))
             .await,
