@@ -3,14 +3,13 @@
 //! single-task query of a non-admin carries `owner = $n`) and in the handler, through
 //! [`Claims::owns_or_has_role`], so a missing check in one place cannot leak a row.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use auth_core::Claims;
 use auth_core::error::ApiError;
 use auth_core::filters::with_auth;
 use auth_core::service::body;
-use auth_core::service::paging::{ListQuery, Page};
+use auth_core::service::paging::{self, ListQuery, Page};
 use auth_core::service::storage::{Database, db_rejection};
 use auth_core::verify::{Auth, AuthError, AuthErrorKind};
 use http::StatusCode;
@@ -385,7 +384,7 @@ pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
     let list = warp::path!("tasks")
         .and(warp::get())
         .and(with_auth(auth))
-        .and(warp::query::<HashMap<String, String>>())
+        .and(paging::query())
         .and(with_store(store.clone()))
         .and_then(list_tasks);
     let create = warp::path!("tasks")
@@ -440,7 +439,7 @@ pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
     responses((status = 200, body = TaskPage), (status = 400), (status = 401), (status = 403)))]
 async fn list_tasks(
     claims: Arc<Claims>,
-    params: HashMap<String, String>,
+    params: Vec<(String, String)>,
     store: Store,
 ) -> Result<Response, Rejection> {
     let q = ListQuery::new(params, &["limit", "cursor", "done", "due_before", "owner"])?;

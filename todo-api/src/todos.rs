@@ -1,13 +1,12 @@
 //! Todos: the model, its storage and its routes.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use auth_core::Claims;
 use auth_core::error::ApiError;
 use auth_core::filters::{with_any_role, with_auth, with_role};
 use auth_core::service::body;
-use auth_core::service::paging::{ListQuery, Page};
+use auth_core::service::paging::{self, ListQuery, Page};
 use auth_core::service::storage::{Database, db_rejection};
 use auth_core::verify::Auth;
 use http::StatusCode;
@@ -189,11 +188,6 @@ fn with_store(
     warp::any().map(move || store.clone())
 }
 
-/// The query string as name → value (a malformed one is a 400 through the rejection handler).
-fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Rejection> + Clone {
-    warp::query::<HashMap<String, String>>()
-}
-
 /// Every todo route. Path and method filters come first, then auth, then the body or query: an
 /// unknown route is 404 and a wrong method 405 whatever the token, and 401/403 come before
 /// validation.
@@ -202,7 +196,7 @@ pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
     let list = warp::path!("todos")
         .and(warp::get())
         .and(with_auth(auth))
-        .and(query())
+        .and(paging::query())
         .and(with_store(store.clone()))
         .and_then(list_todos);
     let create = warp::path!("todos")
@@ -247,7 +241,7 @@ pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
     responses((status = 200, body = TodoPage), (status = 400), (status = 401), (status = 503)))]
 async fn list_todos(
     _claims: Arc<Claims>,
-    params: HashMap<String, String>,
+    params: Vec<(String, String)>,
     store: Store,
 ) -> Result<Response, Rejection> {
     let q = ListQuery::new(params, &["limit", "cursor", "done"])?;

@@ -55,6 +55,13 @@ pub fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
         .ok_or_else(bad)
 }
 
+/// The query string as its name–value pairs, in order (a malformed one is a 400 through the
+/// rejection handler); [`ListQuery::new`] reads them.
+pub fn query()
+-> impl warp::Filter<Extract = (Vec<(String, String)>,), Error = warp::Rejection> + Clone {
+    warp::query::<Vec<(String, String)>>()
+}
+
 /// A list request's query: the known parameters, each validated; an unknown one is a 400.
 #[derive(Debug)]
 pub struct ListQuery {
@@ -62,13 +69,26 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
-    /// Accepts `params`, refusing any name not in `known`.
-    pub fn new(params: HashMap<String, String>, known: &[&str]) -> Result<Self, ApiError> {
-        if let Some(unknown) = params.keys().find(|k| !known.contains(&k.as_str())) {
-            let shown: String = unknown.chars().take(64).collect();
-            return Err(ApiError::bad_request(format!(
-                "unknown query parameter `{shown}`"
-            )));
+    /// Accepts `pairs`, refusing any name not in `known`, and any name given more than once
+    /// (`?limit=5&limit=100`: which one counts is up to each reader, and a proxy may pick the
+    /// other).
+    pub fn new(pairs: Vec<(String, String)>, known: &[&str]) -> Result<Self, ApiError> {
+        let shown = |name: &str| name.chars().take(64).collect::<String>();
+        let mut params = HashMap::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            if !known.contains(&name.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{}`",
+                    shown(&name)
+                )));
+            }
+            if params.contains_key(&name) {
+                return Err(ApiError::bad_request(format!(
+                    "{}: given more than once",
+                    shown(&name)
+                )));
+            }
+            params.insert(name, value);
         }
         Ok(Self { params })
     }
@@ -123,6 +143,16 @@ mod tests {
                 .collect(),
             &["limit", "cursor", "done"],
         )
+    }
+
+    #[test]
+    fn a_parameter_given_twice_is_refused() {
+        let e = q(&[("limit", "5"), ("limit", "100")]).unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.message.as_str()),
+            (400, "limit: given more than once")
+        );
+        assert!(q(&[("limit", "5"), ("done", "true")]).is_ok());
     }
 
     #[test]

@@ -324,6 +324,8 @@ async fn filters_and_validation() {
         "?limit=101",
         "?cursor=nope",
         "?colour=red",
+        "?limit=5&limit=100",
+        "?done=true&done=false",
     ] {
         let (status, _, body) = ids(&t, &alice, q).await;
         assert_eq!(status, 400, "{q}: {body}");
