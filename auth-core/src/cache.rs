@@ -98,9 +98,12 @@ pub struct VerifiedCache {
 #[derive(Debug, Default)]
 struct State {
     map: HashMap<TokenHash, Entry, PrehashedState>,
-    /// Insertion order, for eviction. May name entries already gone (expired, removed); it is
-    /// compacted when it grows past twice the bound.
-    order: VecDeque<TokenHash>,
+    /// Insertion order, for eviction: each entry's hash and insertion number. May name entries
+    /// already gone (expired, removed) or since inserted again (a later number): those are
+    /// skipped, and it is compacted when it grows past twice the bound.
+    order: VecDeque<(TokenHash, u64)>,
+    /// The next insertion number.
+    inserted: u64,
     /// The doorkeeper: per slot, the hash (low bit set, so 0 is empty) of the last token seen
     /// verified once and not yet admitted.
     seen: Vec<u64>,
@@ -112,6 +115,8 @@ struct Entry {
     raw: Box<str>,
     token: Arc<CachedToken>,
     exp: u64,
+    /// Its insertion number (see `State::order`).
+    seq: u64,
 }
 
 impl VerifiedCache {
@@ -201,27 +206,32 @@ impl VerifiedCache {
             return;
         }
         let TokenKey { token, hash } = *key;
+        let mut state = self.lock();
+        let seq = state.inserted;
+        state.inserted += 1;
         let entry = Entry {
             raw: token.into(),
             token: Arc::new(verified),
             exp,
+            seq,
         };
-        let mut state = self.lock();
-        if state.map.insert(hash, entry).is_some() {
-            return;
-        }
-        state.order.push_back(hash);
-        while state.map.len() > self.max_entries {
-            match state.order.pop_front() {
-                Some(oldest) => {
+        let replaced = state.map.insert(hash, entry).is_some();
+        state.order.push_back((hash, seq));
+        if !replaced {
+            while state.map.len() > self.max_entries {
+                let Some((oldest, seq)) = state.order.pop_front() else {
+                    break;
+                };
+                // Only the position of the entry as it is now: a hash removed and inserted
+                // again has a later one, and is not the oldest.
+                if state.map.get(&oldest).is_some_and(|e| e.seq == seq) {
                     state.map.remove(&oldest);
                 }
-                None => break,
             }
         }
         if state.order.len() > self.max_entries.saturating_mul(2) {
             let State { map, order, .. } = &mut *state;
-            order.retain(|h| map.contains_key(h));
+            order.retain(|(h, seq)| map.get(h).is_some_and(|e| e.seq == *seq));
         }
     }
 
@@ -399,6 +409,28 @@ mod tests {
                 entries: 0
             }
         );
+    }
+
+    /// An entry dropped and inserted again is as new as its last insertion: eviction takes the
+    /// oldest other entry, not it (its first position in the order is stale).
+    #[test]
+    fn a_token_inserted_again_is_not_evicted_by_its_old_position() {
+        let c = cache(3);
+        c.insert(&c.key("a"), cached("k", "a"), 1_000, 1);
+        c.remove(&c.key("a"));
+        for t in ["b", "c"] {
+            c.insert(&c.key(t), cached("k", t), 1_000, 1);
+        }
+        c.insert(&c.key("a"), cached("k", "a"), 1_000, 1);
+        c.insert(&c.key("d"), cached("k", "d"), 1_000, 1);
+        assert!(c.get(&c.key("a"), 2).is_some(), "the newest but one stays");
+        assert!(c.get(&c.key("b"), 2).is_none(), "the oldest went");
+        assert_eq!(c.stats().entries, 3);
+        // A token inserted over itself (same hash) also moves to the back.
+        c.insert(&c.key("c"), cached("k", "c"), 1_000, 1);
+        c.insert(&c.key("e"), cached("k", "e"), 1_000, 1);
+        assert!(c.get(&c.key("c"), 2).is_some());
+        assert!(c.get(&c.key("a"), 2).is_none());
     }
 
     #[test]
