@@ -763,6 +763,18 @@ impl KeyStore {
 /// The background task: [`KeyStore::tick`] in a loop, sleeping until the schedule needs it
 /// (between 1 and 10 s). It ends when the store is dropped.
 async fn run_background(store: Weak<KeyStore>) {
+    /// Clears the store's "running" flag when the task ends however it ends (its runtime shut
+    /// down, a panic): the next request then starts it again, on the runtime serving it. A store
+    /// built in one runtime and served from another would otherwise never refresh again.
+    struct Running(Weak<KeyStore>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            if let Some(store) = self.0.upgrade() {
+                store.background.store(false, Ordering::Release);
+            }
+        }
+    }
+    let _running = Running(store.clone());
     loop {
         let delay = {
             let Some(store) = store.upgrade() else {

@@ -694,6 +694,37 @@ async fn background_task_loads_at_startup_and_retries() {
     jwks.assert_async().await;
 }
 
+/// A store built and loaded in one runtime, then served from another (the first one gone, and
+/// its background task with it): the next request starts the background task again, and it
+/// refreshes the set when due. Before, the store thought its task still ran, and a key the
+/// issuer withdrew kept verifying until the set was past maximum staleness.
+#[test]
+fn the_background_task_restarts_in_the_runtime_that_serves() {
+    let clock = clock();
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let (auth, _issuer, _jwks) = first.block_on(async {
+        let mut issuer = MockIssuer::start().await;
+        let jwks = issuer.jwks_mock(&[&keys::ec()]).create_async().await;
+        let mut settings = store_settings(issuer.jwks_url());
+        settings.jwks.background_refresh = true;
+        let auth = auth_with(&settings, &clock);
+        assert!(auth.verify(&long_lived(&keys::ec()).sign()).await.is_ok());
+        (auth, issuer, jwks)
+    });
+    drop(first);
+    let attempts = store(&auth).status().attempts;
+    clock.advance(700);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        assert!(auth.verify(&long_lived(&keys::ec()).sign()).await.is_ok());
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            store(&auth).wait_for_attempts(attempts + 1),
+        )
+        .await
+        .expect("the restarted background task refreshes the set once it is due");
+    });
+}
+
 /// In production (`refuse_dev_keys`, set by the config layer), a fetched dev-only fixtures key is
 /// skipped: a token it signed is refused while the issuer's real keys keep working.
 #[tokio::test]
