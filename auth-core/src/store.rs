@@ -403,7 +403,18 @@ impl KeyStore {
     }
 
     fn control(&self) -> MutexGuard<'_, Control> {
-        self.control.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut ctl = self.control.lock().unwrap_or_else(PoisonError::into_inner);
+        // The wall clock stepped back past the last fetch attempt (NTP correcting a clock that
+        // ran fast): the times the schedule holds are later than they mean. Waiting them out
+        // would stop every fetch (backoff, cooldown, refresh) for as long as the step; they
+        // are forgotten instead, and the refresh is due.
+        let now = self.clock.now();
+        if ctl.last_attempt_at.is_some_and(|t| t > now) {
+            ctl.last_attempt_at = None;
+            ctl.next_attempt_at = now;
+            ctl.refresh_at = now;
+        }
+        ctl
     }
 
     /// The current set, unless none was loaded or it is past maximum staleness.

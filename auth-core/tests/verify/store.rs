@@ -694,6 +694,25 @@ async fn background_task_loads_at_startup_and_retries() {
     jwks.assert_async().await;
 }
 
+/// The wall clock steps back an hour after a load (NTP corrects a clock that ran fast): a new
+/// kid still gets its refresh, instead of the cooldown counted from the "future" load refusing
+/// it for an hour. (Backoff and the scheduled refresh are reset by the same rule.)
+#[tokio::test]
+async fn a_clock_stepped_back_does_not_freeze_the_schedule() {
+    let clock = clock();
+    let (ec, ed) = (keys::ec(), keys::ed());
+    let mut issuer = MockIssuer::start().await;
+    let first = issuer.jwks_mock(&[&ec]).expect(1).create_async().await;
+    let auth = auth_with(&store_settings(issuer.jwks_url()), &clock);
+    assert!(auth.verify(&long_lived(&ec).sign()).await.is_ok());
+    first.remove_async().await;
+    let both = issuer.jwks_mock(&[&ec, &ed]).expect(1).create_async().await;
+    clock.set(NOW - 3600);
+    let token = long_lived(&ed).claim("iat", NOW - 3600).sign();
+    assert!(auth.verify(&token).await.is_ok());
+    both.assert_async().await;
+}
+
 /// A store built and loaded in one runtime, then served from another (the first one gone, and
 /// its background task with it): the next request starts the background task again, and it
 /// refreshes the set when due. Before, the store thought its task still ran, and a key the
