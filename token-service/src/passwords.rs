@@ -185,9 +185,26 @@ impl Passwords {
     /// Whether `password` matches `phc`. Without a hash (unknown user) a dummy hash is verified
     /// anyway, so both cases take comparable time, and the answer is `false`.
     pub async fn verify(&self, password: &SecretString, phc: Option<&str>) -> bool {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return false;
-        };
+        match self.permit().await {
+            Some(permit) => self.verify_with(permit, password, phc).await,
+            None => false,
+        }
+    }
+
+    /// Waits for a turn to hash (at most `users.max_concurrent_hashes` run at once); `None`
+    /// only if the semaphore was closed.
+    pub async fn permit(&self) -> Option<HashPermit<'_>> {
+        self.permits.acquire().await.ok().map(HashPermit)
+    }
+
+    /// [`Passwords::verify`] in a turn already taken with [`Passwords::permit`] (which it ends).
+    pub async fn verify_with(
+        &self,
+        permit: HashPermit<'_>,
+        password: &SecretString,
+        phc: Option<&str>,
+    ) -> bool {
+        let _permit = permit;
         let hasher = self.hasher.clone();
         let password = password.clone();
         let (phc, real) = match phc {
@@ -202,6 +219,10 @@ impl Passwords {
         ok && real
     }
 }
+
+/// A turn to hash (see [`Passwords::permit`]).
+#[derive(Debug)]
+pub struct HashPermit<'a>(#[allow(dead_code)] tokio::sync::SemaphorePermit<'a>);
 
 /// The password policy: at least [`MIN_CHARS`] characters, at most [`MAX_BYTES`] bytes, not the
 /// username. The message names the field.

@@ -5,7 +5,8 @@
 //! expired ones are dropped first, then the oldest.
 //!
 //! An attempt counts against its username when it starts, and against its address when it
-//! fails, or when it ends without an outcome (the client hung up mid-hash). Honest sign-ins in
+//! fails, or when it ends without an outcome once its hash has started (the client hung up
+//! mid-hash). Honest sign-ins in
 //! flight together from one address are not refused at the start; but an attempt that finds its
 //! address locked when it finishes (a burst of guesses from that address failed meanwhile) is
 //! answered 429 whatever its credentials, so a burst learns at most `max_failures` outcomes.
@@ -56,10 +57,10 @@ impl Throttle {
     /// Starts a sign-in attempt: refused (with the seconds to wait) when the username or the
     /// client's address is locked. The attempt counts against the username at once, under the
     /// same lock, so parallel guesses at one account cannot all pass the check before any is
-    /// counted; [`Attempt::succeeded`] takes it back. The address counts real failures only
-    /// ([`Attempt::failed`]), so many honest sign-ins at once from one address (a NAT, a
-    /// proxy) are never refused at the start; a burst of guesses from one address is bounded
-    /// at the end instead ([`Attempt::overtaken`]).
+    /// counted; right credentials take it back ([`Attempt::finish`]). The address counts real
+    /// failures only, so many honest sign-ins at once from one address (a NAT, a proxy) are
+    /// never refused at the start; a burst of guesses from one address is bounded when each
+    /// finishes instead.
     pub fn begin(&self, username: &str, ip: Option<IpAddr>) -> Result<Attempt<'_>, u64> {
         let now = self.clock.now();
         let ip = ip.map(ip_key);
@@ -77,6 +78,7 @@ impl Throttle {
             username: username.to_owned(),
             ip,
             open: true,
+            hashing: false,
         })
     }
 
@@ -139,40 +141,55 @@ impl Throttle {
     }
 }
 
-/// One sign-in attempt that passed [`Throttle::begin`]. It ends in one of its outcomes; dropped
-/// without one (the client hung up, the request was cancelled mid-hash) it counts as a failure
-/// of the address, since nothing shows it was not a guess.
-#[must_use = "an attempt dropped without an outcome counts as a failure"]
+/// One sign-in attempt that passed [`Throttle::begin`]. It ends in [`Attempt::finish`] or
+/// [`Attempt::abandoned`]; dropped without either once its password hash has started
+/// ([`Attempt::hashing`]: the client hung up, the request was cancelled mid-hash) it counts as a
+/// failure of the address, since nothing shows it was not a guess. Dropped before (while queued
+/// for a hash), it guessed nothing and counts nothing more.
+#[must_use = "an attempt ends in finish() or abandoned()"]
 #[derive(Debug)]
 pub struct Attempt<'a> {
     throttle: &'a Throttle,
     username: String,
     ip: Option<String>,
     open: bool,
+    hashing: bool,
 }
 
 impl Attempt<'_> {
-    /// When the client's address was locked while this attempt ran (by other attempts'
-    /// failures that landed meanwhile), the seconds to wait: the attempt must then be answered
-    /// like any refused one, whatever its credentials. So a burst of guesses from one address
-    /// that all passed [`Throttle::begin`] at once learns the outcome of at most
-    /// `max_failures` of them, plus those that finish together.
-    pub fn overtaken(&self) -> Option<u64> {
-        let k = self.ip.as_deref()?;
-        let now = self.throttle.clock.now();
-        self.throttle.locked(&lock(&self.throttle.ips), k, now)
+    /// The password hash has started: from now on a drop counts as a failure of the address.
+    pub fn hashing(&mut self) {
+        self.hashing = true;
     }
 
-    /// The credentials were wrong: the attempt counts against the address too (it already
-    /// counts against the username).
-    pub fn failed(mut self) {
-        self.fail_address();
-    }
-
-    /// The credentials were right: the user's count is forgotten.
-    pub fn succeeded(mut self) {
+    /// The attempt's outcome: `right` credentials or not. Wrong ones count against the address
+    /// (they already count against the username). In one step under the address's lock: when
+    /// the address is locked by then (other guesses from it failed while this one ran), the
+    /// seconds to wait, and the attempt must be answered like any refused one whatever its
+    /// credentials. So a burst of guesses from one address that all passed
+    /// [`Throttle::begin`] at once learns at most `max_failures` outcomes. Right credentials
+    /// that are answered forget the user's count.
+    pub fn finish(mut self, right: bool) -> Result<(), u64> {
         self.open = false;
-        lock(&self.throttle.users).0.remove(&self.username);
+        let now = self.throttle.clock.now();
+        let overtaken = match self.ip.as_deref() {
+            Some(k) => {
+                let mut ips = lock(&self.throttle.ips);
+                let overtaken = self.throttle.locked(&ips, k, now);
+                if !right {
+                    self.throttle.count(&mut ips, k, now);
+                }
+                overtaken
+            }
+            None => None,
+        };
+        if let Some(retry) = overtaken {
+            return Err(retry);
+        }
+        if right {
+            lock(&self.throttle.users).0.remove(&self.username);
+        }
+        Ok(())
     }
 
     /// No outcome is known through no fault of the client (the user store failed): nothing
@@ -180,21 +197,17 @@ impl Attempt<'_> {
     pub fn abandoned(mut self) {
         self.open = false;
     }
+}
 
-    fn fail_address(&mut self) {
-        if !std::mem::replace(&mut self.open, false) {
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !(self.open && self.hashing) {
             return;
         }
         if let Some(k) = self.ip.as_deref() {
             let now = self.throttle.clock.now();
             self.throttle.count(&mut lock(&self.throttle.ips), k, now);
         }
-    }
-}
-
-impl Drop for Attempt<'_> {
-    fn drop(&mut self) {
-        self.fail_address();
     }
 }
 
@@ -268,7 +281,7 @@ mod tests {
         let t = throttle(clock.clone(), 100);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         for _ in 0..3 {
-            t.begin("alice", Some(ip)).unwrap().failed();
+            t.begin("alice", Some(ip)).unwrap().finish(false).unwrap();
         }
         assert_eq!(t.begin("alice", None).err(), Some(60));
         assert_eq!(
@@ -278,7 +291,8 @@ mod tests {
         );
         t.begin("bob", Some("10.0.0.2".parse().unwrap()))
             .unwrap()
-            .succeeded();
+            .finish(true)
+            .unwrap();
         clock.advance(59);
         assert_eq!(t.begin("alice", None).err(), Some(1));
         clock.advance(1);
@@ -292,7 +306,10 @@ mod tests {
         for i in 0..1000 {
             clock.advance(1);
             let ip = IpAddr::from([10, 0, (i / 256) as u8, i as u8]);
-            t.begin(&format!("user{i}"), Some(ip)).unwrap().failed();
+            t.begin(&format!("user{i}"), Some(ip))
+                .unwrap()
+                .finish(false)
+                .unwrap();
         }
         assert_eq!(t.len(), (10, 10));
     }
@@ -310,14 +327,15 @@ mod tests {
         assert!(t.begin("alice", Some(ip)).is_err());
         // A success forgets the user's count.
         let mut running = running.into_iter();
-        running.next().unwrap().succeeded();
+        running.next().unwrap().finish(true).unwrap();
         running.for_each(Attempt::abandoned);
         // Honest sign-ins of many users at once from one address are not refused.
         let honest: Vec<_> = (0..20)
             .map(|i| t.begin(&format!("user{i}"), Some(ip)).unwrap())
             .collect();
-        assert!(honest.iter().all(|a| a.overtaken().is_none()));
-        honest.into_iter().for_each(Attempt::succeeded);
+        for a in honest {
+            assert!(a.finish(true).is_ok());
+        }
         assert!(t.begin("alice", Some(ip)).is_ok());
     }
 
@@ -326,12 +344,12 @@ mod tests {
         let clock = Arc::new(ManualClock::new(1000));
         let t = throttle(clock.clone(), 3);
         for _ in 0..3 {
-            t.begin("victim", None).unwrap().failed();
+            t.begin("victim", None).unwrap().finish(false).unwrap();
         }
         for i in 0..50 {
             clock.advance(0);
             if let Ok(a) = t.begin(&format!("throwaway{i}"), None) {
-                a.failed();
+                a.finish(false).unwrap();
             }
         }
         assert!(
@@ -346,9 +364,18 @@ mod tests {
         let clock = Arc::new(ManualClock::new(1000));
         let t = throttle(clock, 100);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        // Guesses whose clients hang up while queued for a hash guessed nothing.
+        for i in 0..5 {
+            drop(t.begin(&format!("q{i}"), Some(ip)).unwrap());
+        }
+        t.begin("probe", Some(ip))
+            .expect("queued hang-ups did not lock the address")
+            .abandoned();
         // Three guesses at different names whose clients hang up mid-hash.
         for i in 0..3 {
-            drop(t.begin(&format!("u{i}"), Some(ip)).unwrap());
+            let mut a = t.begin(&format!("u{i}"), Some(ip)).unwrap();
+            a.hashing();
+            drop(a);
         }
         assert_eq!(t.begin("u9", Some(ip)).err(), Some(60));
         // An abandoned attempt (the user store failed) counts nothing more at the address.
@@ -364,22 +391,26 @@ mod tests {
         let clock = Arc::new(ManualClock::new(1000));
         let t = throttle(clock, 100);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        // Ten guesses at ten names, all past the check before any has finished.
-        let burst: Vec<_> = (0..10)
+        // Ten guesses at ten names, all past the check before any has finished; the last one
+        // has the right password.
+        let mut burst: Vec<_> = (0..10)
             .map(|i| t.begin(&format!("u{i}"), Some(ip)).unwrap())
             .collect();
-        let mut answered = 0;
-        for a in burst {
-            if a.overtaken().is_none() {
-                answered += 1;
-            }
-            a.failed();
-        }
+        let right = burst.pop().unwrap();
+        let answered = burst
+            .into_iter()
+            .map(|a| a.finish(false))
+            .filter(Result::is_ok)
+            .count();
         assert_eq!(answered, 3, "only max_failures outcomes are revealed");
+        assert_eq!(
+            right.finish(true).err(),
+            Some(60),
+            "right credentials that finish after the lock are refused like the rest"
+        );
         // Another address is not affected.
         let a = t.begin("u0", Some("10.0.0.2".parse().unwrap())).unwrap();
-        assert!(a.overtaken().is_none());
-        a.succeeded();
+        assert!(a.finish(true).is_ok());
     }
 
     #[test]
@@ -388,7 +419,10 @@ mod tests {
         let t = throttle(clock, 100);
         for i in 1..=3u16 {
             let ip = IpAddr::from([0x2001, 0xdb8, 1, 2, 0, 0, 0, i]);
-            t.begin(&format!("u{i}"), Some(ip)).unwrap().failed();
+            t.begin(&format!("u{i}"), Some(ip))
+                .unwrap()
+                .finish(false)
+                .unwrap();
         }
         let same_64 = IpAddr::from([0x2001, 0xdb8, 1, 2, 9, 9, 9, 9]);
         assert!(t.begin("u9", Some(same_64)).is_err());

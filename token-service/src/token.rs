@@ -285,8 +285,8 @@ async fn issue_token(
     let ip: Option<IpAddr> =
         crate::throttle::client_ip(peer, xff.as_deref(), &state.trusted_proxies);
     let ip_text = ip.map(|i| i.to_string()).unwrap_or_default();
-    let throttled = |retry: u64| {
-        audit!(event = "sign_in", outcome = "throttled", username_sha256 = %unverified(&username), client_ip = %ip_text);
+    let throttled = |retry: u64, reason: &str| {
+        audit!(event = "sign_in", outcome = "throttled", reason, username_sha256 = %unverified(&username), client_ip = %ip_text);
         oauth(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_requests",
@@ -294,7 +294,10 @@ async fn issue_token(
         )
         .with_retry_after(retry)
     };
-    let attempt = state.throttle.begin(&username, ip).map_err(throttled)?;
+    let mut attempt = state
+        .throttle
+        .begin(&username, ip)
+        .map_err(|retry| throttled(retry, "locked"))?;
 
     let user = match state.users.by_username(&username).await {
         Ok(user) => user,
@@ -304,26 +307,38 @@ async fn issue_token(
             return Err(ApiError::internal());
         }
     };
+    let Some(permit) = state.passwords.permit().await else {
+        attempt.abandoned();
+        return Err(ApiError::internal());
+    };
+    attempt.hashing();
     let verified = state
         .passwords
-        .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .verify_with(
+            permit,
+            &password,
+            user.as_ref().map(|u| u.password_hash.as_str()),
+        )
         .await;
     let right = matches!(&user, Some(u) if verified && !u.disabled);
-    // Other guesses from this address failed while this one ran, enough to lock it: this one is
-    // answered as if it had come a moment later, so its outcome stays unknown.
-    if let Some(retry) = attempt.overtaken() {
-        if right {
-            attempt.abandoned();
-        } else {
-            attempt.failed();
-        }
-        return Err(throttled(retry));
+    if let Err(retry) = attempt.finish(right) {
+        // Other guesses from this address failed while this one ran, enough to lock it: it is
+        // answered as if it had come a moment later, so its outcome stays unknown to the
+        // client. The audit line says whether its credentials were right: a spray that found
+        // a password shows.
+        return Err(throttled(
+            retry,
+            if right {
+                "overtaken_right_credentials"
+            } else {
+                "overtaken"
+            },
+        ));
     }
     let user = match user {
         Some(u) if right => u,
         other => {
-            // The attempt already counts against the username (since it began).
-            attempt.failed();
+            // The attempt counts against the username (since it began) and the address.
             let reason = match other {
                 None => "unknown_user",
                 Some(u) if u.disabled => "disabled",
@@ -340,8 +355,8 @@ async fn issue_token(
         }
     };
     // The credentials are right: whatever this request asks for next (a scope or audience it
-    // may not have), it is not a guess, and it does not count towards the user's lock.
-    attempt.succeeded();
+    // may not have), it is not a guess, and it does not count towards the user's lock (its
+    // `finish` forgot the count).
 
     let allowed: Vec<String> = {
         let mut all: Vec<String> = user

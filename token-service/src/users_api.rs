@@ -292,11 +292,12 @@ async fn change_password(
         .verify(&old, Some(&user.password_hash))
         .await
     {
-        attempt.failed();
+        // No address is counted here (the caller holds a token): never overtaken.
+        let _ = attempt.finish(false);
         audit!(event = "password_change", outcome = "failure", username = %user.username);
         return Err(ApiError::bad_request("old_password: incorrect"));
     }
-    attempt.succeeded();
+    let _ = attempt.finish(true);
     check_policy("new_password", &user.username, &body.new_password)
         .map_err(ApiError::bad_request)?;
     let hash = state

@@ -218,10 +218,17 @@ async fn a_burst_from_one_address_learns_at_most_max_failures_outcomes() {
         })
         .collect();
     // Every guess is past the check (each counts against its name at once) before any finishes.
-    while t.state.throttle.len().0 < 20 {
-        tokio::task::yield_now().await;
-    }
+    let all_in = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while t.state.throttle.len().0 < 20 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
     t.hasher.gate.open();
+    assert!(
+        all_in.is_ok(),
+        "the 20 guesses never all reached the throttle"
+    );
     let mut statuses = Vec::new();
     for g in guesses {
         statuses.push(g.await.unwrap());
