@@ -150,11 +150,13 @@ pub async fn build_with(settings: Settings, deps: Deps) -> anyhow::Result<Built>
             }
         }),
     ];
-    let ops = ops::routes(checks, openapi());
+    let doc = openapi();
+    let ops = ops::routes(checks, doc.clone());
     let app = App::new(
         listener,
         api,
         ops,
+        &doc,
         state.settings.server.clone(),
         &state.settings.cors,
         Some(db),

@@ -40,21 +40,34 @@ pub async fn bind(server: &ServerSettings, env_prefix: &str) -> Result<TcpListen
 
 impl App {
     /// Assembles a service: `api` (the service's own routes) and `ops` (the operational routes),
-    /// one rejection handler, CORS outermost.
+    /// one rejection handler, CORS outermost. `doc`, the service's OpenAPI document, gives a
+    /// 405 its `Allow` header ([`super::allow`]).
     pub fn new(
         listener: TcpListener,
         api: BoxedFilter<(Response,)>,
         ops: BoxedFilter<(Response,)>,
+        doc: &utoipa::openapi::OpenApi,
         server: ServerSettings,
         cors: &CorsSettings,
         db: Option<Database>,
     ) -> io::Result<App> {
         let addr = listener.local_addr()?;
-        let routes = ops
-            .or(api)
-            .unify()
-            .recover(crate::error::handle_rejection)
-            .unify()
+        let allow = std::sync::Arc::new(super::allow::AllowTable::from_openapi(doc));
+        let routes = warp::path::full()
+            .and(
+                ops.or(api)
+                    .unify()
+                    .recover(crate::error::handle_rejection)
+                    .unify(),
+            )
+            .map(move |path: warp::path::FullPath, mut res: Response| {
+                if res.status() == http::StatusCode::METHOD_NOT_ALLOWED
+                    && let Some(methods) = allow.allow(path.as_str())
+                {
+                    res.headers_mut().insert(http::header::ALLOW, methods);
+                }
+                res
+            })
             .boxed();
         let routes = super::cors::wrap(routes, cors);
         Ok(App {
@@ -183,12 +196,13 @@ impl Parts {
         use utoipa::OpenApi as _;
         doc.merge(super::ops::OpsApi::openapi());
         doc.merge(super::ops::WhoAmIApi::openapi());
-        let ops = super::ops::routes(self.ready_checks(), doc);
+        let ops = super::ops::routes(self.ready_checks(), doc.clone());
         let api = super::ops::whoami(&self.auth).or(api).unify().boxed();
         App::new(
             self.listener,
             api,
             ops,
+            &doc,
             settings.server,
             &settings.cors,
             Some(self.db),

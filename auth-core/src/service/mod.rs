@@ -6,10 +6,12 @@
 //!   caller slot in every request's extensions, connection cap, read timeouts, graceful shutdown;
 //! - [`ops`]: `/health`, `/ready`, `/metrics`, `/openapi.json`;
 //! - [`cors`]: exact-origin CORS answered before any auth check;
+//! - [`allow`]: the `Allow` header of a 405, from the OpenAPI document;
 //! - [`storage`]: sqlx pools on SQLite or PostgreSQL with per-backend migrations.
 //!
 //! None of it knows about todos, tasks or users: services bring their own routes and tables.
 
+pub mod allow;
 pub mod app;
 pub mod body;
 pub mod config;

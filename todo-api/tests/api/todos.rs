@@ -270,11 +270,18 @@ async fn unknown_routes_are_404_and_wrong_methods_405_whatever_the_token() {
     let alice = t.token("alice", &["user"]);
     for token in [None, Some(alice.as_str()), Some("garbage")] {
         assert_eq!(t.request("GET", "/nope", token, None).await.status(), 404);
-        assert_eq!(t.request("PUT", "/todos", token, None).await.status(), 405);
+        let res = t.request("PUT", "/todos", token, None).await;
+        assert_eq!(res.status(), 405);
         assert_eq!(
-            t.request("POST", "/todos/1", token, None).await.status(),
-            405
+            res.headers()["allow"],
+            "GET, HEAD, POST",
+            "RFC 9110 requires Allow"
         );
+        let res = t.request("POST", "/todos/1", token, None).await;
+        assert_eq!(res.status(), 405);
+        assert_eq!(res.headers()["allow"], "GET, HEAD, PATCH, DELETE");
+        let res = t.request("DELETE", "/health", token, None).await;
+        assert_eq!(res.headers()["allow"], "GET, HEAD");
         // A malformed id matches no route.
         assert_eq!(
             t.request("GET", "/todos/abc", token, None).await.status(),

@@ -152,6 +152,28 @@ async fn hs256_with_a_shared_secret_publishes_no_jwks() {
     assert_eq!(t.get_auth("/users", &token).await.status(), 200);
 }
 
+/// A 405 names the methods the path has (RFC 9110), from the OpenAPI document.
+#[tokio::test]
+async fn a_wrong_method_is_405_with_allow() {
+    let t = spawn_app().await;
+    for (method, path, allow) in [
+        ("GET", "/token", "POST"),
+        ("PUT", "/users", "GET, HEAD, POST"),
+        ("POST", "/.well-known/jwks.json", "GET, HEAD"),
+        ("POST", "/.well-known/certs/k1.pem", "GET, HEAD"),
+    ] {
+        let res = t
+            .app
+            .client
+            .request(method.parse().unwrap(), t.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405, "{method} {path}");
+        assert_eq!(res.headers()["allow"], allow, "{method} {path}");
+    }
+}
+
 #[tokio::test]
 async fn openapi_documents_every_route() {
     let t = spawn_app().await;
