@@ -206,15 +206,17 @@ impl VerifiedCache {
             return;
         }
         let TokenKey { token, hash } = *key;
-        let mut state = self.lock();
-        let seq = state.inserted;
-        state.inserted += 1;
-        let entry = Entry {
+        // Built before the lock every request's lookup takes; numbered under it.
+        let mut entry = Entry {
             raw: token.into(),
             token: Arc::new(verified),
             exp,
-            seq,
+            seq: 0,
         };
+        let mut state = self.lock();
+        let seq = state.inserted;
+        state.inserted += 1;
+        entry.seq = seq;
         let replaced = state.map.insert(hash, entry).is_some();
         state.order.push_back((hash, seq));
         if !replaced {

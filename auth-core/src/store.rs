@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | [`Unavailable`](StoreState::Unavailable) | nothing loaded yet, or the set is past `max_stale_seconds` | joins the fetch in flight or starts one (unless backing off); 503 + `Retry-After` (the rest of the backoff, at least 1 s) if still nothing | 503 |
 //! | [`Loaded`](StoreState::Loaded) | a set younger than its TTL | verified from the set | 200 |
-//! | [`Refreshing`](StoreState::Refreshing) | a fetch is in flight over a usable set | verified from the current set, never waits | 200 |
+//! | [`Refreshing`](StoreState::Refreshing) | a fetch is in flight over a usable set | verified from the current set without waiting; a token naming an unknown `kid` waits for that fetch | 200 |
 //! | [`Stale`](StoreState::Stale) | past its TTL, refreshes failing, within `max_stale_seconds` | verified from the set (`auth_jwks_stale_served_total`) | 200 |
 //!
 //! # Invariants
@@ -18,8 +18,9 @@
 //!   join it through a `watch` channel, bounded by the fetch timeout.
 //! - A refresh is started by: the background task (at startup, ahead of expiry with jitter,
 //!   and with exponential backoff after failures), a request when nothing usable is held
-//!   (subject to the backoff), an unknown `kid` (at most once per
-//!   `unknown_kid_cooldown_seconds`, counted from the last fetch attempt of any kind), or
+//!   (subject to the backoff), an unknown `kid` (which joins a fetch in flight, else starts one
+//!   at most once per `unknown_kid_cooldown_seconds`, counted from the last fetch attempt of
+//!   any kind), or
 //!   [`KeyStore::refresh_now`].
 //! - Time is read from the injected [`Clock`] only.
 
@@ -325,7 +326,14 @@ impl KeyStore {
         if self.background.swap(true, Ordering::AcqRel) {
             return;
         }
-        runtime.spawn(run_background(self.me.clone()));
+        // The guard is made before the task is spawned, and moved into it: a task dropped
+        // before its first poll (its runtime shut down at once) still clears the flag.
+        let running = Running(self.me.clone());
+        let me = self.me.clone();
+        runtime.spawn(async move {
+            let _running = running;
+            run_background(me).await;
+        });
     }
 
     /// The key that verifies a token with this `kid` and `alg`.
@@ -773,19 +781,21 @@ impl KeyStore {
 
 /// The background task: [`KeyStore::tick`] in a loop, sleeping until the schedule needs it
 /// (between 1 and 10 s). It ends when the store is dropped.
-async fn run_background(store: Weak<KeyStore>) {
-    /// Clears the store's "running" flag when the task ends however it ends (its runtime shut
-    /// down, a panic): the next request then starts it again, on the runtime serving it. A store
-    /// built in one runtime and served from another would otherwise never refresh again.
-    struct Running(Weak<KeyStore>);
-    impl Drop for Running {
-        fn drop(&mut self) {
-            if let Some(store) = self.0.upgrade() {
-                store.background.store(false, Ordering::Release);
-            }
+/// Clears the store's "background task running" flag when the task ends however it ends (its
+/// runtime shut down, before or after its first poll; a panic): the next request then starts
+/// it again, on the runtime serving it. A store built in one runtime and served from another
+/// would otherwise never refresh again.
+struct Running(Weak<KeyStore>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(store) = self.0.upgrade() {
+            store.background.store(false, Ordering::Release);
         }
     }
-    let _running = Running(store.clone());
+}
+
+async fn run_background(store: Weak<KeyStore>) {
     loop {
         let delay = {
             let Some(store) = store.upgrade() else {

@@ -744,6 +744,42 @@ fn the_background_task_restarts_in_the_runtime_that_serves() {
     });
 }
 
+/// Like the test above, but the first runtime is dropped before the background task it was
+/// given ever ran (a current-thread runtime returns from `block_on` without polling the tasks
+/// it queued): the task is still started again by the next request, and retries a failed fetch
+/// on its own.
+#[test]
+fn a_background_task_dropped_before_its_first_poll_restarts() {
+    let clock = clock();
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (auth, _issuer, _failing) = first.block_on(async {
+        let mut issuer = MockIssuer::start().await;
+        let failing = issuer
+            .failing_mock(Failure::Status(500))
+            .create_async()
+            .await;
+        let mut settings = store_settings(issuer.jwks_url());
+        settings.jwks.background_refresh = true;
+        (auth_with(&settings, &clock), issuer, failing)
+    });
+    drop(first);
+    assert_eq!(store(&auth).status().attempts, 0, "the task never ran");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let err = auth
+            .verify(&long_lived(&keys::ec()).sign())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), &AuthErrorKind::Unavailable);
+        clock.advance(1);
+        tokio::time::timeout(Duration::from_secs(5), store(&auth).wait_for_attempts(2))
+            .await
+            .expect("the restarted background task retries after the backoff");
+    });
+}
+
 /// In production (`refuse_dev_keys`, set by the config layer), a fetched dev-only fixtures key is
 /// skipped: a token it signed is refused while the issuer's real keys keep working.
 #[tokio::test]
