@@ -34,7 +34,7 @@ pub struct Task {
     pub owner: String,
     /// 1–200 characters, trimmed.
     pub title: String,
-    /// Up to 2000 characters.
+    /// Up to 2000 characters, kept as sent (not trimmed).
     pub description: Option<String>,
     /// RFC 3339, normalised to UTC.
     pub due: Option<String>,
@@ -52,7 +52,7 @@ pub struct Task {
 pub struct TaskInput {
     /// 1–200 characters after trimming.
     pub title: String,
-    /// Up to 2000 characters.
+    /// Up to 2000 characters, kept as sent (not trimmed).
     #[serde(default)]
     pub description: Option<String>,
     /// RFC 3339.
@@ -73,8 +73,9 @@ pub struct TaskInput {
 pub struct TaskPatch {
     /// 1–200 characters after trimming; not `null`.
     #[serde(default, deserialize_with = "body::not_null")]
+    #[schema(nullable = false)]
     pub title: Option<String>,
-    /// Up to 2000 characters; `null` clears it.
+    /// Up to 2000 characters, kept as sent; `null` clears it.
     #[serde(default, deserialize_with = "body::present")]
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
@@ -84,6 +85,7 @@ pub struct TaskPatch {
     pub due: Option<Option<String>>,
     /// Done or not; not `null`.
     #[serde(default, deserialize_with = "body::not_null")]
+    #[schema(nullable = false)]
     pub done: Option<bool>,
     /// Refused (even `null`): a task cannot be moved to another owner.
     #[serde(default, deserialize_with = "body::present")]
@@ -114,7 +116,7 @@ fn owner_refused() -> ApiError {
 
 fn description(value: Option<&str>) -> Result<Option<String>, ApiError> {
     value
-        .map(|d| body::text_field("description", d, 0, 2000))
+        .map(|d| body::free_text_field("description", d, 0, 2000))
         .transpose()
 }
 
@@ -446,7 +448,15 @@ async fn list_tasks(
     let scope = Scope::of(&claims)?;
     let owner = match (q.get("owner"), &scope) {
         (None, Scope::Owner(sub)) => Some(sub.clone()),
-        (None, Scope::Anyone) => claims.sub.clone().filter(|s| !s.is_empty()),
+        (None, Scope::Anyone) => match claims.sub.as_deref().filter(|s| !s.is_empty()) {
+            Some(sub) => Some(sub.to_owned()),
+            // "The caller's tasks" of a caller without a subject: not everyone's, silently.
+            None => {
+                return Err(warp::reject::custom(ApiError::bad_request(
+                    "owner: the token has no subject; pass owner=<sub>, or owner=* for everyone",
+                )));
+            }
+        },
         (Some("*"), Scope::Anyone) => None,
         // No `sub` holds a NUL (PostgreSQL's TEXT cannot): a 400 rather than a failed query.
         (Some(other), Scope::Anyone) if other.contains('\0') => {

@@ -56,9 +56,11 @@ pub struct NewTodo {
 pub struct TodoPatch {
     /// 1–200 characters after trimming; not `null`.
     #[serde(default, deserialize_with = "body::not_null")]
+    #[schema(nullable = false)]
     pub title: Option<String>,
     /// Done or not; not `null`.
     #[serde(default, deserialize_with = "body::not_null")]
+    #[schema(nullable = false)]
     pub done: Option<bool>,
 }
 

@@ -185,14 +185,34 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// A text field, trimmed: `min..=max` characters, no NUL (PostgreSQL's TEXT cannot hold it, so
-/// every backend refuses it alike). The error names the field.
+/// A one-line text field (a title), trimmed: `min..=max` characters, no NUL (PostgreSQL's TEXT
+/// cannot hold it, so every backend refuses it alike). The error names the field.
 pub fn text_field(name: &str, value: &str, min: usize, max: usize) -> Result<String, ApiError> {
-    let t = value.trim();
+    checked_text(name, value.trim(), min, max, " after trimming")
+}
+
+/// Free text (a description), kept exactly as sent, leading and trailing whitespace and
+/// newlines included: `min..=max` characters, no NUL. The error names the field.
+pub fn free_text_field(
+    name: &str,
+    value: &str,
+    min: usize,
+    max: usize,
+) -> Result<String, ApiError> {
+    checked_text(name, value, min, max, "")
+}
+
+fn checked_text(
+    name: &str,
+    t: &str,
+    min: usize,
+    max: usize,
+    how: &str,
+) -> Result<String, ApiError> {
     let n = t.chars().count();
     if n < min || n > max {
         return Err(ApiError::bad_request(format!(
-            "{name}: must be {min} to {max} characters after trimming"
+            "{name}: must be {min} to {max} characters{how}"
         )));
     }
     if t.contains('\0') {

@@ -293,6 +293,39 @@ async fn a_token_without_a_subject_is_401() {
     }
 }
 
+/// An admin token without a `sub` may list by an explicit `owner`, but its own tasks (the
+/// default) are nobody's: a 400 naming `owner`, not every user's tasks.
+#[tokio::test]
+async fn an_admin_without_a_subject_must_name_the_owner() {
+    let t = spawn_app().await;
+    let alice = t.token("alice", &["user"]);
+    t.create(&alice, json!({"title": "alice's"})).await;
+    let admin = t
+        .issuer
+        .builder("tasks-api")
+        .without_claim("sub")
+        .claim("roles", json!(["admin"]))
+        .sign();
+    let (status, err) = parts(t.request("GET", "/tasks", Some(&admin), None).await).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["message"].as_str().unwrap().starts_with("owner:"),
+        "{err}"
+    );
+    for q in ["?owner=*", "?owner=alice"] {
+        let (status, page) = parts(
+            t.request("GET", &format!("/tasks{q}"), Some(&admin), None)
+                .await,
+        )
+        .await;
+        assert_eq!(
+            (status, page["items"].as_array().unwrap().len()),
+            (200, 1),
+            "{q}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn filters_and_validation() {
     let t = spawn_app().await;
@@ -388,6 +421,9 @@ async fn odd_text_round_trips(t: &TestApp) {
             "\u{FFFD}\u{FFFD} looks like broken UTF-8 \u{D7FF}",
             "back\\slash \\\\ and $1 $2 ? ?",
         ),
+        // A description is kept as sent, its indentation and blank lines too.
+        ("code", "\n    fn main() {}\n\n  "),
+        ("blank", "   "),
     ] {
         let task = t
             .create(&alice, json!({"title": title, "description": description}))
