@@ -594,19 +594,24 @@ pub struct TasksApi;
 mod tests {
     use super::*;
 
-    /// The SQL alone keeps another user's row out, whatever a handler forgets.
-    #[tokio::test]
-    async fn a_non_admin_scope_cannot_load_another_users_task() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A migrated SQLite store in `dir`.
+    async fn sqlite_store(dir: &std::path::Path) -> Store {
         let settings = auth_core::service::config::DatabaseSettings {
-            data_dir: dir.path().to_path_buf(),
+            data_dir: dir.to_path_buf(),
             ..Default::default()
         };
         let db = Database::connect(&settings, "tasks-api").await.unwrap();
         db.migrate(&crate::startup::SQLITE, &crate::startup::POSTGRES)
             .await
             .unwrap();
-        let store = Store::new(db);
+        Store::new(db)
+    }
+
+    /// The SQL alone keeps another user's row out, whatever a handler forgets.
+    #[tokio::test]
+    async fn a_non_admin_scope_cannot_load_another_users_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(dir.path()).await;
         let fields = Fields {
             title: "a".into(),
             description: None,
@@ -631,15 +636,7 @@ mod tests {
     #[tokio::test]
     async fn a_patch_keeps_what_changed_since_the_task_was_read() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = auth_core::service::config::DatabaseSettings {
-            data_dir: dir.path().to_path_buf(),
-            ..Default::default()
-        };
-        let db = Database::connect(&settings, "tasks-api").await.unwrap();
-        db.migrate(&crate::startup::SQLITE, &crate::startup::POSTGRES)
-            .await
-            .unwrap();
-        let store = Store::new(db);
+        let store = sqlite_store(dir.path()).await;
         let read_before = store
             .insert(
                 "alice",
