@@ -201,19 +201,33 @@ async fn rotation_new_kid_after_one_refresh_removed_kid_at_once() {
     only_new.assert_async().await;
 }
 
+/// A store that loaded the `ec` key, whose issuer now serves `ec` and `ed` (expected to be
+/// fetched once more).
+async fn loaded_then_rotated(
+    clock: &std::sync::Arc<auth_core::ManualClock>,
+) -> (Auth, MockIssuer, mockito::Mock) {
+    let ec = keys::ec();
+    let mut issuer = MockIssuer::start().await;
+    let first = issuer.jwks_mock(&[&ec]).expect(1).create_async().await;
+    let auth = auth_with(&store_settings(issuer.jwks_url()), clock);
+    assert!(auth.verify(&long_lived(&ec).sign()).await.is_ok());
+    first.remove_async().await;
+    let both = issuer
+        .jwks_mock(&[&ec, &keys::ed()])
+        .expect(1)
+        .create_async()
+        .await;
+    (auth, issuer, both)
+}
+
 /// Tokens naming a new kid while a refresh is in flight wait for that refresh instead of a 401
 /// from the cooldown it started (at an issuer's rotation, every request with the new kid in the
 /// round trip of the first one's refresh was refused).
 #[tokio::test]
 async fn new_kid_requests_during_a_refresh_join_it() {
     let clock = clock();
-    let (ec, ed) = (keys::ec(), keys::ed());
-    let mut issuer = MockIssuer::start().await;
-    let first = issuer.jwks_mock(&[&ec]).expect(1).create_async().await;
-    let auth = auth_with(&store_settings(issuer.jwks_url()), &clock);
-    assert!(auth.verify(&long_lived(&ec).sign()).await.is_ok());
-    first.remove_async().await;
-    let both = issuer.jwks_mock(&[&ec, &ed]).expect(1).create_async().await;
+    let ed = keys::ed();
+    let (auth, _issuer, both) = loaded_then_rotated(&clock).await;
     clock.advance(30);
     let token = long_lived(&ed).sign();
     let (a, b, c) = tokio::join!(
@@ -700,13 +714,8 @@ async fn background_task_loads_at_startup_and_retries() {
 #[tokio::test]
 async fn a_clock_stepped_back_does_not_freeze_the_schedule() {
     let clock = clock();
-    let (ec, ed) = (keys::ec(), keys::ed());
-    let mut issuer = MockIssuer::start().await;
-    let first = issuer.jwks_mock(&[&ec]).expect(1).create_async().await;
-    let auth = auth_with(&store_settings(issuer.jwks_url()), &clock);
-    assert!(auth.verify(&long_lived(&ec).sign()).await.is_ok());
-    first.remove_async().await;
-    let both = issuer.jwks_mock(&[&ec, &ed]).expect(1).create_async().await;
+    let ed = keys::ed();
+    let (auth, _issuer, both) = loaded_then_rotated(&clock).await;
     clock.set(NOW - 3600);
     let token = long_lived(&ed).claim("iat", NOW - 3600).sign();
     assert!(auth.verify(&token).await.is_ok());
