@@ -285,9 +285,9 @@ impl KeyStore {
 
     /// Re-reads the key files. A scan that finds no usable key keeps the current ring.
     pub fn reload(&self) {
-        let (ring, problems) = scan(&self.signing, self.production);
+        let (ring, problems) = scan_with(&self.signing, self.production, Some(&self.ring()));
         for p in &problems {
-            tracing::error!(problem = %p, "signing key skipped");
+            tracing::error!(problem = %p, "signing key problem");
         }
         if ring.keys.is_empty() {
             tracing::error!("key rescan found no usable signing key; keeping the current keys");
@@ -413,8 +413,20 @@ fn key_paths(signing: &SigningSettings) -> (Vec<(&'static str, PathBuf)>, Vec<Pr
 }
 
 /// Reads every key. Files with problems are skipped and reported; in production, fixture keys
-/// and key files readable by group or others are problems.
+/// and key files readable by group or others are problems. A key whose sidecar (`NAME.toml`)
+/// cannot be read is left out: read as "no phases", it would be published and sign for ever.
 pub fn scan(signing: &SigningSettings, production: bool) -> (KeyRing, Vec<Problem>) {
+    scan_with(signing, production, None)
+}
+
+/// [`scan`], for a rescan of a running service: a key whose sidecar cannot be read now (an edit
+/// with a typo, a half-written copy) keeps the phases it had in `previous` instead of being
+/// left out.
+fn scan_with(
+    signing: &SigningSettings,
+    production: bool,
+    previous: Option<&KeyRing>,
+) -> (KeyRing, Vec<Problem>) {
     if signing.uses_secret() {
         return match secret_key(signing) {
             Ok(k) => (KeyRing::new(vec![k], Alg::HS256), Vec::new()),
@@ -485,6 +497,7 @@ pub fn scan(signing: &SigningSettings, production: bool) -> (KeyRing, Vec<Proble
             }
         }
     }
+    let mut unreadable_meta = std::collections::HashSet::new();
     for key in &mut keys {
         if let Some((der_b64, pem_text)) = certs.get(&key.kid) {
             if let Some(jwk) = key.jwk.as_mut() {
@@ -497,13 +510,33 @@ pub fn scan(signing: &SigningSettings, production: bool) -> (KeyRing, Vec<Proble
         if let Some(path) = &key.path {
             match read_meta(path) {
                 Ok(meta) => key.meta = meta,
-                Err(m) => problems.push(Problem {
-                    key: "signing.keys_dir",
-                    message: m,
-                }),
+                Err(m) => {
+                    let kept = previous
+                        .and_then(|r| r.keys.iter().find(|k| k.kid == key.kid))
+                        .map(|k| k.meta);
+                    let fate = match kept {
+                        Some(meta) => {
+                            key.meta = meta;
+                            "the key keeps the phases it had"
+                        }
+                        None => {
+                            unreadable_meta.insert(key.kid.clone());
+                            "the key is left out until it reads"
+                        }
+                    };
+                    problems.push(Problem {
+                        key: if signing.key_files.contains(path) {
+                            "signing.key_files"
+                        } else {
+                            "signing.keys_dir"
+                        },
+                        message: format!("{m} ({fate})"),
+                    });
+                }
             }
         }
     }
+    keys.retain(|k| !unreadable_meta.contains(&k.kid));
     // The same key listed twice (a directory and a file) is one key.
     let mut seen = std::collections::HashSet::new();
     keys.retain(|k| seen.insert(k.kid.clone()));
@@ -610,9 +643,9 @@ fn read_meta(key_path: &Path) -> Result<KeyMeta, String> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Raw {
-        created_at: Option<String>,
-        activate_at: Option<String>,
-        retire_at: Option<String>,
+        created_at: Option<toml::Value>,
+        activate_at: Option<toml::Value>,
+        retire_at: Option<toml::Value>,
     }
     let path = meta_path(key_path);
     let text = match std::fs::read_to_string(&path) {
@@ -625,9 +658,16 @@ fn read_meta(key_path: &Path) -> Result<KeyMeta, String> {
         m.retain(|c| c != '\n');
         format!("{}: {m}", path.display())
     })?;
-    let time = |v: Option<String>, field: &str| -> Result<Option<u64>, String> {
-        v.map(|s| parse_time(&s).map_err(|e| format!("{}: {field}: {e}", path.display())))
-            .transpose()
+    // A quoted RFC 3339 string, as `keys rotate` writes, or a TOML datetime (unquoted), as an
+    // operator editing the file may well write; a datetime without an offset is refused.
+    let time = |v: Option<toml::Value>, field: &str| -> Result<Option<u64>, String> {
+        let bad = |e: String| format!("{}: {field}: {e}", path.display());
+        v.map(|v| match v {
+            toml::Value::String(s) => parse_time(&s).map_err(bad),
+            toml::Value::Datetime(d) => parse_time(&d.to_string()).map_err(bad),
+            other => Err(bad(format!("an RFC 3339 time, not a {}", other.type_str()))),
+        })
+        .transpose()
     };
     Ok(KeyMeta {
         created_at: time(raw.created_at, "created_at")?,

@@ -72,7 +72,9 @@ pub struct TokenSettings {
     pub lifetime_seconds: u64,
     /// `token.default_client_id`: the `client_id` claim when the request names none (default `default`).
     pub default_client_id: String,
-    /// `token.role_scopes`: role → the scopes it allows (see [`TokenSettings::default`]).
+    /// `token.role_scopes`: role → the scopes it allows (see [`TokenSettings::default`]). A
+    /// role configured here is added to the default ones, or replaces one of the same name
+    /// (`user = []` gives `user` no scope).
     pub role_scopes: BTreeMap<String, Vec<String>>,
     /// `token.role_access`: role → URL paths put in the `access` claim (seed 003; default none).
     pub role_access: BTreeMap<String, Vec<String>>,
@@ -287,7 +289,12 @@ impl Settings {
         config_path: Option<&Path>,
         check_keys: bool,
     ) -> Result<Settings, ConfigError> {
-        let defaults = serde_json::json!({ "server": { "port": INFO.default_port } });
+        // The role mapping is a layer of its own (not only `Default`), so a file or the
+        // environment that adds a role merges with `user` and `admin` instead of replacing them.
+        let defaults = serde_json::json!({
+            "server": { "port": INFO.default_port },
+            "token": { "role_scopes": TokenSettings::default().role_scopes },
+        });
         let local = serde_json::json!({
             "cors": { "allowed_origins": config::local_cors_origins() },
             "token": {
@@ -423,10 +430,48 @@ impl Settings {
                 "HS256 needs signing.secret or signing.secret_file",
             ));
         }
+        // Each time is bounded (a day or 30 days), so the arithmetic on key phases cannot
+        // overflow and every time a sidecar holds can be written and read back.
+        const DAY: u64 = 86_400;
+        for (key, value, max) in [
+            (
+                "signing.propagation_delay_seconds",
+                self.signing.propagation_delay_seconds,
+                30 * DAY,
+            ),
+            (
+                "signing.retire_after_seconds",
+                self.signing.retire_after_seconds.unwrap_or(0),
+                60 * DAY,
+            ),
+            ("signing.rescan_seconds", self.signing.rescan_seconds, DAY),
+            (
+                "signing.jwks_max_age_seconds",
+                self.signing.jwks_max_age_seconds,
+                DAY,
+            ),
+        ] {
+            if value > max {
+                return Err(ConfigError::key(key, format!("at most {max}")));
+            }
+        }
         if self.signing.rescan_seconds == 0 {
             return Err(ConfigError::key(
                 "signing.rescan_seconds",
                 "must be greater than 0",
+            ));
+        }
+        // A running service sees a rotation only at its next rescan (or SIGHUP): a new key must
+        // still be published a whole JWKS max-age before it signs, counted from that rescan.
+        let seen_by = self.signing.rescan_seconds + self.signing.jwks_max_age_seconds;
+        if !self.signing.uses_secret() && self.signing.propagation_delay_seconds < seen_by {
+            return Err(ConfigError::key(
+                "signing.propagation_delay_seconds",
+                format!(
+                    "must be at least signing.rescan_seconds + signing.jwks_max_age_seconds ({seen_by}): \
+                     a rotation is seen at the next rescan, and verifiers' caches must hold the new key \
+                     before it signs"
+                ),
             ));
         }
         let u = &self.users;
@@ -436,7 +481,15 @@ impl Settings {
             u.argon2_parallelism,
             None,
         )
-        .map_err(|e| ConfigError::key("users.argon2_memory_kib", e))?;
+        .map_err(|e| {
+            use argon2::Error as E;
+            let key = match e {
+                E::TimeTooSmall => "users.argon2_iterations",
+                E::ThreadsTooFew | E::ThreadsTooMany => "users.argon2_parallelism",
+                _ => "users.argon2_memory_kib",
+            };
+            ConfigError::key(key, e)
+        })?;
         // Locally a weaker hash is allowed (fast tests); production refuses it (see
         // `check_production`). The warning is printed, not logged: settings load before logging.
         if self.environment != Environment::Production && self.weak_argon2().is_some() {

@@ -162,6 +162,28 @@ fn production_refuses_missing_fixture_and_loose_signing_keys() {
     );
 }
 
+/// A configured role is added to the default `user` and `admin` (before, one `editor` entry
+/// replaced the whole map: `user` became an unknown role and admins lost `users:admin`).
+#[test]
+fn a_configured_role_adds_to_the_default_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token-service.toml");
+    std::fs::write(
+        &path,
+        "[token.role_scopes]\neditor = [\"todos:read\", \"todos:write\"]\nuser = [\"todos:read\"]\n",
+    )
+    .unwrap();
+    let s = token_service::settings::Settings::load_with(Some(&path), false).unwrap();
+    let roles: Vec<&str> = s.token.role_scopes.keys().map(String::as_str).collect();
+    assert_eq!(roles, ["admin", "editor", "user"]);
+    assert!(s.token.role_scopes["admin"].contains(&"users:admin".to_owned()));
+    assert_eq!(
+        s.token.role_scopes["user"],
+        ["todos:read"],
+        "a default role can be replaced"
+    );
+}
+
 #[test]
 fn config_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -201,6 +223,35 @@ fn config_errors_name_the_key() {
             "TOKEN_SERVICE__THROTTLE__WINDOW_SECONDS",
             "18446744073709551615",
             "throttle.window_seconds",
+        ),
+        // "Never": it wrapped the old keys' retirement into the past.
+        (
+            "TOKEN_SERVICE__SIGNING__RETIRE_AFTER_SECONDS",
+            "18446744073709551615",
+            "signing.retire_after_seconds",
+        ),
+        // The watcher's `Instant + period` panicked, and SIGHUP went unheard.
+        (
+            "TOKEN_SERVICE__SIGNING__RESCAN_SECONDS",
+            "18446744073709551615",
+            "signing.rescan_seconds",
+        ),
+        // A rotation seen only at an hourly rescan would sign before verifiers cache the key.
+        (
+            "TOKEN_SERVICE__SIGNING__RESCAN_SECONDS",
+            "3600",
+            "signing.propagation_delay_seconds",
+        ),
+        // The argon2 error names the parameter that is wrong.
+        (
+            "TOKEN_SERVICE__USERS__ARGON2_PARALLELISM",
+            "0",
+            "users.argon2_parallelism",
+        ),
+        (
+            "TOKEN_SERVICE__USERS__ARGON2_ITERATIONS",
+            "0",
+            "users.argon2_iterations",
         ),
         // warp's CORS layer panicked on an origin with a path.
         (

@@ -301,3 +301,70 @@ fn prune_deletes_a_file_only_when_every_copy_of_every_key_in_it_is_retired() {
     let e = keys::prune(&s.finish().unwrap(), later).unwrap_err();
     assert!(format!("{e:#}").contains("signing.keys_dir"), "{e:#}");
 }
+
+/// An operator edits a key's sidecar. An unquoted TOML datetime (idiomatic TOML) is read like
+/// the quoted RFC 3339 text `keys rotate` writes: a retirement written that way takes effect.
+/// A sidecar that cannot be read at all (a typo, an extra line) no longer resets the key to
+/// "always active, never retired": a running service keeps the phases it had.
+#[tokio::test]
+async fn an_edited_sidecar_is_read_as_toml_and_a_broken_one_changes_nothing() {
+    let t = spawn_with_keys_dir().await;
+    let first = t.state.keys.signer().unwrap().kid.clone();
+    let rotated = keys::rotate(&t.state.settings, t.clock.now()).unwrap();
+    t.state.keys.reload();
+    let sidecar = |kid: &str| {
+        let ring = t.state.keys.ring();
+        let key = ring.keys().iter().find(|k| k.kid == kid).unwrap();
+        keys::meta_path(key.path.as_ref().unwrap())
+    };
+    let meta = |kid: &str| {
+        t.state
+            .keys
+            .ring()
+            .keys()
+            .iter()
+            .find(|k| k.kid == kid)
+            .map(|k| k.meta)
+    };
+    let second = rotated.kid.clone();
+    let second_meta = meta(&second).unwrap();
+    assert!(second_meta.activate_at > 0);
+
+    // A broken sidecar: the key keeps its phases (before: activate_at 0, never retired).
+    std::fs::write(sidecar(&second), "activate_at = \"soon\"\nnote = \"x\"\n").unwrap();
+    t.state.keys.reload();
+    assert_eq!(meta(&second), Some(second_meta));
+
+    // An unquoted datetime in the past retires the first key at once.
+    std::fs::write(
+        sidecar(&first),
+        "activate_at = 1970-01-01T00:00:00Z\nretire_at = 2000-01-01T00:00:00Z\n",
+    )
+    .unwrap();
+    t.state.keys.reload();
+    assert_eq!(meta(&first).unwrap().retire_at, Some(946_684_800));
+    assert!(!TestApp::kids(&t.jwks().await).contains(&first));
+}
+
+/// At startup there are no previous phases to keep: a key whose sidecar cannot be read is left
+/// out (and reported), not published for ever.
+#[test]
+fn a_key_with_a_broken_sidecar_is_left_out_of_a_fresh_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = local_settings(dir.path());
+    settings.signing.key_files.clear();
+    settings.signing.keys_dir = Some(dir.path().join("keys"));
+    let settings = settings.finish().unwrap();
+    let first = keys::rotate(&settings, SystemClock.now()).unwrap();
+    let second = keys::rotate(&settings, SystemClock.now()).unwrap();
+    std::fs::write(keys::meta_path(&second.path), "activate_at = [1]\n").unwrap();
+    let (ring, problems) = keys::scan(&settings.signing, false);
+    let kids: Vec<&str> = ring.keys().iter().map(|k| k.kid.as_str()).collect();
+    assert_eq!(kids, [first.kid.as_str()]);
+    assert_eq!(problems.len(), 1);
+    let p = problems[0].to_string();
+    assert!(
+        p.starts_with("config error: signing.keys_dir:") && p.contains("left out"),
+        "{p}"
+    );
+}
