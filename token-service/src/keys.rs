@@ -814,11 +814,34 @@ pub fn rotate(settings: &Settings, now: u64) -> anyhow::Result<Rotated> {
     } else {
         now
     };
+    // The signer already has a retirement (an earlier rotation, rolled back; or an operator's
+    // revocation) that comes before the new key could sign: nothing would sign in between.
+    // Refused, naming both times: whether to keep that key longer is the operator's call.
+    if let Some(signer) = all.signer(now)
+        && let Some(r) = signer.meta.retire_at
+        && r < activate_at
+    {
+        bail!(
+            "keys rotate: the signing key {} retires at {}, before a new key could sign ({}, after \
+             signing.propagation_delay_seconds): no key would sign in between. Give it a later \
+             retire_at in {} (at least {}), or lower signing.propagation_delay_seconds",
+            signer.kid,
+            format_time(r),
+            format_time(activate_at),
+            signer
+                .path
+                .as_deref()
+                .map(|p| meta_path(p).display().to_string())
+                .unwrap_or_else(|| "its .toml".into()),
+            format_time(activate_at),
+        );
+    }
     let pem_text = generate(signing.algorithm)?;
     let (alg, encoding, jwk) = parse_private(pem_text.as_bytes()).map_err(anyhow::Error::msg)?;
     let key = build_key(alg, encoding, &jwk, None).map_err(anyhow::Error::msg)?;
     let path = dir.join(format!("{}-{}.pem", alg.as_str().to_lowercase(), key.kid));
-    write_private(&path, pem_text.as_bytes())?;
+    // The sidecar first: a rescan between the two writes must not find the key without its
+    // times (read as "active since ever", it could sign before any verifier has it).
     write_meta(
         &path,
         &KeyMeta {
@@ -827,6 +850,7 @@ pub fn rotate(settings: &Settings, now: u64) -> anyhow::Result<Rotated> {
             retire_at: None,
         },
     )?;
+    write_private(&path, pem_text.as_bytes())?;
     let retire_at = activate_at + settings.retire_after();
     let mut retiring = Vec::new();
     for old in existing.keys() {
@@ -864,11 +888,15 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
+    // Written beside its name and renamed into place: a rescan never reads half a key.
+    let tmp = path.with_extension("pem.partial");
     let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
     file.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
 }
 

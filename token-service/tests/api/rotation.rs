@@ -110,6 +110,35 @@ async fn rotation_phases_published_then_signing_then_retired() {
     assert_eq!(t.get_auth("/users/me", &fresh).await.status(), 200);
 }
 
+/// A rotation rolled back (the new key's files deleted), then another rotation shortly before
+/// the old key's retirement, which would come before the new key could sign: refused, naming
+/// the key and both times (before, it went through, and from the old key's retirement until
+/// the new key activated nothing signed: `POST /token` 503 and `/ready` failing everywhere).
+#[tokio::test]
+async fn a_rotation_that_would_leave_no_signer_is_refused() {
+    let t = spawn_with_keys_dir().await;
+    let old = t.state.keys.signer().unwrap().kid.clone();
+    let rotated = keys::rotate(&t.state.settings, t.clock.now()).unwrap();
+    let retire_at = rotated.retiring[0].1;
+    std::fs::remove_file(keys::meta_path(&rotated.path)).unwrap();
+    std::fs::remove_file(&rotated.path).unwrap();
+    t.state.keys.reload();
+    t.clock.set(retire_at - 300);
+    let e = keys::rotate(&t.state.settings, t.clock.now())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&old) && e.contains(&keys::format_time(retire_at)) && e.contains("retire_at"),
+        "{e}"
+    );
+    assert_eq!(t.state.keys.ring().keys().len(), 1, "nothing was written");
+    t.state.keys.reload();
+    assert_eq!(t.state.keys.ring().keys().len(), 1, "nothing was written");
+    // Far enough from the retirement the rotation goes through.
+    t.clock.set(retire_at - 600);
+    assert!(keys::rotate(&t.state.settings, t.clock.now()).is_ok());
+}
+
 #[cfg(unix)]
 /// A rotation rolled back (the new key's files deleted) leaves the old key signing with a
 /// retirement time: its tokens expire by then, never after the key has left the set.
