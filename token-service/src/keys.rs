@@ -462,7 +462,10 @@ fn scan_with(
                     Ok(k) => {
                         certs.insert(k.thumbprint, (STANDARD.encode(block.contents()), text));
                     }
-                    Err(e) => problems.push(problem(format!("certificate: {e}"))),
+                    // Only a certificate of a signing key is used (its `x5c`); the others of a
+                    // chain (a P-384 intermediate, say) are no problem.
+                    Err(e) => tracing::debug!(file = %path.display(), error = %e,
+                        "a certificate whose key signs nothing here is not used"),
                 },
                 "PRIVATE KEY" | "RSA PRIVATE KEY" => {
                     if production

@@ -397,3 +397,24 @@ fn a_key_with_a_broken_sidecar_is_left_out_of_a_fresh_scan() {
         "{p}"
     );
 }
+
+/// A certificate chain beside a signing key (a leaf and a P-384 intermediate, common for ECDSA
+/// CAs): the certificate of a key that signs nothing here is not a problem (before, it was one,
+/// and production refused to start).
+#[test]
+fn a_certificate_of_a_key_that_signs_nothing_is_no_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = local_settings(dir.path());
+    settings.signing.key_files = vec![
+        crate::helpers::fixture("keys/ec-private.pem"),
+        crate::helpers::fixture("keys/p384-ca-cert.pem"),
+    ];
+    let settings = settings.finish().unwrap();
+    let (ring, problems) = keys::scan(&settings.signing, false);
+    assert_eq!(ring.keys().len(), 1);
+    assert!(
+        problems.is_empty(),
+        "{:?}",
+        problems.iter().map(|p| p.to_string()).collect::<Vec<_>>()
+    );
+}
