@@ -91,6 +91,7 @@ impl Phase {
 }
 
 /// A signing key and everything published about it.
+#[derive(Clone)]
 pub struct SigningKey {
     /// RFC 7638 thumbprint (for HS256: a short, non-reversible tag of the secret).
     pub kid: String,
@@ -436,70 +437,43 @@ fn scan_with(
     let (paths, mut problems) = key_paths(signing);
     let mut keys: Vec<SigningKey> = Vec::new();
     let mut certs: HashMap<String, (String, String)> = HashMap::new();
+    // Files that exist but could not be used now (unreadable, half written, refused): on a
+    // rescan, the keys a running service had from them stay. Only a deleted file takes its keys
+    // out of the ring (that is how a rotation is rolled back).
+    let mut failed: Vec<(&'static str, PathBuf)> = Vec::new();
     for (config_key, path) in paths {
-        let problem = |message: String| Problem {
-            key: config_key,
-            message: format!("{}: {message}", path.display()),
-        };
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) => {
-                problems.push(problem(format!("cannot read: {e}")));
-                continue;
-            }
-        };
-        let blocks = match pem::parse_many(&bytes) {
-            Ok(b) if !b.is_empty() => b,
-            _ => {
-                problems.push(problem("not a PEM file".into()));
-                continue;
-            }
-        };
-        for block in blocks {
-            let text = pem::encode(&block);
-            match block.tag() {
-                "CERTIFICATE" => match VerifyingKey::from_pem(text.as_bytes()) {
-                    Ok(k) => {
-                        certs.insert(k.thumbprint, (STANDARD.encode(block.contents()), text));
-                    }
-                    // Only a certificate of a signing key is used (its `x5c`); the others of a
-                    // chain (a P-384 intermediate, say) are no problem.
-                    Err(e) => tracing::debug!(file = %path.display(), error = %e,
-                        "a certificate whose key signs nothing here is not used"),
-                },
-                "PRIVATE KEY" | "RSA PRIVATE KEY" => {
-                    if production
-                        && auth_core::service::config::check_private_file(config_key, &path)
-                            .is_err()
-                    {
-                        problems.push(problem(
-                            "private key readable by group or others; chmod 600 it".into(),
-                        ));
-                        continue;
-                    }
-                    match parse_private(text.as_bytes()) {
-                        Ok((alg, encoding, jwk)) => {
-                            match build_key(alg, encoding, &jwk, Some(path.clone())) {
-                                Ok(k) if production && dev::is_dev_key(&k.kid) => {
-                                    problems.push(problem(
-                                        "a dev-only fixtures key, refused in production".into(),
-                                    ))
-                                }
-                                Ok(k) => keys.push(k),
-                                Err(e) => problems.push(problem(e)),
-                            }
-                        }
-                        Err(e) => problems.push(problem(e)),
-                    }
-                }
-                "EC PRIVATE KEY" => problems.push(problem(
-                    "SEC1 EC keys are not read: convert to PKCS#8 (openssl pkcs8 -topk8 -nocrypt)"
-                        .into(),
-                )),
-                _ => {}
-            }
+        let problems_before = problems.len();
+        scan_file(
+            config_key,
+            &path,
+            production,
+            &mut keys,
+            &mut certs,
+            &mut problems,
+        );
+        if problems.len() > problems_before && path.exists() {
+            failed.push((config_key, path));
         }
     }
+    for (config_key, path) in failed {
+        let kept = previous
+            .into_iter()
+            .flat_map(|r| r.keys.iter())
+            .filter(|k| k.path.as_deref() == Some(path.as_path()))
+            .filter(|k| !keys.iter().any(|n| n.kid == k.kid));
+        for k in kept.map(|k| (**k).clone()).collect::<Vec<_>>() {
+            problems.push(Problem {
+                key: config_key,
+                message: format!(
+                    "{}: the key {} read from it before is kept until the file reads again",
+                    path.display(),
+                    k.kid
+                ),
+            });
+            keys.push(k);
+        }
+    }
+
     let mut unreadable_meta = std::collections::HashSet::new();
     for key in &mut keys {
         if let Some((der_b64, pem_text)) = certs.get(&key.kid) {
@@ -544,6 +518,77 @@ fn scan_with(
     let mut seen = std::collections::HashSet::new();
     keys.retain(|k| seen.insert(k.kid.clone()));
     (KeyRing::new(keys, signing.algorithm), problems)
+}
+
+/// Reads one key file into `keys` (private keys) and `certs` (certificates by key thumbprint),
+/// reporting what cannot be used in `problems`.
+fn scan_file(
+    config_key: &'static str,
+    path: &Path,
+    production: bool,
+    keys: &mut Vec<SigningKey>,
+    certs: &mut HashMap<String, (String, String)>,
+    problems: &mut Vec<Problem>,
+) {
+    let problem = |message: String| Problem {
+        key: config_key,
+        message: format!("{}: {message}", path.display()),
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            problems.push(problem(format!("cannot read: {e}")));
+            return;
+        }
+    };
+    let blocks = match pem::parse_many(&bytes) {
+        Ok(b) if !b.is_empty() => b,
+        _ => {
+            problems.push(problem("not a PEM file".into()));
+            return;
+        }
+    };
+    for block in blocks {
+        let text = pem::encode(&block);
+        match block.tag() {
+            "CERTIFICATE" => match VerifyingKey::from_pem(text.as_bytes()) {
+                Ok(k) => {
+                    certs.insert(k.thumbprint, (STANDARD.encode(block.contents()), text));
+                }
+                // Only a certificate of a signing key is used (its `x5c`); the others of a
+                // chain (a P-384 intermediate, say) are no problem.
+                Err(e) => tracing::debug!(file = %path.display(), error = %e,
+                    "a certificate whose key signs nothing here is not used"),
+            },
+            "PRIVATE KEY" | "RSA PRIVATE KEY" => {
+                if production
+                    && auth_core::service::config::check_private_file(config_key, &path).is_err()
+                {
+                    problems.push(problem(
+                        "private key readable by group or others; chmod 600 it".into(),
+                    ));
+                    continue;
+                }
+                match parse_private(text.as_bytes()) {
+                    Ok((alg, encoding, jwk)) => {
+                        match build_key(alg, encoding, &jwk, Some(path.to_path_buf())) {
+                            Ok(k) if production && dev::is_dev_key(&k.kid) => problems.push(
+                                problem("a dev-only fixtures key, refused in production".into()),
+                            ),
+                            Ok(k) => keys.push(k),
+                            Err(e) => problems.push(problem(e)),
+                        }
+                    }
+                    Err(e) => problems.push(problem(e)),
+                }
+            }
+            "EC PRIVATE KEY" => problems.push(problem(
+                "SEC1 EC keys are not read: convert to PKCS#8 (openssl pkcs8 -topk8 -nocrypt)"
+                    .into(),
+            )),
+            _ => {}
+        }
+    }
 }
 
 fn secret_key(signing: &SigningSettings) -> Result<SigningKey, Problem> {

@@ -418,3 +418,42 @@ fn a_certificate_of_a_key_that_signs_nothing_is_no_problem() {
         problems.iter().map(|p| p.to_string()).collect::<Vec<_>>()
     );
 }
+
+/// A key file that exists but cannot be used at a rescan (half written by a copy, say) keeps the
+/// key a running service had from it; only deleting the file takes the key out (before, the
+/// signer vanished and every token it had signed stopped verifying).
+#[tokio::test]
+async fn a_key_file_that_fails_to_read_keeps_its_key_until_it_reads() {
+    let t = spawn_with_keys_dir().await;
+    // Two keys, so a scan that loses one still finds a key (a scan that finds none keeps the
+    // whole ring anyway).
+    let rotated = keys::rotate(&t.state.settings, t.clock.now()).unwrap();
+    t.state.keys.reload();
+    let signer = t.state.keys.signer().unwrap();
+    assert_ne!(signer.kid, rotated.kid);
+    let path = signer.path.clone().unwrap();
+    let pem = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &pem[..pem.len() / 2]).unwrap();
+    t.state.keys.reload();
+    assert_eq!(
+        t.state.keys.signer().map(|k| k.kid.clone()),
+        Some(signer.kid.clone())
+    );
+    assert_eq!(t.state.keys.signer().unwrap().meta, signer.meta);
+    assert_eq!(TestApp::kids(&t.jwks().await).len(), 2);
+    // Whole again: read as usual. Deleted: gone.
+    std::fs::write(&path, &pem).unwrap();
+    t.state.keys.reload();
+    assert_eq!(t.state.keys.ring().keys().len(), 2);
+    std::fs::remove_file(&path).unwrap();
+    t.state.keys.reload();
+    assert_eq!(t.state.keys.ring().keys().len(), 1);
+    assert!(
+        t.state
+            .keys
+            .ring()
+            .keys()
+            .iter()
+            .all(|k| k.kid != signer.kid)
+    );
+}
