@@ -562,7 +562,7 @@ fn scan_file(
             },
             "PRIVATE KEY" | "RSA PRIVATE KEY" => {
                 if production
-                    && auth_core::service::config::check_private_file(config_key, &path).is_err()
+                    && auth_core::service::config::check_private_file(config_key, path).is_err()
                 {
                     problems.push(problem(
                         "private key readable by group or others; chmod 600 it".into(),
