@@ -110,6 +110,18 @@ async fn rotation_phases_published_then_signing_then_retired() {
     assert_eq!(t.get_auth("/users/me", &fresh).await.status(), 200);
 }
 
+/// A rotation, rolled back by deleting the new key's files: the old key still signs, with the
+/// retirement the rotation gave it. Returns its kid and that time.
+fn rolled_back_rotation(t: &TestApp) -> (String, u64) {
+    let old = t.state.keys.signer().unwrap().kid.clone();
+    let rotated = keys::rotate(&t.state.settings, t.clock.now()).unwrap();
+    let retire_at = rotated.retiring[0].1;
+    std::fs::remove_file(keys::meta_path(&rotated.path)).unwrap();
+    std::fs::remove_file(&rotated.path).unwrap();
+    t.state.keys.reload();
+    (old, retire_at)
+}
+
 /// A rotation rolled back (the new key's files deleted), then another rotation shortly before
 /// the old key's retirement, which would come before the new key could sign: refused, naming
 /// the key and both times (before, it went through, and from the old key's retirement until
@@ -117,12 +129,7 @@ async fn rotation_phases_published_then_signing_then_retired() {
 #[tokio::test]
 async fn a_rotation_that_would_leave_no_signer_is_refused() {
     let t = spawn_with_keys_dir().await;
-    let old = t.state.keys.signer().unwrap().kid.clone();
-    let rotated = keys::rotate(&t.state.settings, t.clock.now()).unwrap();
-    let retire_at = rotated.retiring[0].1;
-    std::fs::remove_file(keys::meta_path(&rotated.path)).unwrap();
-    std::fs::remove_file(&rotated.path).unwrap();
-    t.state.keys.reload();
+    let (old, retire_at) = rolled_back_rotation(&t);
     t.clock.set(retire_at - 300);
     let e = keys::rotate(&t.state.settings, t.clock.now())
         .unwrap_err()
@@ -145,12 +152,7 @@ async fn a_rotation_that_would_leave_no_signer_is_refused() {
 #[tokio::test]
 async fn a_token_never_outlives_its_signing_key() {
     let t = spawn_with_keys_dir().await;
-    let old = t.state.keys.signer().unwrap().kid.clone();
-    let rotated = keys::rotate(&t.state.settings, t.clock.now()).unwrap();
-    let retire_at = rotated.retiring[0].1;
-    std::fs::remove_file(keys::meta_path(&rotated.path)).unwrap();
-    std::fs::remove_file(&rotated.path).unwrap();
-    t.state.keys.reload();
+    let (old, retire_at) = rolled_back_rotation(&t);
     // 100 s before the old key retires: the token lives 100 s, not 900.
     t.clock.set(retire_at - 100);
     let res = t
