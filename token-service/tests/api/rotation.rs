@@ -5,12 +5,17 @@ use token_service::keys;
 
 use crate::helpers::{TestApp, decode, local_settings, spawn_settings};
 
+/// The local settings with only `signing.keys_dir` (under `dir`) as the key source.
+fn keys_dir_settings(dir: &std::path::Path) -> token_service::settings::Settings {
+    let mut settings = local_settings(dir);
+    settings.signing.key_files.clear();
+    settings.signing.keys_dir = Some(dir.join("keys"));
+    settings.finish().unwrap()
+}
+
 async fn spawn_with_keys_dir() -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = local_settings(dir.path());
-    settings.signing.key_files.clear();
-    settings.signing.keys_dir = Some(dir.path().join("keys"));
-    let settings = settings.finish().unwrap();
+    let settings = keys_dir_settings(dir.path());
     // The first key: nothing signs yet, so it is active at once.
     let first = keys::rotate(&settings, SystemClock.now()).unwrap();
     assert!(first.retiring.is_empty());
@@ -382,10 +387,7 @@ async fn an_edited_sidecar_is_read_as_toml_and_a_broken_one_changes_nothing() {
 #[test]
 fn a_key_with_a_broken_sidecar_is_left_out_of_a_fresh_scan() {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = local_settings(dir.path());
-    settings.signing.key_files.clear();
-    settings.signing.keys_dir = Some(dir.path().join("keys"));
-    let settings = settings.finish().unwrap();
+    let settings = keys_dir_settings(dir.path());
     let first = keys::rotate(&settings, SystemClock.now()).unwrap();
     let second = keys::rotate(&settings, SystemClock.now()).unwrap();
     std::fs::write(keys::meta_path(&second.path), "activate_at = [1]\n").unwrap();
