@@ -39,6 +39,8 @@ use serde_json::{Value, json};
 
 use crate::token::{Alg, signing_key};
 
+mod instructions;
+
 const ISSUER: &str = "http://127.0.0.1:4000";
 const AUDIENCE: &str = "todo-api";
 
@@ -76,6 +78,13 @@ pub struct Bench {
     /// where the two cores are SMT siblings, a busy driver slows the server it measures.
     #[arg(long)]
     pub spin: bool,
+    /// Count instructions per request under callgrind instead of timing load (needs valgrind):
+    /// the same count on a quiet or a busy machine. See `bench/instructions.rs`.
+    #[arg(long)]
+    pub instructions: bool,
+    /// With `--instructions`: requests per phase.
+    #[arg(long, default_value_t = 1000)]
+    pub requests: usize,
 }
 
 impl Bench {
@@ -92,6 +101,19 @@ impl Bench {
             no_micro: true,
             no_build: false,
             spin: false,
+            instructions: false,
+            requests: 20,
+        }
+    }
+}
+
+impl Bench {
+    /// The algorithms asked for; all four by default.
+    fn algs(&self) -> Vec<Alg> {
+        if self.algs.is_empty() {
+            vec![Alg::RS256, Alg::ES256, Alg::EdDSA, Alg::HS256]
+        } else {
+            self.algs.clone()
         }
     }
 }
@@ -198,24 +220,33 @@ pub fn run(args: Bench) -> anyhow::Result<()> {
         Bench {
             no_build: args.no_build,
             algs: args.algs,
+            instructions: args.instructions,
             ..Bench::smoke()
         }
     } else {
         args
     };
+    if args.instructions {
+        return instructions::run(&args);
+    }
     let report = bench(&args)?;
     let (md, json) = render(&report, &args);
+    write_report(if args.smoke { "smoke" } else { "bench" }, &md, &json)?;
+    served_every_run(&report)
+}
+
+/// Prints a report and writes it as `target/bench/<name>.md` and `.json`.
+fn write_report(name: &str, md: &str, json: &Value) -> anyhow::Result<()> {
     let dir = crate::root().join("target/bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = if args.smoke { "smoke" } else { "bench" };
-    std::fs::write(dir.join(format!("{name}.md")), &md)?;
+    std::fs::write(dir.join(format!("{name}.md")), md)?;
     std::fs::write(
         dir.join(format!("{name}.json")),
-        serde_json::to_string_pretty(&json)?,
+        serde_json::to_string_pretty(json)?,
     )?;
     println!("{md}");
     println!("xtask: wrote target/bench/{name}.md and target/bench/{name}.json");
-    served_every_run(&report)
+    Ok(())
 }
 
 /// Every run served requests, all of them 200 OK.
@@ -237,22 +268,7 @@ fn served_every_run(report: &Report) -> anyhow::Result<()> {
 
 fn bench(args: &Bench) -> anyhow::Result<Report> {
     let root = crate::root();
-    let profile = if args.smoke { "debug" } else { "release" };
-    if !args.no_build {
-        let mut build = crate::cargo();
-        build.current_dir(&root).args(["build", "-p", "todo-api"]);
-        if !args.smoke {
-            build.arg("--release");
-        }
-        let status = build.status().context("running cargo build")?;
-        if !status.success() {
-            bail!("cargo build -p todo-api failed");
-        }
-    }
-    let bin = crate::target_dir(&root).join(profile).join("todo-api");
-    if !bin.exists() {
-        bail!("{} is missing (run without --no-build)", bin.display());
-    }
+    let bin = todo_api_binary(&root, args)?;
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pinned = !args.smoke && cores >= 2 && which("taskset");
@@ -283,13 +299,8 @@ fn bench(args: &Bench) -> anyhow::Result<Report> {
         }
     );
 
-    let algs: Vec<Alg> = if args.algs.is_empty() {
-        vec![Alg::RS256, Alg::ES256, Alg::EdDSA, Alg::HS256]
-    } else {
-        args.algs.clone()
-    };
     let mut servers = Vec::new();
-    for alg in algs {
+    for alg in args.algs() {
         servers.push(bench_server(
             &root,
             &bin,
@@ -304,6 +315,29 @@ fn bench(args: &Bench) -> anyhow::Result<Report> {
         micro,
         servers,
     })
+}
+
+/// todo-api's binary: release (debug with `--smoke`), built first unless `--no-build`.
+fn todo_api_binary(root: &Path, args: &Bench) -> anyhow::Result<PathBuf> {
+    if !args.no_build {
+        let mut build = crate::cargo();
+        build.current_dir(root).args(["build", "-p", "todo-api"]);
+        if !args.smoke {
+            build.arg("--release");
+        }
+        anyhow::ensure!(
+            build.status().context("running cargo build")?.success(),
+            "cargo build -p todo-api failed"
+        );
+    }
+    let profile = if args.smoke { "debug" } else { "release" };
+    let bin = crate::target_dir(root).join(profile).join("todo-api");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing (run without --no-build)",
+        bin.display()
+    );
+    Ok(bin)
 }
 
 /// Pins the driver (this process and every thread it has and starts from now on) to `cpus`, a
@@ -486,44 +520,17 @@ fn bench_server(
     } else {
         Command::new(bin)
     };
-    let keys = root.join("fixtures/keys");
-    cmd.current_dir(root)
-        .env("TODO_API__SERVER__HOST", "127.0.0.1")
-        .env("TODO_API__SERVER__PORT", port.to_string())
-        .env("TODO_API__AUTH__ISSUER", ISSUER)
-        .env("TODO_API__AUTH__AUDIENCE", AUDIENCE)
-        // The local environment's default key source is token-service's JWKS: empty is unset.
-        .env("TODO_API__AUTH__JWKS_URL", "")
-        .env(
-            "TODO_API__AUTH__CACHE__MAX_ENTRIES",
-            args.cache_entries.to_string(),
-        )
-        .env("TODO_API__DATABASE__DATA_DIR", &data_dir)
-        .env("TODO_API__LOG__LEVEL", "warn")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
+    server_env(&mut cmd, root, alg, port, &data_dir, args.cache_entries);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path)?);
-    match alg {
-        Alg::HS256 => cmd
-            .env("TODO_API__AUTH__SECRET_FILE", keys.join("hs256-secret.txt"))
-            .env("TODO_API__AUTH__ALGORITHMS", r#"["HS256"]"#),
-        _ => {
-            let pem = match alg {
-                Alg::RS256 => "rsa-public.pem",
-                Alg::ES256 => "ec-public.pem",
-                _ => "ed25519-public.pem",
-            };
-            cmd.env("TODO_API__AUTH__PUBLIC_KEY", keys.join(pem))
-        }
-    };
     let child = cmd.spawn().context("starting todo-api")?;
     let mut server = Guard {
         child,
         data_dir: data_dir.clone(),
     };
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_ready(&mut server.child, addr, &log_path)?;
+    wait_ready(&mut server.child, addr, &log_path, Duration::from_secs(30))?;
     let pid = server.child.id();
     let idle_rss_kib = proc_status(pid, "VmRSS:")?;
 
@@ -651,6 +658,47 @@ fn bench_server(
     })
 }
 
+/// todo-api's configuration for a bench: 127.0.0.1:`port`, the fixture key of `alg` as a static
+/// key source (the HS256 secret for HS256), `cache_entries` in its verified-token cache, its data
+/// in `data_dir`, warnings only in its log.
+fn server_env(
+    cmd: &mut Command,
+    root: &Path,
+    alg: Alg,
+    port: u16,
+    data_dir: &Path,
+    cache_entries: usize,
+) {
+    let keys = root.join("fixtures/keys");
+    cmd.current_dir(root)
+        .env("TODO_API__SERVER__HOST", "127.0.0.1")
+        .env("TODO_API__SERVER__PORT", port.to_string())
+        .env("TODO_API__AUTH__ISSUER", ISSUER)
+        .env("TODO_API__AUTH__AUDIENCE", AUDIENCE)
+        // The local environment's default key source is token-service's JWKS: empty is unset.
+        .env("TODO_API__AUTH__JWKS_URL", "")
+        .env(
+            "TODO_API__AUTH__CACHE__MAX_ENTRIES",
+            cache_entries.to_string(),
+        )
+        .env("TODO_API__DATABASE__DATA_DIR", data_dir)
+        .env("TODO_API__LOG__LEVEL", "warn")
+        .env_remove("RUST_LOG");
+    match alg {
+        Alg::HS256 => cmd
+            .env("TODO_API__AUTH__SECRET_FILE", keys.join("hs256-secret.txt"))
+            .env("TODO_API__AUTH__ALGORITHMS", r#"["HS256"]"#),
+        _ => {
+            let pem = match alg {
+                Alg::RS256 => "rsa-public.pem",
+                Alg::ES256 => "ec-public.pem",
+                _ => "ed25519-public.pem",
+            };
+            cmd.env("TODO_API__AUTH__PUBLIC_KEY", keys.join(pem))
+        }
+    };
+}
+
 /// Stops the server and removes its data directory, whatever happens.
 struct Guard {
     child: Child,
@@ -670,8 +718,13 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-fn wait_ready(child: &mut Child, addr: SocketAddr, log: &Path) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+fn wait_ready(
+    child: &mut Child,
+    addr: SocketAddr,
+    log: &Path,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
     let health = request("/health", None);
     loop {
         if let Some(status) = child.try_wait()? {
@@ -687,7 +740,10 @@ fn wait_ready(child: &mut Child, addr: SocketAddr, log: &Path) -> anyhow::Result
             }
         }
         if Instant::now() > deadline {
-            bail!("todo-api did not answer /health on {addr} within 30 s");
+            bail!(
+                "todo-api did not answer /health on {addr} within {} s",
+                within.as_secs()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -1,0 +1,248 @@
+//! `cargo xtask bench --instructions`: what a request costs todo-api in instructions, counted
+//! by callgrind. Unlike CPU time, the count is the same on a quiet and a busy machine, so two
+//! builds can be compared in one run each, however noisy the host.
+//!
+//! Per algorithm: todo-api (one Tokio worker) runs under `valgrind --tool=callgrind`; one
+//! keep-alive connection sends a warm-up of every kind of request, then the counters are zeroed
+//! and three phases of `--requests` requests each run in turn, `GET /health`, `GET /whoami` with
+//! one repeated token (a cache hit) and `GET /whoami` with a distinct token per request (a full
+//! verification), each closed by a callgrind dump whose total is divided by its requests.
+//! valgrind emulates a CPU without AVX-512, so aws-lc takes its AVX2 paths here: the signature's
+//! count is not the one the bench's CPU time sees; everything around it is.
+
+use super::*;
+
+/// One algorithm's instructions per request: `/health`, `/whoami` repeated, `/whoami` distinct.
+#[derive(Debug, Clone)]
+pub struct Counted {
+    pub alg: &'static str,
+    pub per_request: [f64; 3],
+}
+
+pub fn run(args: &Bench) -> anyhow::Result<()> {
+    for tool in ["valgrind", "callgrind_control"] {
+        if !which(tool) {
+            bail!("--instructions needs valgrind's {tool} (Debian: apt-get install valgrind)");
+        }
+    }
+    let counted = count(args)?;
+    let (md, json) = render(&counted, args);
+    let name = if args.smoke {
+        "instructions-smoke"
+    } else {
+        "instructions"
+    };
+    write_report(name, &md, &json)
+}
+
+fn count(args: &Bench) -> anyhow::Result<Vec<Counted>> {
+    let root = crate::root();
+    let bin = todo_api_binary(&root, args)?;
+    args.algs()
+        .into_iter()
+        .map(|alg| count_alg(&root, &bin, alg, args))
+        .collect()
+}
+
+fn count_alg(root: &Path, bin: &Path, alg: Alg, args: &Bench) -> anyhow::Result<Counted> {
+    let name = alg_name(alg);
+    let requests = args.requests.max(1);
+    let warmup = (requests / 5).max(10);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let repeated = mint_tokens(alg, now, 1, "repeated")?;
+    let distinct = mint_tokens(alg, now, warmup + requests, "distinct")?;
+
+    let data_dir =
+        std::env::temp_dir().join(format!("xtask-instructions-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&data_dir)?;
+    let log_path = data_dir.join("todo-api.log");
+    let out = data_dir.join("callgrind.out");
+    let port = free_port()?;
+    let mut cmd = Command::new("valgrind");
+    cmd.arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg("--dump-instr=no")
+        .arg(bin)
+        .env("TOKIO_WORKER_THREADS", "1");
+    server_env(&mut cmd, root, alg, port, &data_dir, args.cache_entries);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?);
+    println!("xtask: {name}: todo-api under callgrind, {requests} requests per phase");
+    let mut server = Guard {
+        child: cmd.spawn().context("starting valgrind")?,
+        data_dir: data_dir.clone(),
+    };
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    // valgrind starts a program some tens of times slower than it runs natively.
+    wait_ready(&mut server.child, addr, &log_path, Duration::from_secs(300))?;
+    let pid = server.child.id();
+
+    let health = request("/health", None);
+    let whoami = request("/whoami", Some(&repeated[0]));
+    let (warm, measured) = distinct.split_at(warmup);
+    let mut conn = Connection::open(addr)?;
+    for _ in 0..warmup {
+        conn.get(&health)?;
+        conn.get(&whoami)?;
+    }
+    for token in warm {
+        conn.get(&request("/whoami", Some(token)))?;
+    }
+    // Built before the counters start, so the phases count the server alone.
+    let distinct: Vec<Vec<u8>> = measured
+        .iter()
+        .map(|t| request("/whoami", Some(t)))
+        .collect();
+    let phases: [(&str, Vec<&[u8]>); 3] = [
+        ("baseline", vec![&health[..]; requests]),
+        ("repeated", vec![&whoami[..]; requests]),
+        ("distinct", distinct.iter().map(Vec::as_slice).collect()),
+    ];
+    callgrind_control(&["-z"], pid)?;
+    let mut per_request = [0.0; 3];
+    for (i, (mode, phase)) in phases.iter().enumerate() {
+        for request in phase {
+            conn.get(request)?;
+        }
+        callgrind_control(&["-d", mode], pid)?;
+        let dump = std::fs::read_to_string(format!("{}.{}", out.display(), i + 1))
+            .with_context(|| format!("reading callgrind's dump {} of {name}", i + 1))?;
+        anyhow::ensure!(
+            dump.contains(&format!("Trigger: dump {mode}")),
+            "callgrind's dump {} of {name} is not the {mode} phase's",
+            i + 1
+        );
+        per_request[i] = total_instructions(&dump)
+            .with_context(|| format!("no total in callgrind's {mode} dump of {name}"))?
+            as f64
+            / requests as f64;
+    }
+    drop(server);
+    Ok(Counted {
+        alg: name,
+        per_request,
+    })
+}
+
+/// One keep-alive connection, one request at a time, every answer a 200.
+struct Connection {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Connection {
+    fn open(addr: SocketAddr) -> anyhow::Result<Self> {
+        let stream = connect(addr)?;
+        // Under valgrind a first answer can take longer than the load driver's timeout.
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        Ok(Self {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    fn get(&mut self, request: &[u8]) -> anyhow::Result<()> {
+        self.stream.write_all(request)?;
+        let status = read_response(&mut self.stream, &mut self.buf)?;
+        anyhow::ensure!(status == 200, "todo-api answered {status}");
+        Ok(())
+    }
+}
+
+/// `callgrind_control <args> <pid>`: zero the counters (`-z`) or dump them (`-d hint`). It
+/// returns once callgrind has done it.
+fn callgrind_control(args: &[&str], pid: u32) -> anyhow::Result<()> {
+    let out = Command::new("callgrind_control")
+        .args(args)
+        .arg(pid.to_string())
+        .output()
+        .context("running callgrind_control")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "callgrind_control {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// The total of a callgrind dump: its `summary:` line (or `totals:`, which some versions write
+/// instead), the first event's count.
+fn total_instructions(dump: &str) -> Option<u64> {
+    dump.lines()
+        .find_map(|line| {
+            line.strip_prefix("summary:")
+                .or_else(|| line.strip_prefix("totals:"))
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+fn render(counted: &[Counted], args: &Bench) -> (String, Value) {
+    let mut md = String::from("## cargo xtask bench --instructions\n\n");
+    md.push_str(&format!(
+        "Instructions per request (callgrind, {} binary, one Tokio worker, one keep-alive connection, {} requests per phase after a warm-up; valgrind's CPU has no AVX-512, so the signature's own count is aws-lc's AVX2 path).\n\n",
+        if args.smoke { "debug" } else { "release" },
+        args.requests.max(1),
+    ));
+    md.push_str("| alg | /health | /whoami repeated | /whoami distinct | repeated − /health | distinct − /health |\n|---|---:|---:|---:|---:|---:|\n");
+    let mut rows = Vec::new();
+    for c in counted {
+        let [health, repeated, distinct] = c.per_request;
+        md.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:+.0} | {:+.0} |\n",
+            c.alg,
+            health,
+            repeated,
+            distinct,
+            repeated - health,
+            distinct - health
+        ));
+        rows.push(json!({
+            "alg": c.alg,
+            "health": health,
+            "whoami_repeated": repeated,
+            "whoami_distinct": distinct,
+        }));
+    }
+    let json = json!({
+        "smoke": args.smoke,
+        "requests_per_phase": args.requests.max(1),
+        "instructions_per_request": rows,
+    });
+    (md, json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_dumps_total() {
+        let dump = "# callgrind format\nversion: 1\ndesc: Trigger: dump baseline\n\npositions: line\nevents: Ir\nsummary: 16117754\n\nob=(4) /usr/lib/libm.so.6\n31 3000\n";
+        assert_eq!(total_instructions(dump), Some(16_117_754));
+        assert_eq!(total_instructions("events: Ir\ntotals: 42 7\n"), Some(42));
+        assert_eq!(total_instructions("events: Ir\n31 3000\n"), None);
+    }
+
+    /// The whole mode on debug binaries, a few requests per phase: every phase is counted and a
+    /// full verification costs more than a cache hit, which costs more than `/health`. Needs
+    /// valgrind: without it the test says so and checks nothing.
+    #[test]
+    fn counts_every_phase_under_callgrind() {
+        if !(which("valgrind") && which("callgrind_control")) {
+            eprintln!("SKIPPED: valgrind is not installed (apt-get install valgrind)");
+            return;
+        }
+        let args = Bench {
+            algs: vec![Alg::HS256],
+            requests: 20,
+            ..Bench::smoke()
+        };
+        let counted = count(&args).unwrap();
+        let [health, repeated, distinct] = counted[0].per_request;
+        assert!(health > 1_000.0, "{health}");
+        assert!(repeated > health, "{repeated} vs {health}");
+        assert!(distinct > repeated, "{distinct} vs {repeated}");
+    }
+}
