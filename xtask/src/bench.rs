@@ -184,13 +184,9 @@ pub struct RoundLimit {
 }
 
 impl RoundLimit {
-    /// The median over rounds of each round's ratio to its own limit (`distinct`: to the
-    /// distinct-signature limit). `None` without rounds.
-    pub fn median_ratio(rounds: &[RoundLimit], distinct: bool) -> Option<f64> {
-        if rounds.is_empty() {
-            return None;
-        }
-        let mut ratios: Vec<f64> = rounds
+    /// Each round's ratio to its own limit (`distinct`: to the distinct-signature limit).
+    fn ratios(rounds: &[RoundLimit], distinct: bool) -> Vec<f64> {
+        rounds
             .iter()
             .map(|r| {
                 r.extra_us
@@ -200,8 +196,31 @@ impl RoundLimit {
                         r.signature_us
                     }
             })
-            .collect();
-        Some(median(&mut ratios))
+            .collect()
+    }
+
+    /// The median over rounds of each round's ratio to its own limit. `None` without rounds.
+    pub fn median_ratio(rounds: &[RoundLimit], distinct: bool) -> Option<f64> {
+        if rounds.is_empty() {
+            return None;
+        }
+        Some(median(&mut Self::ratios(rounds, distinct)))
+    }
+
+    /// How the per-round ratios read against `target`: their range, and whether rounds fell on
+    /// both sides of it (then the median's verdict is the host's noise as much as the code's).
+    pub fn spread(rounds: &[RoundLimit], distinct: bool, target: f64) -> Option<String> {
+        let ratios = Self::ratios(rounds, distinct);
+        let lo = ratios.iter().copied().reduce(f64::min)?;
+        let hi = ratios.iter().copied().reduce(f64::max)?;
+        let mut out = format!("rounds {lo:.2}–{hi:.2}");
+        if lo <= target && hi > target {
+            out.push_str(&format!(", on both sides of {target}: unsettled"));
+        }
+        if lo < 1.0 {
+            out.push_str(", a round below its signature alone: the host's noise");
+        }
+        Some(out)
     }
 }
 
@@ -1406,17 +1425,22 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
+                let spread = |distinct| {
+                    RoundLimit::spread(&server.round_limits, distinct, 1.15).unwrap_or_default()
+                };
                 verdicts.push(format!(
-                    "- {} distinct tokens: /whoami costs {one:.2} × the one-signature limit measured next to each round (median of per-round ratios; limits {} µs) (target ≤ 1.15): {}",
+                    "- {} distinct tokens: /whoami costs {one:.2} × the one-signature limit measured next to each round (median of per-round ratios; limits {} µs) (target ≤ 1.15): {} ({})",
                     server.alg,
                     limits(|r| r.signature_us),
-                    if one <= 1.15 { "met" } else { "NOT met" }
+                    if one <= 1.15 { "met" } else { "NOT met" },
+                    spread(false)
                 ));
                 verdicts.push(format!(
-                    "- {} distinct tokens: {many:.2} × the distinct-signature limit measured next to each round (limits {} µs) (target ≤ 1.15): {}",
+                    "- {} distinct tokens: {many:.2} × the distinct-signature limit measured next to each round (limits {} µs) (target ≤ 1.15): {} ({})",
                     server.alg,
                     limits(|r| r.signature_distinct_us),
-                    if many <= 1.15 { "met" } else { "NOT met" }
+                    if many <= 1.15 { "met" } else { "NOT met" },
+                    spread(true)
                 ));
                 if let Some(sig) = limit("signature", server.alg) {
                     verdicts.push(format!(
@@ -1639,6 +1663,31 @@ mod tests {
         assert_eq!(RoundLimit::median_ratio(&rounds, false), Some(1.1));
         assert_eq!(RoundLimit::median_ratio(&rounds, true), Some(1.0));
         assert_eq!(RoundLimit::median_ratio(&[], false), None);
+    }
+
+    #[test]
+    fn rounds_on_both_sides_of_the_target_leave_it_unsettled() {
+        let r = |extra_us, signature_us| RoundLimit {
+            extra_us,
+            signature_us,
+            signature_distinct_us: signature_us,
+        };
+        let steady = [r(11.0, 10.0), r(11.2, 10.0), r(11.4, 10.0)];
+        assert_eq!(
+            RoundLimit::spread(&steady, false, 1.15).unwrap(),
+            "rounds 1.10–1.14"
+        );
+        let straddling = [r(11.4, 10.0), r(12.6, 10.0), r(12.6, 10.0)];
+        assert_eq!(
+            RoundLimit::spread(&straddling, true, 1.15).unwrap(),
+            "rounds 1.14–1.26, on both sides of 1.15: unsettled"
+        );
+        let impossible = [r(8.7, 10.0), r(11.0, 10.0), r(13.1, 10.0)];
+        assert_eq!(
+            RoundLimit::spread(&impossible, false, 1.15).unwrap(),
+            "rounds 0.87–1.31, on both sides of 1.15: unsettled, a round below its signature alone: the host's noise"
+        );
+        assert_eq!(RoundLimit::spread(&[], false, 1.15), None);
     }
 
     #[test]
