@@ -240,6 +240,7 @@ pub fn run(args: Bench) -> anyhow::Result<()> {
             no_build: args.no_build,
             algs: args.algs,
             instructions: args.instructions,
+            requests: args.requests,
             ..Bench::smoke()
         }
     } else {
@@ -370,6 +371,11 @@ fn pin_driver(cpus: &str) -> anyhow::Result<()> {
         bail!("taskset could not pin the load driver to {cpus}");
     }
     Ok(())
+}
+
+/// Whether `cargo xtask bench --instructions` can run here: valgrind with callgrind_control.
+pub(crate) fn callgrind_available() -> bool {
+    which("valgrind") && which("callgrind_control")
 }
 
 fn which(program: &str) -> bool {
@@ -751,6 +757,9 @@ fn wait_ready(
             bail!("todo-api exited ({status}) before serving:\n{log}");
         }
         if let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            // Accepted is not answering (under valgrind, far from it): the read is bounded too.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
             let mut buf = Vec::new();
             if stream.write_all(&health).is_ok()
                 && read_response(&mut stream, &mut buf).is_ok_and(|s| s == 200)

@@ -41,6 +41,11 @@ pub fn run(args: Test) -> anyhow::Result<()> {
             "xtask: TEST_DATABASE_URL is not set: the PostgreSQL tests are SKIPPED (each says so)"
         );
     }
+    if !crate::bench::callgrind_available() {
+        println!(
+            "xtask: valgrind is not installed: the `bench --instructions` test is SKIPPED (apt-get install valgrind runs it)"
+        );
+    }
     let taken: Vec<u16> = crate::dev::ports()
         .filter(|&port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
         .collect();
