@@ -116,6 +116,9 @@ impl KeySet {
     /// The `kid` is compared as an opaque string with each key's `kid` (or, for a key without
     /// one, its RFC 7638 thumbprint). A token without `kid` is accepted only when exactly one
     /// key fits its `alg`. A static key (`ignore_kid`) is used whatever the token's `kid`.
+    ///
+    /// A JWKS may publish several keys under one `kid`: this is the first of them that fits;
+    /// [`KeySet::fitting`] gives them all, for a signature the first one refused.
     pub fn find(
         &self,
         kid: Option<&str>,
@@ -123,21 +126,41 @@ impl KeySet {
         ignore_kid: bool,
     ) -> Result<Arc<VerifyingKey>, AuthErrorKind> {
         // Searched without collecting: this runs on every request.
-        let named = |k: &Arc<VerifyingKey>| match kid {
-            Some(kid) if !ignore_kid => match &k.kid {
-                Some(own) => own == kid,
-                None => k.thumbprint == kid,
-            },
-            _ => true,
-        };
-        let mut fitting = self.keys.iter().filter(|k| named(k) && k.fits(alg));
+        let mut fitting = self.fitting(kid, alg, ignore_kid);
         match (fitting.next(), fitting.next()) {
             (Some(key), None) => Ok(Arc::clone(key)),
             (Some(key), Some(_)) if kid.is_some() && !ignore_kid => Ok(Arc::clone(key)),
             (Some(_), Some(_)) => Err(AuthErrorKind::UnknownKid),
-            (None, _) if self.keys.iter().any(named) => Err(AuthErrorKind::Algorithm),
+            (None, _) if self.keys.iter().any(|k| names(k, kid, ignore_kid)) => {
+                Err(AuthErrorKind::Algorithm)
+            }
             (None, _) => Err(AuthErrorKind::UnknownKid),
         }
+    }
+
+    /// The keys `kid` names that fit `alg`, in the set's order (every key when `kid` is `None`
+    /// or ignored).
+    pub fn fitting<'a>(
+        &'a self,
+        kid: Option<&'a str>,
+        alg: Alg,
+        ignore_kid: bool,
+    ) -> impl Iterator<Item = &'a Arc<VerifyingKey>> {
+        self.keys
+            .iter()
+            .filter(move |k| names(k, kid, ignore_kid) && k.fits(alg))
+    }
+}
+
+/// Whether a token's `kid` names `key`: compared as an opaque string with the key's `kid`, or
+/// its RFC 7638 thumbprint when it has none. Any key, without a `kid` or when it is ignored.
+fn names(key: &VerifyingKey, kid: Option<&str>, ignore_kid: bool) -> bool {
+    match kid {
+        Some(kid) if !ignore_kid => match &key.kid {
+            Some(own) => own == kid,
+            None => key.thumbprint == kid,
+        },
+        _ => true,
     }
 }
 
@@ -399,6 +422,22 @@ impl KeySource {
             Self::Static(set) => set.find(kid, alg, true),
             Self::Remote(remote) => remote.key(kid, alg).await,
             Self::Provided(p) => p.key_set().find(kid, alg, false),
+        }
+    }
+
+    /// Every key named `kid` that fits `alg`, for a token whose signature the first of them
+    /// ([`KeySource::key`]) refused: a JWKS may publish several keys under one `kid`, and each is
+    /// tried, as jose and Envoy do. Never fetches; none for a source that ignores the `kid` (a
+    /// static key, a PEM URL).
+    pub(crate) fn same_kid(&self, kid: &str, alg: Alg) -> Vec<Arc<VerifyingKey>> {
+        match self {
+            Self::Off | Self::Static(_) => Vec::new(),
+            Self::Remote(store) => store.same_kid(kid, alg),
+            Self::Provided(p) => p
+                .key_set()
+                .fitting(Some(kid), alg, false)
+                .cloned()
+                .collect(),
         }
     }
 }

@@ -382,6 +382,17 @@ impl KeyStore {
 
     /// Looks a key up in `set`, counting stale sets served and (when `count_unknown`: the
     /// answer is final) unknown-kid rejections.
+    /// Every key of the usable set named `kid` that fits `alg` (see [`KeySet::fitting`]); none
+    /// for a PEM URL, whose one key answers whatever the `kid`.
+    pub(crate) fn same_kid(&self, kid: &str, alg: Alg) -> Vec<Arc<VerifyingKey>> {
+        if matches!(self.target, Target::Pem(_)) {
+            return Vec::new();
+        }
+        self.usable(self.clock.now())
+            .map(|set| set.keys.fitting(Some(kid), alg, false).cloned().collect())
+            .unwrap_or_default()
+    }
+
     fn find(
         &self,
         set: &Current,

@@ -638,13 +638,20 @@ impl Auth {
         // Moved, not cloned: read back below for the cache entry.
         seen.kid = kid;
         let key = self.inner.source.key(seen.kid.as_deref(), alg).await?;
-        let claims = verified_claims(&key, alg, &parts, || {
-            if !remembered {
-                self.inner
-                    .headers
-                    .insert(parts.header, alg, seen.kid.as_deref());
-            }
-        })?;
+        let (other, claims) = verified_claims(
+            &key,
+            alg,
+            &parts,
+            || self.other_keys(seen.kid.as_deref(), alg, &key),
+            || {
+                if !remembered {
+                    self.inner
+                        .headers
+                        .insert(parts.header, alg, seen.kid.as_deref());
+                }
+            },
+        )?;
+        let key = other.unwrap_or(key);
         if let Err(kind) = check_claims(&claims, policy, now) {
             seen.sub.clone_from(&claims.sub);
             return Err(kind);
@@ -682,6 +689,12 @@ impl Auth {
         };
         match self.inner.source.key(hit.kid.as_deref(), hit.alg).await {
             Ok(key) if key.thumbprint == hit.thumbprint => {}
+            // Verified by another key published under the same kid (see `verified_claims`).
+            Ok(key)
+                if self
+                    .other_keys(hit.kid.as_deref(), hit.alg, &key)
+                    .iter()
+                    .any(|k| k.thumbprint == hit.thumbprint) => {}
             _ => {
                 cache.remove(key);
                 return Ok(None);
@@ -693,6 +706,23 @@ impl Auth {
             return Err(kind);
         }
         Ok(Some(Arc::clone(&hit.claims)))
+    }
+
+    /// The keys other than `first` that a token's `kid` names and `alg` fits: a JWKS may publish
+    /// several under one `kid`. Only read once `first` has refused a signature (or a cached
+    /// token's key), so the usual request never collects them.
+    fn other_keys(
+        &self,
+        kid: Option<&str>,
+        alg: Alg,
+        first: &VerifyingKey,
+    ) -> Vec<Arc<VerifyingKey>> {
+        let Some(kid) = kid else {
+            return Vec::new();
+        };
+        let mut keys = self.inner.source.same_kid(kid, alg);
+        keys.retain(|k| k.thumbprint != first.thumbprint);
+        keys
     }
 }
 
@@ -787,22 +817,35 @@ fn read_header(part: &str, policy: &Policy) -> Result<(Alg, Option<String>), Aut
     Ok((alg, header.kid))
 }
 
-/// Steps 7 and 8's parsing: the signature over `header.payload` with `key`, then (once it has
-/// verified: `signed`) the claims. Synchronous, so its stack buffers never live in a request's
-/// future.
+/// Steps 7 and 8's parsing: the signature over `header.payload` with `key`, or when `key`
+/// refuses it, with each of `others` in turn (the other keys under the token's `kid`); then
+/// (once one has verified: `signed`) the claims, with the other key that verified, if one did.
+/// Synchronous, so its stack buffers never live in a request's future.
 fn verified_claims(
     key: &VerifyingKey,
     alg: Alg,
     parts: &Parts<'_>,
+    others: impl FnOnce() -> Vec<Arc<VerifyingKey>>,
     signed: impl FnOnce(),
-) -> Result<Claims, AuthErrorKind> {
+) -> Result<(Option<Arc<VerifyingKey>>, Claims), AuthErrorKind> {
     let (mut stack, mut heap) = buffers();
     let signature = b64_into(parts.signature, &mut stack, &mut heap)?;
-    verify_signature(key, alg, parts.signing_input, signature)?;
+    let verify = |key: &VerifyingKey| verify_signature(key, alg, parts.signing_input, signature);
+    let other = match verify(key) {
+        Ok(()) => None,
+        Err(AuthErrorKind::Signature) => Some(
+            others()
+                .into_iter()
+                .find(|k| verify(k).is_ok())
+                .ok_or(AuthErrorKind::Signature)?,
+        ),
+        Err(kind) => return Err(kind),
+    };
     signed();
     let (mut stack, mut heap) = buffers();
-    json(b64_into(parts.payload, &mut stack, &mut heap)?)
-        .ok_or(AuthErrorKind::Malformed("malformed token claims"))
+    let claims = json(b64_into(parts.payload, &mut stack, &mut heap)?)
+        .ok_or(AuthErrorKind::Malformed("malformed token claims"))?;
+    Ok((other, claims))
 }
 
 /// A decoded JSON part: UTF-8 checked once over the whole of it (vectorised), then parsed from

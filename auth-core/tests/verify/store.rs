@@ -265,6 +265,47 @@ async fn same_kid_with_new_key_material_is_picked_up() {
     rekeyed.assert_async().await;
 }
 
+/// A JWKS may publish two keys under one kid (jose and Envoy try each): a token signed by
+/// either verifies, and once cached is answered from the cache; a signature neither key made is
+/// refused, and no refetch is spent on it.
+#[tokio::test]
+async fn every_key_published_under_one_kid_is_tried() {
+    let first = TestKey::generate("ES256").with_kid("shared");
+    let second = TestKey::generate("ES256").with_kid("shared");
+    let stranger = TestKey::generate("ES256").with_kid("shared");
+    let mut issuer = MockIssuer::start().await;
+    let jwks = issuer
+        .jwks_mock(&[&first, &second])
+        .expect(1)
+        .create_async()
+        .await;
+    let auth = auth(&store_settings(issuer.jwks_url()));
+    for key in [&first, &second] {
+        let token = long_lived(key).sign();
+        let hits = auth.cache_stats().unwrap().hits;
+        // Seen once, seen twice (admitted), then hits that keep their entry.
+        for _ in 0..4 {
+            assert!(auth.verify(&token).await.is_ok());
+        }
+        assert_eq!(
+            auth.cache_stats().unwrap().hits,
+            hits + 2,
+            "the token of {} answered from the cache",
+            testkit::thumbprint(&key.jwk())
+        );
+    }
+    assert_eq!(
+        auth.cache_stats().unwrap().entries,
+        2,
+        "both tokens stay cached"
+    );
+    assert_eq!(
+        denied(&auth, &long_lived(&stranger).sign()).await,
+        AuthErrorKind::Signature
+    );
+    jwks.assert_async().await;
+}
+
 /// Each way the endpoint can fail: the cached set keeps verifying (stale), and the store
 /// recovers once the endpoint does.
 #[tokio::test]
