@@ -380,8 +380,6 @@ impl KeyStore {
         self.find(&set, kid, alg, ignore_kid, true)
     }
 
-    /// Looks a key up in `set`, counting stale sets served and (when `count_unknown`: the
-    /// answer is final) unknown-kid rejections.
     /// Every key of the usable set named `kid` that fits `alg` (see [`KeySet::fitting`]); none
     /// for a PEM URL, whose one key answers whatever the `kid`.
     pub(crate) fn same_kid(&self, kid: &str, alg: Alg) -> Vec<Arc<VerifyingKey>> {
@@ -393,6 +391,8 @@ impl KeyStore {
             .unwrap_or_default()
     }
 
+    /// Looks a key up in `set`, counting stale sets served and (when `count_unknown`: the
+    /// answer is final) unknown-kid rejections.
     fn find(
         &self,
         set: &Current,
