@@ -334,7 +334,7 @@ pub struct TcpProxy {
 }
 
 impl TcpProxy {
-    /// Starts forwarding 127.0.0.1:<port> to `upstream` (`host:port`).
+    /// Starts forwarding `127.0.0.1:<port>` to `upstream` (`host:port`).
     pub async fn start(upstream: String) -> TcpProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
