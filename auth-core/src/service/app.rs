@@ -113,7 +113,7 @@ impl App {
 /// The `--config PATH` option every service binary takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConfigArg {
-    /// A TOML configuration file (default: `config/<service>.toml` when it exists).
+    /// A TOML configuration file (default: config/SERVICE.toml when it exists).
     #[arg(long, value_name = "PATH", global = true)]
     pub config: Option<PathBuf>,
 }
