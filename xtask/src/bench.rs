@@ -1151,30 +1151,10 @@ fn poll_loop(
         }
         for event in &events {
             let i = event.token().0;
-            // Readiness is edge-triggered: read until the response is complete or the socket
-            // has nothing more (a closed-loop server sends nothing past the response).
-            let status = loop {
-                let conn = &mut conns[i];
-                match conn.stream.read(&mut chunk) {
-                    Ok(0) => break Some(None),
-                    Ok(n) => {
-                        conn.buf.extend_from_slice(&chunk[..n]);
-                        match parse_response(&conn.buf) {
-                            Ok(Some((status, end))) => {
-                                conn.buf.drain(..end);
-                                break Some(Some(status));
-                            }
-                            Ok(None) => {}
-                            Err(_) => break Some(None),
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break Some(None),
-                }
-            };
             // Nothing complete yet: the rest comes with a later event.
-            let Some(status) = status else { continue };
+            let Some(status) = read_ready(&mut conns[i], &mut chunk) else {
+                continue;
+            };
             let conn = &mut conns[i];
             let micros = conn.sent_at.elapsed().as_micros().min(u32::MAX as u128) as u32;
             if recording.load(Ordering::Relaxed) {
@@ -1196,7 +1176,47 @@ fn poll_loop(
             }
         }
     }
+    // Every connection still has one request in flight: its answer is awaited (not counted), so
+    // the server has done this run's work before the next run's counters are read. Dropped
+    // unanswered, a repeated token's requests could land as cache hits in the next run's count.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut waiting = vec![true; conns.len()];
+    while waiting.contains(&true) && Instant::now() < deadline {
+        poll.poll(&mut events, Some(Duration::from_millis(10)))?;
+        for event in &events {
+            let i = event.token().0;
+            if waiting[i] && read_ready(&mut conns[i], &mut chunk).is_some() {
+                waiting[i] = false;
+            }
+        }
+    }
     Ok((latencies, errors))
+}
+
+/// Reads what a connection has ready. Readiness is edge-triggered: it reads until the response
+/// is complete or the socket has nothing more (a closed-loop server sends nothing past the
+/// response). `None`: nothing complete yet; `Some(Some(status))`: a response; `Some(None)`:
+/// the connection closed or answered garbage.
+fn read_ready(conn: &mut Conn, chunk: &mut [u8]) -> Option<Option<u16>> {
+    loop {
+        match conn.stream.read(chunk) {
+            Ok(0) => return Some(None),
+            Ok(n) => {
+                conn.buf.extend_from_slice(&chunk[..n]);
+                match parse_response(&conn.buf) {
+                    Ok(Some((status, end))) => {
+                        conn.buf.drain(..end);
+                        return Some(Some(status));
+                    }
+                    Ok(None) => {}
+                    Err(_) => return Some(None),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Some(None),
+        }
+    }
 }
 
 /// `write_all` on a non-blocking socket (a request fits the socket buffer; spin if it does not).
