@@ -114,12 +114,18 @@ fn count_alg(root: &Path, bin: &Path, alg: Alg, args: &Bench) -> anyhow::Result<
     ];
     // A dump zeroes the counters: this one closes startup and the warm-up.
     control.dump(1, "warmup")?;
+    let kept = profiles_dir(root, args);
+    std::fs::create_dir_all(&kept)?;
     let mut per_request = [0.0; 4];
     for (i, (mode, phase)) in phases.iter().enumerate() {
         for request in phase {
             conn.get(request)?;
         }
         per_request[i] = control.dump(i + 2, mode)? as f64 / requests as f64;
+        // Kept for `callgrind_annotate`: the data directory goes with the server.
+        let profile = kept.join(format!("{name}-{mode}.out"));
+        std::fs::copy(format!("{}.{}", control.out.display(), i + 2), &profile)
+            .with_context(|| format!("keeping {}", profile.display()))?;
     }
     drop(server);
     let [health, repeated, distinct, again] = per_request;
@@ -131,6 +137,17 @@ fn count_alg(root: &Path, bin: &Path, alg: Alg, args: &Bench) -> anyhow::Result<
     Ok(Counted {
         alg: name,
         per_request: [health, repeated, distinct],
+    })
+}
+
+/// Where each phase's callgrind profile is kept: `target/bench/callgrind/<alg>-<phase>.out`
+/// (`callgrind-smoke/` for debug binaries), read with
+/// `callgrind_annotate --inclusive=yes <file>`.
+fn profiles_dir(root: &Path, args: &Bench) -> PathBuf {
+    root.join("target/bench").join(if args.smoke {
+        "callgrind-smoke"
+    } else {
+        "callgrind"
     })
 }
 
@@ -276,7 +293,14 @@ mod tests {
             requests: 20,
             ..Bench::smoke()
         };
+        let kept = profiles_dir(&crate::root(), &args).join("HS256-distinct.out");
+        let _ = std::fs::remove_file(&kept);
         let counted = count(&args).unwrap();
+        let profile = std::fs::read_to_string(&kept).unwrap();
+        assert!(
+            profile.contains("Trigger: dump distinct\n"),
+            "{profile:.200}"
+        );
         let [health, repeated, distinct] = counted[0].per_request;
         assert!(health > 1_000.0, "{health}");
         assert!(repeated > health, "{repeated} vs {health}");
