@@ -13,11 +13,14 @@
 
 use super::*;
 
-/// One algorithm's instructions per request: `/health`, `/whoami` repeated, `/whoami` distinct.
+/// One algorithm's instructions per request: `/health`, `/whoami` repeated, `/whoami` distinct;
+/// and of the distinct phase's, the signature step's own (`verify_signature` with everything it
+/// calls: aws-lc's work), when the profile names it.
 #[derive(Debug, Clone)]
 pub struct Counted {
     pub alg: &'static str,
     pub per_request: [f64; 3],
+    pub signature: Option<f64>,
 }
 
 pub fn run(args: &Bench) -> anyhow::Result<()> {
@@ -117,6 +120,7 @@ fn count_alg(root: &Path, bin: &Path, alg: Alg, args: &Bench) -> anyhow::Result<
     let kept = profiles_dir(root, args);
     std::fs::create_dir_all(&kept)?;
     let mut per_request = [0.0; 4];
+    let mut signature = None;
     for (i, (mode, phase)) in phases.iter().enumerate() {
         for request in phase {
             conn.get(request)?;
@@ -126,6 +130,9 @@ fn count_alg(root: &Path, bin: &Path, alg: Alg, args: &Bench) -> anyhow::Result<
         let profile = kept.join(format!("{name}-{mode}.out"));
         std::fs::copy(format!("{}.{}", control.out.display(), i + 2), &profile)
             .with_context(|| format!("keeping {}", profile.display()))?;
+        if *mode == "distinct" {
+            signature = signature_instructions(&profile)?.map(|n| n as f64 / requests as f64);
+        }
     }
     drop(server);
     let [health, repeated, distinct, again] = per_request;
@@ -137,6 +144,44 @@ fn count_alg(root: &Path, bin: &Path, alg: Alg, args: &Bench) -> anyhow::Result<
     Ok(Counted {
         alg: name,
         per_request: [health, repeated, distinct],
+        signature,
+    })
+}
+
+/// The function whose inclusive count is the signature step: the one requests and the
+/// criterion limit (`signature/<alg>`) both go through.
+const SIGNATURE_STEP: &str = "auth_core::verify::verify_signature";
+
+/// The signature step's instructions in a phase's profile, read with `callgrind_annotate`
+/// (inclusive counts); `None` when the profile does not name the function (inlined away).
+fn signature_instructions(profile: &Path) -> anyhow::Result<Option<u64>> {
+    let out = Command::new("callgrind_annotate")
+        .args(["--inclusive=yes", "--threshold=100"])
+        .arg(profile)
+        .stderr(Stdio::null())
+        .output()
+        .context("running callgrind_annotate")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "callgrind_annotate failed on {}",
+        profile.display()
+    );
+    Ok(inclusive_count(
+        &String::from_utf8_lossy(&out.stdout),
+        SIGNATURE_STEP,
+    ))
+}
+
+/// The count on `callgrind_annotate`'s line for `function` (`<count> (<pct>)  <file>:<function>
+/// [<object>]`); a recursive instance (`function'2`) is not the function.
+fn inclusive_count(annotated: &str, function: &str) -> Option<u64> {
+    annotated.lines().find_map(|line| {
+        let (count, rest) = line.trim_start().split_once(' ')?;
+        let name = rest.split_once(':')?.1;
+        let name = name.split_once(" [").map_or(name, |(name, _)| name);
+        (name.trim_end() == function)
+            .then(|| count.replace(',', "").parse().ok())
+            .flatten()
     })
 }
 
@@ -238,12 +283,22 @@ fn render(counted: &[Counted], args: &Bench) -> (String, Value) {
         if args.smoke { "debug" } else { "release" },
         args.requests.max(1),
     ));
-    md.push_str("| alg | /health | /whoami repeated | /whoami distinct | repeated − /health | distinct − /health |\n|---|---:|---:|---:|---:|---:|\n");
+    md.push_str("| alg | /health | /whoami repeated | /whoami distinct | repeated − /health | distinct − /health | signature step | distinct − /health − signature step |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
     let mut rows = Vec::new();
     for c in counted {
         let [health, repeated, distinct] = c.per_request;
+        let (signature, beyond) = match c.signature {
+            Some(sig) => {
+                let beyond = distinct - health - sig;
+                (
+                    format!("{sig:.0}"),
+                    format!("{beyond:+.0} ({:.1} %)", beyond / sig * 100.0),
+                )
+            }
+            None => ("not in the profile".to_owned(), "-".to_owned()),
+        };
         md.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:+.0} | {:+.0} |\n",
+            "| {} | {:.0} | {:.0} | {:.0} | {:+.0} | {:+.0} | {signature} | {beyond} |\n",
             c.alg,
             health,
             repeated,
@@ -256,8 +311,12 @@ fn render(counted: &[Counted], args: &Bench) -> (String, Value) {
             "health": health,
             "whoami_repeated": repeated,
             "whoami_distinct": distinct,
+            "signature_step": c.signature,
         }));
     }
+    md.push_str(&format!(
+        "\nThe signature step is `{SIGNATURE_STEP}` with all it calls, in the distinct phase (the step the criterion limit times); what a distinct token costs beyond it and `/health` is the work of this workspace, hyper and warp, in instructions. Time is another matter: the timed bench's ratio also holds what the rest of the request does to the signature's caches and branch predictors.\n"
+    ));
     let json = json!({
         "smoke": args.smoke,
         "requests_per_phase": args.requests.max(1),
@@ -276,6 +335,27 @@ mod tests {
         assert_eq!(total_instructions(dump), Some(16_117_754));
         assert_eq!(total_instructions("events: Ir\ntotals: 42 7\n"), Some(42));
         assert_eq!(total_instructions("events: Ir\n31 3000\n"), None);
+    }
+
+    #[test]
+    fn reads_a_functions_inclusive_count() {
+        let annotated = "\
+915,998,236 (286.3%)  ???:<futures_util::IntoFuture<Fut> as Future>::poll'2 [/t/todo-api]
+  3,000 ( 1.0%)  ???:auth_core::verify::verify_signature'2 [/t/todo-api]
+289,424,000 (90.46%)  ???:auth_core::verify::verify_signature [/t/todo-api]
+ 12,000 ( 0.1%)  auth-core/src/verify.rs:auth_core::verify::verify_signature_other [/t/x]
+";
+        assert_eq!(
+            inclusive_count(annotated, SIGNATURE_STEP),
+            Some(289_424_000)
+        );
+        let with_file =
+            "  7,001 (2.0%)  auth-core/src/verify.rs:auth_core::verify::verify_signature [/t/x]\n";
+        assert_eq!(inclusive_count(with_file, SIGNATURE_STEP), Some(7_001));
+        assert_eq!(
+            inclusive_count("1 (1%) ???:main [/t/x]\n", SIGNATURE_STEP),
+            None
+        );
     }
 
     /// The whole mode on debug binaries, a few requests per phase: every phase is counted (the
@@ -305,5 +385,13 @@ mod tests {
         assert!(health > 1_000.0, "{health}");
         assert!(repeated > health, "{repeated} vs {health}");
         assert!(distinct > repeated, "{distinct} vs {repeated}");
+        // The HMAC is part of what a distinct token adds over a repeated one, not all of it.
+        let signature = counted[0]
+            .signature
+            .expect("verify_signature in the profile");
+        assert!(
+            signature > 0.0 && signature < distinct - repeated,
+            "{signature} vs {distinct} − {repeated}"
+        );
     }
 }
