@@ -348,11 +348,12 @@ impl KeyStore {
         let set = match self.usable(now) {
             Some(set) => set,
             None => {
-                // Nothing usable: join or start a fetch, bounded by the fetch timeout.
-                let Ok(flight) = self.begin(Trigger::Unusable, now) else {
-                    return Err(AuthErrorKind::Unavailable);
-                };
-                self.wait(flight).await;
+                // Nothing usable: join or start a fetch, bounded by the fetch timeout. `begin`
+                // starts none when a set has arrived since this look (it looks again under its
+                // lock): a thousand first requests make one fetch, however they interleave.
+                if let Ok(flight) = self.begin(Trigger::Unusable, now) {
+                    self.wait(flight).await;
+                }
                 self.usable(self.clock.now())
                     .ok_or(AuthErrorKind::Unavailable)?
             }
@@ -362,14 +363,34 @@ impl KeyStore {
             Err(AuthErrorKind::UnknownKid) if refreshable => {}
             found => return found,
         }
-        // An unknown kid: join the fetch in flight, or start one refresh per cooldown; within
-        // the cooldown, with no fetch in flight, 401 at once (negative cache).
+        self.unknown_kid(&set, kid, alg, now).await
+    }
+
+    /// A `kid` that `set` does not hold: join the fetch in flight, or start one refresh per
+    /// cooldown; within the cooldown, with no fetch in flight, 401 at once (negative cache),
+    /// unless a fetch that finished after `set` was read has brought the kid.
+    async fn unknown_kid(
+        &self,
+        set: &Arc<Current>,
+        kid: Option<&str>,
+        alg: Alg,
+        now: u64,
+    ) -> Result<Arc<VerifyingKey>, AuthErrorKind> {
         match self.begin(Trigger::UnknownKid, now) {
             Ok(flight) => {
                 self.wait(flight).await;
             }
             Err(reason) => {
                 metrics::counter!(metric::REFRESH_SKIPPED, "reason" => reason).increment(1);
+                // The refresh that started the cooldown may have swapped its set in between
+                // this request's look and `begin`: a rotation's new kid must not be refused
+                // for that.
+                if let Some(latest) = self
+                    .usable(self.clock.now())
+                    .filter(|latest| !Arc::ptr_eq(latest, set))
+                {
+                    return self.find(&latest, kid, alg, false, true);
+                }
                 metrics::counter!(metric::UNKNOWN_KID).increment(1);
                 return Err(AuthErrorKind::UnknownKid);
             }
@@ -377,7 +398,7 @@ impl KeyStore {
         let set = self
             .usable(self.clock.now())
             .ok_or(AuthErrorKind::Unavailable)?;
-        self.find(&set, kid, alg, ignore_kid, true)
+        self.find(&set, kid, alg, false, true)
     }
 
     /// Every key of the usable set named `kid` that fits `alg` (see [`KeySet::fitting`]); none
@@ -445,8 +466,10 @@ impl KeyStore {
     /// The fetch in flight to join, or a new one when `trigger`'s gate allows it; else the
     /// reason it was skipped (the metric label).
     fn begin(&self, trigger: Trigger, now: u64) -> Result<Flight, &'static str> {
-        let usable = self.usable(now).is_some();
         let mut ctl = self.control();
+        // Looked at under the lock, not before it: a fetch swaps its set in before it clears
+        // `flight` (under this lock), so no flight here and no usable set means none arrived.
+        let usable = self.usable(now).is_some();
         let backing_off = now < ctl.next_attempt_at;
         match trigger {
             // A fetch in flight may bring the kid: join it whatever the cooldown (which only
@@ -464,6 +487,8 @@ impl KeyStore {
                 }
             }
             _ if ctl.flight.is_some() => {}
+            // A set arrived since the caller found none.
+            Trigger::Unusable if usable => return Err("loaded"),
             Trigger::Unusable if backing_off => return Err("backoff"),
             Trigger::Schedule if backing_off || (usable && now < ctl.refresh_at) => {
                 return Err("not_due");
@@ -916,6 +941,75 @@ mod tests {
         assert_eq!(max_age(&headers(&["public"])), None);
         assert_eq!(max_age(&headers(&["max-age=-1"])), None);
         assert_eq!(max_age(&HeaderMap::new()), None);
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    /// A store whose endpoint is never reached (no background task; a fetch it started would
+    /// count an attempt).
+    fn store() -> Arc<KeyStore> {
+        let settings = JwksSettings {
+            background_refresh: false,
+            ..JwksSettings::default()
+        };
+        let url = Url::parse("http://127.0.0.1:9/jwks.json").unwrap();
+        let clock = Arc::new(crate::clock::ManualClock::new(NOW));
+        KeyStore::new(Target::Jwks(url), &settings, clock).unwrap()
+    }
+
+    /// A loaded set holding one HS256 key named `kid`.
+    fn set_of(kid: &str) -> Current {
+        let key = VerifyingKey::from_secret(&[7; 32])
+            .unwrap()
+            .with_kid(Some(kid.to_owned()));
+        Current {
+            keys: Arc::new(KeySet::new([key])),
+            fetched_at: NOW,
+            expires_at: NOW + 600,
+            etag: None,
+        }
+    }
+
+    /// The race of a thousand first requests: one found nothing, the fetch finished (set
+    /// swapped in, flight cleared), then it asks for a fetch. It must start none.
+    #[test]
+    fn a_set_that_arrived_since_the_caller_looked_starts_no_fetch() {
+        let store = store();
+        store.swap(set_of("a"));
+        assert_eq!(store.begin(Trigger::Unusable, NOW).err(), Some("loaded"));
+        assert_eq!(store.control().attempts, 0);
+        // With nothing usable it still starts one (here without a runtime: it fails at once).
+        let empty = self::store();
+        assert!(empty.begin(Trigger::Unusable, NOW).is_ok());
+        assert_eq!(empty.control().attempts, 1);
+    }
+
+    /// A rotation's new kid, read by a request just before the refresh that brings it swaps
+    /// its set in: within the cooldown that refresh started, the kid is found, not refused.
+    #[tokio::test]
+    async fn a_kid_brought_by_the_refresh_that_started_the_cooldown_is_found() {
+        let store = store();
+        let before = Arc::new(set_of("old"));
+        store.swap(set_of("new"));
+        store.control().last_attempt_at = Some(NOW);
+        let key = store
+            .unknown_kid(&before, Some("new"), Alg::HS256, NOW)
+            .await
+            .unwrap();
+        assert_eq!(key.kid.as_deref(), Some("new"));
+        assert!(matches!(
+            store
+                .unknown_kid(&before, Some("other"), Alg::HS256, NOW)
+                .await,
+            Err(AuthErrorKind::UnknownKid)
+        ));
+        // The set it read is the latest: refused at once, as before.
+        let latest = store.current().unwrap();
+        assert!(matches!(
+            store.unknown_kid(&latest, Some("x"), Alg::HS256, NOW).await,
+            Err(AuthErrorKind::UnknownKid)
+        ));
+        assert_eq!(store.control().attempts, 0, "no fetch within the cooldown");
     }
 
     #[test]
