@@ -515,8 +515,9 @@ impl KeyStore {
         };
         ctl.flight = Some(rx.clone());
         let etag = self.current().and_then(|c| c.etag.clone());
+        let mine = rx.clone();
         runtime.spawn(async move {
-            let outcome = me.fetch_and_apply(etag).await;
+            let outcome = me.fetch_and_apply(etag, &mine).await;
             let _ = tx.send(Some(outcome));
         });
         rx
@@ -532,26 +533,30 @@ impl KeyStore {
         };
         outcome.unwrap_or_else(|| {
             // The task is gone (runtime shutting down) or stuck: let the next caller start anew.
-            let mut ctl = self.control();
-            if ctl.flight.as_ref().is_some_and(|f| f.same_channel(&flight)) {
-                ctl.flight = None;
-            }
+            self.land(&flight);
             FetchOutcome::Failed(Arc::new(FetchError::Interrupted))
         })
     }
 
     /// One fetch attempt: swaps the set in (or renews it), updates the schedule, logs one line
     /// and counts the outcome.
-    async fn fetch_and_apply(&self, etag: Option<String>) -> FetchOutcome {
+    async fn fetch_and_apply(&self, etag: Option<String>, mine: &Flight) -> FetchOutcome {
         let result = self.fetch(etag.as_deref()).await;
         let now = self.clock.now();
         let source = self.url().as_str();
-        let outcome = self.apply(result, now, source);
+        let outcome = self.apply(result, now, source, mine);
         self.completed.send_modify(|n| *n += 1);
         outcome
     }
 
-    fn apply(&self, result: Result<Fetched, FetchError>, now: u64, source: &str) -> FetchOutcome {
+    /// Applies the result of the fetch whose flight is `mine`, then ends that flight.
+    fn apply(
+        &self,
+        result: Result<Fetched, FetchError>,
+        now: u64,
+        source: &str,
+        mine: &Flight,
+    ) -> FetchOutcome {
         let outcome = match result {
             Ok(Fetched::Set {
                 keys,
@@ -624,7 +629,7 @@ impl KeyStore {
                         "key set fetch: failed, no usable key set");
                 }
                 metrics::counter!(metric::FETCHES, "outcome" => label).increment(1);
-                self.control().flight = None;
+                self.land(mine);
                 return FetchOutcome::Failed(Arc::new(error));
             }
         };
@@ -635,8 +640,17 @@ impl KeyStore {
         };
         metrics::counter!(metric::FETCHES, "outcome" => label).increment(1);
         metrics::gauge!(metric::SECONDS_SINCE_REFRESH).set(0.0);
-        self.control().flight = None;
+        self.land(mine);
         outcome
+    }
+
+    /// Ends the flight `mine`, unless it is no longer the one in flight: its waiters gave up on
+    /// it (in [`KeyStore::wait`]) and a newer fetch runs, which callers must go on joining.
+    fn land(&self, mine: &Flight) {
+        let mut ctl = self.control();
+        if ctl.flight.as_ref().is_some_and(|f| f.same_channel(mine)) {
+            ctl.flight = None;
+        }
     }
 
     /// From now on, each newly loaded key set drops the entries of `cache` verified by keys
@@ -1010,6 +1024,35 @@ mod tests {
             Err(AuthErrorKind::UnknownKid)
         ));
         assert_eq!(store.control().attempts, 0, "no fetch within the cooldown");
+    }
+
+    /// A fetch whose waiters gave up on it (its flight cleared, a newer fetch started) that
+    /// finishes after all: the newer fetch stays the one to join, so no third starts beside it.
+    #[test]
+    fn a_fetch_given_up_on_does_not_end_the_newer_ones_flight() {
+        let store = store();
+        let (_tx, abandoned) = watch::channel(None);
+        let (_tx2, newer) = watch::channel(None);
+        store.control().flight = Some(newer.clone());
+        let fetched = Fetched::Set {
+            keys: KeySet::new([]),
+            skipped: Vec::new(),
+            etag: None,
+            ttl: 600,
+        };
+        assert!(
+            store
+                .apply(Ok(fetched), NOW, "test", &abandoned)
+                .is_success()
+        );
+        let in_flight = store.control().flight.clone();
+        assert!(in_flight.is_some_and(|f| f.same_channel(&newer)));
+        store.apply(Err(FetchError::Interrupted), NOW, "test", &abandoned);
+        let in_flight = store.control().flight.clone();
+        assert!(in_flight.is_some_and(|f| f.same_channel(&newer)));
+        // Its own flight it ends.
+        store.apply(Err(FetchError::Interrupted), NOW, "test", &newer);
+        assert!(store.control().flight.is_none());
     }
 
     #[test]
