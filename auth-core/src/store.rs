@@ -363,7 +363,9 @@ impl KeyStore {
             Err(AuthErrorKind::UnknownKid) if refreshable => {}
             found => return found,
         }
-        self.unknown_kid(&set, kid, alg, now).await
+        // Read again: the look above may have waited on a fetch, and a refresh started now
+        // must start its cooldown now.
+        self.unknown_kid(&set, kid, alg, self.clock.now()).await
     }
 
     /// A `kid` that `set` does not hold: join the fetch in flight, or start one refresh per
