@@ -22,6 +22,9 @@
 //!   at most once per `unknown_kid_cooldown_seconds`, counted from the last fetch attempt of
 //!   any kind), or
 //!   [`KeyStore::refresh_now`].
+//! - Fetch results land in the order the fetches started: a fetch its waiters gave up on
+//!   that finishes after a newer fetch's result landed is discarded (`outcome="superseded"`),
+//!   so it neither swaps an older set back in nor starts a backoff the newer success ended.
 //! - Time is read from the injected [`Clock`] only.
 
 use std::fmt;
@@ -103,10 +106,14 @@ pub enum FetchOutcome {
     NotModified,
     /// The fetch failed; the previous set (if any) is kept.
     Failed(Arc<FetchError>),
+    /// The fetch finished after a newer one's result had landed (its waiters had given up on
+    /// it): its result was discarded, and the newer set is kept.
+    Superseded,
 }
 
 impl FetchOutcome {
-    /// Whether a set was loaded or revalidated.
+    /// Whether a set was loaded or revalidated (by this fetch, or by a newer one that
+    /// superseded it).
     pub fn is_success(&self) -> bool {
         !matches!(self, Self::Failed(_))
     }
@@ -123,6 +130,14 @@ struct Current {
 
 type Flight = watch::Receiver<Option<FetchOutcome>>;
 
+/// A fetch as its own task sees it: the flight its callers join, and its place in the order
+/// fetches started (`Control::attempts` when it started).
+#[derive(Debug)]
+struct Attempt {
+    flight: Flight,
+    generation: u64,
+}
+
 /// The schedule: never held across an `.await`.
 #[derive(Debug, Default)]
 struct Control {
@@ -132,6 +147,8 @@ struct Control {
     last_attempt_at: Option<u64>,
     refresh_at: u64,
     attempts: u64,
+    /// The generation of the newest fetch whose result landed: an older one's is discarded.
+    landed: u64,
 }
 
 /// Why a fetch is wanted: each has its own gate.
@@ -517,7 +534,10 @@ impl KeyStore {
         };
         ctl.flight = Some(rx.clone());
         let etag = self.current().and_then(|c| c.etag.clone());
-        let mine = rx.clone();
+        let mine = Attempt {
+            flight: rx.clone(),
+            generation: ctl.attempts,
+        };
         runtime.spawn(async move {
             let outcome = me.fetch_and_apply(etag, &mine).await;
             let _ = tx.send(Some(outcome));
@@ -535,14 +555,14 @@ impl KeyStore {
         };
         outcome.unwrap_or_else(|| {
             // The task is gone (runtime shutting down) or stuck: let the next caller start anew.
-            self.land(&flight);
+            Self::land(&mut self.control(), &flight);
             FetchOutcome::Failed(Arc::new(FetchError::Interrupted))
         })
     }
 
     /// One fetch attempt: swaps the set in (or renews it), updates the schedule, logs one line
     /// and counts the outcome.
-    async fn fetch_and_apply(&self, etag: Option<String>, mine: &Flight) -> FetchOutcome {
+    async fn fetch_and_apply(&self, etag: Option<String>, mine: &Attempt) -> FetchOutcome {
         let result = self.fetch(etag.as_deref()).await;
         let now = self.clock.now();
         let source = self.url().as_str();
@@ -551,14 +571,37 @@ impl KeyStore {
         outcome
     }
 
-    /// Applies the result of the fetch whose flight is `mine`, then ends that flight.
+    /// Applies the result of the fetch `mine`, then ends its flight; discards it instead when
+    /// a newer fetch's result has landed.
     fn apply(
         &self,
         result: Result<Fetched, FetchError>,
         now: u64,
         source: &str,
-        mine: &Flight,
+        mine: &Attempt,
     ) -> FetchOutcome {
+        // One hold of the schedule's lock from the order check to the end of the flight: no
+        // newer fetch can land in between, and `begin` never sees the flight ended before the
+        // set is in (it looks at the set under this lock).
+        let mut ctl = self.control();
+        if mine.generation < ctl.landed {
+            Self::land(&mut ctl, &mine.flight);
+            drop(ctl);
+            let result = match &result {
+                Ok(Fetched::Set { .. }) => "a key set",
+                Ok(Fetched::NotModified { .. }) => "not modified",
+                Err(_) => "a failure",
+            };
+            tracing::warn!(
+                source,
+                outcome = "superseded",
+                result,
+                "key set fetch: finished after a newer fetch had landed; its result is discarded"
+            );
+            metrics::counter!(metric::FETCHES, "outcome" => "superseded").increment(1);
+            return FetchOutcome::Superseded;
+        }
+        ctl.landed = mine.generation;
         let outcome = match result {
             Ok(Fetched::Set {
                 keys,
@@ -566,26 +609,7 @@ impl KeyStore {
                 etag,
                 ttl,
             }) => {
-                for skip in &skipped {
-                    metrics::counter!(metric::KEYS_SKIPPED, "reason" => skip.reason).increment(1);
-                    tracing::warn!(
-                        source,
-                        kid = skip.kid.as_deref(),
-                        reason = skip.reason,
-                        detail = %skip.detail,
-                        "skipping unsupported key of the key set"
-                    );
-                }
                 let count = keys.len();
-                tracing::info!(
-                    source,
-                    outcome = "ok",
-                    keys = count,
-                    skipped = skipped.len(),
-                    ttl_seconds = ttl,
-                    "key set fetch: loaded"
-                );
-                metrics::gauge!(metric::KEYS_LOADED).set(count as f64);
                 if let Some(cache) = self.cache.get() {
                     let kept: Vec<&str> = keys.keys().map(|k| k.thumbprint.as_str()).collect();
                     cache.retain_keys(&kept);
@@ -596,19 +620,34 @@ impl KeyStore {
                     expires_at: now.saturating_add(ttl),
                     etag,
                 });
-                self.succeeded(now, ttl);
+                Self::succeeded(&mut ctl, now, ttl);
+                Self::land(&mut ctl, &mine.flight);
+                drop(ctl);
+                for skip in &skipped {
+                    metrics::counter!(metric::KEYS_SKIPPED, "reason" => skip.reason).increment(1);
+                    tracing::warn!(
+                        source,
+                        kid = skip.kid.as_deref(),
+                        reason = skip.reason,
+                        detail = %skip.detail,
+                        "skipping unsupported key of the key set"
+                    );
+                }
+                tracing::info!(
+                    source,
+                    outcome = "ok",
+                    keys = count,
+                    skipped = skipped.len(),
+                    ttl_seconds = ttl,
+                    "key set fetch: loaded"
+                );
+                metrics::gauge!(metric::KEYS_LOADED).set(count as f64);
                 FetchOutcome::Loaded {
                     keys: count,
                     skipped: skipped.len(),
                 }
             }
             Ok(Fetched::NotModified { ttl }) => {
-                tracing::info!(
-                    source,
-                    outcome = "not_modified",
-                    ttl_seconds = ttl,
-                    "key set fetch: not modified, age renewed"
-                );
                 if let Some(old) = self.current() {
                     self.swap(Current {
                         keys: Arc::clone(&old.keys),
@@ -617,13 +656,24 @@ impl KeyStore {
                         etag: old.etag.clone(),
                     });
                 }
-                self.succeeded(now, ttl);
+                Self::succeeded(&mut ctl, now, ttl);
+                Self::land(&mut ctl, &mine.flight);
+                drop(ctl);
+                tracing::info!(
+                    source,
+                    outcome = "not_modified",
+                    ttl_seconds = ttl,
+                    "key set fetch: not modified, age renewed"
+                );
                 FetchOutcome::NotModified
             }
             Err(error) => {
-                let (failures, retry_in) = self.failed(now);
+                let usable = self.usable(now).is_some();
+                let (failures, retry_in) = self.failed(&mut ctl, usable, now);
+                Self::land(&mut ctl, &mine.flight);
+                drop(ctl);
                 let label = outcome_label(&error);
-                if self.usable(now).is_some() {
+                if usable {
                     tracing::warn!(source, outcome = label, error = %error, failures, retry_in_seconds = retry_in,
                         "key set fetch: failed, keeping the last good set");
                 } else {
@@ -631,7 +681,6 @@ impl KeyStore {
                         "key set fetch: failed, no usable key set");
                 }
                 metrics::counter!(metric::FETCHES, "outcome" => label).increment(1);
-                self.land(mine);
                 return FetchOutcome::Failed(Arc::new(error));
             }
         };
@@ -642,14 +691,12 @@ impl KeyStore {
         };
         metrics::counter!(metric::FETCHES, "outcome" => label).increment(1);
         metrics::gauge!(metric::SECONDS_SINCE_REFRESH).set(0.0);
-        self.land(mine);
         outcome
     }
 
     /// Ends the flight `mine`, unless it is no longer the one in flight: its waiters gave up on
     /// it (in [`KeyStore::wait`]) and a newer fetch runs, which callers must go on joining.
-    fn land(&self, mine: &Flight) {
-        let mut ctl = self.control();
+    fn land(ctl: &mut Control, mine: &Flight) {
         if ctl.flight.as_ref().is_some_and(|f| f.same_channel(mine)) {
             ctl.flight = None;
         }
@@ -666,8 +713,7 @@ impl KeyStore {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(current));
     }
 
-    fn succeeded(&self, now: u64, ttl: u64) {
-        let mut ctl = self.control();
+    fn succeeded(ctl: &mut Control, now: u64, ttl: u64) {
         ctl.failures = 0;
         ctl.next_attempt_at = 0;
         ctl.refresh_at = now.saturating_add(refresh_delay(ttl));
@@ -681,14 +727,14 @@ impl KeyStore {
         self.control().next_attempt_at.saturating_sub(now).max(1)
     }
 
-    /// Records a failure; returns the failure count and the backoff in seconds.
-    fn failed(&self, now: u64) -> (u32, u64) {
-        let cap = if self.usable(now).is_some() {
+    /// Records a failure (`usable`: a usable set is held, so the longer backoff cap applies);
+    /// returns the failure count and the backoff in seconds.
+    fn failed(&self, ctl: &mut Control, usable: bool, now: u64) -> (u32, u64) {
+        let cap = if usable {
             self.settings.backoff_max_seconds
         } else {
             self.settings.startup_backoff_max_seconds
         };
-        let mut ctl = self.control();
         ctl.failures = ctl.failures.saturating_add(1);
         let exponent = ctl.failures.saturating_sub(1).min(32);
         let backoff = self
@@ -1028,33 +1074,93 @@ mod tests {
         assert_eq!(store.control().attempts, 0, "no fetch within the cooldown");
     }
 
+    /// A fetch's own view of itself, as `start` makes it.
+    fn attempt(generation: u64) -> Attempt {
+        Attempt {
+            flight: watch::channel(None).1,
+            generation,
+        }
+    }
+
+    fn fetched(kid: &str) -> Result<Fetched, FetchError> {
+        Ok(Fetched::Set {
+            keys: Arc::unwrap_or_clone(set_of(kid).keys),
+            skipped: Vec::new(),
+            etag: None,
+            ttl: 600,
+        })
+    }
+
+    fn kids(store: &KeyStore) -> Vec<String> {
+        let current = store.current().unwrap();
+        let mut kids: Vec<String> = current.keys.keys().filter_map(|k| k.kid.clone()).collect();
+        kids.sort();
+        kids
+    }
+
     /// A fetch whose waiters gave up on it (its flight cleared, a newer fetch started) that
     /// finishes after all: the newer fetch stays the one to join, so no third starts beside it.
     #[test]
     fn a_fetch_given_up_on_does_not_end_the_newer_ones_flight() {
         let store = store();
-        let (_tx, abandoned) = watch::channel(None);
-        let (_tx2, newer) = watch::channel(None);
-        store.control().flight = Some(newer.clone());
-        let fetched = Fetched::Set {
-            keys: KeySet::new([]),
-            skipped: Vec::new(),
-            etag: None,
-            ttl: 600,
-        };
+        let abandoned = attempt(1);
+        let newer = attempt(2);
+        store.control().flight = Some(newer.flight.clone());
         assert!(
             store
-                .apply(Ok(fetched), NOW, "test", &abandoned)
+                .apply(fetched("a"), NOW, "test", &abandoned)
                 .is_success()
         );
         let in_flight = store.control().flight.clone();
-        assert!(in_flight.is_some_and(|f| f.same_channel(&newer)));
+        assert!(in_flight.is_some_and(|f| f.same_channel(&newer.flight)));
         store.apply(Err(FetchError::Interrupted), NOW, "test", &abandoned);
         let in_flight = store.control().flight.clone();
-        assert!(in_flight.is_some_and(|f| f.same_channel(&newer)));
+        assert!(in_flight.is_some_and(|f| f.same_channel(&newer.flight)));
         // Its own flight it ends.
         store.apply(Err(FetchError::Interrupted), NOW, "test", &newer);
         assert!(store.control().flight.is_none());
+    }
+
+    /// The same abandoned fetch, finishing after the newer one's set landed: it neither swaps
+    /// its older set back in nor backs the store off for its failure.
+    #[test]
+    fn a_fetch_finishing_after_a_newer_ones_result_is_discarded() {
+        let store = store();
+        let abandoned = attempt(1);
+        let newer = attempt(2);
+        store.control().flight = Some(newer.flight.clone());
+        assert!(matches!(
+            store.apply(fetched("new"), NOW, "test", &newer),
+            FetchOutcome::Loaded { keys: 1, .. }
+        ));
+        assert!(store.control().flight.is_none());
+        assert!(matches!(
+            store.apply(fetched("old"), NOW + 1, "test", &abandoned),
+            FetchOutcome::Superseded
+        ));
+        assert_eq!(kids(&store), ["new"]);
+        assert_eq!(store.current().unwrap().fetched_at, NOW);
+        for late in [
+            Err(FetchError::Interrupted),
+            Ok(Fetched::NotModified { ttl: 5 }),
+        ] {
+            assert!(matches!(
+                store.apply(late, NOW + 1, "test", &abandoned),
+                FetchOutcome::Superseded
+            ));
+        }
+        let ctl = store.control();
+        assert_eq!((ctl.failures, ctl.next_attempt_at), (0, 0));
+        drop(ctl);
+        assert_eq!(store.current().unwrap().expires_at, NOW + 600);
+        // A fetch newer than both still lands.
+        store.apply(fetched("newest"), NOW + 2, "test", &attempt(3));
+        assert_eq!(kids(&store), ["newest"]);
+        // In the order they started (the usual case), each lands.
+        let fresh = self::store();
+        fresh.apply(fetched("x"), NOW, "test", &attempt(1));
+        fresh.apply(fetched("y"), NOW, "test", &attempt(2));
+        assert_eq!(kids(&fresh), ["y"]);
     }
 
     #[test]
