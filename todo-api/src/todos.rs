@@ -8,7 +8,7 @@ use auth_core::filters::{with_any_role, with_auth, with_role};
 use auth_core::service::body;
 use auth_core::service::paging::{self, ListQuery, Page};
 use auth_core::service::storage::{Database, db_rejection};
-use auth_core::verify::Auth;
+use auth_core::verify::{Auth, AuthError, AuthErrorKind};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -262,8 +262,22 @@ async fn create_todo(
     store: Store,
 ) -> Result<Response, Rejection> {
     let title = valid_title(&new.title)?;
+    // `created_by` records who created it: a token without the `sub` RFC 9068 requires has no
+    // one to record, and more roles would not help (401, as tasks-api answers it).
+    let creator = claims
+        .sub
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            warp::reject::custom(AuthError::new(
+                AuthErrorKind::Malformed(
+                    "the token has no subject to record as the todo's creator",
+                ),
+                crate::INFO.name,
+            ))
+        })?;
     let todo = store
-        .insert(&title, new.done.unwrap_or(false), claims.subject())
+        .insert(&title, new.done.unwrap_or(false), creator)
         .await
         .map_err(db_rejection)?;
     Ok(warp::reply::with_status(warp::reply::json(&todo), StatusCode::CREATED).into_response())

@@ -104,6 +104,42 @@ async fn crud_as_editor_and_admin_on_postgres() {
     crud_flow(&spawn_with(|s| s.database.url = Some(url.into())).await).await;
 }
 
+/// A todo records its creator's `sub`: a token without one (or with an empty one) creates
+/// nothing, with a 401 `invalid_token`; it may still read.
+#[tokio::test]
+async fn a_token_without_a_subject_cannot_create() {
+    let t = spawn_app().await;
+    let no_sub = t.issuer.builder("todo-api").without_claim("sub");
+    let empty_sub = t.issuer.builder("todo-api").claim("sub", "");
+    for token in [no_sub, empty_sub] {
+        let token = token.claim("roles", json!(["editor"])).sign();
+        let res = t
+            .request("POST", "/todos", Some(&token), Some(json!({"title": "x"})))
+            .await;
+        let challenge = res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(challenge.contains("invalid_token"), "{challenge}");
+        let (status, err) = parts(res).await;
+        assert_eq!(
+            (status, err["error"].as_str()),
+            (401, Some("invalid_token")),
+            "{err}"
+        );
+        assert!(
+            err["message"].as_str().unwrap().contains("subject"),
+            "{err}"
+        );
+        let (status, page) = parts(t.request("GET", "/todos", Some(&token), None).await).await;
+        assert_eq!(
+            (status, page["items"].as_array().map(Vec::len)),
+            (200, Some(0)),
+            "{page}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn validation_errors_are_400_naming_the_field() {
     let t = spawn_app().await;
