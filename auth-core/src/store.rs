@@ -23,8 +23,10 @@
 //!   any kind), or
 //!   [`KeyStore::refresh_now`].
 //! - Fetch results land in the order the fetches started: a fetch its waiters gave up on
-//!   that finishes after a newer fetch's result landed is discarded (`outcome="superseded"`),
-//!   so it neither swaps an older set back in nor starts a backoff the newer success ended.
+//!   that finishes after a newer fetch's set (or renewal) landed is discarded
+//!   (`outcome="superseded"`), so an older set never replaces a newer one; its failure, after
+//!   any newer outcome, starts no backoff. An older set after a newer *failure* still lands: it
+//!   is the newest set there is.
 //! - Time is read from the injected [`Clock`] only.
 
 use std::fmt;
@@ -106,8 +108,8 @@ pub enum FetchOutcome {
     NotModified,
     /// The fetch failed; the previous set (if any) is kept.
     Failed(Arc<FetchError>),
-    /// The fetch finished after a newer one's result had landed (its waiters had given up on
-    /// it): its result was discarded, and the newer set is kept.
+    /// The fetch brought a set (or a renewal) after a newer fetch's set or renewal had landed
+    /// (its waiters had given up on it): it was discarded, and the newer set is kept.
     Superseded,
 }
 
@@ -147,8 +149,12 @@ struct Control {
     last_attempt_at: Option<u64>,
     refresh_at: u64,
     attempts: u64,
-    /// The generation of the newest fetch whose result landed: an older one's is discarded.
+    /// The generation of the newest fetch whose outcome landed, failures included: an older
+    /// failure is not recorded.
     landed: u64,
+    /// The generation of the newest fetch whose set or renewal landed: an older one is
+    /// discarded.
+    loaded: u64,
 }
 
 /// Why a fetch is wanted: each has its own gate.
@@ -584,24 +590,39 @@ impl KeyStore {
         // newer fetch can land in between, and `begin` never sees the flight ended before the
         // set is in (it looks at the set under this lock).
         let mut ctl = self.control();
-        if mine.generation < ctl.landed {
+        let newer_landed = match &result {
+            Ok(_) => mine.generation < ctl.loaded,
+            Err(_) => mine.generation < ctl.landed,
+        };
+        if newer_landed {
             Self::land(&mut ctl, &mine.flight);
             drop(ctl);
-            let result = match &result {
-                Ok(Fetched::Set { .. }) => "a key set",
-                Ok(Fetched::NotModified { .. }) => "not modified",
-                Err(_) => "a failure",
-            };
-            tracing::warn!(
-                source,
-                outcome = "superseded",
-                result,
-                "key set fetch: finished after a newer fetch had landed; its result is discarded"
-            );
             metrics::counter!(metric::FETCHES, "outcome" => "superseded").increment(1);
-            return FetchOutcome::Superseded;
+            return match result {
+                Ok(_) => {
+                    tracing::warn!(
+                        source,
+                        outcome = "superseded",
+                        "key set fetch: finished after a newer fetch's set had landed; its result is discarded"
+                    );
+                    FetchOutcome::Superseded
+                }
+                // Still this fetch's outcome, only not the schedule's: a newer outcome stands.
+                Err(error) => {
+                    tracing::warn!(
+                        source,
+                        outcome = "superseded",
+                        error = %error,
+                        "key set fetch: failed after a newer fetch's outcome had landed; no backoff for it"
+                    );
+                    FetchOutcome::Failed(Arc::new(error))
+                }
+            };
         }
-        ctl.landed = mine.generation;
+        ctl.landed = ctl.landed.max(mine.generation);
+        if result.is_ok() {
+            ctl.loaded = mine.generation;
+        }
         let outcome = match result {
             Ok(Fetched::Set {
                 keys,
@@ -1122,9 +1143,9 @@ mod tests {
     }
 
     /// The same abandoned fetch, finishing after the newer one's set landed: it neither swaps
-    /// its older set back in nor backs the store off for its failure.
+    /// its older set back in, nor renews it, nor backs the store off for its failure.
     #[test]
-    fn a_fetch_finishing_after_a_newer_ones_result_is_discarded() {
+    fn a_fetch_finishing_after_a_newer_ones_set_is_discarded() {
         let store = store();
         let abandoned = attempt(1);
         let newer = attempt(2);
@@ -1140,19 +1161,24 @@ mod tests {
         ));
         assert_eq!(kids(&store), ["new"]);
         assert_eq!(store.current().unwrap().fetched_at, NOW);
-        for late in [
-            Err(FetchError::Interrupted),
-            Ok(Fetched::NotModified { ttl: 5 }),
-        ] {
-            assert!(matches!(
-                store.apply(late, NOW + 1, "test", &abandoned),
-                FetchOutcome::Superseded
-            ));
-        }
+        assert!(matches!(
+            store.apply(
+                Ok(Fetched::NotModified { ttl: 5 }),
+                NOW + 1,
+                "test",
+                &abandoned
+            ),
+            FetchOutcome::Superseded
+        ));
+        assert_eq!(store.current().unwrap().expires_at, NOW + 600);
+        // Its failure is still its outcome, but not the schedule's.
+        assert!(matches!(
+            store.apply(Err(FetchError::Interrupted), NOW + 1, "test", &abandoned),
+            FetchOutcome::Failed(_)
+        ));
         let ctl = store.control();
         assert_eq!((ctl.failures, ctl.next_attempt_at), (0, 0));
         drop(ctl);
-        assert_eq!(store.current().unwrap().expires_at, NOW + 600);
         // A fetch newer than both still lands.
         store.apply(fetched("newest"), NOW + 2, "test", &attempt(3));
         assert_eq!(kids(&store), ["newest"]);
@@ -1161,6 +1187,27 @@ mod tests {
         fresh.apply(fetched("x"), NOW, "test", &attempt(1));
         fresh.apply(fetched("y"), NOW, "test", &attempt(2));
         assert_eq!(kids(&fresh), ["y"]);
+    }
+
+    /// An abandoned fetch that brings a set after a newer fetch *failed*: its set is the newest
+    /// there is, so it lands (at startup it is the only one), and it ends the backoff.
+    #[test]
+    fn a_late_set_after_a_newer_failure_lands() {
+        let store = store();
+        store.apply(Err(FetchError::Interrupted), NOW, "test", &attempt(2));
+        assert_eq!(store.control().failures, 1);
+        assert!(store.current().is_none());
+        assert!(matches!(
+            store.apply(fetched("late"), NOW + 1, "test", &attempt(1)),
+            FetchOutcome::Loaded { keys: 1, .. }
+        ));
+        assert_eq!(kids(&store), ["late"]);
+        let ctl = store.control();
+        assert_eq!((ctl.failures, ctl.next_attempt_at), (0, 0));
+        drop(ctl);
+        // An older failure still after both is not recorded.
+        store.apply(Err(FetchError::Interrupted), NOW + 2, "test", &attempt(1));
+        assert_eq!(store.control().failures, 0);
     }
 
     #[test]
