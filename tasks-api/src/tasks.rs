@@ -499,14 +499,16 @@ async fn create_task(
     let fields = input.validate()?;
     let owner = match Scope::of(&claims)? {
         Scope::Owner(sub) => sub,
-        // An admin's own task is still theirs.
+        // An admin's own task is still theirs; no field of the request can name another
+        // owner, so a token without `sub` is the token's fault, as for anyone (401).
         Scope::Anyone => claims
             .sub
             .clone()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| {
-                warp::reject::custom(ApiError::bad_request(
-                    "the token has no subject to own the task",
+                warp::reject::custom(AuthError::new(
+                    AuthErrorKind::Malformed("the token has no subject to own the task"),
+                    crate::INFO.name,
                 ))
             })?,
     };

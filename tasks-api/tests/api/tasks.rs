@@ -294,7 +294,7 @@ async fn a_token_without_a_subject_is_401() {
 }
 
 /// An admin token without a `sub` may list by an explicit `owner`, but its own tasks (the
-/// default) are nobody's: a 400 naming `owner`, not every user's tasks.
+/// default) are nobody's: a 400 naming `owner`, not every user's tasks. It creates nothing.
 #[tokio::test]
 async fn an_admin_without_a_subject_must_name_the_owner() {
     let t = spawn_app().await;
@@ -306,6 +306,17 @@ async fn an_admin_without_a_subject_must_name_the_owner() {
         .without_claim("sub")
         .claim("roles", json!(["admin"]))
         .sign();
+    // Creating: no field names an owner, so the token is at fault (401), as for anyone.
+    let (status, err) = parts(
+        t.request("POST", "/tasks", Some(&admin), Some(json!({"title": "x"})))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (401, Some("invalid_token")),
+        "{err}"
+    );
     let (status, err) = parts(t.request("GET", "/tasks", Some(&admin), None).await).await;
     assert_eq!(status, 400, "{err}");
     assert!(
