@@ -401,6 +401,15 @@ impl KeyStore {
         alg: Alg,
         now: u64,
     ) -> Result<Arc<VerifyingKey>, AuthErrorKind> {
+        // A set swapped in since `set` was read (the refresh of a rotation, finishing while
+        // this request decoded its token) may hold the kid: no fetch is needed for it, even
+        // past a cooldown shorter than that refresh took.
+        if let Some(latest) = self.usable(now).filter(|latest| !Arc::ptr_eq(latest, set)) {
+            match self.find(&latest, kid, alg, false, false) {
+                Err(AuthErrorKind::UnknownKid) => {}
+                found => return found,
+            }
+        }
         match self.begin(Trigger::UnknownKid, now) {
             Ok(flight) => {
                 self.wait(flight).await;
@@ -1093,6 +1102,19 @@ mod tests {
             Err(AuthErrorKind::UnknownKid)
         ));
         assert_eq!(store.control().attempts, 0, "no fetch within the cooldown");
+        // Past the cooldown (a refresh that took longer than it), the kid the refresh brought
+        // is found without a fetch.
+        store.control().last_attempt_at = Some(NOW - 3600);
+        let key = store
+            .unknown_kid(&before, Some("new"), Alg::HS256, NOW)
+            .await
+            .unwrap();
+        assert_eq!(key.kid.as_deref(), Some("new"));
+        assert_eq!(
+            store.control().attempts,
+            0,
+            "no fetch for a kid already held"
+        );
     }
 
     /// A fetch's own view of itself, as `start` makes it.
