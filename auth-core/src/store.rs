@@ -104,7 +104,8 @@ pub enum FetchOutcome {
         /// Keys of the document skipped as unsupported.
         skipped: usize,
     },
-    /// `304 Not Modified`: the set is kept and its age renewed.
+    /// `304 Not Modified`: the set is kept and its age renewed (when it is still the set whose
+    /// `ETag` the fetch sent).
     NotModified,
     /// The fetch failed; the previous set (if any) is kept.
     Failed(Arc<FetchError>),
@@ -677,8 +678,12 @@ impl KeyStore {
                     skipped: skipped.len(),
                 }
             }
-            Ok(Fetched::NotModified { ttl }) => {
-                if let Some(old) = self.current() {
+            Ok(Fetched::NotModified { ttl, etag }) => {
+                // Only the set the 304 vouches for is renewed: an older fetch may have landed
+                // another since this one sent its `If-None-Match` (it keeps its own age).
+                let vouched = self.current().filter(|old| old.etag == etag);
+                let renewed = vouched.is_some();
+                if let Some(old) = vouched {
                     self.swap(Current {
                         keys: Arc::clone(&old.keys),
                         fetched_at: now,
@@ -693,7 +698,8 @@ impl KeyStore {
                     source,
                     outcome = "not_modified",
                     ttl_seconds = ttl,
-                    "key set fetch: not modified, age renewed"
+                    renewed,
+                    "key set fetch: not modified (renewed: whether the set it vouches for is still the current one)"
                 );
                 FetchOutcome::NotModified
             }
@@ -814,6 +820,7 @@ impl KeyStore {
         match self.get(&url, etag).await? {
             Body::NotModified { max_age } => Ok(Fetched::NotModified {
                 ttl: self.ttl(max_age),
+                etag: etag.map(str::to_owned),
             }),
             Body::Full {
                 bytes,
@@ -1005,6 +1012,8 @@ enum Fetched {
     },
     NotModified {
         ttl: u64,
+        /// The `ETag` sent in `If-None-Match`: the set the 304 vouches for.
+        etag: Option<String>,
     },
 }
 
@@ -1185,7 +1194,7 @@ mod tests {
         assert_eq!(store.current().unwrap().fetched_at, NOW);
         assert!(matches!(
             store.apply(
-                Ok(Fetched::NotModified { ttl: 5 }),
+                Ok(Fetched::NotModified { ttl: 5, etag: None }),
                 NOW + 1,
                 "test",
                 &abandoned
@@ -1230,6 +1239,33 @@ mod tests {
         // An older failure still after both is not recorded.
         store.apply(Err(FetchError::Interrupted), NOW + 2, "test", &attempt(1));
         assert_eq!(store.control().failures, 0);
+    }
+
+    /// A 304 renews the set whose `ETag` its fetch sent, not another that an older fetch
+    /// landed meanwhile.
+    #[test]
+    fn a_304_renews_only_the_set_it_vouches_for() {
+        let store = store();
+        let tagged = |etag: &str| Current {
+            etag: Some(etag.to_owned()),
+            ..set_of("k")
+        };
+        let not_modified = |etag: &str| {
+            Ok(Fetched::NotModified {
+                ttl: 900,
+                etag: Some(etag.to_owned()),
+            })
+        };
+        store.swap(tagged("\"v2\""));
+        store.apply(not_modified("\"v1\""), NOW + 10, "test", &attempt(1));
+        assert_eq!(
+            store.current().unwrap().expires_at,
+            NOW + 600,
+            "not renewed"
+        );
+        store.apply(not_modified("\"v2\""), NOW + 10, "test", &attempt(2));
+        assert_eq!(store.current().unwrap().expires_at, NOW + 910, "renewed");
+        assert_eq!(store.current().unwrap().etag.as_deref(), Some("\"v2\""));
     }
 
     #[test]
