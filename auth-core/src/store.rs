@@ -596,16 +596,16 @@ impl KeyStore {
         source: &str,
         mine: &Attempt,
     ) -> FetchOutcome {
-        // One hold of the schedule's lock from the order check to the end of the flight: no
-        // newer fetch can land in between, and `begin` never sees the flight ended before the
-        // set is in (it looks at the set under this lock).
+        // One hold of the schedule's lock from the order check to the swap: no newer fetch can
+        // land in between. The flight ends in the same hold, so `begin` (which looks at the set
+        // under this lock) never sees it ended before the set is in, whichever comes first here.
         let mut ctl = self.control();
+        Self::land(&mut ctl, &mine.flight);
         let newer_landed = match &result {
             Ok(_) => mine.generation < ctl.loaded,
             Err(_) => mine.generation < ctl.landed,
         };
         if newer_landed {
-            Self::land(&mut ctl, &mine.flight);
             drop(ctl);
             metrics::counter!(metric::FETCHES, "outcome" => "superseded").increment(1);
             return match result {
@@ -652,7 +652,6 @@ impl KeyStore {
                     etag,
                 });
                 Self::succeeded(&mut ctl, now, ttl);
-                Self::land(&mut ctl, &mine.flight);
                 drop(ctl);
                 for skip in &skipped {
                     metrics::counter!(metric::KEYS_SKIPPED, "reason" => skip.reason).increment(1);
@@ -692,7 +691,6 @@ impl KeyStore {
                     });
                 }
                 Self::succeeded(&mut ctl, now, ttl);
-                Self::land(&mut ctl, &mine.flight);
                 drop(ctl);
                 tracing::info!(
                     source,
@@ -706,7 +704,6 @@ impl KeyStore {
             Err(error) => {
                 let usable = self.usable(now).is_some();
                 let (failures, retry_in) = self.failed(&mut ctl, usable, now);
-                Self::land(&mut ctl, &mine.flight);
                 drop(ctl);
                 let label = outcome_label(&error);
                 if usable {
