@@ -94,8 +94,10 @@ pub struct StoreStatus {
     pub attempts: u64,
 }
 
-/// How a fetch ended.
+/// How a fetch ended. Matches outside auth-core need a wildcard arm: a later version may tell
+/// more endings apart (`Superseded` was such an addition).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum FetchOutcome {
     /// A new set was loaded and swapped in.
     Loaded {
