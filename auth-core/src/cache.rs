@@ -53,7 +53,7 @@ struct TokenHash(u64);
 /// operation that request makes.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenKey<'a> {
-    token: &'a str,
+    token: &'a [u8],
     hash: TokenHash,
 }
 
@@ -112,7 +112,7 @@ struct State {
 #[derive(Debug)]
 struct Entry {
     /// The whole token, compared on every hit.
-    raw: Box<str>,
+    raw: Box<[u8]>,
     token: Arc<CachedToken>,
     exp: u64,
     /// Its insertion number (see `State::order`).
@@ -140,11 +140,12 @@ impl VerifiedCache {
         self.max_entries
     }
 
-    /// The cache key of `token`: hashed here, once.
-    pub fn key<'a>(&self, token: &'a str) -> TokenKey<'a> {
+    /// The cache key of `token` (as the request carried it: `&str` or bytes): hashed here, once.
+    pub fn key<'a>(&self, token: &'a (impl AsRef<[u8]> + ?Sized)) -> TokenKey<'a> {
+        let token = token.as_ref();
         TokenKey {
             token,
-            hash: TokenHash(self.hasher.hash_one(token.as_bytes())),
+            hash: TokenHash(self.hasher.hash_one(token)),
         }
     }
 
@@ -355,7 +356,7 @@ mod tests {
         state.map.insert(
             hash,
             Entry {
-                raw: "x.y.z".into(),
+                raw: b"x.y.z"[..].into(),
                 ..entry
             },
         );

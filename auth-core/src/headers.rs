@@ -39,14 +39,14 @@ struct Slots {
 
 #[derive(Debug)]
 struct Known {
-    part: Box<str>,
+    part: Box<[u8]>,
     alg: Alg,
     kid: Option<String>,
 }
 
 impl KnownHeaders {
     /// The `alg` and `kid` of `part`, when it is a header already read.
-    pub(crate) fn get(&self, part: &str) -> Option<(Alg, Option<String>)> {
+    pub(crate) fn get(&self, part: &[u8]) -> Option<(Alg, Option<String>)> {
         let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         slots
             .known
@@ -58,7 +58,7 @@ impl KnownHeaders {
 
     /// Remembers `part`, a header whose checks gave `alg` and `kid` and over which a signature
     /// verified, in place of the oldest one.
-    pub(crate) fn insert(&self, part: &str, alg: Alg, kid: Option<&str>) {
+    pub(crate) fn insert(&self, part: &[u8], alg: Alg, kid: Option<&str>) {
         if part.len() > MAX_PART {
             return;
         }
@@ -95,25 +95,25 @@ mod tests {
     #[test]
     fn remembers_exact_parts_only() {
         let known = KnownHeaders::default();
-        assert_eq!(known.get("eyJhbGciOiJIUzI1NiJ9"), None);
-        known.insert("eyJhbGciOiJIUzI1NiJ9", Alg::HS256, Some("k1"));
+        assert_eq!(known.get(b"eyJhbGciOiJIUzI1NiJ9"), None);
+        known.insert(b"eyJhbGciOiJIUzI1NiJ9", Alg::HS256, Some("k1"));
         assert_eq!(
-            known.get("eyJhbGciOiJIUzI1NiJ9"),
+            known.get(b"eyJhbGciOiJIUzI1NiJ9"),
             Some((Alg::HS256, Some("k1".to_owned())))
         );
         // One byte more, one byte less, another byte: another header.
-        assert_eq!(known.get("eyJhbGciOiJIUzI1NiJ9A"), None);
-        assert_eq!(known.get("eyJhbGciOiJIUzI1NiJ"), None);
-        assert_eq!(known.get("eyJhbGciOiJIUzI1NiJ8"), None);
+        assert_eq!(known.get(b"eyJhbGciOiJIUzI1NiJ9A"), None);
+        assert_eq!(known.get(b"eyJhbGciOiJIUzI1NiJ"), None);
+        assert_eq!(known.get(b"eyJhbGciOiJIUzI1NiJ8"), None);
         // A header met again is not stored twice.
-        known.insert("eyJhbGciOiJIUzI1NiJ9", Alg::HS256, Some("k1"));
+        known.insert(b"eyJhbGciOiJIUzI1NiJ9", Alg::HS256, Some("k1"));
         assert_eq!(known.len(), 1);
     }
 
     #[test]
     fn bounded_oldest_out_first() {
         let known = KnownHeaders::default();
-        let part = |i: usize| format!("header-{i}");
+        let part = |i: usize| format!("header-{i}").into_bytes();
         for i in 0..SLOTS + 1 {
             known.insert(&part(i), Alg::RS256, None);
         }
@@ -127,11 +127,11 @@ mod tests {
     #[test]
     fn long_parts_are_not_remembered() {
         let known = KnownHeaders::default();
-        let long = "a".repeat(MAX_PART + 1);
+        let long = b"a".repeat(MAX_PART + 1);
         known.insert(&long, Alg::ES256, None);
         assert_eq!(known.get(&long), None);
         assert_eq!(known.len(), 0);
-        let longest = "a".repeat(MAX_PART);
+        let longest = b"a".repeat(MAX_PART);
         known.insert(&longest, Alg::ES256, None);
         assert_eq!(known.get(&longest), Some((Alg::ES256, None)));
     }

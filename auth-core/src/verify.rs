@@ -579,9 +579,12 @@ impl Auth {
     }
 
     /// Verifies a compact JWS and returns its claims, or the denial (already counted and logged).
-    pub async fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
+    pub async fn verify(
+        &self,
+        token: &(impl AsRef<[u8]> + ?Sized),
+    ) -> Result<Arc<Claims>, AuthError> {
         let mut seen = Seen::default();
-        match self.check(token, &mut seen).await {
+        match self.check(token.as_ref(), &mut seen).await {
             Ok(claims) => Ok(claims),
             Err(kind) => Err(self.deny(kind, seen.kid.as_deref(), seen.sub.as_deref())),
         }
@@ -613,7 +616,7 @@ impl Auth {
         }
     }
 
-    async fn check(&self, token: &str, seen: &mut Seen) -> Result<Arc<Claims>, AuthErrorKind> {
+    async fn check(&self, token: &[u8], seen: &mut Seen) -> Result<Arc<Claims>, AuthErrorKind> {
         let policy = &self.inner.policy;
         if token.len() > policy.max_token_bytes {
             return Err(AuthErrorKind::TooLarge);
@@ -728,8 +731,8 @@ impl Auth {
 
 /// Verification-off mode: the payload of `header.payload[.signature]`, decoded without any
 /// check.
-fn decode_unverified(token: &str, seen: &mut Seen) -> Result<Claims, AuthErrorKind> {
-    let mut parts = token.split('.');
+fn decode_unverified(token: &[u8], seen: &mut Seen) -> Result<Claims, AuthErrorKind> {
+    let mut parts = token.split(|&b| b == b'.');
     let (Some(_), Some(p), None) = (parts.next(), parts.next(), parts.nth(1)) else {
         return Err(AuthErrorKind::Malformed("malformed token"));
     };
@@ -742,28 +745,26 @@ fn decode_unverified(token: &str, seen: &mut Seen) -> Result<Claims, AuthErrorKi
 
 /// The three parts of a compact JWS, `header.payload.signature`, still base64url.
 struct Parts<'t> {
-    header: &'t str,
-    payload: &'t str,
-    signature: &'t str,
+    header: &'t [u8],
+    payload: &'t [u8],
+    signature: &'t [u8],
     /// `header.payload`: what the signature covers.
     signing_input: &'t [u8],
 }
 
 impl<'t> Parts<'t> {
     /// Exactly two dots, found with a vectorised search (a token is up to several KiB).
-    fn split(token: &'t str) -> Result<Self, AuthErrorKind> {
+    fn split(token: &'t [u8]) -> Result<Self, AuthErrorKind> {
         let malformed = || AuthErrorKind::Malformed("malformed token");
-        let bytes = token.as_bytes();
-        let mut dots = memchr::memchr_iter(b'.', bytes);
+        let mut dots = memchr::memchr_iter(b'.', token);
         let (Some(first), Some(second), None) = (dots.next(), dots.next(), dots.next()) else {
             return Err(malformed());
         };
-        // The dots are ASCII, so these are char boundaries.
         Ok(Self {
             header: &token[..first],
             payload: &token[first + 1..second],
             signature: &token[second + 1..],
-            signing_input: &bytes[..second],
+            signing_input: &token[..second],
         })
     }
 }
@@ -775,13 +776,13 @@ const STACK_PART: usize = 1024;
 /// A base64url part of a token decoded into `stack` when it fits, else into `heap`.
 /// The buffers are left uninitialised: the decoder writes every byte it returns.
 fn b64_into<'b>(
-    part: &str,
+    part: &[u8],
     stack: &'b mut [MaybeUninit<u8>; STACK_PART],
     heap: &'b mut Vec<u8>,
 ) -> Result<&'b [u8], AuthErrorKind> {
     let engine = base64_simd::URL_SAFE_NO_PAD;
     let malformed = |_| AuthErrorKind::Malformed("malformed token");
-    let len = engine.decoded_length(part.as_bytes()).map_err(malformed)?;
+    let len = engine.decoded_length(part).map_err(malformed)?;
     let out = if len <= STACK_PART {
         &mut stack[..len]
     } else {
@@ -789,7 +790,7 @@ fn b64_into<'b>(
         &mut heap.spare_capacity_mut()[..len]
     };
     let decoded = engine
-        .decode(part.as_bytes(), base64_simd::Out::from_uninit_slice(out))
+        .decode(part, base64_simd::Out::from_uninit_slice(out))
         .map_err(malformed)?;
     Ok(decoded)
 }
@@ -800,7 +801,7 @@ fn buffers() -> ([MaybeUninit<u8>; STACK_PART], Vec<u8>) {
 }
 
 /// Steps 2–5 on the header: its `alg` (configured), no `crit`, an accepted `typ`; and its `kid`.
-fn read_header(part: &str, policy: &Policy) -> Result<(Alg, Option<String>), AuthErrorKind> {
+fn read_header(part: &[u8], policy: &Policy) -> Result<(Alg, Option<String>), AuthErrorKind> {
     let (mut stack, mut heap) = buffers();
     let header: JoseHeader = json(b64_into(part, &mut stack, &mut heap)?)
         .ok_or(AuthErrorKind::Malformed("malformed token header"))?;
@@ -861,7 +862,7 @@ fn json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
 #[doc(hidden)]
 pub fn decode_part(part: &str) -> Option<Vec<u8>> {
     let (mut stack, mut heap) = buffers();
-    b64_into(part, &mut stack, &mut heap)
+    b64_into(part.as_bytes(), &mut stack, &mut heap)
         .ok()
         .map(<[u8]>::to_vec)
 }
@@ -1088,7 +1089,7 @@ mod tests {
         assert!(
             auth.inner
                 .headers
-                .get(first.split('.').next().unwrap())
+                .get(first.split('.').next().unwrap().as_bytes())
                 .is_some()
         );
 
@@ -1115,6 +1116,38 @@ mod tests {
             AuthErrorKind::Malformed(_) | AuthErrorKind::Signature
         ));
         assert_eq!(auth.inner.headers.len(), 1);
+    }
+
+    /// Requests hand `verify` the header's bytes unchecked: a byte outside base64url and `.`
+    /// anywhere in a token is refused, whether its header is remembered, its token cached, or
+    /// neither, and whether or not the byte is valid UTF-8.
+    #[tokio::test]
+    async fn a_byte_outside_base64url_anywhere_is_refused() {
+        let secret = [7u8; 32];
+        let auth = hs256_auth(&secret, "k");
+        let token = hs256(&secret, "k", 1_000_000).into_bytes();
+        // The header is remembered at once, the token cached on its second verification.
+        for _ in 0..3 {
+            assert!(auth.verify(&token[..]).await.is_ok());
+        }
+        assert_eq!(auth.cache_stats().unwrap().entries, 1);
+        let dots: Vec<usize> = memchr::memchr_iter(b'.', &token).collect();
+        for bad in [&b"\xff"[..], "é".as_bytes(), b" ", b"=", b"+", b"/", b"\0"] {
+            for at in (0..token.len()).filter(|i| !dots.contains(i)) {
+                let mut t = token.clone();
+                t.splice(at..=at, bad.iter().copied());
+                let err = auth.verify(&t[..]).await.unwrap_err();
+                assert!(
+                    matches!(
+                        err.kind(),
+                        AuthErrorKind::Malformed(_) | AuthErrorKind::Signature
+                    ),
+                    "{bad:?} at {at}: {:?}",
+                    err.kind()
+                );
+            }
+        }
+        assert!(auth.verify(&token[..]).await.is_ok());
     }
 
     #[tokio::test]
