@@ -955,7 +955,8 @@ const SLICES: u32 = 10;
 /// polls them in turn, so a response written by the server never has to wake a sleeping reader.
 /// With one blocked thread per connection, every response cost the server a cross-core wake-up
 /// whose price depends on how idle the driver's core is, i.e. on the route's own speed: a slow
-/// route then looked slower still, per request, than its own work (see README, Performance).
+/// route then looked slower still, per request, than its own work (see
+/// `docs/performance-rounds.md`, "At the reference run").
 fn drive(
     addr: SocketAddr,
     requests: Requests,
