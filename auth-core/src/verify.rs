@@ -730,8 +730,14 @@ impl Auth {
 }
 
 /// Verification-off mode: the payload of `header.payload[.signature]`, decoded without any
-/// check.
+/// check of the signature or the claims. Its header and signature are not decoded, so their
+/// bytes are checked here: every byte of an accepted token is base64url or `.`, as in
+/// verifying mode.
 fn decode_unverified(token: &[u8], seen: &mut Seen) -> Result<Claims, AuthErrorKind> {
+    let base64url_or_dot = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if !token.iter().all(base64url_or_dot) {
+        return Err(AuthErrorKind::Malformed("malformed token"));
+    }
     let mut parts = token.split(|&b| b == b'.');
     let (Some(_), Some(p), None) = (parts.next(), parts.next(), parts.nth(1)) else {
         return Err(AuthErrorKind::Malformed("malformed token"));
@@ -1119,8 +1125,10 @@ mod tests {
     }
 
     /// Requests hand `verify` the header's bytes unchecked: a byte outside base64url and `.`
-    /// anywhere in a token is refused, whether its header is remembered, its token cached, or
-    /// neither, and whether or not the byte is valid UTF-8.
+    /// anywhere in a token is refused, whether or not it is valid UTF-8. In the header or the
+    /// signature its part's decoding refuses it (the header is remembered and the token cached,
+    /// so neither lets it through by a byte-for-byte match); in the payload the signature does,
+    /// since it covers the bytes as sent.
     #[tokio::test]
     async fn a_byte_outside_base64url_anywhere_is_refused() {
         let secret = [7u8; 32];
@@ -1131,23 +1139,65 @@ mod tests {
             assert!(auth.verify(&token[..]).await.is_ok());
         }
         assert_eq!(auth.cache_stats().unwrap().entries, 1);
+        assert_eq!(auth.cache_stats().unwrap().hits, 1);
+        assert_eq!(auth.inner.headers.len(), 1);
         let dots: Vec<usize> = memchr::memchr_iter(b'.', &token).collect();
         for bad in [&b"\xff"[..], "é".as_bytes(), b" ", b"=", b"+", b"/", b"\0"] {
             for at in (0..token.len()).filter(|i| !dots.contains(i)) {
                 let mut t = token.clone();
                 t.splice(at..=at, bad.iter().copied());
-                let err = auth.verify(&t[..]).await.unwrap_err();
-                assert!(
-                    matches!(
-                        err.kind(),
-                        AuthErrorKind::Malformed(_) | AuthErrorKind::Signature
-                    ),
-                    "{bad:?} at {at}: {:?}",
-                    err.kind()
-                );
+                let kind = auth.verify(&t[..]).await.unwrap_err().kind().clone();
+                let in_payload = at > dots[0] && at < dots[1];
+                if in_payload {
+                    assert_eq!(kind, AuthErrorKind::Signature, "{bad:?} at {at}");
+                } else {
+                    assert!(
+                        matches!(kind, AuthErrorKind::Malformed(_)),
+                        "{bad:?} at {at}: {kind:?}"
+                    );
+                }
             }
         }
         assert!(auth.verify(&token[..]).await.is_ok());
+    }
+
+    /// Verification-off mode decodes only the payload; a foreign byte in the header or the
+    /// signature is refused all the same.
+    #[tokio::test]
+    async fn verification_off_refuses_a_byte_outside_base64url() {
+        let secret = [7u8; 32];
+        let settings = AuthSettings {
+            enabled: false,
+            ..AuthSettings::default()
+        };
+        let clock = Arc::new(crate::clock::ManualClock::new(1_000_000));
+        let auth = Auth::with_clock(&settings, "svc", clock).unwrap();
+        assert!(auth.is_verification_off());
+        let token = hs256(&secret, "k", 1_000_000);
+        assert_eq!(auth.verify(&token).await.unwrap().subject(), "1");
+        let mut parts = token.split('.');
+        let (header, payload, signature) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        for bad in [
+            format!("\u{ff}{header}.{payload}.{signature}").into_bytes(),
+            [header.as_bytes(), b".", payload.as_bytes(), b".\xfe"].concat(),
+            format!("{header}.{payload}.{signature}+").into_bytes(),
+            format!("{header} .{payload}").into_bytes(),
+        ] {
+            let err = auth.verify(&bad[..]).await.unwrap_err();
+            assert!(
+                matches!(err.kind(), AuthErrorKind::Malformed(_)),
+                "{:?}: {:?}",
+                String::from_utf8_lossy(&bad),
+                err.kind()
+            );
+        }
+        // Without a signature, or with an empty one, as before.
+        assert!(auth.verify(&format!("{header}.{payload}")).await.is_ok());
+        assert!(auth.verify(&format!("{header}.{payload}.")).await.is_ok());
     }
 
     #[tokio::test]
