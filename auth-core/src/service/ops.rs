@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::{self, Either};
 use http::StatusCode;
 use serde::Serialize;
 use warp::Filter;
@@ -44,28 +45,55 @@ pub struct Health {
 }
 
 /// The four operational routes. `checks` run in order for `/ready`, each bounded by 2 s.
+///
+/// One filter reads the path's first segment once and dispatches on it: every request of a
+/// service's own routes passes through here first (`App::new` puts these in front), and four
+/// `path!` filters tried in turn cost each of those requests four segment splits and three
+/// combined rejections.
 pub fn routes(
     checks: Vec<ReadyCheck>,
     openapi: utoipa::openapi::OpenApi,
 ) -> BoxedFilter<(Response,)> {
     let openapi = Arc::new(serde_json::to_value(&openapi).unwrap_or_default());
     let checks = Arc::new(checks);
-    let health = warp::path!("health").and(warp::get()).map(health);
-    let ready = warp::path!("ready")
+    warp::path::param::<Op>()
+        .and(warp::path::end())
         .and(warp::get())
-        .then(move || ready(checks.clone()));
-    let metrics = warp::path!("metrics").and(warp::get()).map(metrics);
-    let doc = warp::path!("openapi.json")
-        .and(warp::get())
-        .map(move || warp::reply::json(openapi.as_ref()).into_response());
-    health
-        .or(ready)
-        .unify()
-        .or(metrics)
-        .unify()
-        .or(doc)
-        .unify()
+        .then(move |op| {
+            // Only `/ready` waits; the others answer at once and share nothing.
+            let answer = |response| Either::Left(future::ready(response));
+            match op {
+                Op::Health => answer(health()),
+                Op::Ready => Either::Right(ready(Arc::clone(&checks))),
+                Op::Metrics => answer(metrics()),
+                Op::OpenApi => answer(warp::reply::json(openapi.as_ref()).into_response()),
+            }
+        })
         .boxed()
+}
+
+/// An operational route, by its one path segment; any other segment is not one (a 404 here,
+/// so the service's own routes are tried next).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Health,
+    Ready,
+    Metrics,
+    OpenApi,
+}
+
+impl std::str::FromStr for Op {
+    type Err = ();
+
+    fn from_str(segment: &str) -> Result<Self, ()> {
+        match segment {
+            "health" => Ok(Op::Health),
+            "ready" => Ok(Op::Ready),
+            "metrics" => Ok(Op::Metrics),
+            "openapi.json" => Ok(Op::OpenApi),
+            _ => Err(()),
+        }
+    }
 }
 
 /// Liveness: the process serves.
@@ -332,6 +360,50 @@ mod tests {
                 serde_json::to_string(&body).unwrap()
             );
         }
+    }
+
+    /// The one dispatching filter answers exactly the four paths, for GET only, and leaves any
+    /// other path to the routes behind it (a 404 rejection, not an answer).
+    #[tokio::test]
+    async fn operational_routes_answer_their_paths_only() {
+        let ops = routes(
+            vec![ready_check(|| async { Ok(()) })],
+            utoipa::openapi::OpenApiBuilder::new().build(),
+        );
+        for path in ["/health", "/ready", "/metrics", "/openapi.json"] {
+            let res = warp::test::request().path(path).reply(&ops).await;
+            assert_eq!(res.status(), 200, "{path}");
+        }
+        let health = warp::test::request().path("/health").reply(&ops).await;
+        assert_eq!(health.body().as_ref(), br#"{"status":"ok"}"#);
+        let ready = warp::test::request().path("/ready").reply(&ops).await;
+        assert_eq!(ready.body().as_ref(), br#"{"status":"ready"}"#);
+        let down = routes(
+            vec![ready_check(|| async { Err("database down".to_owned()) })],
+            utoipa::openapi::OpenApiBuilder::new().build(),
+        );
+        let res = warp::test::request().path("/ready").reply(&down).await;
+        assert_eq!(res.status(), 503);
+        for path in [
+            "/whoami",
+            "/healthz",
+            "/health/x",
+            "/ready/x",
+            "/",
+            "/todos/1",
+        ] {
+            let rejection = warp::test::request().path(path).filter(&ops).await.err();
+            assert!(
+                rejection.is_some_and(|r| r.is_not_found()),
+                "{path} must fall through"
+            );
+        }
+        let res = warp::test::request()
+            .method("POST")
+            .path("/health")
+            .reply(&ops)
+            .await;
+        assert_eq!(res.status(), 405);
     }
 
     #[test]
