@@ -1018,26 +1018,7 @@ fn drive(
     args: &Bench,
     pid: u32,
 ) -> anyhow::Result<Measured> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let recording = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let connections = args.connections.max(1);
-    let spin = args.spin;
-    let driver = {
-        let (stop, recording, done) = (stop.clone(), recording.clone(), done.clone());
-        std::thread::spawn(move || -> io::Result<(Vec<u32>, u64)> {
-            let nap = (!spin).then_some(NAP);
-            let sets = [(requests, next)];
-            let shared = Shared {
-                sets: &sets,
-                phase: &AtomicUsize::new(0),
-                stop: &stop,
-                recording: &recording,
-                done: &done,
-            };
-            poll_loop(addr, connections, shared, nap)
-        })
-    };
+    let driver = Driver::start(addr, args, vec![(requests, next)], 0, false);
     std::thread::sleep(Duration::from_secs_f64(args.warmup));
     let server = ProcessClock::of(pid)?;
     // This process's CPU: the driver thread's, the main thread only sleeps meanwhile.
@@ -1045,13 +1026,13 @@ fn drive(
     let own_before = own.ns()?;
     let started = Instant::now();
     let cpu_before = server.ns()?;
-    recording.store(true, Ordering::SeqCst);
+    driver.recording.store(true, Ordering::SeqCst);
     let mut slices = Vec::with_capacity(SLICES as usize);
     let (mut cpu, mut responses) = (cpu_before, 0);
     for slice in 1..=SLICES {
         let end = started + Duration::from_secs_f64(args.duration) * slice / SLICES;
         std::thread::sleep(end.saturating_duration_since(Instant::now()));
-        let (cpu_now, responses_now) = (server.ns()?, done.load(Ordering::SeqCst));
+        let (cpu_now, responses_now) = (server.ns()?, driver.done.load(Ordering::SeqCst));
         // A slice without a response (a stall) costs without limit, rather than dropping out.
         slices.push(if responses_now > responses {
             (cpu_now - cpu) as f64 / 1e3 / (responses_now - responses) as f64
@@ -1060,15 +1041,11 @@ fn drive(
         });
         (cpu, responses) = (cpu_now, responses_now);
     }
-    recording.store(false, Ordering::SeqCst);
+    driver.recording.store(false, Ordering::SeqCst);
     let cpu_after = cpu;
     let own_after = own.ns()?;
     let seconds = started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::SeqCst);
-    let (mut latencies, errors) = driver
-        .join()
-        .map_err(|_| anyhow::anyhow!("the load thread panicked"))?
-        .context("load connection")?;
+    let (mut latencies, errors) = driver.finish()?;
     latencies.sort_unstable();
     let pct = |p: f64| -> f64 {
         if latencies.is_empty() {
@@ -1096,6 +1073,66 @@ fn drive(
     })
 }
 
+/// The load driver's thread ([`poll_loop`]) and what the measuring thread shares with it.
+struct Driver {
+    thread: std::thread::JoinHandle<io::Result<(Vec<u32>, u64)>>,
+    stop: Arc<AtomicBool>,
+    /// Whether responses are counted (and their latencies kept).
+    recording: Arc<AtomicBool>,
+    /// Responses counted so far.
+    done: Arc<AtomicU64>,
+    /// Which of the request sets the next request comes from.
+    phase: Arc<AtomicUsize>,
+}
+
+impl Driver {
+    /// Starts `args.connections` connections sending from `sets[phase]`.
+    fn start(
+        addr: SocketAddr,
+        args: &Bench,
+        sets: Vec<(Requests, Arc<AtomicUsize>)>,
+        phase: usize,
+        recording: bool,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let recording = Arc::new(AtomicBool::new(recording));
+        let done = Arc::new(AtomicU64::new(0));
+        let phase = Arc::new(AtomicUsize::new(phase));
+        let connections = args.connections.max(1);
+        let nap = (!args.spin).then_some(NAP);
+        let thread = {
+            let (stop, recording, done, phase) =
+                (stop.clone(), recording.clone(), done.clone(), phase.clone());
+            std::thread::spawn(move || {
+                let shared = Shared {
+                    sets: &sets,
+                    phase: &phase,
+                    stop: &stop,
+                    recording: &recording,
+                    done: &done,
+                };
+                poll_loop(addr, connections, shared, nap)
+            })
+        };
+        Self {
+            thread,
+            stop,
+            recording,
+            done,
+            phase,
+        }
+    }
+
+    /// Stops the driver: the latencies (µs) and non-200 responses it recorded.
+    fn finish(self) -> anyhow::Result<(Vec<u32>, u64)> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the load thread panicked"))?
+            .context("load connection")
+    }
+}
+
 /// How long [`drive_paired`] lets the requests of the set it left drain before it counts.
 const SETTLE: Duration = Duration::from_millis(50);
 
@@ -1115,40 +1152,19 @@ fn drive_paired(
     args: &Bench,
     pid: u32,
 ) -> anyhow::Result<Vec<f64>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let recording = Arc::new(AtomicBool::new(true));
-    let done = Arc::new(AtomicU64::new(0));
-    let phase = Arc::new(AtomicUsize::new(1));
-    let connections = args.connections.max(1);
-    let spin = args.spin;
-    let driver = {
-        let (stop, recording, done, phase) =
-            (stop.clone(), recording.clone(), done.clone(), phase.clone());
-        std::thread::spawn(move || -> io::Result<(Vec<u32>, u64)> {
-            let nap = (!spin).then_some(NAP);
-            let sets = [baseline, other];
-            let shared = Shared {
-                sets: &sets,
-                phase: &phase,
-                stop: &stop,
-                recording: &recording,
-                done: &done,
-            };
-            poll_loop(addr, connections, shared, nap)
-        })
-    };
+    let driver = Driver::start(addr, args, vec![baseline, other], 1, true);
     let server = ProcessClock::of(pid)?;
     // Warm-up: both sets, the other first (the baseline has just run on its own).
     std::thread::sleep(Duration::from_secs_f64(args.warmup / 2.0));
-    phase.store(0, Ordering::SeqCst);
+    driver.phase.store(0, Ordering::SeqCst);
     std::thread::sleep(Duration::from_secs_f64(args.warmup / 2.0));
     let slice = Duration::from_secs_f64(args.duration) / SLICES;
     let measure = |side: usize| -> anyhow::Result<f64> {
-        phase.store(side, Ordering::SeqCst);
+        driver.phase.store(side, Ordering::SeqCst);
         std::thread::sleep(SETTLE);
-        let (cpu, responses) = (server.ns()?, done.load(Ordering::SeqCst));
+        let (cpu, responses) = (server.ns()?, driver.done.load(Ordering::SeqCst));
         std::thread::sleep(slice);
-        let (cpu_now, responses_now) = (server.ns()?, done.load(Ordering::SeqCst));
+        let (cpu_now, responses_now) = (server.ns()?, driver.done.load(Ordering::SeqCst));
         Ok(if responses_now > responses {
             (cpu_now - cpu) as f64 / 1e3 / (responses_now - responses) as f64
         } else {
@@ -1163,11 +1179,7 @@ fn drive_paired(
         let (base, other) = if first == 0 { (a, b) } else { (b, a) };
         diffs.push(other - base);
     }
-    stop.store(true, Ordering::SeqCst);
-    let (_, errors) = driver
-        .join()
-        .map_err(|_| anyhow::anyhow!("the load thread panicked"))?
-        .context("load connection")?;
+    let (_, errors) = driver.finish()?;
     if errors > 0 {
         bail!("{errors} non-200 responses in an interleaved run");
     }
@@ -1207,7 +1219,7 @@ impl ProcessClock {
 /// twice).
 type Sets = [(Requests, Arc<AtomicUsize>)];
 
-/// What the main thread and the driver thread of [`drive`] and [`drive_paired`] share.
+/// What the measuring thread and the driver thread ([`Driver`]) share.
 #[derive(Clone, Copy)]
 struct Shared<'a> {
     /// The request sets.
