@@ -1033,12 +1033,10 @@ fn drive(
         let end = started + Duration::from_secs_f64(args.duration) * slice / SLICES;
         std::thread::sleep(end.saturating_duration_since(Instant::now()));
         let (cpu_now, responses_now) = (server.ns()?, driver.done.load(Ordering::SeqCst));
-        // A slice without a response (a stall) costs without limit, rather than dropping out.
-        slices.push(if responses_now > responses {
-            (cpu_now - cpu) as f64 / 1e3 / (responses_now - responses) as f64
-        } else {
-            f64::INFINITY
-        });
+        slices.push(cpu_us_per_response(
+            cpu_now - cpu,
+            responses_now - responses,
+        ));
         (cpu, responses) = (cpu_now, responses_now);
     }
     driver.recording.store(false, Ordering::SeqCst);
@@ -1165,11 +1163,10 @@ fn drive_paired(
         let (cpu, responses) = (server.ns()?, driver.done.load(Ordering::SeqCst));
         std::thread::sleep(slice);
         let (cpu_now, responses_now) = (server.ns()?, driver.done.load(Ordering::SeqCst));
-        Ok(if responses_now > responses {
-            (cpu_now - cpu) as f64 / 1e3 / (responses_now - responses) as f64
-        } else {
-            f64::INFINITY
-        })
+        Ok(cpu_us_per_response(
+            cpu_now - cpu,
+            responses_now - responses,
+        ))
     };
     let mut diffs = Vec::with_capacity(SLICES as usize);
     for pair in 0..SLICES {
@@ -1184,6 +1181,16 @@ fn drive_paired(
         bail!("{errors} non-200 responses in an interleaved run");
     }
     Ok(diffs)
+}
+
+/// A slice's server CPU per response, in µs, from its CPU ns and responses. A slice without a
+/// response (a stall) costs without limit, rather than dropping out.
+fn cpu_us_per_response(cpu_ns: u64, responses: u64) -> f64 {
+    if responses > 0 {
+        cpu_ns as f64 / 1e3 / responses as f64
+    } else {
+        f64::INFINITY
+    }
 }
 
 /// The median of `values` (0 for none).
@@ -1885,6 +1892,12 @@ mod tests {
             "rounds 0.87–1.31, on both sides of 1.15: unsettled, a round below its signature alone: the host's noise"
         );
         assert_eq!(RoundLimit::spread(&[], false, 1.15), None);
+    }
+
+    #[test]
+    fn a_slice_costs_cpu_per_response_and_a_stall_costs_without_limit() {
+        assert_eq!(cpu_us_per_response(25_000, 10), 2.5);
+        assert_eq!(cpu_us_per_response(25_000, 0), f64::INFINITY);
     }
 
     #[test]
