@@ -50,11 +50,19 @@ pub const MAX_MAX_ENTRIES: usize = 1_000_000;
 struct TokenHash(u64);
 
 /// A token and its hash, computed once per request ([`VerifiedCache::key`]) for every cache
-/// operation that request makes.
-#[derive(Debug, Clone, Copy)]
+/// operation that request makes. Its `Debug` shows neither.
+#[derive(Clone, Copy)]
 pub struct TokenKey<'a> {
     token: &'a [u8],
     hash: TokenHash,
+}
+
+impl std::fmt::Debug for TokenKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKey")
+            .field("token_bytes", &self.token.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What is remembered of a verified token: its claims, and what is needed to find the key that
@@ -83,7 +91,9 @@ pub struct CacheStats {
 }
 
 /// A bounded cache of verified tokens. See the [module docs](self).
-#[derive(Debug)]
+///
+/// Its `Debug` shows the bound and the counts of [`VerifiedCache::stats`], never an entry: entries hold whole
+/// bearer tokens, and a verifier printed with `{:?}` must not put them in a log.
 pub struct VerifiedCache {
     max_entries: usize,
     hasher: foldhash::quality::RandomState,
@@ -95,7 +105,7 @@ pub struct VerifiedCache {
     exported: OnceLock<(metrics::Counter, metrics::Counter)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     map: HashMap<TokenHash, Entry, PrehashedState>,
     /// Insertion order, for eviction: each entry's hash and insertion number. May name entries
@@ -109,7 +119,6 @@ struct State {
     seen: Vec<u64>,
 }
 
-#[derive(Debug)]
 struct Entry {
     /// The whole token, compared on every hit.
     raw: Box<[u8]>,
@@ -117,6 +126,19 @@ struct Entry {
     exp: u64,
     /// Its insertion number (see `State::order`).
     seq: u64,
+}
+
+impl std::fmt::Debug for VerifiedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `try_lock`: printing never waits on (or deadlocks with) the cache's own lock.
+        let entries = self.state.try_lock().ok().map(|state| state.map.len());
+        f.debug_struct("VerifiedCache")
+            .field("max_entries", &self.max_entries)
+            .field("entries", &entries)
+            .field("hits", &self.hits.load(Ordering::Relaxed))
+            .field("misses", &self.misses.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 impl VerifiedCache {

@@ -1124,6 +1124,41 @@ mod tests {
         assert_eq!(auth.inner.headers.len(), 1);
     }
 
+    /// A verifier printed with `{:?}` (a `tracing` field, a panic message) shows neither the
+    /// tokens its cache holds nor its HMAC secret.
+    #[tokio::test]
+    async fn a_printed_verifier_shows_no_token_and_no_secret() {
+        let secret = *b"0123456789abcdefghijklmnopqrstuv";
+        let auth = hs256_auth(&secret, "k");
+        let token = hs256(&secret, "k", 1_000_000);
+        // Twice: the second sight admits it to the cache.
+        auth.verify(&token).await.unwrap();
+        auth.verify(&token).await.unwrap();
+        assert_eq!(auth.cache_stats().unwrap().entries, 1);
+
+        // The header part may show (the verifier remembers headers; they hold no secret), the
+        // payload and the signature may not, as text or as bytes.
+        let printed = format!("{auth:?}");
+        let mut parts = token.split('.').skip(1);
+        let (payload, signature) = (parts.next().unwrap(), parts.next().unwrap());
+        // As a derived `Debug` prints a byte slice: `[.., 101, 121, 74, ..]`.
+        let bytes = |b: &[u8]| {
+            let eight: Vec<String> = b[..8].iter().map(u8::to_string).collect();
+            format!(", {}, ", eight.join(", "))
+        };
+        for needle in [
+            payload.to_owned(),
+            signature.to_owned(),
+            bytes(payload.as_bytes()),
+            bytes(signature.as_bytes()),
+            "0123456789abcdef".to_owned(),
+            bytes(&secret),
+        ] {
+            assert!(!printed.contains(&needle), "{needle} in {printed}");
+        }
+        assert!(printed.contains("VerifiedCache"), "{printed}");
+    }
+
     /// Requests hand `verify` the header's bytes unchecked: a byte outside base64url and `.`
     /// anywhere in a token is refused, whether or not it is valid UTF-8. In the header or the
     /// signature its part's decoding refuses it (the header is remembered and the token cached,
