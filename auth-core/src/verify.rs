@@ -624,7 +624,9 @@ impl Auth {
         if !policy.enabled {
             return decode_unverified(token, seen).map(Arc::new);
         }
-        // One reading of the clock and one hash of the token serve the whole request.
+        // One hash of the token serves the whole request. The clock is read again after each
+        // wait for a key (a JWKS fetch may take seconds): the time checks use the time at which
+        // the token is accepted, never one from before a wait.
         let now = self.inner.clock.now();
         let cache_key = self.inner.cache.as_ref().map(|cache| cache.key(token));
         if let Some(claims) = self.cached(cache_key.as_ref(), now, seen).await? {
@@ -641,6 +643,7 @@ impl Auth {
         // Moved, not cloned: read back below for the cache entry.
         seen.kid = kid;
         let key = self.inner.source.key(seen.kid.as_deref(), alg).await?;
+        let now = self.inner.clock.now();
         let (other, claims) = verified_claims(
             &key,
             alg,
@@ -690,7 +693,9 @@ impl Auth {
         let Some(hit) = cache.get(key, now) else {
             return Ok(None);
         };
-        match self.inner.source.key(hit.kid.as_deref(), hit.alg).await {
+        let current = self.inner.source.key(hit.kid.as_deref(), hit.alg).await;
+        let now = self.inner.clock.now();
+        match current {
             Ok(key) if key.thumbprint == hit.thumbprint => {}
             // Verified by another key published under the same kid (see `verified_claims`).
             Ok(key)

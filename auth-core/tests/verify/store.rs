@@ -857,3 +857,37 @@ async fn production_never_trusts_a_fetched_fixtures_key() {
     assert!(auth.verify(&long_lived(&real).sign()).await.is_ok());
     assert!(auth.is_ready());
 }
+
+/// RFC 7519 §4.1.4: a token is accepted only before its `exp`, at the time it is accepted. A
+/// request that waits for a JWKS fetch (here the first load, which takes 120 s of the clock)
+/// is judged at the end of that wait, not at its start.
+#[tokio::test]
+async fn time_checks_use_the_clock_after_a_wait_for_keys() {
+    let clock = clock();
+    let mut issuer = MockIssuer::start().await;
+    let body = jwks_json(&[&keys::ec()]).to_string();
+    let during_fetch = clock.clone();
+    let _jwks = issuer
+        .server
+        .mock("GET", "/jwks.json")
+        .with_status(200)
+        .with_header("content-type", "application/json")
+        .with_body_from_request(move |_| {
+            during_fetch.advance(120);
+            body.clone().into_bytes()
+        })
+        .create_async()
+        .await;
+    let settings = AuthSettings {
+        leeway_seconds: 30,
+        ..store_settings(issuer.jwks_url())
+    };
+    let auth = auth_with(&settings, &clock);
+    // Valid when the request starts (exp = NOW + 60, leeway 30), expired once the keys came.
+    let token = testkit::mint(&keys::ec())
+        .claim("iat", NOW)
+        .claim("exp", NOW + 60)
+        .sign();
+    assert_eq!(denied(&auth, &token).await, AuthErrorKind::Expired);
+    assert_eq!(clock.now(), NOW + 120);
+}
