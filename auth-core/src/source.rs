@@ -444,9 +444,15 @@ impl KeySource {
 
 const WELL_KNOWN: &str = "/.well-known/openid-configuration";
 
-/// The `jwks_uri` of an OIDC discovery document, whose `issuer` must equal `issuer` exactly; the
-/// URL must be `https://` (or `http://` to a loopback host).
-pub fn jwks_uri_from_discovery(doc: &[u8], issuer: &str) -> Result<Url, FetchError> {
+/// The `jwks_uri` of the OIDC discovery document fetched from `discovery`, whose `issuer` must
+/// equal `issuer` exactly. The URL must be `https://` (OIDC Discovery §3, RFC 8414 §2); a
+/// loopback `http://` one only when `discovery` itself is one (a local issuer). A remote
+/// document never sends the service to a plain-HTTP port on its own host.
+pub fn jwks_uri_from_discovery(
+    doc: &[u8],
+    issuer: &str,
+    discovery: &Url,
+) -> Result<Url, FetchError> {
     #[derive(serde::Deserialize)]
     struct Discovery {
         issuer: String,
@@ -459,7 +465,13 @@ pub fn jwks_uri_from_discovery(doc: &[u8], issuer: &str) -> Result<Url, FetchErr
             found: doc.issuer,
         });
     }
-    check_url(&doc.jwks_uri).map_err(FetchError::Url)
+    let url = check_url(&doc.jwks_uri).map_err(FetchError::Url)?;
+    if url.scheme() != "https" && discovery.scheme() == "https" {
+        return Err(FetchError::Url(
+            "the discovery document's jwks_uri must be an https:// URL".to_owned(),
+        ));
+    }
+    Ok(url)
 }
 
 /// `https://`, or `http://` to a loopback host.
@@ -498,6 +510,31 @@ mod tests {
         assert!(check_url("http://127.0.0.1.nip.io/jwks.json").is_err());
         assert!(check_url("file:///etc/passwd").is_err());
         assert!(check_url("jwks.json").is_err());
+    }
+
+    #[test]
+    fn a_remote_discovery_document_cannot_name_a_loopback_http_jwks_uri() {
+        let doc = |jwks_uri: &str| {
+            format!(r#"{{"issuer":"https://id.example","jwks_uri":"{jwks_uri}"}}"#)
+        };
+        let remote = Url::parse("https://id.example/.well-known/openid-configuration").unwrap();
+        let local = Url::parse("http://127.0.0.1:4000/.well-known/openid-configuration").unwrap();
+        let from = |doc: &str, discovery: &Url| {
+            jwks_uri_from_discovery(doc.as_bytes(), "https://id.example", discovery)
+        };
+        for loopback in [
+            "http://127.0.0.1:6379/x",
+            "http://localhost/jwks",
+            "http://[::1]:9/",
+        ] {
+            assert!(
+                matches!(from(&doc(loopback), &remote), Err(FetchError::Url(_))),
+                "{loopback}"
+            );
+            assert!(from(&doc(loopback), &local).is_ok(), "{loopback}");
+        }
+        assert!(from(&doc("https://keys.example/jwks"), &remote).is_ok());
+        assert!(from(&doc("http://keys.example/jwks"), &local).is_err());
     }
 
     /// The fixtures' Ed25519 key as a JWK, with extra members.

@@ -811,7 +811,7 @@ impl KeyStore {
                     return Err(FetchError::Status(304));
                 };
                 (
-                    crate::source::jwks_uri_from_discovery(&bytes, issuer)?,
+                    crate::source::jwks_uri_from_discovery(&bytes, issuer, url)?,
                     etag,
                 )
             }
