@@ -223,6 +223,11 @@ pub struct ThrottleSettings {
     /// `throttle.max_entries`: counters kept per kind (username, IP); the oldest are dropped
     /// beyond it (default 10000).
     pub max_entries: usize,
+    /// `throttle.max_in_flight_per_address`: sign-ins from one client IP (IPv6: /64) in flight
+    /// at once; more get 429 with `Retry-After: 1` before they count against any username
+    /// (default 16). Bounds how many accounts one address can put at risk of a lockout, and how
+    /// much of the hashing queue it can hold, with guesses that have not failed yet.
+    pub max_in_flight_per_address: u32,
 }
 
 impl Default for ThrottleSettings {
@@ -232,6 +237,7 @@ impl Default for ThrottleSettings {
             window_seconds: 300,
             trusted_proxies: Vec::new(),
             max_entries: 10_000,
+            max_in_flight_per_address: 16,
         }
     }
 }
@@ -502,14 +508,18 @@ impl Settings {
             ));
         }
         let t = &self.throttle;
-        if t.max_failures == 0 || t.window_seconds == 0 || t.max_entries == 0 {
-            let key = if t.max_failures == 0 {
-                "throttle.max_failures"
-            } else if t.window_seconds == 0 {
-                "throttle.window_seconds"
-            } else {
-                "throttle.max_entries"
-            };
+        let zero = [
+            ("throttle.max_failures", u64::from(t.max_failures)),
+            ("throttle.window_seconds", t.window_seconds),
+            ("throttle.max_entries", t.max_entries as u64),
+            (
+                "throttle.max_in_flight_per_address",
+                u64::from(t.max_in_flight_per_address),
+            ),
+        ]
+        .into_iter()
+        .find(|(_, value)| *value == 0);
+        if let Some((key, _)) = zero {
             return Err(ConfigError::key(key, "must be greater than 0"));
         }
         // A lockout's end is `since + window`: a day at most keeps that far from overflowing.

@@ -6,10 +6,13 @@
 //!
 //! An attempt counts against its username when it starts, and against its address when it
 //! fails, or when it ends without an outcome once its hash has started (the client hung up
-//! mid-hash). Honest sign-ins in
-//! flight together from one address are not refused at the start; but an attempt that finds its
-//! address locked when it finishes (a burst of guesses from that address failed meanwhile) is
-//! answered 429 whatever its credentials, so a burst learns at most `max_failures` outcomes.
+//! mid-hash). Honest sign-ins in flight together from one address (a NAT) are not refused at
+//! the start, up to `throttle.max_in_flight_per_address` of them; more get 429 with
+//! `Retry-After: 1` before they count against any username, so one address cannot put more
+//! accounts at risk of a lockout, nor hold more of the hashing queue, than that many guesses at
+//! a time. An attempt that finds its address locked when it finishes (a burst of guesses from
+//! that address failed meanwhile) is answered 429 whatever its credentials, so a burst learns at
+//! most `max_failures` outcomes.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +31,38 @@ struct Entry {
 
 /// One kind of counter (usernames or IPs).
 #[derive(Debug, Default)]
-struct Counters(HashMap<String, Entry>);
+struct Counters {
+    failures: HashMap<String, Entry>,
+    /// Addresses only: attempts begun and not yet ended, per address. An entry lives while one
+    /// of its attempts does, so the map is bounded by the requests in flight.
+    in_flight: HashMap<String, u32>,
+}
+
+/// Why [`Throttle::begin`] refused an attempt; either way the client waits `retry` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The username or the address is locked out.
+    Locked { retry: u64 },
+    /// The address has `throttle.max_in_flight_per_address` sign-ins in flight already.
+    Busy { retry: u64 },
+}
+
+impl Refused {
+    /// Seconds for `Retry-After`.
+    pub fn retry(self) -> u64 {
+        match self {
+            Refused::Locked { retry } | Refused::Busy { retry } => retry,
+        }
+    }
+
+    /// The audit reason: `locked` or `busy`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refused::Locked { .. } => "locked",
+            Refused::Busy { .. } => "busy",
+        }
+    }
+}
 
 /// The two counters and their rules.
 #[derive(Debug)]
@@ -38,6 +72,7 @@ pub struct Throttle {
     max_failures: u32,
     window: u64,
     max_entries: usize,
+    max_in_flight: u32,
     clock: Arc<dyn Clock>,
 }
 
@@ -50,6 +85,7 @@ impl Throttle {
             max_failures: settings.max_failures.max(1),
             window: settings.window_seconds.max(1),
             max_entries: settings.max_entries.max(1),
+            max_in_flight: settings.max_in_flight_per_address.max(1),
             clock,
         }
     }
@@ -60,18 +96,27 @@ impl Throttle {
     /// counted; right credentials take it back ([`Attempt::finish`]). The address counts real
     /// failures only, so many honest sign-ins at once from one address (a NAT, a proxy) are
     /// never refused at the start; a burst of guesses from one address is bounded when each
-    /// finishes instead.
-    pub fn begin(&self, username: &str, ip: Option<IpAddr>) -> Result<Attempt<'_>, u64> {
+    /// finishes instead. Up to `throttle.max_in_flight_per_address` at once: beyond, an attempt
+    /// is refused ([`Refused::Busy`]) before it counts against its username.
+    pub fn begin(&self, username: &str, ip: Option<IpAddr>) -> Result<Attempt<'_>, Refused> {
         let now = self.clock.now();
         let ip = ip.map(ip_key);
         // One order for the two locks everywhere: users, then addresses.
         let mut users = lock(&self.users);
-        let ips = lock(&self.ips);
+        let mut ips = lock(&self.ips);
         let user_locked = self.locked(&users, username, now);
         let ip_locked = ip.as_deref().and_then(|k| self.locked(&ips, k, now));
         if let Some(retry) = user_locked.max(ip_locked) {
-            return Err(retry);
+            return Err(Refused::Locked { retry });
         }
+        if let Some(k) = ip.as_deref() {
+            let running = ips.in_flight.get(k).copied().unwrap_or(0);
+            if running >= self.max_in_flight {
+                return Err(Refused::Busy { retry: 1 });
+            }
+            ips.in_flight.insert(k.to_owned(), running + 1);
+        }
+        drop(ips);
         self.count(&mut users, username, now);
         Ok(Attempt {
             throttle: self,
@@ -84,7 +129,10 @@ impl Throttle {
 
     /// Entries held (usernames, addresses): bounded by `throttle.max_entries` each.
     pub fn len(&self) -> (usize, usize) {
-        (lock(&self.users).0.len(), lock(&self.ips).0.len())
+        (
+            lock(&self.users).failures.len(),
+            lock(&self.ips).failures.len(),
+        )
     }
 
     /// Whether nothing is held.
@@ -93,7 +141,7 @@ impl Throttle {
     }
 
     fn locked(&self, map: &Counters, key: &str, now: u64) -> Option<u64> {
-        let e = map.0.get(key)?;
+        let e = map.failures.get(key)?;
         self.lock_end(e, now).map(|end| (end - now).max(1))
     }
 
@@ -105,20 +153,20 @@ impl Throttle {
 
     fn count(&self, map: &mut Counters, key: &str, now: u64) {
         let window = self.window;
-        if !map.0.contains_key(key) && map.0.len() >= self.max_entries {
-            map.0.retain(|_, e| now < e.since + window);
-            if map.0.len() >= self.max_entries {
+        if !map.failures.contains_key(key) && map.failures.len() >= self.max_entries {
+            map.failures.retain(|_, e| now < e.since + window);
+            if map.failures.len() >= self.max_entries {
                 // Never evict a running lockout (a flood of throwaway names must not free a
                 // victim): the oldest entry that is not locked goes.
                 let oldest = map
-                    .0
+                    .failures
                     .iter()
                     .filter(|(_, e)| self.lock_end(e, now).is_none())
                     .min_by_key(|(_, e)| e.since)
                     .map(|(k, _)| k.clone());
                 match oldest {
                     Some(k) => {
-                        map.0.remove(&k);
+                        map.failures.remove(&k);
                     }
                     None => {
                         tracing::warn!(target: "audit", "throttle table full of running lockouts; a new key is not tracked");
@@ -127,7 +175,7 @@ impl Throttle {
                 }
             }
         }
-        let e = map.0.entry(key.to_owned()).or_insert(Entry {
+        let e = map.failures.entry(key.to_owned()).or_insert(Entry {
             failures: 0,
             since: now,
         });
@@ -187,7 +235,7 @@ impl Attempt<'_> {
             return Err(retry);
         }
         if right {
-            lock(&self.throttle.users).0.remove(&self.username);
+            lock(&self.throttle.users).failures.remove(&self.username);
         }
         Ok(())
     }
@@ -200,13 +248,22 @@ impl Attempt<'_> {
 }
 
 impl Drop for Attempt<'_> {
+    /// However the attempt ends: it leaves its address's in-flight count, and counts as a
+    /// failure there when it had started hashing and has no outcome.
     fn drop(&mut self) {
-        if !(self.open && self.hashing) {
+        let Some(k) = self.ip.as_deref() else {
             return;
-        }
-        if let Some(k) = self.ip.as_deref() {
+        };
+        let mut ips = lock(&self.throttle.ips);
+        if self.open && self.hashing {
             let now = self.throttle.clock.now();
-            self.throttle.count(&mut lock(&self.throttle.ips), k, now);
+            self.throttle.count(&mut ips, k, now);
+        }
+        if let Some(running) = ips.in_flight.get_mut(k) {
+            *running -= 1;
+            if *running == 0 {
+                ips.in_flight.remove(k);
+            }
         }
     }
 }
@@ -270,9 +327,14 @@ mod tests {
                 window_seconds: 60,
                 trusted_proxies: vec![],
                 max_entries,
+                max_in_flight_per_address: 20,
             },
             clock,
         )
+    }
+
+    fn locked(retry: u64) -> Refused {
+        Refused::Locked { retry }
     }
 
     #[test]
@@ -283,10 +345,10 @@ mod tests {
         for _ in 0..3 {
             t.begin("alice", Some(ip)).unwrap().finish(false).unwrap();
         }
-        assert_eq!(t.begin("alice", None).err(), Some(60));
+        assert_eq!(t.begin("alice", None).err(), Some(locked(60)));
         assert_eq!(
             t.begin("bob", Some(ip)).err(),
-            Some(60),
+            Some(locked(60)),
             "the IP is locked too"
         );
         t.begin("bob", Some("10.0.0.2".parse().unwrap()))
@@ -294,7 +356,7 @@ mod tests {
             .finish(true)
             .unwrap();
         clock.advance(59);
-        assert_eq!(t.begin("alice", None).err(), Some(1));
+        assert_eq!(t.begin("alice", None).err(), Some(locked(1)));
         clock.advance(1);
         assert!(t.begin("alice", Some(ip)).is_ok(), "entries expire");
     }
@@ -377,7 +439,7 @@ mod tests {
             a.hashing();
             drop(a);
         }
-        assert_eq!(t.begin("u9", Some(ip)).err(), Some(60));
+        assert_eq!(t.begin("u9", Some(ip)).err(), Some(locked(60)));
         // An abandoned attempt (the user store failed) counts nothing more at the address.
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         for i in 0..3 {
@@ -411,6 +473,61 @@ mod tests {
         // Another address is not affected.
         let a = t.begin("u0", Some("10.0.0.2".parse().unwrap())).unwrap();
         assert!(a.finish(true).is_ok());
+    }
+
+    /// One address with many guesses in flight at once (each at another account) cannot push
+    /// more accounts towards a lockout than `max_in_flight_per_address` guesses at a time:
+    /// beyond, attempts are refused before they count against their usernames. Ending attempts
+    /// (however they end) frees their places.
+    #[test]
+    fn an_address_has_at_most_max_in_flight_attempts_and_refused_ones_count_nowhere() {
+        let clock = Arc::new(ManualClock::new(1000));
+        let t = Throttle::new(
+            &ThrottleSettings {
+                max_failures: 3,
+                window_seconds: 60,
+                trusted_proxies: vec![],
+                max_entries: 100,
+                max_in_flight_per_address: 4,
+            },
+            clock,
+        );
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut running: Vec<_> = (0..4)
+            .map(|i| t.begin(&format!("u{i}"), Some(ip)).unwrap())
+            .collect();
+        // Three guesses at each of ten other accounts, all refused: none is counted.
+        for i in 10..20 {
+            for _ in 0..3 {
+                assert_eq!(
+                    t.begin(&format!("u{i}"), Some(ip)).err(),
+                    Some(Refused::Busy { retry: 1 })
+                );
+            }
+        }
+        assert_eq!(t.len(), (4, 0), "only the four running attempts counted");
+        // Another address is not held up, and the refused accounts have their whole budget.
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        let fresh: Vec<_> = (0..3)
+            .map(|_| t.begin("u10", Some(other)).unwrap())
+            .collect();
+        fresh.into_iter().for_each(Attempt::abandoned);
+        // Each way an attempt ends frees its place.
+        running.pop().unwrap().finish(true).unwrap();
+        running.pop().unwrap().abandoned();
+        drop(running.pop().unwrap());
+        let mut hashing = running.pop().unwrap();
+        hashing.hashing();
+        drop(hashing);
+        let again: Vec<_> = (0..4)
+            .map(|i| t.begin(&format!("v{i}"), Some(ip)).unwrap())
+            .collect();
+        assert_eq!(
+            t.begin("v9", Some(ip)).err(),
+            Some(Refused::Busy { retry: 1 })
+        );
+        again.into_iter().for_each(Attempt::abandoned);
+        assert!(lock(&t.ips).in_flight.is_empty(), "no place is leaked");
     }
 
     #[test]

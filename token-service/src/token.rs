@@ -26,6 +26,7 @@ use warp::reply::{Reply, Response};
 
 use crate::audit;
 use crate::startup::State;
+use crate::throttle::Refused;
 
 /// The token request (form or JSON).
 #[derive(Default, Deserialize, utoipa::ToSchema)]
@@ -285,19 +286,20 @@ async fn issue_token(
     let ip: Option<IpAddr> =
         crate::throttle::client_ip(peer, xff.as_deref(), &state.trusted_proxies);
     let ip_text = ip.map(|i| i.to_string()).unwrap_or_default();
-    let throttled = |retry: u64, reason: &str| {
+    let throttled = |retry: u64, reason: &str, message: &str| {
         audit!(event = "sign_in", outcome = "throttled", reason, username_sha256 = %unverified(&username), client_ip = %ip_text);
-        oauth(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_requests",
-            "too many failed sign-ins; try again later",
-        )
-        .with_retry_after(retry)
+        oauth(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message).with_retry_after(retry)
     };
-    let mut attempt = state
-        .throttle
-        .begin(&username, ip)
-        .map_err(|retry| throttled(retry, "locked"))?;
+    const FAILED: &str = "too many failed sign-ins; try again later";
+    let mut attempt = state.throttle.begin(&username, ip).map_err(|refused| {
+        let message = match refused {
+            Refused::Locked { .. } => FAILED,
+            Refused::Busy { .. } => {
+                "too many sign-ins in flight from this address; try again in a moment"
+            }
+        };
+        throttled(refused.retry(), refused.reason(), message)
+    })?;
 
     let user = match state.users.by_username(&username).await {
         Ok(user) => user,
@@ -333,6 +335,7 @@ async fn issue_token(
             } else {
                 "overtaken"
             },
+            FAILED,
         ));
     }
     let user = match user {

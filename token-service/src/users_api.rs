@@ -276,14 +276,14 @@ async fn change_password(
     // sign-ins: a stolen token must not give unthrottled guesses.
     let attempt = match state.throttle.begin(&user.username, None) {
         Ok(attempt) => attempt,
-        Err(retry) => {
+        Err(refused) => {
             audit!(event = "password_change", outcome = "throttled", username = %user.username);
             return Err(ApiError::new(
                 http::StatusCode::TOO_MANY_REQUESTS,
                 "too_many_requests",
                 "too many failed attempts; try again later",
             )
-            .with_retry_after(retry));
+            .with_retry_after(refused.retry()));
         }
     };
     let old = SecretString::from(body.old_password);

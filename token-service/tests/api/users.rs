@@ -197,10 +197,14 @@ async fn parallel_guesses_are_bounded_by_the_throttle() {
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 15);
 }
 
-/// A burst of guesses from one address at many names, all past the throttle's check before any
-/// has failed, learns at most `max_failures` outcomes: the rest are 429 when they finish. (Before,
-/// the address counted only failures that had finished, and every guess of the burst was
-/// answered.)
+/// A burst of guesses from one address at many names learns at most `max_failures` outcomes,
+/// and puts at most `throttle.max_in_flight_per_address` (16) names at risk:
+/// - 4 of the 20 are refused at once (429, `Retry-After: 1`) and count against no name;
+/// - the 16 in flight each count against their name before any finishes; 5 failures are
+///   answered (401), the 11 that finish after the address locked are 429 like the rest.
+///
+/// (Before, the address counted only failures that had finished, and every guess of the burst
+/// was answered; later, every guess of the burst counted against its name.)
 #[tokio::test]
 async fn a_burst_from_one_address_learns_at_most_max_failures_outcomes() {
     let t = Arc::new(spawn_app().await);
@@ -210,33 +214,48 @@ async fn a_burst_from_one_address_learns_at_most_max_failures_outcomes() {
             let t = t.clone();
             tokio::spawn(async move {
                 let name = format!("sprayed-{i:02}");
-                t.form(&[("username", &name), ("password", "a-guessed-password")])
-                    .await
-                    .status()
-                    .as_u16()
+                let res = t
+                    .form(&[("username", &name), ("password", "a-guessed-password")])
+                    .await;
+                let retry = res
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                (res.status().as_u16(), retry)
             })
         })
         .collect();
-    // Every guess is past the check (each counts against its name at once) before any finishes.
-    let all_in = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while t.state.throttle.len().0 < 20 {
+    // 16 are past the check (each counts against its name at once) and held at the gate
+    // before any finishes; the other 4 were answered at once.
+    let settled = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while t.state.throttle.len().0 < 16
+            || guesses.iter().filter(|g| g.is_finished()).count() < 4
+        {
             tokio::task::yield_now().await;
         }
     })
     .await;
+    let names_counted = t.state.throttle.len().0;
     t.hasher.gate.open();
     assert!(
-        all_in.is_ok(),
-        "the 20 guesses never all reached the throttle"
+        settled.is_ok(),
+        "the burst never settled at 16 in flight and 4 refused"
     );
-    let mut statuses = Vec::new();
+    assert_eq!(names_counted, 16, "refused guesses count against no name");
+    let mut answers = Vec::new();
     for g in guesses {
-        statuses.push(g.await.unwrap());
+        answers.push(g.await.unwrap());
     }
-    let answered = statuses.iter().filter(|s| **s == 401).count();
-    assert_eq!(answered, 5, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 15);
-    assert_eq!(t.hasher.verifies.load(Ordering::SeqCst), 20);
+    let count = |status: u16, retry: Option<&str>| {
+        answers
+            .iter()
+            .filter(|(s, r)| *s == status && r.as_deref() == retry)
+            .count()
+    };
+    assert_eq!(count(401, None), 5, "{answers:?}");
+    assert_eq!(count(429, Some("1")), 4, "busy: {answers:?}");
+    assert_eq!(count(429, Some("300")), 11, "overtaken: {answers:?}");
+    assert_eq!(t.hasher.verifies.load(Ordering::SeqCst), 16);
 }
 
 /// A disabled account's live token does nothing at token-service: a leaked admin token cannot
