@@ -28,6 +28,11 @@ pub trait Hasher: Send + Sync + std::fmt::Debug {
     fn dummy(&self) -> anyhow::Result<String> {
         self.hash(uuid::Uuid::new_v4().to_string().as_bytes())
     }
+    /// Whether `phc` was made otherwise than [`Hasher::hash`] makes hashes now (other
+    /// parameters): a user who signs in with it then gets a fresh hash. By default never.
+    fn outdated(&self, _phc: &str) -> bool {
+        false
+    }
 }
 
 /// argon2id with the configured parameters.
@@ -152,6 +157,26 @@ impl Hasher for Argon2id {
         // `Output`'s equality is constant-time.
         Output::new(&out).is_ok_and(|computed| computed == expected)
     }
+
+    /// Another algorithm or version, other `m`, `t` or `p`, or another output length than
+    /// the configured argon2id's (an unreadable string too: it verifies nothing anyway).
+    fn outdated(&self, phc: &str) -> bool {
+        let Ok(hash) = PasswordHash::new(phc) else {
+            return true;
+        };
+        let same = hash.algorithm == argon2::ARGON2ID_IDENT
+            && hash.version == Some(Version::V0x13.into())
+            && hash.hash.is_some_and(|h| h.len() == 32)
+            && Params::try_from(&hash).is_ok_and(|p| {
+                (p.m_cost(), p.t_cost(), p.p_cost())
+                    == (
+                        self.params.m_cost(),
+                        self.params.t_cost(),
+                        self.params.p_cost(),
+                    )
+            });
+        !same
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +214,14 @@ impl Passwords {
             Some(permit) => self.verify_with(permit, password, phc).await,
             None => false,
         }
+    }
+
+    /// Whether a user whose password verified against `phc` should get a fresh hash (the
+    /// `users.argon2_*` settings changed since it was made): else sign-ins of old accounts would
+    /// keep the old cost, and take a measurably different time than an unknown user's, whose
+    /// dummy hash has the current parameters.
+    pub fn outdated(&self, phc: &str) -> bool {
+        self.hasher.outdated(phc)
     }
 
     /// Waits for a turn to hash (at most `users.max_concurrent_hashes` run at once); `None`
@@ -252,6 +285,31 @@ mod tests {
         assert!(check_policy("password", "alice", "twelve chars").is_ok());
         let e = check_policy("new_password", "a", "x").unwrap_err();
         assert!(e.starts_with("new_password:"), "{e}");
+    }
+
+    #[test]
+    fn a_hash_with_other_parameters_is_outdated() {
+        let settings = |m: u32, t: u32| UsersSettings {
+            argon2_memory_kib: m,
+            argon2_iterations: t,
+            ..UsersSettings::default()
+        };
+        let current = Argon2id::new(&settings(8192, 2)).unwrap();
+        let weaker = Argon2id::new(&settings(4096, 1)).unwrap();
+        let mine = current.hash(b"a password").unwrap();
+        assert!(!current.outdated(&mine));
+        assert!(current.outdated(&weaker.hash(b"a password").unwrap()));
+        assert!(
+            current.outdated(
+                &Argon2id::new(&settings(8192, 1))
+                    .unwrap()
+                    .hash(b"x")
+                    .unwrap()
+            )
+        );
+        assert!(current.outdated(&mine.replace("argon2id", "argon2i")));
+        assert!(current.outdated("not a hash"));
+        assert!(!current.outdated(&current.dummy().unwrap()));
     }
 
     #[tokio::test]

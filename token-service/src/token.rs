@@ -213,6 +213,30 @@ fn unique(items: impl IntoIterator<Item = String>) -> Vec<String> {
     out
 }
 
+/// A fresh hash (current `users.argon2_*`) for a user whose password just verified against an
+/// outdated one. The sign-in goes on either way: a failure is logged and the old hash stays,
+/// and a hash changed meanwhile (a password change) is left as it is.
+async fn rehash(state: &State, user: &crate::users::User, password: &SecretString) {
+    let fresh = match state.passwords.hash(password).await {
+        Ok(fresh) => fresh,
+        Err(e) => {
+            tracing::warn!(error = %e, "rehashing a password with the current parameters failed");
+            return;
+        }
+    };
+    match state
+        .users
+        .upgrade_password_hash(&user.id, &user.password_hash, &fresh)
+        .await
+    {
+        Ok(true) => {
+            audit!(event = "password_rehash", outcome = "success", username = ?user.username);
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "storing a rehashed password failed"),
+    }
+}
+
 #[utoipa::path(post, path = "/token", tag = "token",
     request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded",
         description = "Also accepted as application/json with the same fields"),
@@ -360,6 +384,9 @@ async fn issue_token(
     // The credentials are right: whatever this request asks for next (a scope or audience it
     // may not have), it is not a guess, and it does not count towards the user's lock (its
     // `finish` forgot the count).
+    if state.passwords.outdated(&user.password_hash) {
+        rehash(&state, &user, &password).await;
+    }
 
     let allowed: Vec<String> = {
         let mut all: Vec<String> = user

@@ -199,6 +199,28 @@ impl UserStore {
     }
 }
 
+impl UserStore {
+    /// Replaces a user's password hash only if it is still `old` (a sign-in's rehash must never
+    /// undo a password change that landed meanwhile). Whether it was replaced.
+    pub async fn upgrade_password_hash(
+        &self,
+        id: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "UPDATE users SET password_hash = $3, updated_at = $4 WHERE id = $1 AND password_hash = $2",
+        )
+        .bind(id)
+        .bind(old)
+        .bind(new)
+        .bind(now_rfc3339())
+        .execute(&self.db.pool)
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+}
+
 /// One user of `fixtures/users.toml`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

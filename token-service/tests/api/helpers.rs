@@ -28,6 +28,9 @@ impl Hasher for CountingHasher {
         self.verifies.fetch_add(1, Ordering::SeqCst);
         self.inner.verify(password, phc)
     }
+    fn outdated(&self, phc: &str) -> bool {
+        self.inner.outdated(phc)
+    }
 }
 
 /// Holds verifications (on the blocking pool) while closed.

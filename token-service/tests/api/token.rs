@@ -130,6 +130,55 @@ async fn an_unknown_user_still_costs_a_password_verification() {
     assert_eq!(t.hasher.verifies.load(Ordering::SeqCst), before + 1);
 }
 
+/// After `users.argon2_*` change, an account made before keeps a hash with the old cost until
+/// its user signs in: then it is rehashed with the current parameters (once), so its sign-ins
+/// cost what an unknown user's dummy verification costs. A wrong password rehashes nothing.
+#[tokio::test]
+async fn a_sign_in_rehashes_a_password_made_with_other_parameters() {
+    use token_service::passwords::{Argon2id, Hasher};
+    let t = spawn_app().await;
+    let older = Argon2id::new(&token_service::settings::UsersSettings {
+        argon2_memory_kib: 8192,
+        argon2_iterations: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let old_hash = older.hash(b"carol-old-params-pw").unwrap();
+    t.state
+        .users
+        .create("carol", &old_hash, &["user".into()], &[])
+        .await
+        .unwrap();
+    let stored = || async {
+        t.state
+            .users
+            .by_username("carol")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash
+    };
+
+    let res = t
+        .form(&[("username", "carol"), ("password", "wrong-password-123")])
+        .await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(stored().await, old_hash, "a failed sign-in changes nothing");
+
+    let res = t
+        .form(&[("username", "carol"), ("password", "carol-old-params-pw")])
+        .await;
+    assert_eq!(res.status(), 200);
+    let fresh = stored().await;
+    assert!(fresh.contains("m=19456,t=2,p=1"), "{fresh}");
+    assert!(!t.state.passwords.outdated(&fresh));
+    let res = t
+        .form(&[("username", "carol"), ("password", "carol-old-params-pw")])
+        .await;
+    assert_eq!(res.status(), 200, "the new hash verifies");
+    assert_eq!(stored().await, fresh, "rehashed once");
+}
+
 #[tokio::test]
 async fn malformed_requests_are_invalid_request() {
     let t = spawn_app().await;
