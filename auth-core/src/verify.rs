@@ -624,9 +624,8 @@ impl Auth {
         if !policy.enabled {
             return decode_unverified(token, seen).map(Arc::new);
         }
-        // One hash of the token serves the whole request. The clock is read again after each
-        // wait for a key (a JWKS fetch may take seconds): the time checks use the time at which
-        // the token is accepted, never one from before a wait.
+        // One hash of the token serves the whole request, and one reading of the clock unless
+        // the request waits for a key (`key_at`).
         let now = self.inner.clock.now();
         let cache_key = self.inner.cache.as_ref().map(|cache| cache.key(token));
         if let Some(claims) = self.cached(cache_key.as_ref(), now, seen).await? {
@@ -642,8 +641,8 @@ impl Auth {
         };
         // Moved, not cloned: read back below for the cache entry.
         seen.kid = kid;
-        let key = self.inner.source.key(seen.kid.as_deref(), alg).await?;
-        let now = self.inner.clock.now();
+        let (key, now) = self.key_at(seen.kid.as_deref(), alg, now).await;
+        let key = key?;
         let (other, claims) = verified_claims(
             &key,
             alg,
@@ -693,8 +692,7 @@ impl Auth {
         let Some(hit) = cache.get(key, now) else {
             return Ok(None);
         };
-        let current = self.inner.source.key(hit.kid.as_deref(), hit.alg).await;
-        let now = self.inner.clock.now();
+        let (current, now) = self.key_at(hit.kid.as_deref(), hit.alg, now).await;
         match current {
             Ok(key) if key.thumbprint == hit.thumbprint => {}
             // Verified by another key published under the same kid (see `verified_claims`).
@@ -714,6 +712,29 @@ impl Auth {
             return Err(kind);
         }
         Ok(Some(Arc::clone(&hit.claims)))
+    }
+
+    /// The key for `kid` and `alg`, and the time to judge the token at: `now` when the key was
+    /// at hand, else the clock read again once the key source answered. A wait (a JWKS fetch)
+    /// may take seconds: the time checks use the time at which the token is accepted, never
+    /// one from before a wait. Polled by hand to tell the two apart, so the usual request (keys
+    /// at hand) reads the clock once.
+    async fn key_at(
+        &self,
+        kid: Option<&str>,
+        alg: Alg,
+        now: u64,
+    ) -> (Result<Arc<VerifyingKey>, AuthErrorKind>, u64) {
+        let mut key = std::pin::pin!(self.inner.source.key(kid, alg));
+        let mut waited = false;
+        let key = std::future::poll_fn(|cx| {
+            let poll = key.as_mut().poll(cx);
+            waited |= poll.is_pending();
+            poll
+        })
+        .await;
+        let now = if waited { self.inner.clock.now() } else { now };
+        (key, now)
     }
 
     /// The keys other than `first` that a token's `kid` names and `alg` fits: a JWKS may publish
