@@ -865,17 +865,9 @@ async fn production_never_trusts_a_fetched_fixtures_key() {
 async fn time_checks_use_the_clock_after_a_wait_for_keys() {
     let clock = clock();
     let mut issuer = MockIssuer::start().await;
-    let body = jwks_json(&[&keys::ec()]).to_string();
     let during_fetch = clock.clone();
     let _jwks = issuer
-        .server
-        .mock("GET", "/jwks.json")
-        .with_status(200)
-        .with_header("content-type", "application/json")
-        .with_body_from_request(move |_| {
-            during_fetch.advance(120);
-            body.clone().into_bytes()
-        })
+        .jwks_mock_with(&[&keys::ec()], move || during_fetch.advance(120))
         .create_async()
         .await;
     let settings = AuthSettings {
