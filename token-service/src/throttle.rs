@@ -94,10 +94,10 @@ impl Throttle {
     /// client's address is locked. The attempt counts against the username at once, under the
     /// same lock, so parallel guesses at one account cannot all pass the check before any is
     /// counted; right credentials take it back ([`Attempt::finish`]). The address counts real
-    /// failures only, so many honest sign-ins at once from one address (a NAT, a proxy) are
-    /// never refused at the start; a burst of guesses from one address is bounded when each
-    /// finishes instead. Up to `throttle.max_in_flight_per_address` at once: beyond, an attempt
-    /// is refused ([`Refused::Busy`]) before it counts against its username.
+    /// failures only, so honest sign-ins at once from one address (a NAT, a proxy) are not
+    /// refused at the start, up to `throttle.max_in_flight_per_address` of them: beyond, an
+    /// attempt is refused ([`Refused::Busy`]) before it counts against its username. A burst of
+    /// guesses from one address is bounded when each finishes too.
     pub fn begin(&self, username: &str, ip: Option<IpAddr>) -> Result<Attempt<'_>, Refused> {
         let now = self.clock.now();
         let ip = ip.map(ip_key);
