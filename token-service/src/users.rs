@@ -197,9 +197,7 @@ impl UserStore {
             .await?;
         Ok(res.rows_affected() > 0)
     }
-}
 
-impl UserStore {
     /// Replaces a user's password hash only if it is still `old` (a sign-in's rehash must never
     /// undo a password change that landed meanwhile). Whether it was replaced.
     pub async fn upgrade_password_hash(
