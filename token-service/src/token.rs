@@ -244,7 +244,7 @@ async fn rehash(state: &State, user: &crate::users::User, password: &SecretStrin
         (status = 200, body = TokenResponse, description = "Signed access token; Cache-Control: no-store"),
         (status = 400, description = "invalid_request, unsupported_grant_type, invalid_scope or invalid_target"),
         (status = 401, description = "invalid_grant: unknown user, wrong password or disabled user (one body)"),
-        (status = 429, description = "Too many failed sign-ins; see Retry-After"),
+        (status = 429, description = "Too many failed sign-ins, or too many sign-ins in flight from one address; see Retry-After"),
     ))]
 async fn issue_token(
     ct: Option<String>,
