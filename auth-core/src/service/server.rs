@@ -187,6 +187,25 @@ impl RequestLimits {
     }
 }
 
+/// 400 `invalid_request` (RFC 6750 §3.1) for a request with more than one `Authorization` field
+/// line, before any route runs. The field is not a list (RFC 9110 §5.3 forbids repeating it),
+/// and which line a proxy in front read is anyone's guess: none is believed.
+fn check_authorization(headers: &http::HeaderMap) -> Option<Response> {
+    let mut lines = headers.get_all(http::header::AUTHORIZATION).iter();
+    lines.next()?;
+    lines.next()?;
+    const MESSAGE: &str = "more than one Authorization header";
+    let mut res =
+        crate::error::error_response(http::StatusCode::BAD_REQUEST, "invalid_request", MESSAGE);
+    res.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static(
+            "Bearer error=\"invalid_request\", error_description=\"more than one Authorization header\"",
+        ),
+    );
+    Some(res)
+}
+
 /// Wraps warp's service: adds the request extensions, enforces the request limits and writes the
 /// request log line.
 #[derive(Clone)]
@@ -222,7 +241,11 @@ where
         }
         // The path only: a query string may carry anything, a token included.
         let path: String = req.uri().path().chars().take(256).collect();
-        let outcome = match self.limits.check_query(req.uri().query()) {
+        let refused = self
+            .limits
+            .check_query(req.uri().query())
+            .or_else(|| check_authorization(req.headers()));
+        let outcome = match refused {
             Some(refused) => Err(refused),
             None => {
                 let timeout = self.limits.body_timeout;

@@ -15,6 +15,41 @@ async fn no_token_is_401_with_www_authenticate() {
     assert_eq!(body["status"], 401);
 }
 
+/// Two `Authorization` lines (a valid token first) are refused before any route: which one a
+/// proxy in front checked is unknown. 400 `invalid_request`, RFC 6750 §3.1; on every route.
+#[tokio::test]
+async fn two_authorization_headers_are_400_invalid_request() {
+    let t = spawn_app().await;
+    let valid = t.token("alice", &["user"]);
+    for (path, second) in [
+        ("/todos", format!("Bearer {valid}")),
+        ("/todos", "Bearer forged.token.here".to_owned()),
+        ("/whoami", "Basic YTpi".to_owned()),
+        ("/health", format!("Bearer {valid}")),
+    ] {
+        let res = t
+            .app
+            .client
+            .get(t.url(path))
+            .header("authorization", format!("Bearer {valid}"))
+            .header("authorization", second)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{path}");
+        assert_eq!(
+            res.headers()["www-authenticate"],
+            "Bearer error=\"invalid_request\", error_description=\"more than one Authorization header\""
+        );
+        let (_, body) = parts(res).await;
+        assert_eq!(body["error"], "invalid_request", "{body}");
+        assert_eq!(body["message"], "more than one Authorization header");
+    }
+    // One line still works.
+    let res = t.request("GET", "/todos", Some(&valid), None).await;
+    assert_eq!(res.status(), 200);
+}
+
 #[tokio::test]
 async fn expired_bad_signature_and_wrong_audience_are_401_invalid_token() {
     let t = spawn_app().await;
