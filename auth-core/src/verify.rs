@@ -626,9 +626,9 @@ impl Auth {
         }
         // One hash of the token serves the whole request, and one reading of the clock unless
         // the request waits for a key (`key_at`).
-        let now = self.inner.clock.now();
+        let mut now = self.inner.clock.now();
         let cache_key = self.inner.cache.as_ref().map(|cache| cache.key(token));
-        if let Some(claims) = self.cached(cache_key.as_ref(), now, seen).await? {
+        if let Some(claims) = self.cached(cache_key.as_ref(), &mut now, seen).await? {
             return Ok(claims);
         }
         let parts = Parts::split(token)?;
@@ -680,19 +680,21 @@ impl Auth {
     /// A verified-cache hit: the cached claims, when the key that verified the token is still
     /// the key the source gives for its `kid` and `alg`, re-checked for time, issuer and audience.
     /// `None` sends the token through full verification (an entry whose key left is dropped).
+    /// `now` moves on when the key lookup waited (see `key_at`), for the rest of the request too.
     async fn cached(
         &self,
         key: Option<&TokenKey<'_>>,
-        now: u64,
+        now: &mut u64,
         seen: &mut Seen,
     ) -> Result<Option<Arc<Claims>>, AuthErrorKind> {
         let (Some(cache), Some(key)) = (&self.inner.cache, key) else {
             return Ok(None);
         };
-        let Some(hit) = cache.get(key, now) else {
+        let Some(hit) = cache.get(key, *now) else {
             return Ok(None);
         };
-        let (current, now) = self.key_at(hit.kid.as_deref(), hit.alg, now).await;
+        let current;
+        (current, *now) = self.key_at(hit.kid.as_deref(), hit.alg, *now).await;
         match current {
             Ok(key) if key.thumbprint == hit.thumbprint => {}
             // Verified by another key published under the same kid (see `verified_claims`).
@@ -706,7 +708,7 @@ impl Auth {
                 return Ok(None);
             }
         }
-        if let Err(kind) = check_claims(&hit.claims, &self.inner.policy, now) {
+        if let Err(kind) = check_claims(&hit.claims, &self.inner.policy, *now) {
             seen.kid.clone_from(&hit.kid);
             seen.sub.clone_from(&hit.claims.sub);
             return Err(kind);
