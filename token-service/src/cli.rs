@@ -162,7 +162,7 @@ pub async fn add_user(
     let db = crate::startup::open_database(settings).await?;
     let store = crate::users::UserStore::new(db.clone());
     let hasher = std::sync::Arc::new(Argon2id::new(&settings.users)?);
-    let passwords = crate::passwords::Passwords::new(hasher, 1)?;
+    let passwords = crate::passwords::Passwords::new(hasher, 1, 0)?;
     let hash = passwords.hash(&SecretString::from(password)).await?;
     let roles = vec![if admin { "admin" } else { "user" }.to_owned()];
     let result = store.create(username, &hash, &roles, &[]).await;

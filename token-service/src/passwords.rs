@@ -1,8 +1,10 @@
 //! Password hashing: argon2id (parameters from `users.argon2_*`, OWASP's minimum by default),
 //! at most `users.max_concurrent_hashes` computations at once (a semaphore), each on the
-//! blocking pool. Passwords live in [`SecretString`]s and are never logged.
+//! blocking pool, and at most `users.max_queued_hashes` requests waiting for a turn (more are
+//! refused at once with [`Busy`]). Passwords live in [`SecretString`]s and are never logged.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
@@ -183,37 +185,81 @@ impl Hasher for Argon2id {
 pub struct Passwords {
     hasher: Arc<dyn Hasher>,
     permits: Arc<Semaphore>,
+    queue: Arc<Queue>,
     dummy: Arc<str>,
 }
 
+/// Requests waiting for a turn to hash, and how many may: past the bound a request is refused at
+/// once ([`Busy`]) instead of joining a queue it could wait in for minutes (Envoy's
+/// `max_pending_requests` overflow).
+#[derive(Debug)]
+struct Queue {
+    waiting: AtomicUsize,
+    max: usize,
+}
+
+/// Every turn to hash is taken and `users.max_queued_hashes` requests already wait for one: the
+/// caller answers 503 with `Retry-After` (a turn frees when one hash ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many password checks are waiting (users.max_queued_hashes)")]
+pub struct Busy;
+
+impl From<Busy> for auth_core::error::ApiError {
+    fn from(_: Busy) -> Self {
+        Self::unavailable(
+            "too many password checks are waiting; try again in a moment",
+            1,
+        )
+    }
+}
+
+/// Why [`Passwords::hash`] gave no hash.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    #[error("hashing a password failed: {0}")]
+    Failed(#[from] anyhow::Error),
+}
+
 impl Passwords {
-    /// `max_concurrent` hashes at once, and the dummy hash an unknown user's sign-in is
-    /// verified against.
-    pub fn new(hasher: Arc<dyn Hasher>, max_concurrent: usize) -> anyhow::Result<Self> {
+    /// `max_concurrent` hashes at once, at most `max_queued` requests waiting for a turn, and
+    /// the dummy hash an unknown user's sign-in is verified against.
+    pub fn new(
+        hasher: Arc<dyn Hasher>,
+        max_concurrent: usize,
+        max_queued: usize,
+    ) -> anyhow::Result<Self> {
         let dummy = hasher.dummy()?;
         Ok(Self {
             hasher,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            queue: Arc::new(Queue {
+                waiting: AtomicUsize::new(0),
+                max: max_queued,
+            }),
             dummy: dummy.into(),
         })
     }
 
     /// Hashes `password` (policy already checked).
-    pub async fn hash(&self, password: &SecretString) -> anyhow::Result<String> {
-        let _permit = self.permits.acquire().await?;
+    pub async fn hash(&self, password: &SecretString) -> Result<String, HashError> {
+        let _permit = self.permit().await?;
         let hasher = self.hasher.clone();
         let password = password.clone();
-        tokio::task::spawn_blocking(move || hasher.hash(password.expose_secret().as_bytes()))
-            .await?
+        Ok(
+            tokio::task::spawn_blocking(move || hasher.hash(password.expose_secret().as_bytes()))
+                .await
+                .map_err(anyhow::Error::from)??,
+        )
     }
 
     /// Whether `password` matches `phc`. Without a hash (unknown user) a dummy hash is verified
-    /// anyway, so both cases take comparable time, and the answer is `false`.
-    pub async fn verify(&self, password: &SecretString, phc: Option<&str>) -> bool {
-        match self.permit().await {
-            Some(permit) => self.verify_with(permit, password, phc).await,
-            None => false,
-        }
+    /// anyway, so both cases take comparable time, and the answer is `false`. [`Busy`] when
+    /// the queue for a turn is full: nothing was checked.
+    pub async fn verify(&self, password: &SecretString, phc: Option<&str>) -> Result<bool, Busy> {
+        let permit = self.permit().await?;
+        Ok(self.verify_with(permit, password, phc).await)
     }
 
     /// Whether a user whose password verified against `phc` should get a fresh hash (the
@@ -224,10 +270,32 @@ impl Passwords {
         self.hasher.outdated(phc)
     }
 
-    /// Waits for a turn to hash (at most `users.max_concurrent_hashes` run at once); `None`
-    /// only if the semaphore was closed.
-    pub async fn permit(&self) -> Option<HashPermit<'_>> {
-        self.permits.acquire().await.ok().map(HashPermit)
+    /// A turn to hash: at once if one of `users.max_concurrent_hashes` is free; else after a
+    /// wait, if fewer than `users.max_queued_hashes` requests already wait; else [`Busy`] at
+    /// once. A wait given up (the request dropped) leaves the queue.
+    pub async fn permit(&self) -> Result<HashPermit<'_>, Busy> {
+        if let Ok(permit) = self.permits.try_acquire() {
+            return Ok(HashPermit(permit));
+        }
+        let queue = &self.queue;
+        queue
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < queue.max).then_some(n + 1)
+            })
+            .map_err(|_| Busy)?;
+        let _place = Place(queue);
+        // The semaphore is never closed.
+        self.permits
+            .acquire()
+            .await
+            .map(HashPermit)
+            .map_err(|_| Busy)
+    }
+
+    /// Requests waiting for a turn to hash now (for tests and operators).
+    pub fn waiting(&self) -> usize {
+        self.queue.waiting.load(Ordering::Acquire)
     }
 
     /// [`Passwords::verify`] in a turn already taken with [`Passwords::permit`] (which it ends).
@@ -250,6 +318,15 @@ impl Passwords {
         .await
         .unwrap_or(false);
         ok && real
+    }
+}
+
+/// A place in the queue for a turn to hash, given back however the wait ends.
+struct Place<'a>(&'a Queue);
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -317,17 +394,65 @@ mod tests {
         let p = Passwords::new(
             Arc::new(Argon2id::new(&UsersSettings::default()).unwrap()),
             2,
+            0,
         )
         .unwrap();
         let pw = SecretString::from("correct horse battery");
         let phc = p.hash(&pw).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
-        assert!(p.verify(&pw, Some(&phc)).await);
-        assert!(
-            !p.verify(&SecretString::from("wrong password!"), Some(&phc))
-                .await
+        assert_eq!(p.verify(&pw, Some(&phc)).await, Ok(true));
+        assert_eq!(
+            p.verify(&SecretString::from("wrong password!"), Some(&phc))
+                .await,
+            Ok(false)
         );
-        assert!(!p.verify(&pw, None).await, "no user: never true");
+        assert_eq!(p.verify(&pw, None).await, Ok(false), "no user: never true");
+    }
+
+    /// Past `max_queued` waiting requests the next is refused at once, and a wait given up
+    /// (its request dropped) frees its place. The waits are polled by hand: no time passes.
+    #[tokio::test]
+    async fn the_queue_for_a_turn_to_hash_is_bounded() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let p = Passwords::new(
+            Arc::new(Argon2id::new(&UsersSettings::default()).unwrap()),
+            1,
+            2,
+        )
+        .unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        let running = p.permit().await.expect("a free turn is taken at once");
+        let mut first = Box::pin(p.permit());
+        let mut second = Box::pin(p.permit());
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(p.waiting(), 2);
+        assert_eq!(p.permit().await.err(), Some(Busy), "a third may not wait");
+        let pw = SecretString::from("correct horse battery");
+        assert_eq!(p.verify(&pw, None).await, Err(Busy));
+        assert!(matches!(p.hash(&pw).await, Err(HashError::Busy(Busy))));
+        drop(second);
+        assert_eq!(p.waiting(), 1, "a dropped wait leaves the queue");
+        let mut third = Box::pin(p.permit());
+        assert!(third.as_mut().poll(&mut cx).is_pending());
+        drop(running);
+        assert!(matches!(first.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+        assert_eq!(p.waiting(), 1, "a wait that ends leaves the queue");
+        drop(first);
+        assert!(matches!(third.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+        assert_eq!(p.waiting(), 0);
+        drop(third);
+        let none = Passwords::new(
+            Arc::new(Argon2id::new(&UsersSettings::default()).unwrap()),
+            1,
+            0,
+        )
+        .unwrap();
+        let held = none.permit().await.unwrap();
+        assert_eq!(none.permit().await.err(), Some(Busy), "0: never wait");
+        drop(held);
+        assert!(none.permit().await.is_ok());
     }
 
     /// The pooled-memory implementation agrees with the argon2 crate's own, both ways.
@@ -382,7 +507,7 @@ mod tests {
     #[tokio::test]
     async fn the_dummy_hash_is_made_without_hashing_and_verifies_like_a_real_one() {
         let argon = Arc::new(Argon2id::new(&UsersSettings::default()).unwrap());
-        let p = Passwords::new(argon.clone(), 1).unwrap();
+        let p = Passwords::new(argon.clone(), 1, 0).unwrap();
         assert_eq!(
             argon.memory.lock().unwrap().len(),
             0,
@@ -398,9 +523,10 @@ mod tests {
         );
         assert_eq!(parsed.hash.unwrap().len(), 32);
         assert_ne!(argon.dummy().unwrap(), *p.dummy, "random each time");
-        assert!(
-            !p.verify(&SecretString::from("correct horse battery"), None)
-                .await
+        assert_eq!(
+            p.verify(&SecretString::from("correct horse battery"), None)
+                .await,
+            Ok(false)
         );
         assert_eq!(
             argon.memory.lock().unwrap().len(),

@@ -193,6 +193,11 @@ pub struct UsersSettings {
     /// keeps token-service under 40 MiB; raise it for more sign-ins per second, up to the
     /// number of CPUs).
     pub max_concurrent_hashes: usize,
+    /// `users.max_queued_hashes`: requests that may wait for one of those computations (default
+    /// 128, a few seconds of sign-ins at the default cost); one more is refused at once with 503
+    /// `temporarily_unavailable` and `Retry-After: 1`, so a flood of sign-ins from many
+    /// addresses sheds load instead of holding connections for minutes. 0: never wait.
+    pub max_queued_hashes: usize,
 }
 
 impl Default for UsersSettings {
@@ -203,6 +208,7 @@ impl Default for UsersSettings {
             argon2_iterations: 2,
             argon2_parallelism: 1,
             max_concurrent_hashes: 1,
+            max_queued_hashes: 128,
         }
     }
 }

@@ -107,7 +107,11 @@ pub async fn build_with(settings: Settings, deps: Deps) -> anyhow::Result<Built>
         Some(h) => h,
         None => Arc::new(Argon2id::new(&settings.users)?),
     };
-    let passwords = Passwords::new(hasher, settings.users.max_concurrent_hashes)?;
+    let passwords = Passwords::new(
+        hasher,
+        settings.users.max_concurrent_hashes,
+        settings.users.max_queued_hashes,
+    )?;
     if !production && let Some(path) = &settings.users.fixtures_file {
         let created = crate::users::load_fixtures(&users, path).await?;
         tracing::info!(created, file = %path.display(), "fixture users loaded (dev only)");

@@ -117,10 +117,11 @@ impl Throttle {
             ips.in_flight.insert(k.to_owned(), running + 1);
         }
         drop(ips);
-        self.count(&mut users, username, now);
+        let since = self.count(&mut users, username, now);
         Ok(Attempt {
             throttle: self,
             username: username.to_owned(),
+            since,
             ip,
             open: true,
             hashing: false,
@@ -151,7 +152,9 @@ impl Throttle {
         (e.failures >= self.max_failures && now < end).then_some(end)
     }
 
-    fn count(&self, map: &mut Counters, key: &str, now: u64) {
+    /// Counts one failure of `key`; the start of the window it counted in, unless the table was
+    /// full of running lockouts and `key` is not tracked.
+    fn count(&self, map: &mut Counters, key: &str, now: u64) -> Option<u64> {
         let window = self.window;
         if !map.failures.contains_key(key) && map.failures.len() >= self.max_entries {
             map.failures.retain(|_, e| now < e.since + window);
@@ -170,7 +173,7 @@ impl Throttle {
                     }
                     None => {
                         tracing::warn!(target: "audit", "throttle table full of running lockouts; a new key is not tracked");
-                        return;
+                        return None;
                     }
                 }
             }
@@ -186,6 +189,7 @@ impl Throttle {
             };
         }
         e.failures = e.failures.saturating_add(1);
+        Some(e.since)
     }
 }
 
@@ -199,6 +203,8 @@ impl Throttle {
 pub struct Attempt<'a> {
     throttle: &'a Throttle,
     username: String,
+    /// The window [`Throttle::begin`] counted this attempt against the username in.
+    since: Option<u64>,
     ip: Option<String>,
     open: bool,
     hashing: bool,
@@ -225,7 +231,7 @@ impl Attempt<'_> {
                 let mut ips = lock(&self.throttle.ips);
                 let overtaken = self.throttle.locked(&ips, k, now);
                 if !right {
-                    self.throttle.count(&mut ips, k, now);
+                    let _ = self.throttle.count(&mut ips, k, now);
                 }
                 overtaken
             }
@@ -245,6 +251,22 @@ impl Attempt<'_> {
     pub fn abandoned(mut self) {
         self.open = false;
     }
+
+    /// Refused before any password was checked (the queue for a hash was full): not a guess, so
+    /// its count against the username is taken back (in the window it was counted in), and
+    /// an honest user whose sign-ins are shed under load is not locked out by them.
+    pub fn shed(mut self) {
+        self.open = false;
+        let Some(since) = self.since else {
+            return;
+        };
+        let mut users = lock(&self.throttle.users);
+        if let Some(e) = users.failures.get_mut(&self.username)
+            && e.since == since
+        {
+            e.failures = e.failures.saturating_sub(1);
+        }
+    }
 }
 
 impl Drop for Attempt<'_> {
@@ -257,7 +279,7 @@ impl Drop for Attempt<'_> {
         let mut ips = lock(&self.throttle.ips);
         if self.open && self.hashing {
             let now = self.throttle.clock.now();
-            self.throttle.count(&mut ips, k, now);
+            let _ = self.throttle.count(&mut ips, k, now);
         }
         if let Some(running) = ips.in_flight.get_mut(k) {
             *running -= 1;
@@ -359,6 +381,40 @@ mod tests {
         assert_eq!(t.begin("alice", None).err(), Some(locked(1)));
         clock.advance(1);
         assert!(t.begin("alice", Some(ip)).is_ok(), "entries expire");
+    }
+
+    #[test]
+    fn a_shed_attempt_takes_back_its_count_in_its_own_window() {
+        let clock = Arc::new(ManualClock::new(1000));
+        let t = throttle(clock.clone(), 100);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        // Two wrong guesses count; three shed attempts (no password checked) do not.
+        for _ in 0..2 {
+            t.begin("alice", Some(ip)).unwrap().finish(false).unwrap();
+        }
+        for _ in 0..3 {
+            t.begin("alice", Some(ip)).unwrap().shed();
+        }
+        let third = t
+            .begin("alice", Some(ip))
+            .expect("shed attempts locked nothing");
+        assert_eq!(third.finish(false), Ok(()));
+        assert_eq!(t.begin("alice", None).err(), Some(locked(60)));
+        // An attempt counted in a window that has since ended takes nothing back from the new
+        // one.
+        clock.advance(60);
+        let old = t.begin("bob", None).unwrap();
+        clock.advance(60);
+        for _ in 0..3 {
+            t.begin("bob", None).unwrap().abandoned();
+        }
+        clock.advance(1);
+        old.shed();
+        assert_eq!(
+            t.begin("bob", None).err(),
+            Some(locked(59)),
+            "the new window kept its three"
+        );
     }
 
     #[test]

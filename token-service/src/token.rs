@@ -25,6 +25,7 @@ use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
 
 use crate::audit;
+use crate::passwords::HashError;
 use crate::startup::State;
 use crate::throttle::Refused;
 
@@ -219,6 +220,8 @@ fn unique(items: impl IntoIterator<Item = String>) -> Vec<String> {
 async fn rehash(state: &State, user: &crate::users::User, password: &SecretString) {
     let fresh = match state.passwords.hash(password).await {
         Ok(fresh) => fresh,
+        // Under load the next sign-in rehashes.
+        Err(HashError::Busy(_)) => return,
         Err(e) => {
             tracing::warn!(error = %e, "rehashing a password with the current parameters failed");
             return;
@@ -245,6 +248,7 @@ async fn rehash(state: &State, user: &crate::users::User, password: &SecretStrin
         (status = 400, description = "invalid_request, unsupported_grant_type, invalid_scope or invalid_target"),
         (status = 401, description = "invalid_grant: unknown user, wrong password or disabled user (one body)"),
         (status = 429, description = "Too many failed sign-ins, or too many sign-ins in flight from one address; see Retry-After"),
+        (status = 503, description = "temporarily_unavailable: users.max_queued_hashes sign-ins already wait for a password check; see Retry-After"),
     ))]
 async fn issue_token(
     ct: Option<String>,
@@ -333,9 +337,14 @@ async fn issue_token(
             return Err(ApiError::internal());
         }
     };
-    let Some(permit) = state.passwords.permit().await else {
-        attempt.abandoned();
-        return Err(ApiError::internal());
+    let permit = match state.passwords.permit().await {
+        Ok(permit) => permit,
+        Err(busy) => {
+            // Shed before any password was checked: not a guess, counted against nothing.
+            attempt.shed();
+            audit!(event = "sign_in", outcome = "shed", reason = "hash_queue_full", username_sha256 = %unverified(&username), client_ip = %ip_text);
+            return Err(busy.into());
+        }
     };
     attempt.hashing();
     let verified = state

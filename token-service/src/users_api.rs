@@ -20,7 +20,7 @@ use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
 use crate::audit;
-use crate::passwords::check_policy;
+use crate::passwords::{HashError, check_policy};
 use crate::startup::State;
 use crate::users::{StoreError, UserView};
 
@@ -58,6 +58,14 @@ fn json_body<T: serde::de::DeserializeOwned + Send>()
 fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "user store failed");
     ApiError::internal()
+}
+
+/// A hash that could not be made: 503 when the queue for a turn was full, else 500.
+fn not_hashed(e: HashError) -> ApiError {
+    match e {
+        HashError::Busy(busy) => busy.into(),
+        HashError::Failed(e) => internal(e),
+    }
 }
 
 /// `authenticated`'s claims, when their subject is an account that may still act: a disabled
@@ -183,7 +191,7 @@ async fn create_user(
         .passwords
         .hash(&SecretString::from(body.password))
         .await
-        .map_err(internal)?;
+        .map_err(not_hashed)?;
     let user = match state
         .users
         .create(&body.username, &hash, &roles, &body.access)
@@ -259,6 +267,7 @@ async fn get_me(claims: Arc<Claims>, state: State) -> Result<Response, ApiError>
         (status = 204, description = "Changed"),
         (status = 400, description = "A field is invalid or old_password is wrong; the message names the field"),
         (status = 429, description = "Too many wrong old passwords"),
+        (status = 503, description = "temporarily_unavailable: users.max_queued_hashes requests already wait for a password check; see Retry-After"),
         (status = 401, description = "No valid token, or the account is disabled or no longer exists"),
     ))]
 async fn change_password(
@@ -287,11 +296,19 @@ async fn change_password(
         }
     };
     let old = SecretString::from(body.old_password);
-    if !state
+    let right = match state
         .passwords
         .verify(&old, Some(&user.password_hash))
         .await
     {
+        Ok(right) => right,
+        Err(busy) => {
+            attempt.shed();
+            audit!(event = "password_change", outcome = "shed", reason = "hash_queue_full", username = %user.username);
+            return Err(busy.into());
+        }
+    };
+    if !right {
         // No address is counted here (the caller holds a token): never overtaken.
         let _ = attempt.finish(false);
         audit!(event = "password_change", outcome = "failure", username = %user.username);
@@ -304,7 +321,7 @@ async fn change_password(
         .passwords
         .hash(&SecretString::from(body.new_password))
         .await
-        .map_err(internal)?;
+        .map_err(not_hashed)?;
     state
         .users
         .set_password(&user.id, &hash)

@@ -3,7 +3,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_with};
 
 #[tokio::test]
 async fn admin_routes_are_for_admins() {
@@ -256,6 +256,88 @@ async fn a_burst_from_one_address_learns_at_most_max_failures_outcomes() {
     assert_eq!(count(429, Some("1")), 4, "busy: {answers:?}");
     assert_eq!(count(429, Some("300")), 11, "overtaken: {answers:?}");
     assert_eq!(t.hasher.verifies.load(Ordering::SeqCst), 16);
+}
+
+/// Past `users.max_queued_hashes` requests waiting for a password check, the next is shed at
+/// once: 503 `temporarily_unavailable` with `Retry-After: 1`, before any password is checked,
+/// and counted against no name, so an honest user shed more than `throttle.max_failures` times
+/// signs in as soon as the queue drains. A password change in a full queue is 503 too, not
+/// "old_password: incorrect".
+#[tokio::test]
+async fn sign_ins_past_the_hash_queue_are_shed_and_count_against_no_one() {
+    let t = Arc::new(spawn_with(|s| s.users.max_queued_hashes = 2).await);
+    let alice = t.token("alice", &[("audience", "token-service")]).await;
+    t.hasher.gate.close();
+    let held: Vec<_> = (0..3)
+        .map(|i| {
+            let t = t.clone();
+            tokio::spawn(async move {
+                let name = format!("queued-{i}");
+                let res = t
+                    .form(&[("username", &name), ("password", "a-guessed-password")])
+                    .await;
+                res.status().as_u16()
+            })
+        })
+        .collect();
+    // One at the gate (hashing), two waiting for a turn.
+    let settled = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while t.state.passwords.waiting() < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    if settled.is_err() {
+        t.hasher.gate.open();
+        panic!("the queue never held two waiting sign-ins");
+    }
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut shed = Vec::new();
+        for _ in 0..7 {
+            let res = t
+                .form(&[("username", "alice"), ("password", "alice-dev-password")])
+                .await;
+            let retry = res.headers().get("retry-after").cloned();
+            let body: Value = res.json().await.unwrap();
+            shed.push((retry, body));
+        }
+        let change = t
+            .app
+            .client
+            .put(t.url("/users/me/password"))
+            .bearer_auth(&alice)
+            .json(
+                &json!({"old_password": "alice-dev-password", "new_password": "a-new-password-1"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        (shed, change.status())
+    })
+    .await;
+    let waiting = t.state.passwords.waiting();
+    t.hasher.gate.open();
+    let (shed, change_status) = answered.expect("requests past the queue waited for a turn");
+    for (retry, body) in &shed {
+        assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+        assert_eq!(retry.as_ref().unwrap(), "1");
+    }
+    assert_eq!(
+        change_status, 503,
+        "a full queue is not a wrong old password"
+    );
+    assert_eq!(waiting, 2, "shed requests never joined the queue");
+    for h in held {
+        assert_eq!(h.await.unwrap(), 401);
+    }
+    // Seven shed sign-ins and a shed change: alice is not locked out, and her password is
+    // unchanged.
+    t.token("alice", &[]).await;
+    assert_eq!(
+        t.hasher.verifies.load(Ordering::SeqCst),
+        5,
+        "no password was checked for a shed request"
+    );
 }
 
 /// A disabled account's live token does nothing at token-service: a leaked admin token cannot
