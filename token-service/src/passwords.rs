@@ -244,14 +244,24 @@ impl Passwords {
 
     /// Hashes `password` (policy already checked).
     pub async fn hash(&self, password: &SecretString) -> Result<String, HashError> {
-        let _permit = self.permit().await?;
+        let permit = self.permit().await?;
+        Ok(self.hash_with(permit, password).await?)
+    }
+
+    /// [`Passwords::hash`] in a turn already taken (which it ends).
+    pub async fn hash_with(
+        &self,
+        permit: HashPermit,
+        password: &SecretString,
+    ) -> anyhow::Result<String> {
         let hasher = self.hasher.clone();
         let password = password.clone();
-        Ok(
-            tokio::task::spawn_blocking(move || hasher.hash(password.expose_secret().as_bytes()))
-                .await
-                .map_err(anyhow::Error::from)??,
-        )
+        tokio::task::spawn_blocking(move || {
+            // The turn ends with the computation, even when the request was dropped meanwhile.
+            let _permit = permit;
+            hasher.hash(password.expose_secret().as_bytes())
+        })
+        .await?
     }
 
     /// Whether `password` matches `phc`. Without a hash (unknown user) a dummy hash is verified
@@ -273,8 +283,8 @@ impl Passwords {
     /// A turn to hash: at once if one of `users.max_concurrent_hashes` is free; else after a
     /// wait, if fewer than `users.max_queued_hashes` requests already wait; else [`Busy`] at
     /// once. A wait given up (the request dropped) leaves the queue.
-    pub async fn permit(&self) -> Result<HashPermit<'_>, Busy> {
-        if let Ok(permit) = self.permits.try_acquire() {
+    pub async fn permit(&self) -> Result<HashPermit, Busy> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
             return Ok(HashPermit(permit));
         }
         let queue = &self.queue;
@@ -287,7 +297,8 @@ impl Passwords {
         let _place = Place(queue);
         // The semaphore is never closed.
         self.permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map(HashPermit)
             .map_err(|_| Busy)
@@ -301,23 +312,40 @@ impl Passwords {
     /// [`Passwords::verify`] in a turn already taken with [`Passwords::permit`] (which it ends).
     pub async fn verify_with(
         &self,
-        permit: HashPermit<'_>,
+        permit: HashPermit,
         password: &SecretString,
         phc: Option<&str>,
     ) -> bool {
-        let _permit = permit;
+        self.verify_keeping(permit, password, phc)
+            .await
+            .is_some_and(|(right, _)| right)
+    }
+
+    /// [`Passwords::verify_with`] that hands the turn back, for a hash that must follow in the
+    /// same turn (a password change: never refused as [`Busy`] after its old password was
+    /// checked). `None` when the computation failed (answered as a wrong password).
+    pub async fn verify_keeping(
+        &self,
+        permit: HashPermit,
+        password: &SecretString,
+        phc: Option<&str>,
+    ) -> Option<(bool, HashPermit)> {
         let hasher = self.hasher.clone();
         let password = password.clone();
         let (phc, real) = match phc {
             Some(p) => (Arc::<str>::from(p), true),
             None => (self.dummy.clone(), false),
         };
-        let ok = tokio::task::spawn_blocking(move || {
-            hasher.verify(password.expose_secret().as_bytes(), &phc)
+        // The permit moves into the computation: a request dropped mid-hash does not free its
+        // turn while argon2 still runs (else hang-ups could run more than
+        // `max_concurrent_hashes` at once, each with its working memory).
+        let (right, permit) = tokio::task::spawn_blocking(move || {
+            let right = hasher.verify(password.expose_secret().as_bytes(), &phc);
+            (right, permit)
         })
         .await
-        .unwrap_or(false);
-        ok && real
+        .ok()?;
+        Some((right && real, permit))
     }
 }
 
@@ -332,7 +360,7 @@ impl Drop for Place<'_> {
 
 /// A turn to hash (see [`Passwords::permit`]).
 #[derive(Debug)]
-pub struct HashPermit<'a>(#[allow(dead_code)] tokio::sync::SemaphorePermit<'a>);
+pub struct HashPermit(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 /// The password policy: at least [`MIN_CHARS`] characters, at most [`MAX_BYTES`] bytes, not the
 /// username. The message names the field.
@@ -453,6 +481,56 @@ mod tests {
         assert_eq!(none.permit().await.err(), Some(Busy), "0: never wait");
         drop(held);
         assert!(none.permit().await.is_ok());
+    }
+
+    /// A hasher whose verifications wait until opened.
+    #[derive(Debug, Default)]
+    struct Held {
+        open: std::sync::Mutex<bool>,
+        changed: std::sync::Condvar,
+        entered: AtomicUsize,
+    }
+
+    impl Hasher for Held {
+        fn hash(&self, _: &[u8]) -> anyhow::Result<String> {
+            Ok("$held$".into())
+        }
+        fn verify(&self, _: &[u8], _: &str) -> bool {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            let open = self.open.lock().unwrap();
+            drop(self.changed.wait_while(open, |open| !*open).unwrap());
+            false
+        }
+    }
+
+    /// A request dropped mid-hash (the client hung up) keeps its turn until the computation
+    /// ends: else hang-ups could run more than `max_concurrent_hashes` at once.
+    #[tokio::test]
+    async fn a_dropped_request_keeps_its_turn_until_its_hash_ends() {
+        use std::future::Future;
+        use std::task::{Context, Waker};
+        let held = Arc::new(Held::default());
+        let p = Passwords::new(held.clone(), 1, 4).unwrap();
+        let pw = SecretString::from("correct horse battery");
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut check = Box::pin(p.verify(&pw, None));
+        assert!(check.as_mut().poll(&mut cx).is_pending());
+        while held.entered.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(check);
+        let free_while_running = p.permits.available_permits();
+        let mut next = Box::pin(p.permit());
+        let next_waited = next.as_mut().poll(&mut cx).is_pending();
+        // Open before asserting: a blocked computation would hold the runtime's shutdown.
+        *held.open.lock().unwrap() = true;
+        held.changed.notify_all();
+        assert_eq!(
+            free_while_running, 0,
+            "the turn stays with the running hash"
+        );
+        assert!(next_waited);
+        assert!(next.await.is_ok(), "the turn is free once the hash ends");
     }
 
     /// The pooled-memory implementation agrees with the argon2 crate's own, both ways.

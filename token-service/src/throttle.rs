@@ -4,9 +4,10 @@
 //! the window ends. Memory is bounded: each map holds at most `throttle.max_entries` counters;
 //! expired ones are dropped first, then the oldest.
 //!
-//! An attempt counts against its username when it starts, and against its address when it
-//! fails, or when it ends without an outcome once its hash has started (the client hung up
-//! mid-hash). Honest sign-ins in flight together from one address (a NAT) are not refused at
+//! An attempt counts against its username when it starts (taken back when its credentials are
+//! right, or when it is shed before any password was checked because the queue for a hash was
+//! full), and against its address when it fails, or when it ends without an outcome once its
+//! hash has started (the client hung up mid-hash). Honest sign-ins in flight together from one address (a NAT) are not refused at
 //! the start, up to `throttle.max_in_flight_per_address` of them; more get 429 with
 //! `Retry-After: 1` before they count against any username, so one address cannot put more
 //! accounts at risk of a lockout, nor hold more of the hashing queue, than that many guesses at
@@ -27,6 +28,9 @@ use crate::settings::ThrottleSettings;
 struct Entry {
     failures: u32,
     since: u64,
+    /// Which counter this is: new whenever the entry is made or its window starts again (a
+    /// time in seconds does not tell two windows of one second apart).
+    generation: u64,
 }
 
 /// One kind of counter (usernames or IPs).
@@ -36,6 +40,8 @@ struct Counters {
     /// Addresses only: attempts begun and not yet ended, per address. An entry lives while one
     /// of its attempts does, so the map is bounded by the requests in flight.
     in_flight: HashMap<String, u32>,
+    /// The last [`Entry::generation`] given out.
+    generation: u64,
 }
 
 /// Why [`Throttle::begin`] refused an attempt; either way the client waits `retry` seconds.
@@ -117,11 +123,11 @@ impl Throttle {
             ips.in_flight.insert(k.to_owned(), running + 1);
         }
         drop(ips);
-        let since = self.count(&mut users, username, now);
+        let counted = self.count(&mut users, username, now);
         Ok(Attempt {
             throttle: self,
             username: username.to_owned(),
-            since,
+            counted,
             ip,
             open: true,
             hashing: false,
@@ -152,8 +158,8 @@ impl Throttle {
         (e.failures >= self.max_failures && now < end).then_some(end)
     }
 
-    /// Counts one failure of `key`; the start of the window it counted in, unless the table was
-    /// full of running lockouts and `key` is not tracked.
+    /// Counts one failure of `key`; the generation of the counter it counted in, unless the
+    /// table was full of running lockouts and `key` is not tracked.
     fn count(&self, map: &mut Counters, key: &str, now: u64) -> Option<u64> {
         let window = self.window;
         if !map.failures.contains_key(key) && map.failures.len() >= self.max_entries {
@@ -178,33 +184,41 @@ impl Throttle {
                 }
             }
         }
-        let e = map.failures.entry(key.to_owned()).or_insert(Entry {
-            failures: 0,
-            since: now,
-        });
-        if now >= e.since + window {
-            *e = Entry {
+        let Counters {
+            failures,
+            generation,
+            ..
+        } = map;
+        let mut fresh = || {
+            *generation += 1;
+            Entry {
                 failures: 0,
                 since: now,
-            };
+                generation: *generation,
+            }
+        };
+        let e = failures.entry(key.to_owned()).or_insert_with(&mut fresh);
+        if now >= e.since + window {
+            *e = fresh();
         }
         e.failures = e.failures.saturating_add(1);
-        Some(e.since)
+        Some(e.generation)
     }
 }
 
-/// One sign-in attempt that passed [`Throttle::begin`]. It ends in [`Attempt::finish`] or
-/// [`Attempt::abandoned`]; dropped without either once its password hash has started
+/// One sign-in attempt that passed [`Throttle::begin`]. It ends in [`Attempt::finish`],
+/// [`Attempt::abandoned`] or [`Attempt::shed`]; dropped without either once its password hash has started
 /// ([`Attempt::hashing`]: the client hung up, the request was cancelled mid-hash) it counts as a
 /// failure of the address, since nothing shows it was not a guess. Dropped before (while queued
 /// for a hash), it guessed nothing and counts nothing more.
-#[must_use = "an attempt ends in finish() or abandoned()"]
+#[must_use = "an attempt ends in finish(), abandoned() or shed()"]
 #[derive(Debug)]
 pub struct Attempt<'a> {
     throttle: &'a Throttle,
     username: String,
-    /// The window [`Throttle::begin`] counted this attempt against the username in.
-    since: Option<u64>,
+    /// The counter (its generation) [`Throttle::begin`] counted this attempt against the
+    /// username in.
+    counted: Option<u64>,
     ip: Option<String>,
     open: bool,
     hashing: bool,
@@ -253,16 +267,17 @@ impl Attempt<'_> {
     }
 
     /// Refused before any password was checked (the queue for a hash was full): not a guess, so
-    /// its count against the username is taken back (in the window it was counted in), and
-    /// an honest user whose sign-ins are shed under load is not locked out by them.
+    /// its count against the username is taken back, from the counter it was counted in (not
+    /// from one made since, after a success or a new window), and an honest user whose
+    /// sign-ins are shed under load is not locked out by them.
     pub fn shed(mut self) {
         self.open = false;
-        let Some(since) = self.since else {
+        let Some(counted) = self.counted else {
             return;
         };
         let mut users = lock(&self.throttle.users);
         if let Some(e) = users.failures.get_mut(&self.username)
-            && e.since == since
+            && e.generation == counted
         {
             e.failures = e.failures.saturating_sub(1);
         }
@@ -415,6 +430,21 @@ mod tests {
             Some(locked(59)),
             "the new window kept its three"
         );
+    }
+
+    /// A counter made again within the same second (after a success forgot the old one) is
+    /// another counter: an attempt counted in the old one takes nothing back from it.
+    #[test]
+    fn a_shed_attempt_takes_nothing_from_a_counter_made_since() {
+        let clock = Arc::new(ManualClock::new(1000));
+        let t = throttle(clock, 100);
+        let old = t.begin("carol", None).unwrap();
+        t.begin("carol", None).unwrap().finish(true).unwrap();
+        for _ in 0..3 {
+            t.begin("carol", None).unwrap().finish(false).unwrap();
+        }
+        old.shed();
+        assert_eq!(t.begin("carol", None).err(), Some(locked(60)));
     }
 
     #[test]

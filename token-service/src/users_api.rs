@@ -60,14 +60,6 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal()
 }
 
-/// A hash that could not be made: 503 when the queue for a turn was full, else 500.
-fn not_hashed(e: HashError) -> ApiError {
-    match e {
-        HashError::Busy(busy) => busy.into(),
-        HashError::Failed(e) => internal(e),
-    }
-}
-
 /// `authenticated`'s claims, when their subject is an account that may still act: a disabled
 /// (or deleted) account's live token does nothing here (401 `invalid_token`), so a leaked admin
 /// token cannot outlast the disable by creating accounts of its own.
@@ -162,6 +154,7 @@ fn check_username(username: &str) -> Result<(), ApiError> {
         (status = 401, description = "No valid token, or the account is disabled or no longer exists"),
         (status = 403, description = "Not an admin"),
         (status = 409, description = "The username exists"),
+        (status = 503, description = "temporarily_unavailable: users.max_queued_hashes requests already wait for a password hash; see Retry-After"),
     ))]
 async fn create_user(
     admin: Arc<Claims>,
@@ -187,11 +180,18 @@ async fn create_user(
             "access: {bad:?} is not a path starting with '/'"
         )));
     }
-    let hash = state
+    let hash = match state
         .passwords
         .hash(&SecretString::from(body.password))
         .await
-        .map_err(not_hashed)?;
+    {
+        Ok(hash) => hash,
+        Err(HashError::Busy(busy)) => {
+            audit!(event = "user_create", outcome = "shed", reason = "hash_queue_full", actor = admin.username.as_deref().unwrap_or(""), username = %body.username);
+            return Err(busy.into());
+        }
+        Err(HashError::Failed(e)) => return Err(internal(e)),
+    };
     let user = match state
         .users
         .create(&body.username, &hash, &roles, &body.access)
@@ -296,32 +296,34 @@ async fn change_password(
         }
     };
     let old = SecretString::from(body.old_password);
-    let right = match state
-        .passwords
-        .verify(&old, Some(&user.password_hash))
-        .await
-    {
-        Ok(right) => right,
+    let permit = match state.passwords.permit().await {
+        Ok(permit) => permit,
         Err(busy) => {
             attempt.shed();
             audit!(event = "password_change", outcome = "shed", reason = "hash_queue_full", username = %user.username);
             return Err(busy.into());
         }
     };
-    if !right {
+    // One turn for the check of the old password and the hash of the new one: a change whose
+    // old password was checked is never refused for a full queue.
+    let checked = state
+        .passwords
+        .verify_keeping(permit, &old, Some(&user.password_hash))
+        .await;
+    let Some((true, permit)) = checked else {
         // No address is counted here (the caller holds a token): never overtaken.
         let _ = attempt.finish(false);
         audit!(event = "password_change", outcome = "failure", username = %user.username);
         return Err(ApiError::bad_request("old_password: incorrect"));
-    }
+    };
     let _ = attempt.finish(true);
     check_policy("new_password", &user.username, &body.new_password)
         .map_err(ApiError::bad_request)?;
     let hash = state
         .passwords
-        .hash(&SecretString::from(body.new_password))
+        .hash_with(permit, &SecretString::from(body.new_password))
         .await
-        .map_err(not_hashed)?;
+        .map_err(internal)?;
     state
         .users
         .set_password(&user.id, &hash)
