@@ -293,7 +293,11 @@ impl Passwords {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < queue.max).then_some(n + 1)
             })
-            .map_err(|_| Busy)?;
+            .map_err(|_| {
+                metrics::counter!("password_checks_shed_total").increment(1);
+                Busy
+            })?;
+        metrics::gauge!("password_checks_waiting").increment(1.0);
         let _place = Place(queue);
         // The semaphore is never closed.
         self.permits
@@ -355,6 +359,7 @@ struct Place<'a>(&'a Queue);
 impl Drop for Place<'_> {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("password_checks_waiting").decrement(1.0);
     }
 }
 

@@ -267,6 +267,13 @@ async fn a_burst_from_one_address_learns_at_most_max_failures_outcomes() {
 async fn sign_ins_past_the_hash_queue_are_shed_and_count_against_no_one() {
     let t = Arc::new(spawn_with(|s| s.users.max_queued_hashes = 2).await);
     let alice = t.token("alice", &[("audience", "token-service")]).await;
+    // The recorder is the process's: only this test sheds, so its difference is this test's.
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let before = t.app.get("/metrics").await.text().await.unwrap();
     t.hasher.gate.close();
     let held: Vec<_> = (0..3)
         .map(|i| {
@@ -318,6 +325,7 @@ async fn sign_ins_past_the_hash_queue_are_shed_and_count_against_no_one() {
     })
     .await;
     let waiting = t.state.passwords.waiting();
+    let during = t.app.get("/metrics").await.text().await.unwrap();
     t.hasher.gate.open();
     let (shed, changes) = answered.expect("requests past the queue waited for a turn");
     for (retry, body) in &shed {
@@ -329,6 +337,16 @@ async fn sign_ins_past_the_hash_queue_are_shed_and_count_against_no_one() {
         "a full queue is not a wrong old password"
     );
     assert_eq!(waiting, 2, "shed requests never joined the queue");
+    assert_eq!(
+        metric(&during, "password_checks_shed_total")
+            - metric(&before, "password_checks_shed_total"),
+        13.0,
+        "{during}"
+    );
+    assert!(
+        metric(&during, "password_checks_waiting") >= 2.0,
+        "{during}"
+    );
     for h in held {
         assert_eq!(h.await.unwrap(), 401);
     }
