@@ -264,14 +264,6 @@ impl Passwords {
         .await?
     }
 
-    /// Whether `password` matches `phc`. Without a hash (unknown user) a dummy hash is verified
-    /// anyway, so both cases take comparable time, and the answer is `false`. [`Busy`] when
-    /// the queue for a turn is full: nothing was checked.
-    pub async fn verify(&self, password: &SecretString, phc: Option<&str>) -> Result<bool, Busy> {
-        let permit = self.permit().await?;
-        Ok(self.verify_with(permit, password, phc).await)
-    }
-
     /// Whether a user whose password verified against `phc` should get a fresh hash (the
     /// `users.argon2_*` settings changed since it was made): else sign-ins of old accounts would
     /// keep the old cost, and take a measurably different time than an unknown user's, whose
@@ -313,21 +305,24 @@ impl Passwords {
         self.queue.waiting.load(Ordering::Acquire)
     }
 
-    /// [`Passwords::verify`] in a turn already taken with [`Passwords::permit`] (which it ends).
+    /// Whether `password` matches `phc`, in a turn taken with [`Passwords::permit`] (which it
+    /// ends). Without a hash (unknown user) a dummy hash is verified anyway, so both cases take
+    /// comparable time, and the answer is `false`. `None` when the computation failed (a panic
+    /// in the hasher): a fault of the service, not a wrong password.
     pub async fn verify_with(
         &self,
         permit: HashPermit,
         password: &SecretString,
         phc: Option<&str>,
-    ) -> bool {
+    ) -> Option<bool> {
         self.verify_keeping(permit, password, phc)
             .await
-            .is_some_and(|(right, _)| right)
+            .map(|(right, _)| right)
     }
 
     /// [`Passwords::verify_with`] that hands the turn back, for a hash that must follow in the
     /// same turn (a password change: never refused as [`Busy`] after its old password was
-    /// checked). `None` when the computation failed (answered as a wrong password).
+    /// checked).
     pub async fn verify_keeping(
         &self,
         permit: HashPermit,
@@ -433,13 +428,15 @@ mod tests {
         let pw = SecretString::from("correct horse battery");
         let phc = p.hash(&pw).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
-        assert_eq!(p.verify(&pw, Some(&phc)).await, Ok(true));
+        let verify = async |pw: &SecretString, phc: Option<&str>| {
+            p.verify_with(p.permit().await.unwrap(), pw, phc).await
+        };
+        assert_eq!(verify(&pw, Some(&phc)).await, Some(true));
         assert_eq!(
-            p.verify(&SecretString::from("wrong password!"), Some(&phc))
-                .await,
-            Ok(false)
+            verify(&SecretString::from("wrong password!"), Some(&phc)).await,
+            Some(false)
         );
-        assert_eq!(p.verify(&pw, None).await, Ok(false), "no user: never true");
+        assert_eq!(verify(&pw, None).await, Some(false), "no user: never true");
     }
 
     /// Past `max_queued` waiting requests the next is refused at once, and a wait given up
@@ -463,7 +460,6 @@ mod tests {
         assert_eq!(p.waiting(), 2);
         assert_eq!(p.permit().await.err(), Some(Busy), "a third may not wait");
         let pw = SecretString::from("correct horse battery");
-        assert_eq!(p.verify(&pw, None).await, Err(Busy));
         assert!(matches!(p.hash(&pw).await, Err(HashError::Busy(Busy))));
         drop(second);
         assert_eq!(p.waiting(), 1, "a dropped wait leaves the queue");
@@ -518,11 +514,16 @@ mod tests {
         let p = Passwords::new(held.clone(), 1, 4).unwrap();
         let pw = SecretString::from("correct horse battery");
         let mut cx = Context::from_waker(Waker::noop());
-        let mut check = Box::pin(p.verify(&pw, None));
+        let mut check =
+            Box::pin(async { p.verify_with(p.permit().await.unwrap(), &pw, None).await });
         assert!(check.as_mut().poll(&mut cx).is_pending());
-        while held.entered.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
+        let entered = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while held.entered.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(entered.is_ok(), "the verification never began");
         drop(check);
         let free_while_running = p.permits.available_permits();
         let mut next = Box::pin(p.permit());
@@ -536,6 +537,114 @@ mod tests {
         );
         assert!(next_waited);
         assert!(next.await.is_ok(), "the turn is free once the hash ends");
+    }
+
+    /// Counters and gauges by name, for one test (`metrics::with_local_recorder`).
+    #[derive(Default, Clone)]
+    struct Recorded(Arc<std::sync::Mutex<std::collections::BTreeMap<String, f64>>>);
+
+    struct Slot(Recorded, String);
+
+    impl Recorded {
+        fn get(&self, name: &str) -> f64 {
+            self.0.lock().unwrap().get(name).copied().unwrap_or(0.0)
+        }
+        fn update(&self, name: &str, f: impl FnOnce(&mut f64)) {
+            f(self.0.lock().unwrap().entry(name.to_owned()).or_default());
+        }
+    }
+
+    impl metrics::CounterFn for Slot {
+        fn increment(&self, value: u64) {
+            self.0.update(&self.1, |v| *v += value as f64);
+        }
+        fn absolute(&self, value: u64) {
+            self.0.update(&self.1, |v| *v = value as f64);
+        }
+    }
+
+    impl metrics::GaugeFn for Slot {
+        fn increment(&self, value: f64) {
+            self.0.update(&self.1, |v| *v += value);
+        }
+        fn decrement(&self, value: f64) {
+            self.0.update(&self.1, |v| *v -= value);
+        }
+        fn set(&self, value: f64) {
+            self.0.update(&self.1, |v| *v = value);
+        }
+    }
+
+    impl metrics::Recorder for Recorded {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            metrics::Counter::from_arc(Arc::new(Slot(self.clone(), key.name().to_owned())))
+        }
+        fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::from_arc(Arc::new(Slot(self.clone(), key.name().to_owned())))
+        }
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    /// `password_checks_waiting` follows the queue, back to 0 however a wait ends, and
+    /// `password_checks_shed_total` counts the requests refused for a full queue.
+    #[test]
+    fn the_queue_is_on_the_metrics() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let recorded = Recorded::default();
+        metrics::with_local_recorder(&recorded, || {
+            let p = Passwords::new(Arc::new(Held::default()), 1, 2).unwrap();
+            let mut cx = Context::from_waker(Waker::noop());
+            let Poll::Ready(Ok(running)) = Box::pin(p.permit()).as_mut().poll(&mut cx) else {
+                panic!("a free turn is taken at once");
+            };
+            let mut served = Box::pin(p.permit());
+            let mut given_up = Box::pin(p.permit());
+            assert!(served.as_mut().poll(&mut cx).is_pending());
+            assert!(given_up.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(recorded.get("password_checks_waiting"), 2.0);
+            assert!(matches!(
+                Box::pin(p.permit()).as_mut().poll(&mut cx),
+                Poll::Ready(Err(Busy))
+            ));
+            drop(given_up);
+            assert_eq!(recorded.get("password_checks_waiting"), 1.0);
+            drop(running);
+            assert!(matches!(served.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+        });
+        assert_eq!(recorded.get("password_checks_waiting"), 0.0);
+        assert_eq!(recorded.get("password_checks_shed_total"), 1.0);
     }
 
     /// The pooled-memory implementation agrees with the argon2 crate's own, both ways.
@@ -607,9 +716,13 @@ mod tests {
         assert_eq!(parsed.hash.unwrap().len(), 32);
         assert_ne!(argon.dummy().unwrap(), *p.dummy, "random each time");
         assert_eq!(
-            p.verify(&SecretString::from("correct horse battery"), None)
-                .await,
-            Ok(false)
+            p.verify_with(
+                p.permit().await.unwrap(),
+                &SecretString::from("correct horse battery"),
+                None
+            )
+            .await,
+            Some(false)
         );
         assert_eq!(
             argon.memory.lock().unwrap().len(),

@@ -347,14 +347,20 @@ async fn issue_token(
         }
     };
     attempt.hashing();
-    let verified = state
+    let Some(verified) = state
         .passwords
         .verify_with(
             permit,
             &password,
             user.as_ref().map(|u| u.password_hash.as_str()),
         )
-        .await;
+        .await
+    else {
+        // The computation failed (a panic in the hasher): a fault of ours, not a wrong password.
+        attempt.abandoned();
+        tracing::error!("password verification failed");
+        return Err(ApiError::internal());
+    };
     let right = matches!(&user, Some(u) if verified && !u.disabled);
     if let Err(retry) = attempt.finish(right) {
         // Other guesses from this address failed while this one ran, enough to lock it: it is

@@ -310,12 +310,17 @@ async fn change_password(
         .passwords
         .verify_keeping(permit, &old, Some(&user.password_hash))
         .await;
-    let Some((true, permit)) = checked else {
+    let Some((right, permit)) = checked else {
+        attempt.abandoned();
+        tracing::error!("password verification failed");
+        return Err(ApiError::internal());
+    };
+    if !right {
         // No address is counted here (the caller holds a token): never overtaken.
         let _ = attempt.finish(false);
         audit!(event = "password_change", outcome = "failure", username = %user.username);
         return Err(ApiError::bad_request("old_password: incorrect"));
-    };
+    }
     let _ = attempt.finish(true);
     check_policy("new_password", &user.username, &body.new_password)
         .map_err(ApiError::bad_request)?;

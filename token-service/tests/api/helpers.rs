@@ -38,6 +38,7 @@ impl Hasher for CountingHasher {
 pub struct Gate {
     closed: Mutex<bool>,
     changed: Condvar,
+    held: AtomicUsize,
 }
 
 impl Gate {
@@ -48,9 +49,15 @@ impl Gate {
         *self.closed.lock().unwrap() = false;
         self.changed.notify_all();
     }
+    /// Verifications waiting at the gate now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
+    }
     fn pass(&self) {
+        self.held.fetch_add(1, Ordering::SeqCst);
         let closed = self.closed.lock().unwrap();
         drop(self.changed.wait_while(closed, |c| *c).unwrap());
+        self.held.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -360,6 +360,58 @@ async fn sign_ins_past_the_hash_queue_are_shed_and_count_against_no_one() {
     );
 }
 
+/// A password change checks the old password and hashes the new one in one turn: a queue that
+/// fills while the old password is checked cannot refuse the change after the check.
+///
+/// (Before, the turn ended with the check and was handed to the request waiting in the full
+/// queue, and the change's hash was refused: 503 after a right old password.)
+#[tokio::test]
+async fn a_password_change_whose_old_password_was_checked_is_never_shed() {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+    let t = Arc::new(spawn_with(|s| s.users.max_queued_hashes = 1).await);
+    let alice = t.token("alice", &[("audience", "token-service")]).await;
+    t.hasher.gate.close();
+    let change = {
+        let t = t.clone();
+        tokio::spawn(async move {
+            t.app
+                .client
+                .put(t.url("/users/me/password"))
+                .bearer_auth(&alice)
+                .json(&json!({"old_password": "alice-dev-password", "new_password": "a-new-password-1"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    let checking = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while t.hasher.gate.held() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // The queue's one place taken while the old password is being checked.
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut queued = Box::pin(t.state.passwords.permit());
+    let queued_waits = queued.as_mut().poll(&mut cx).is_pending();
+    t.hasher.gate.open();
+    assert!(checking.is_ok(), "the change never reached the check");
+    assert!(queued_waits);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), change)
+        .await
+        .expect("the change finished")
+        .unwrap();
+    drop(queued);
+    assert_eq!(status, 204);
+    let res = t
+        .form(&[("username", "alice"), ("password", "a-new-password-1")])
+        .await;
+    assert_eq!(res.status(), 200, "the new password holds");
+}
+
 /// A disabled account's live token does nothing at token-service: a leaked admin token cannot
 /// outlast the disable by creating an admin of its own.
 #[tokio::test]
