@@ -216,3 +216,40 @@ pub fn decode(token: &str) -> (Value, Value) {
     };
     (part(), part())
 }
+
+/// `n` sign-ins with a wrong password, as `{prefix}-00`, `{prefix}-01`, …, each in its own task:
+/// their status and `Retry-After`.
+pub fn spawn_guesses(
+    t: &Arc<TestApp>,
+    prefix: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<(u16, Option<String>)>> {
+    (0..n)
+        .map(|i| {
+            let t = t.clone();
+            let name = format!("{prefix}-{i:02}");
+            tokio::spawn(async move {
+                let res = t
+                    .form(&[("username", &name), ("password", "a-guessed-password")])
+                    .await;
+                let retry = res
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                (res.status().as_u16(), retry)
+            })
+        })
+        .collect()
+}
+
+/// Yields until `done` holds, for at most 10 s (a state other tasks reach, never a time to
+/// wait out); whether it did.
+pub async fn until(mut done: impl FnMut() -> bool) -> bool {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !done() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .is_ok()
+}

@@ -3,7 +3,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{spawn_app, spawn_with};
+use crate::helpers::{spawn_app, spawn_guesses, spawn_with, until};
 
 #[tokio::test]
 async fn admin_routes_are_for_admins() {
@@ -209,36 +209,17 @@ async fn parallel_guesses_are_bounded_by_the_throttle() {
 async fn a_burst_from_one_address_learns_at_most_max_failures_outcomes() {
     let t = Arc::new(spawn_app().await);
     t.hasher.gate.close();
-    let guesses: Vec<_> = (0..20)
-        .map(|i| {
-            let t = t.clone();
-            tokio::spawn(async move {
-                let name = format!("sprayed-{i:02}");
-                let res = t
-                    .form(&[("username", &name), ("password", "a-guessed-password")])
-                    .await;
-                let retry = res
-                    .headers()
-                    .get("retry-after")
-                    .map(|v| v.to_str().unwrap().to_owned());
-                (res.status().as_u16(), retry)
-            })
-        })
-        .collect();
+    let guesses = spawn_guesses(&t, "sprayed", 20);
     // 16 are past the check (each counts against its name at once) and held at the gate
     // before any finishes; the other 4 were answered at once.
-    let settled = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while t.state.throttle.len().0 < 16
-            || guesses.iter().filter(|g| g.is_finished()).count() < 4
-        {
-            tokio::task::yield_now().await;
-        }
+    let settled = until(|| {
+        t.state.throttle.len().0 >= 16 && guesses.iter().filter(|g| g.is_finished()).count() >= 4
     })
     .await;
     let names_counted = t.state.throttle.len().0;
     t.hasher.gate.open();
     assert!(
-        settled.is_ok(),
+        settled,
         "the burst never settled at 16 in flight and 4 refused"
     );
     assert_eq!(names_counted, 16, "refused guesses count against no name");
@@ -275,26 +256,9 @@ async fn sign_ins_past_the_hash_queue_are_shed_and_count_against_no_one() {
     };
     let before = t.app.get("/metrics").await.text().await.unwrap();
     t.hasher.gate.close();
-    let held: Vec<_> = (0..3)
-        .map(|i| {
-            let t = t.clone();
-            tokio::spawn(async move {
-                let name = format!("queued-{i}");
-                let res = t
-                    .form(&[("username", &name), ("password", "a-guessed-password")])
-                    .await;
-                res.status().as_u16()
-            })
-        })
-        .collect();
+    let held = spawn_guesses(&t, "queued", 3);
     // One at the gate (hashing), two waiting for a turn.
-    let settled = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while t.state.passwords.waiting() < 2 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
-    if settled.is_err() {
+    if !until(|| t.state.passwords.waiting() >= 2).await {
         t.hasher.gate.open();
         panic!("the queue never held two waiting sign-ins");
     }
@@ -348,7 +312,7 @@ async fn sign_ins_past_the_hash_queue_are_shed_and_count_against_no_one() {
         "{during}"
     );
     for h in held {
-        assert_eq!(h.await.unwrap(), 401);
+        assert_eq!(h.await.unwrap().0, 401);
     }
     // Seven shed sign-ins and six shed changes (each past `throttle.max_failures`): alice is not
     // locked out, and her password is unchanged.
@@ -387,18 +351,13 @@ async fn a_password_change_whose_old_password_was_checked_is_never_shed() {
                 .as_u16()
         })
     };
-    let checking = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while t.hasher.gate.held() == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    let checking = until(|| t.hasher.gate.held() > 0).await;
     // The queue's one place taken while the old password is being checked.
     let mut cx = Context::from_waker(Waker::noop());
     let mut queued = Box::pin(t.state.passwords.permit());
     let queued_waits = queued.as_mut().poll(&mut cx).is_pending();
     t.hasher.gate.open();
-    assert!(checking.is_ok(), "the change never reached the check");
+    assert!(checking, "the change never reached the check");
     assert!(queued_waits);
     let status = tokio::time::timeout(std::time::Duration::from_secs(10), change)
         .await
