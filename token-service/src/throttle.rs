@@ -7,11 +7,11 @@
 //! An attempt counts against its username when it starts (taken back when its credentials are
 //! right, or when it is shed before any password was checked because the queue for a hash was
 //! full), and against its address when it fails, or when it ends without an outcome once its
-//! hash has started (the client hung up mid-hash). Honest sign-ins in flight together from one address (a NAT) are not refused at
-//! the start, up to `throttle.max_in_flight_per_address` of them; more get 429 with
-//! `Retry-After: 1` before they count against any username, so one address cannot put more
-//! accounts at risk of a lockout, nor hold more of the hashing queue, than that many guesses at
-//! a time. An attempt that finds its address locked when it finishes (a burst of guesses from
+//! hash has started (the client hung up mid-hash). Honest sign-ins in flight together from one
+//! address (a NAT) are not refused at the start, up to `throttle.max_in_flight_per_address` of
+//! them; more get 429 with `Retry-After: 1` before they count against any username, so one
+//! address cannot put more accounts at risk of a lockout, nor hold more of the hashing queue,
+//! than that many guesses at a time. An attempt that finds its address locked when it finishes (a burst of guesses from
 //! that address failed meanwhile) is answered 429 whatever its credentials, so a burst learns at
 //! most `max_failures` outcomes.
 
@@ -207,10 +207,10 @@ impl Throttle {
 }
 
 /// One sign-in attempt that passed [`Throttle::begin`]. It ends in [`Attempt::finish`],
-/// [`Attempt::abandoned`] or [`Attempt::shed`]; dropped without either once its password hash has started
-/// ([`Attempt::hashing`]: the client hung up, the request was cancelled mid-hash) it counts as a
-/// failure of the address, since nothing shows it was not a guess. Dropped before (while queued
-/// for a hash), it guessed nothing and counts nothing more.
+/// [`Attempt::abandoned`] or [`Attempt::shed`]; dropped without any of them once its password
+/// hash has started ([`Attempt::hashing`]: the client hung up, the request was cancelled
+/// mid-hash) it counts as a failure of the address, since nothing shows it was not a guess.
+/// Dropped before (while queued for a hash), it guessed nothing and counts nothing more.
 #[must_use = "an attempt ends in finish(), abandoned() or shed()"]
 #[derive(Debug)]
 pub struct Attempt<'a> {
