@@ -182,6 +182,30 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `POST /users` with `body`, as the holder of `token`.
+    pub async fn create_user(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.app
+            .client
+            .post(self.url("/users"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `PUT /users/me/password` from `old` to `new`, as the holder of `token`.
+    pub async fn change_password(&self, token: &str, old: &str, new: &str) -> reqwest::Response {
+        self.app
+            .client
+            .put(self.url("/users/me/password"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"old_password": old, "new_password": new}))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn jwks(&self) -> Value {
         self.app
             .get("/.well-known/jwks.json")

@@ -38,14 +38,11 @@ async fn admin_routes_are_for_admins() {
     assert_eq!(t.app.get("/users").await.status(), 401);
 
     let res = t
-        .app
-        .client
-        .post(t.url("/users"))
-        .bearer_auth(&alice)
-        .json(&json!({"username": "carol", "password": "carol-password-1"}))
-        .send()
-        .await
-        .unwrap();
+        .create_user(
+            &alice,
+            &json!({"username": "carol", "password": "carol-password-1"}),
+        )
+        .await;
     assert_eq!(res.status(), 403);
 }
 
@@ -53,17 +50,9 @@ async fn admin_routes_are_for_admins() {
 async fn admin_creates_users_with_validation_and_conflicts() {
     let t = spawn_app().await;
     let admin = t.token("admin", &[]).await;
-    let post = |body: Value| {
-        t.app
-            .client
-            .post(t.url("/users"))
-            .bearer_auth(&admin)
-            .json(&body)
-            .send()
-    };
-    let res = post(json!({"username": "carol", "password": "carol-password-1", "roles": ["user"]}))
-        .await
-        .unwrap();
+    let post = async |body: Value| t.create_user(&admin, &body).await;
+    let res =
+        post(json!({"username": "carol", "password": "carol-password-1", "roles": ["user"]})).await;
     assert_eq!(res.status(), 201);
     let carol: Value = res.json().await.unwrap();
     assert_eq!(carol["roles"], json!(["user"]));
@@ -73,9 +62,7 @@ async fn admin_creates_users_with_validation_and_conflicts() {
         .await;
     assert_eq!(token.status(), 200);
 
-    let res = post(json!({"username": "carol", "password": "carol-password-2"}))
-        .await
-        .unwrap();
+    let res = post(json!({"username": "carol", "password": "carol-password-2"})).await;
     assert_eq!(res.status(), 409);
 
     for (body, field) in [
@@ -94,7 +81,7 @@ async fn admin_creates_users_with_validation_and_conflicts() {
         ),
         (json!({"password": "a-long-password"}), "username"),
     ] {
-        let res = post(body.clone()).await.unwrap();
+        let res = post(body.clone()).await;
         assert_eq!(res.status(), 400, "{body}");
         let msg: Value = res.json().await.unwrap();
         assert!(
@@ -111,28 +98,19 @@ async fn me_and_password_change() {
     let me: Value = t.get_auth("/users/me", &token).await.json().await.unwrap();
     assert_eq!(me["username"], "alice");
 
-    let put = |body: Value| {
-        t.app
-            .client
-            .put(t.url("/users/me/password"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-    };
-    let res = put(json!({"old_password": "wrong-password!", "new_password": "a-new-password-1"}))
-        .await
-        .unwrap();
+    let res = t
+        .change_password(&token, "wrong-password!", "a-new-password-1")
+        .await;
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("old_password"));
-    let res = put(json!({"old_password": "alice-dev-password", "new_password": "short"}))
-        .await
-        .unwrap();
+    let res = t
+        .change_password(&token, "alice-dev-password", "short")
+        .await;
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("new_password"));
-    let res =
-        put(json!({"old_password": "alice-dev-password", "new_password": "a-new-password-1"}))
-            .await
-            .unwrap();
+    let res = t
+        .change_password(&token, "alice-dev-password", "a-new-password-1")
+        .await;
     assert_eq!(res.status(), 204);
 
     let old = t
@@ -152,18 +130,11 @@ async fn me_and_password_change() {
 async fn password_change_guesses_are_throttled() {
     let t = spawn_app().await;
     let token = t.token("alice", &[("audience", "token-service")]).await;
-    let put = |old: &'static str| {
-        t.app
-            .client
-            .put(t.url("/users/me/password"))
-            .bearer_auth(&token)
-            .json(&json!({"old_password": old, "new_password": "a-new-password-1"}))
-            .send()
-    };
+    let put = async |old: &'static str| t.change_password(&token, old, "a-new-password-1").await;
     for _ in 0..5 {
-        assert_eq!(put("a-wrong-guess!!").await.unwrap().status(), 400);
+        assert_eq!(put("a-wrong-guess!!").await.status(), 400);
     }
-    let res = put("alice-dev-password").await.unwrap();
+    let res = put("alice-dev-password").await;
     assert_eq!(
         res.status(),
         429,
@@ -171,7 +142,7 @@ async fn password_change_guesses_are_throttled() {
     );
     assert!(res.headers().contains_key("retry-after"));
     t.clock.advance(301);
-    assert_eq!(put("alice-dev-password").await.unwrap().status(), 204);
+    assert_eq!(put("alice-dev-password").await.status(), 204);
 }
 
 /// Parallel sign-ins cannot all pass the throttle before any failure is counted.
@@ -275,14 +246,8 @@ async fn sign_ins_past_the_hash_queue_are_shed_and_count_against_no_one() {
         let mut changes = Vec::new();
         for _ in 0..6 {
             let change = t
-                .app
-                .client
-                .put(t.url("/users/me/password"))
-                .bearer_auth(&alice)
-                .json(&json!({"old_password": "alice-dev-password", "new_password": "a-new-password-1"}))
-                .send()
-                .await
-                .unwrap();
+                .change_password(&alice, "alice-dev-password", "a-new-password-1")
+                .await;
             changes.push(change.status().as_u16());
         }
         (shed, changes)
@@ -339,14 +304,8 @@ async fn a_password_change_whose_old_password_was_checked_is_never_shed() {
     let change = {
         let t = t.clone();
         tokio::spawn(async move {
-            t.app
-                .client
-                .put(t.url("/users/me/password"))
-                .bearer_auth(&alice)
-                .json(&json!({"old_password": "alice-dev-password", "new_password": "a-new-password-1"}))
-                .send()
+            t.change_password(&alice, "alice-dev-password", "a-new-password-1")
                 .await
-                .unwrap()
                 .status()
                 .as_u16()
         })
@@ -379,14 +338,11 @@ async fn a_disabled_accounts_live_token_is_refused() {
     let admin = t.token("admin", &[]).await;
     let alice = t.token("alice", &[("audience", "token-service")]).await;
     let res = t
-        .app
-        .client
-        .post(t.url("/users"))
-        .bearer_auth(&admin)
-        .json(&json!({"username": "admin2", "password": "admin2-password-1", "roles": ["admin"]}))
-        .send()
-        .await
-        .unwrap();
+        .create_user(
+            &admin,
+            &json!({"username": "admin2", "password": "admin2-password-1", "roles": ["admin"]}),
+        )
+        .await;
     assert_eq!(res.status(), 201);
     let admin2 = t
         .form(&[("username", "admin2"), ("password", "admin2-password-1")])
@@ -419,23 +375,14 @@ async fn a_disabled_accounts_live_token_is_refused() {
         assert_eq!(res.status(), 204, "{name}");
     }
     let create = t
-        .app
-        .client
-        .post(t.url("/users"))
-        .bearer_auth(&admin)
-        .json(&json!({"username": "mallory", "password": "mallory-password-1", "roles": ["admin"]}))
-        .send()
-        .await
-        .unwrap();
+        .create_user(
+            &admin,
+            &json!({"username": "mallory", "password": "mallory-password-1", "roles": ["admin"]}),
+        )
+        .await;
     let change = t
-        .app
-        .client
-        .put(t.url("/users/me/password"))
-        .bearer_auth(&alice)
-        .json(&json!({"old_password": "alice-dev-password", "new_password": "a-new-password-1"}))
-        .send()
-        .await
-        .unwrap();
+        .change_password(&alice, "alice-dev-password", "a-new-password-1")
+        .await;
     let list = t.get_auth("/users", &admin).await;
     let me = t.get_auth("/users/me", &alice).await;
     for res in [create, change, list, me] {
