@@ -121,7 +121,8 @@ pub struct VerifyingKey {
     pub alg: Option<Alg>,
     /// The kind of key.
     pub family: KeyFamily,
-    /// RFC 7638 thumbprint (SHA-256, base64url); for a secret, a SHA-256 of it.
+    /// RFC 7638 thumbprint (SHA-256, base64url); for a secret, its [`secret_fingerprint`],
+    /// which cannot sign.
     pub thumbprint: String,
     pub(crate) material: Material,
 }
@@ -342,12 +343,23 @@ fn is_p256(jwk: &Jwk) -> bool {
         if p.curve == jsonwebtoken::jwk::EllipticCurve::P256)
 }
 
-/// SHA-256 of a shared secret, hex encoded: how a secret is recognised without keeping it.
+/// How a shared secret is recognised without keeping it: HMAC-SHA-256 under the secret of a
+/// fixed label, hex encoded. It is printed (a key's `Debug`) and compared, so it must not sign:
+/// a plain SHA-256 of a secret longer than SHA-256's 64-byte block would, since HMAC hashes such
+/// a key first (RFC 2104 §2) and HMAC(K, m) = HMAC(SHA-256(K), m).
 pub fn secret_fingerprint(secret: &[u8]) -> String {
-    Sha256::digest(secret)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const LABEL: &[u8] = b"auth-core secret fingerprint v1";
+    hex(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), LABEL).as_ref())
+}
+
+/// SHA-256 of `bytes`, hex encoded: a tag that correlates a value without showing it. Never of
+/// a secret that will be shown (see [`secret_fingerprint`]).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The dev-only key material of `fixtures/`, recognised wherever its file lives: production
@@ -359,13 +371,13 @@ pub mod dev {
         "7qdAkdwGnoWT44rQQPZxYDG3_c4wo9htWlgB1o-UAAs",
         "mpY3ryaN0OQbxVLVitjywIZfz4zxjHqZXC0Cpc9RsG4",
     ];
-    /// SHA-256 (hex) of the fixture HS256 secret.
-    pub const SECRET_SHA256: &str =
-        "a4cf73a6202e6f30df3c03b240e10de40e01e3065306158bdbe3346d803f0e6e";
+    /// The [`secret_fingerprint`](super::secret_fingerprint) of the fixture HS256 secret.
+    pub const SECRET_FINGERPRINT: &str =
+        "4fbf6630147ce40f6585007a6772bf14fc7c18f02ff75211d73c5ba9f8817a81";
 
     /// Whether a key with this thumbprint (or secret fingerprint) is a fixtures key.
     pub fn is_dev_key(thumbprint: &str) -> bool {
-        THUMBPRINTS.contains(&thumbprint) || thumbprint == SECRET_SHA256
+        THUMBPRINTS.contains(&thumbprint) || thumbprint == SECRET_FINGERPRINT
     }
 }
 

@@ -148,7 +148,12 @@ struct Attempt {
 struct Control {
     flight: Option<Flight>,
     failures: u32,
+    /// No fetch starts before this, except [`Trigger::Force`] (the backoff, capped for the
+    /// usability of the set held at the failure).
     next_attempt_at: u64,
+    /// The same backoff capped at `auth.jwks.startup_backoff_max_seconds`: what applies once
+    /// nothing usable is held, whatever was held at the failure ([`KeyStore::next_attempt`]).
+    next_attempt_unusable: u64,
     last_attempt_at: Option<u64>,
     refresh_at: u64,
     attempts: u64,
@@ -293,7 +298,7 @@ impl KeyStore {
             refresh_at: current.as_ref().map(|_| ctl.refresh_at),
             etag: current.as_ref().and_then(|c| c.etag.clone()),
             failures: ctl.failures,
-            next_attempt_at: ctl.next_attempt_at,
+            next_attempt_at: Self::next_attempt(&ctl, stale_until.is_some_and(|until| now < until)),
             attempts: ctl.attempts,
         }
     }
@@ -489,6 +494,7 @@ impl KeyStore {
         if ctl.last_attempt_at.is_some_and(|t| t > now) {
             ctl.last_attempt_at = None;
             ctl.next_attempt_at = now;
+            ctl.next_attempt_unusable = now;
             ctl.refresh_at = now;
         }
         ctl
@@ -507,7 +513,7 @@ impl KeyStore {
         // Looked at under the lock, not before it: a fetch swaps its set in before it clears
         // `flight` (under this lock), so no flight here and no usable set means none arrived.
         let usable = self.usable(now).is_some();
-        let backing_off = now < ctl.next_attempt_at;
+        let backing_off = now < Self::next_attempt(&ctl, usable);
         match trigger {
             // A fetch in flight may bring the kid: join it whatever the cooldown (which only
             // stops a new fetch).
@@ -751,6 +757,7 @@ impl KeyStore {
     fn succeeded(ctl: &mut Control, now: u64, ttl: u64) {
         ctl.failures = 0;
         ctl.next_attempt_at = 0;
+        ctl.next_attempt_unusable = 0;
         ctl.refresh_at = now.saturating_add(refresh_delay(ttl));
     }
 
@@ -759,7 +766,22 @@ impl KeyStore {
     /// is in flight, or may start at once) 1.
     pub fn retry_after(&self) -> u64 {
         let now = self.clock.now();
-        self.control().next_attempt_at.saturating_sub(now).max(1)
+        let usable = self.usable(now).is_some();
+        Self::next_attempt(&self.control(), usable)
+            .saturating_sub(now)
+            .max(1)
+    }
+
+    /// When the backoff ends, for a store that holds a usable set or not: a backoff that grew
+    /// to `auth.jwks.backoff_max_seconds` while a set was held ends, once that set is past
+    /// maximum staleness, where `auth.jwks.startup_backoff_max_seconds` would have ended it.
+    /// Otherwise a service would answer 503 for minutes after its issuer came back.
+    fn next_attempt(ctl: &Control, usable: bool) -> u64 {
+        if usable {
+            ctl.next_attempt_at
+        } else {
+            ctl.next_attempt_at.min(ctl.next_attempt_unusable)
+        }
     }
 
     /// Records a failure (`usable`: a usable set is held, so the longer backoff cap applies);
@@ -772,13 +794,15 @@ impl KeyStore {
         };
         ctl.failures = ctl.failures.saturating_add(1);
         let exponent = ctl.failures.saturating_sub(1).min(32);
-        let backoff = self
+        let uncapped = self
             .settings
             .backoff_initial_seconds
             .max(1)
-            .saturating_mul(1u64 << exponent)
-            .min(cap.max(1));
+            .saturating_mul(1u64 << exponent);
+        let backoff = uncapped.min(cap.max(1));
         ctl.next_attempt_at = now.saturating_add(backoff);
+        ctl.next_attempt_unusable =
+            now.saturating_add(uncapped.min(self.settings.startup_backoff_max_seconds.max(1)));
         (ctl.failures, backoff)
     }
 
@@ -798,7 +822,7 @@ impl KeyStore {
         let due = if usable {
             ctl.refresh_at.max(ctl.next_attempt_at)
         } else {
-            ctl.next_attempt_at
+            Self::next_attempt(&ctl, false)
         };
         Duration::from_secs(due.saturating_sub(now).clamp(1, MAX_WAKE))
     }

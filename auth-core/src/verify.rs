@@ -236,6 +236,10 @@ impl AuthError {
     }
 }
 
+/// The largest `auth.leeway_seconds` accepted anywhere: an hour of clock skew. A service in
+/// production allows at most 300 (`service::config::MAX_PRODUCTION_LEEWAY_SECONDS`).
+pub const MAX_LEEWAY_SECONDS: u64 = 3_600;
+
 /// `Retry-After` of a 503 when keys cannot be had.
 const DEFAULT_RETRY_AFTER: u64 = 5;
 
@@ -422,6 +426,12 @@ impl Auth {
         }
         let jwks = &settings.jwks;
         let bounded = [
+            (
+                "auth.leeway_seconds",
+                settings.leeway_seconds,
+                0,
+                MAX_LEEWAY_SECONDS,
+            ),
             ("auth.jwks.timeout_seconds", jwks.timeout_seconds, 1, 300),
             (
                 "auth.jwks.unknown_kid_cooldown_seconds",
@@ -1185,6 +1195,44 @@ mod tests {
             assert!(!printed.contains(&needle), "{needle} in {printed}");
         }
         assert!(printed.contains("VerifiedCache"), "{printed}");
+    }
+
+    /// A secret longer than SHA-256's 64-byte block is hashed by HMAC before use, so its
+    /// SHA-256 signs as well as the secret does. Nothing a printed verifier shows (its key's
+    /// fingerprint, the cached token's key) may be such a key: every 64-hex-digit run in the
+    /// output is tried as an HS256 key, and none signs.
+    #[tokio::test]
+    async fn a_printed_verifier_shows_nothing_that_signs() {
+        let secret: Vec<u8> = (0..100u8).collect();
+        let auth = hs256_auth(&secret, "k");
+        let token = hs256(&secret, "k", 1_000_000);
+        auth.verify(&token).await.unwrap();
+        auth.verify(&token).await.unwrap();
+        assert_eq!(auth.cache_stats().unwrap().entries, 1);
+        let decode = |hex: &str| -> Vec<u8> {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        // The premise: the secret's plain SHA-256 signs tokens this verifier accepts.
+        let digest = decode(&crate::keys::sha256_hex(&secret));
+        assert!(auth.verify(&hs256(&digest, "k", 1_000_001)).await.is_ok());
+
+        let printed = format!("{auth:?}");
+        let hex_runs: Vec<&str> = printed
+            .split(|c: char| !c.is_ascii_hexdigit())
+            .filter(|run| run.len() == 64)
+            .collect();
+        assert!(
+            hex_runs.contains(&crate::keys::secret_fingerprint(&secret).as_str()),
+            "the fingerprint is shown: {printed}"
+        );
+        for run in hex_runs {
+            let forged = hs256(&decode(run), "k", 1_000_002);
+            let err = auth.verify(&forged).await.unwrap_err();
+            assert_eq!(err.kind(), &AuthErrorKind::Signature, "{run} signs");
+        }
     }
 
     /// Requests hand `verify` the header's bytes unchecked: a byte outside base64url and `.`

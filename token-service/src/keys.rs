@@ -610,11 +610,10 @@ fn secret_key(signing: &SigningSettings) -> Result<SigningKey, Problem> {
         key,
         message: e.to_string(),
     })?;
-    // A short tag, not the fingerprint itself.
-    let kid = format!(
-        "hs256-{}",
-        &auth_core::keys::secret_fingerprint(verifying.thumbprint.as_bytes())[..16]
-    );
+    // A short tag, a hash of a hash of the secret: the value it had when the key's fingerprint
+    // was a plain SHA-256, so tokens issued before keep their kid.
+    let sha256 = auth_core::keys::sha256_hex;
+    let kid = format!("hs256-{}", &sha256(sha256(&secret).as_bytes())[..16]);
     Ok(SigningKey {
         verifying: verifying.with_kid(Some(kid.clone())),
         kid,

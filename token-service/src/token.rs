@@ -137,7 +137,7 @@ pub fn route(state: State) -> BoxedFilter<(Response,)> {
 /// A username not (yet) known to be a user's, as the audit log shows it: the first 16 hex digits
 /// of its SHA-256, enough to correlate attempts, never the text (it may be a password).
 fn unverified(username: &str) -> String {
-    auth_core::keys::secret_fingerprint(username.as_bytes())[..16].to_owned()
+    auth_core::keys::sha256_hex(username.as_bytes())[..16].to_owned()
 }
 
 fn no_store(mut res: Response) -> Response {

@@ -308,6 +308,10 @@ pub fn load<T: DeserializeOwned>(
     Ok(user(fig).extract()?)
 }
 
+/// The largest `auth.leeway_seconds` production accepts: five minutes of clock skew (Envoy's
+/// `jwt_authn` allows 60 s by default, Kerberos 5 minutes).
+pub const MAX_PRODUCTION_LEEWAY_SECONDS: u64 = 300;
+
 /// The production rules for the `auth` section: verification on, issuer and audience set, a key
 /// source that is not a fixtures key and is fetched over https (or loopback). Returns the first
 /// offending key.
@@ -323,6 +327,14 @@ pub fn check_auth_for_production(auth: &AuthSettings) -> Result<(), ConfigError>
     }
     if auth.audience.is_empty() {
         return Err(ConfigError::key("auth.audience", "required in production"));
+    }
+    if auth.leeway_seconds > MAX_PRODUCTION_LEEWAY_SECONDS {
+        return Err(ConfigError::key(
+            "auth.leeway_seconds",
+            format!(
+                "at most {MAX_PRODUCTION_LEEWAY_SECONDS} in production: every expired token is accepted for that long"
+            ),
+        ));
     }
     let sources = [
         auth.jwks_url.is_some(),
@@ -672,6 +684,22 @@ mod tests {
             assert!(
                 load_err(jail).starts_with("config error: auth.enabled: verification-off mode")
             );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            production(jail);
+            jail.set_env(
+                "DEMO_API__AUTH__JWKS_URL",
+                "https://id.example.com/jwks.json",
+            );
+            jail.set_env("DEMO_API__AUTH__LEEWAY_SECONDS", "301");
+            assert!(
+                load_err(jail).starts_with("config error: auth.leeway_seconds: at most 300"),
+                "{}",
+                load_err(jail)
+            );
+            jail.set_env("DEMO_API__AUTH__LEEWAY_SECONDS", "300");
+            assert!(Settings::load(&INFO, None, local_auth()).is_ok());
             Ok(())
         });
         Jail::expect_with(|jail| {

@@ -319,6 +319,9 @@ fn setup_errors_name_the_key() {
     let mut huge_timeout = pem_settings("ec-public.pem");
     huge_timeout.jwks.timeout_seconds = u64::MAX;
     cases.push((huge_timeout, "auth.jwks.timeout_seconds"));
+    let mut huge_leeway = pem_settings("ec-public.pem");
+    huge_leeway.leeway_seconds = 3_601;
+    cases.push((huge_leeway, "auth.leeway_seconds"));
     let mut no_ttl = pem_settings("ec-public.pem");
     no_ttl.jwks.min_ttl_seconds = 0;
     cases.push((no_ttl, "auth.jwks.min_ttl_seconds"));
@@ -332,4 +335,9 @@ fn setup_errors_name_the_key() {
         ..secret_settings()
     };
     assert!(Auth::new(&exactly_32, REALM).is_ok());
+    let hour_of_leeway = AuthSettings {
+        leeway_seconds: 3_600,
+        ..pem_settings("ec-public.pem")
+    };
+    assert!(Auth::new(&hour_of_leeway, REALM).is_ok());
 }

@@ -715,6 +715,67 @@ async fn failures_back_off_exponentially_capped_at_10_s_until_loaded() {
     assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
 }
 
+/// A backoff that grew to `auth.jwks.backoff_max_seconds` (300) while a set was held ends,
+/// once the set is past maximum staleness, where the startup cap (10) would have ended it, and
+/// a 503 says so: before, the service answered 503 with `Retry-After` of about five minutes,
+/// and fetched nothing, however soon the issuer came back.
+#[tokio::test]
+async fn a_long_backoff_ends_once_the_set_is_past_max_staleness() {
+    let clock = clock();
+    let mut issuer = MockIssuer::start().await;
+    let good = issuer.jwks_mock(&[&keys::ec()]).create_async().await;
+    let mut settings = store_settings(issuer.jwks_url());
+    settings.jwks.max_stale_seconds = 3600;
+    let auth = auth_with(&settings, &clock);
+    let t = long_lived(&keys::ec()).sign();
+    assert!(auth.verify(&t).await.is_ok());
+    let stale_until = store(&auth).status().stale_until.unwrap();
+    good.remove_async().await;
+    let down = issuer
+        .failing_mock(Failure::Status(503))
+        .create_async()
+        .await;
+
+    // Fail on schedule while the set is usable, until the next attempt lies past its end.
+    clock.advance(600);
+    let mut last_wait = 0;
+    loop {
+        let before = clock.now();
+        assert!(store(&auth).tick().await.is_some_and(|o| !o.is_success()));
+        let next = store(&auth).status().next_attempt_at;
+        last_wait = last_wait.max(next - before);
+        if next > stale_until {
+            break;
+        }
+        clock.set(next);
+    }
+    assert_eq!(
+        last_wait, 300,
+        "the backoff reached its cap with a set held"
+    );
+    let failed_at = clock.now();
+    assert!(failed_at < stale_until);
+
+    // Past maximum staleness: the startup cap, counted from the failure.
+    clock.set(stale_until);
+    assert!(!auth.is_ready());
+    assert_eq!(store(&auth).status().next_attempt_at, failed_at + 10);
+    let err = auth.verify(&t).await.unwrap_err();
+    assert_eq!(err.kind(), &AuthErrorKind::Unavailable);
+    let retry_after: u64 = err.to_response().headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after <= 10, "Retry-After {retry_after}");
+
+    // The issuer is back: the next request after that wait loads the set.
+    down.remove_async().await;
+    let _good = issuer.jwks_mock(&[&keys::ec()]).create_async().await;
+    clock.advance(retry_after);
+    assert!(auth.verify(&t).await.is_ok());
+}
+
 /// The background task loads the set at startup without any request, and retries after a
 /// failure on the backoff schedule.
 #[tokio::test]
