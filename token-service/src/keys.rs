@@ -383,10 +383,14 @@ impl From<Problem> for ConfigError {
     }
 }
 
-/// The key files to read, with the config key each comes from.
-fn key_paths(signing: &SigningSettings) -> (Vec<(&'static str, PathBuf)>, Vec<Problem>) {
+/// The key files to read, with the config key each comes from; and `signing.keys_dir` when it
+/// exists but cannot be listed now.
+fn key_paths(
+    signing: &SigningSettings,
+) -> (Vec<(&'static str, PathBuf)>, Vec<Problem>, Option<&Path>) {
     let mut paths = Vec::new();
     let mut problems = Vec::new();
+    let mut unlisted = None;
     if let Some(dir) = &signing.keys_dir {
         match std::fs::read_dir(dir) {
             Ok(entries) => {
@@ -398,10 +402,15 @@ fn key_paths(signing: &SigningSettings) -> (Vec<(&'static str, PathBuf)>, Vec<Pr
                 files.sort();
                 paths.extend(files.into_iter().map(|p| ("signing.keys_dir", p)));
             }
-            Err(e) => problems.push(Problem {
-                key: "signing.keys_dir",
-                message: format!("cannot read {}: {e}", dir.display()),
-            }),
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    unlisted = Some(dir.as_path());
+                }
+                problems.push(Problem {
+                    key: "signing.keys_dir",
+                    message: format!("cannot read {}: {e}", dir.display()),
+                });
+            }
         }
     }
     paths.extend(
@@ -410,7 +419,7 @@ fn key_paths(signing: &SigningSettings) -> (Vec<(&'static str, PathBuf)>, Vec<Pr
             .iter()
             .map(|p| ("signing.key_files", p.clone())),
     );
-    (paths, problems)
+    (paths, problems, unlisted)
 }
 
 /// Reads every key. Files with problems are skipped and reported; in production, fixture keys
@@ -434,7 +443,7 @@ fn scan_with(
             Err(p) => (KeyRing::default(), vec![p]),
         };
     }
-    let (paths, mut problems) = key_paths(signing);
+    let (paths, mut problems, unlisted) = key_paths(signing);
     let mut keys: Vec<SigningKey> = Vec::new();
     let mut certs: HashMap<String, (String, String)> = HashMap::new();
     // Files that exist but could not be used now (unreadable, half written, refused): on a
@@ -455,17 +464,21 @@ fn scan_with(
             failed.push((config_key, path));
         }
     }
-    for (config_key, path) in failed {
+    // A directory that exists but cannot be listed now (a transient EMFILE, a network
+    // filesystem's hiccup) is a failure of every file in it.
+    let unlisted = unlisted.map(|dir| ("signing.keys_dir", dir.to_path_buf(), "directory"));
+    let failed = failed.into_iter().map(|(key, path)| (key, path, "file"));
+    for (config_key, path, what) in failed.chain(unlisted) {
         let kept = previous
             .into_iter()
             .flat_map(|r| r.keys.iter())
-            .filter(|k| k.path.as_deref() == Some(path.as_path()))
+            .filter(|k| k.path.as_deref().is_some_and(|p| p.starts_with(&path)))
             .filter(|k| !keys.iter().any(|n| n.kid == k.kid));
         for k in kept.map(|k| (**k).clone()).collect::<Vec<_>>() {
             problems.push(Problem {
                 key: config_key,
                 message: format!(
-                    "{}: the key {} read from it before is kept until the file reads again",
+                    "{}: the key {} read from it before is kept until the {what} reads again",
                     path.display(),
                     k.kid
                 ),
@@ -993,7 +1006,7 @@ pub fn prune(settings: &Settings, now: u64) -> anyhow::Result<Vec<Pruned>> {
         kept_kids.extend(one_file(path).into_iter().map(|k| k.kid.clone()));
     }
     let dir_only = dir_only(signing);
-    let (files, _) = key_paths(&dir_only);
+    let (files, _, _) = key_paths(&dir_only);
     let mut candidates = Vec::new();
     for (_, path) in files {
         if operators.contains(&canonical(&path)) {

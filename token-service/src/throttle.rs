@@ -210,7 +210,9 @@ impl Throttle {
 /// [`Attempt::abandoned`] or [`Attempt::shed`]; dropped without any of them once its password
 /// hash has started ([`Attempt::hashing`]: the client hung up, the request was cancelled
 /// mid-hash) it counts as a failure of the address, since nothing shows it was not a guess.
-/// Dropped before (while queued for a hash), it guessed nothing and counts nothing more.
+/// Dropped before (while its user was looked up or it was queued for a hash), it guessed
+/// nothing: like a shed attempt, it takes back its count against the username, so hanging up
+/// on queued sign-ins cannot lock an account out at no cost to the address.
 #[must_use = "an attempt ends in finish(), abandoned() or shed()"]
 #[derive(Debug)]
 pub struct Attempt<'a> {
@@ -272,7 +274,13 @@ impl Attempt<'_> {
     /// sign-ins are shed under load is not locked out by them.
     pub fn shed(mut self) {
         self.open = false;
-        let Some(counted) = self.counted else {
+        self.take_back();
+    }
+
+    /// Takes back the count [`Throttle::begin`] made against the username, from the counter it
+    /// was made in only.
+    fn take_back(&mut self) {
+        let Some(counted) = self.counted.take() else {
             return;
         };
         let mut users = lock(&self.throttle.users);
@@ -285,9 +293,13 @@ impl Attempt<'_> {
 }
 
 impl Drop for Attempt<'_> {
-    /// However the attempt ends: it leaves its address's in-flight count, and counts as a
-    /// failure there when it had started hashing and has no outcome.
+    /// However the attempt ends: it leaves its address's in-flight count. Without an outcome,
+    /// it counts as a failure there when it had started hashing, and takes back its count
+    /// against the username when it had not.
     fn drop(&mut self) {
+        if self.open && !self.hashing {
+            self.take_back();
+        }
         let Some(k) = self.ip.as_deref() else {
             return;
         };
@@ -512,20 +524,35 @@ mod tests {
         let clock = Arc::new(ManualClock::new(1000));
         let t = throttle(clock, 100);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        // Guesses whose clients hang up while queued for a hash guessed nothing.
-        for i in 0..5 {
-            drop(t.begin(&format!("q{i}"), Some(ip)).unwrap());
+        // Guesses whose clients hang up while queued for a hash guessed nothing: they count
+        // against neither the address nor the name.
+        for _ in 0..5 {
+            drop(t.begin("victim", Some(ip)).unwrap());
         }
         t.begin("probe", Some(ip))
             .expect("queued hang-ups did not lock the address")
             .abandoned();
-        // Three guesses at different names whose clients hang up mid-hash.
-        for i in 0..3 {
-            let mut a = t.begin(&format!("u{i}"), Some(ip)).unwrap();
+        let elsewhere: IpAddr = "10.0.0.9".parse().unwrap();
+        for _ in 0..2 {
+            t.begin("victim", Some(elsewhere))
+                .expect("queued hang-ups did not lock the name")
+                .finish(false)
+                .unwrap();
+        }
+        t.begin("victim", Some(elsewhere))
+            .expect("only two failures counted")
+            .finish(false)
+            .unwrap();
+        assert_eq!(t.begin("victim", None).err(), Some(locked(60)));
+        // Three guesses at one name whose clients hang up mid-hash: they count against the
+        // name and the address.
+        for _ in 0..3 {
+            let mut a = t.begin("mid", Some(ip)).unwrap();
             a.hashing();
             drop(a);
         }
         assert_eq!(t.begin("u9", Some(ip)).err(), Some(locked(60)));
+        assert_eq!(t.begin("mid", None).err(), Some(locked(60)));
         // An abandoned attempt (the user store failed) counts nothing more at the address.
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         for i in 0..3 {

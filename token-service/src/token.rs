@@ -48,8 +48,8 @@ pub struct TokenRequest {
     pub audience: Option<String>,
 }
 
-/// The token response (RFC 6749 §5.1).
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+/// The token response (RFC 6749 §5.1). Its `Debug` shows everything but the token.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     /// The signed JWT.
     pub access_token: String,
@@ -59,6 +59,17 @@ pub struct TokenResponse {
     pub expires_in: u64,
     /// The scopes granted, space separated.
     pub scope: String,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token_bytes", &self.access_token.len())
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish()
+    }
 }
 
 /// The claims of an issued access token (RFC 9068).
@@ -498,3 +509,24 @@ async fn issue_token(
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(issue_token), components(schemas(TokenRequest, TokenResponse)))]
 pub struct TokenApi;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_printed_token_response_shows_no_token() {
+        let response = TokenResponse {
+            access_token: "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl".to_owned(),
+            token_type: "Bearer".to_owned(),
+            expires_in: 900,
+            scope: "todos:read".to_owned(),
+        };
+        let printed = format!("{response:?}");
+        assert!(!printed.contains("eyJ"), "{printed}");
+        assert!(
+            printed.contains("todos:read") && printed.contains("900"),
+            "{printed}"
+        );
+    }
+}

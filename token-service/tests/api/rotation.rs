@@ -423,6 +423,46 @@ fn a_certificate_of_a_key_that_signs_nothing_is_no_problem() {
     );
 }
 
+/// A keys directory that exists but cannot be listed at a rescan keeps the keys read from it,
+/// even when `signing.key_files` still gives a key (before, the ring became that key alone: the
+/// signer left the JWKS and signing fell back to it). Only a directory that is gone takes its
+/// keys out. (Replaced by a file, it fails to list for any user, root included.)
+#[tokio::test]
+async fn a_keys_dir_that_cannot_be_listed_keeps_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = local_settings(dir.path());
+    settings.signing.keys_dir = Some(dir.path().join("keys"));
+    assert!(!settings.signing.key_files.is_empty());
+    let settings = settings.finish().unwrap();
+    let in_dir = keys::rotate(&settings, SystemClock.now()).unwrap().kid;
+    let t = spawn_settings(settings, dir).await;
+    let keys_dir = t.state.settings.signing.keys_dir.clone().unwrap();
+    let kids = || async {
+        let mut kids = TestApp::kids(&t.jwks().await);
+        kids.sort();
+        kids
+    };
+    let before = kids().await;
+    assert!(before.len() > 1 && before.contains(&in_dir), "{before:?}");
+    let signer = t.state.keys.signer().unwrap().kid.clone();
+
+    let aside = keys_dir.with_extension("aside");
+    std::fs::rename(&keys_dir, &aside).unwrap();
+    std::fs::write(&keys_dir, "not a directory").unwrap();
+    t.state.keys.reload();
+    assert_eq!(kids().await, before);
+    assert_eq!(t.state.keys.signer().unwrap().kid, signer);
+
+    // Gone: its keys go too.
+    std::fs::remove_file(&keys_dir).unwrap();
+    t.state.keys.reload();
+    let without: Vec<String> = before.iter().filter(|k| **k != in_dir).cloned().collect();
+    assert_eq!(kids().await, without);
+    std::fs::rename(&aside, &keys_dir).unwrap();
+    t.state.keys.reload();
+    assert_eq!(kids().await, before);
+}
+
 /// A key file that exists but cannot be used at a rescan (half written by a copy, say) keeps the
 /// key a running service had from it; only deleting the file takes the key out (before, the
 /// signer vanished and every token it had signed stopped verifying).
