@@ -672,14 +672,19 @@ mod tests {
         jail.set_env("DEMO_API__AUTH__AUDIENCE", "demo-api");
     }
 
+    /// [`production`] with a key source that passes its checks.
+    fn production_with_jwks(jail: &mut Jail) {
+        production(jail);
+        jail.set_env(
+            "DEMO_API__AUTH__JWKS_URL",
+            "https://id.example.com/jwks.json",
+        );
+    }
+
     #[test]
     fn production_refuses_unsafe_settings() {
         Jail::expect_with(|jail| {
-            production(jail);
-            jail.set_env(
-                "DEMO_API__AUTH__JWKS_URL",
-                "https://id.example.com/jwks.json",
-            );
+            production_with_jwks(jail);
             jail.set_env("DEMO_API__AUTH__ENABLED", "false");
             assert!(
                 load_err(jail).starts_with("config error: auth.enabled: verification-off mode")
@@ -687,11 +692,7 @@ mod tests {
             Ok(())
         });
         Jail::expect_with(|jail| {
-            production(jail);
-            jail.set_env(
-                "DEMO_API__AUTH__JWKS_URL",
-                "https://id.example.com/jwks.json",
-            );
+            production_with_jwks(jail);
             jail.set_env("DEMO_API__AUTH__LEEWAY_SECONDS", "301");
             assert!(
                 load_err(jail).starts_with("config error: auth.leeway_seconds: at most 300"),
