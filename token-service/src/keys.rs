@@ -1121,6 +1121,26 @@ mod tests {
         );
     }
 
+    /// An HS256 key's `kid` is a hash of a hash of the secret, the value it had when auth-core's
+    /// secret fingerprint was a plain SHA-256: tokens issued before that change keep verifying.
+    #[test]
+    fn an_hs256_kid_keeps_its_value() {
+        use sha2::{Digest, Sha256};
+        let signing = SigningSettings {
+            key_files: Vec::new(),
+            secret_file: Some(fixture("hs256-secret.txt")),
+            algorithm: Alg::HS256,
+            ..SigningSettings::default()
+        };
+        let (ring, problems) = scan(&signing, false);
+        assert!(problems.is_empty(), "{problems:?}");
+        let secret = std::fs::read(fixture("hs256-secret.txt")).unwrap();
+        let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let inner = hex(&Sha256::digest(secret.trim_ascii()));
+        let expected = format!("hs256-{}", &hex(&Sha256::digest(inner.as_bytes()))[..16]);
+        assert_eq!(ring.signer(0).unwrap().kid, expected);
+    }
+
     #[test]
     fn production_refuses_fixture_keys_wherever_they_live() {
         let dir = tempfile::tempdir().unwrap();
