@@ -142,22 +142,20 @@ impl Database {
     ///
     /// On SQLite, reads go on under another connection's write lock (WAL), so readiness takes
     /// and releases the write lock (`BEGIN IMMEDIATE; ROLLBACK`): a file locked against writes
-    /// is not ready. On PostgreSQL, `SELECT 1`.
+    /// is not ready. The transaction is sqlx's own, not a raw `BEGIN`: a check given up while it
+    /// waits for the lock (`/ready`'s timeout, a client gone) cannot leave it open on a pooled
+    /// connection, where later writes would join it, be acknowledged and be lost (sqlx rolls
+    /// back a `BEGIN` whose caller has gone). On PostgreSQL, `SELECT 1`.
     pub async fn ping(&self) -> Result<(), String> {
         let outcome = match self.backend {
             Backend::Postgres => sqlx::query("SELECT 1")
                 .execute(&self.pool)
                 .await
                 .map(|_| ()),
-            Backend::Sqlite => {
-                async {
-                    let mut conn = self.pool.acquire().await?;
-                    conn.execute("BEGIN IMMEDIATE").await?;
-                    conn.execute("ROLLBACK").await?;
-                    Ok(())
-                }
-                .await
-            }
+            Backend::Sqlite => match self.pool.begin_with("BEGIN IMMEDIATE").await {
+                Ok(tx) => tx.rollback().await,
+                Err(e) => Err(e),
+            },
         };
         outcome.map_err(|e: sqlx::Error| {
             tracing::warn!(error = %e, "database unreachable");

@@ -65,6 +65,36 @@ async fn a_locked_sqlite_file_is_503_then_recovers() {
     t.create(&editor, "after").await;
 }
 
+/// `/ready` gives up on a locked SQLite file after 2 s while its `BEGIN IMMEDIATE` still waits
+/// for the lock (for `busy_timeout`, the 5 s of `database.acquire_timeout_seconds`). When the
+/// lock frees, that BEGIN must not stay open on the pooled connection: before, the next write
+/// ran inside it, was answered 201, and was lost.
+#[tokio::test]
+async fn a_readiness_check_given_up_leaves_no_transaction_open() {
+    let t = spawn_with(|s| s.database.max_connections = 1).await;
+    let editor = t.token("erin", &["editor"]);
+    let file = t.data_dir.path().join("todo-api.db");
+    let url = format!("sqlite://{}", file.display());
+    let mut locker = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    locker.execute("BEGIN EXCLUSIVE").await.unwrap();
+    let (status, body) = parts(t.app.get("/ready").await).await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (503, Some("readiness check timed out"))
+    );
+    locker.execute("ROLLBACK").await.unwrap();
+    locker.close().await.unwrap();
+
+    t.create(&editor, "acknowledged").await;
+    let mut reader = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM todos WHERE title = 'acknowledged'")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "an acknowledged write is in the file");
+    eventually_ok(&t, &editor).await;
+}
+
 #[tokio::test]
 async fn a_cut_postgres_connection_is_503_then_recovers() {
     let Some(url) = auth_core::service::storage::test_postgres_url("todo-api outage").await else {
