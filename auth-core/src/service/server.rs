@@ -91,15 +91,12 @@ pub async fn serve<F>(
             limits: limits.clone(),
         });
         tokio::spawn(async move {
-            // hyper's header timeout starts with the first request line; a client that connects
-            // and sends nothing (or stalls before HTTP/2's preface) would hold a connection slot
-            // forever. It gets `header_read_timeout` to send its first byte.
-            let mut first = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(header_timeout, stream.peek(&mut first)).await,
-                Ok(Ok(1))
-            ) {
-                tracing::debug!(%peer, "connection sent nothing in time (or closed); dropped");
+            // hyper's header timeout starts with the first request line, and hyper-util reads
+            // HTTP/2's preface with no timer: a client that connects and sends nothing, or part
+            // of the preface, would hold a connection slot forever. It gets
+            // `header_read_timeout` to send enough to tell the two apart.
+            if !protocol_known_in_time(&stream, header_timeout).await {
+                tracing::debug!(%peer, "connection sent too little in time (or closed); dropped");
                 drop(permit);
                 return;
             }
@@ -131,6 +128,29 @@ pub async fn serve<F>(
         .is_err()
     {
         tracing::warn!("in-flight requests still running after the shutdown timeout; closing");
+    }
+}
+
+/// Whether, within `timeout`, the connection's first bytes are HTTP/2's whole preface or
+/// anything that is not a part of it (HTTP/1: hyper's header timeout takes over from there).
+/// Only a peer whose bytes so far are a strict prefix of the preface is polled again (every
+/// 10 ms): a real HTTP/2 client sends the 24 bytes at once.
+async fn protocol_known_in_time(stream: &tokio::net::TcpStream, timeout: Duration) -> bool {
+    const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = [0u8; PREFACE.len()];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return false,
+        };
+        if n == PREFACE.len() || !PREFACE.starts_with(&buf[..n]) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -698,6 +718,32 @@ mod tests {
         let (addr, _stop, _h) = one_slot().await;
         let silent = TcpStream::connect(addr).await.unwrap();
         closed_and_slot_reused(addr, silent, "a silent connection").await;
+    }
+
+    /// A client that sends part of HTTP/2's preface and stalls: hyper-util reads the preface
+    /// with no timer, so before, it held the slot for ever.
+    #[tokio::test]
+    async fn a_client_that_stalls_in_the_http2_preface_gives_its_slot_back() {
+        let (addr, _stop, _h) = one_slot().await;
+        let mut stalled = TcpStream::connect(addr).await.unwrap();
+        stalled.write_all(b"PRI * HTTP/2").await.unwrap();
+        closed_and_slot_reused(addr, stalled, "a stalled preface").await;
+    }
+
+    /// HTTP/1 requests whose method starts like the preface, sent a byte at a time, are read.
+    #[tokio::test]
+    async fn a_request_sent_a_byte_at_a_time_is_served() {
+        let (addr, _stop, _h) = one_slot().await;
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        for b in b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n" {
+            conn.write_all(&[*b]).await.unwrap();
+        }
+        let mut res = String::new();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut res))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
     }
 
     #[tokio::test]
