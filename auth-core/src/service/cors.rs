@@ -26,5 +26,16 @@ pub fn wrap(routes: BoxedFilter<(Response,)>, settings: &CorsSettings) -> BoxedF
         .map(Reply::into_response)
         .recover(crate::error::handle_rejection)
         .unify()
+        .map(vary_on_origin)
         .boxed()
+}
+
+/// `Vary: Origin` on every response (the Fetch standard's "CORS protocol and HTTP caches"):
+/// the CORS headers depend on the request's `Origin`, and warp's CORS layer does not say so, so
+/// a shared cache could hand one origin's answer (or a no-origin one, without the headers) to
+/// another. Added to any `Vary` already there.
+fn vary_on_origin(mut res: Response) -> Response {
+    res.headers_mut()
+        .append(http::header::VARY, http::HeaderValue::from_static("origin"));
+    res
 }

@@ -73,6 +73,15 @@ async fn cors_preflight_is_answered_before_any_auth_check() {
         res.headers()["access-control-allow-origin"],
         "http://localhost:3001"
     );
+    // The answer depends on the Origin, and says so to caches, with an Origin or without.
+    let varies = |res: &reqwest::Response| {
+        res.headers()
+            .get_all("vary")
+            .iter()
+            .any(|v| v.to_str().unwrap().to_ascii_lowercase().contains("origin"))
+    };
+    assert!(varies(&res), "{:?}", res.headers());
+    assert!(varies(&t.app.get("/health").await));
     // A page's script can read a 401's challenge (and a 429/503's Retry-After).
     let res = t
         .app
