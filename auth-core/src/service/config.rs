@@ -62,6 +62,10 @@ pub struct ServerSettings {
     pub max_query_bytes: usize,
     /// `server.max_query_params`: more query parameters are a 400 (default 32).
     pub max_query_params: usize,
+    /// `server.request_timeout_seconds`: a request (its body included) must be answered within
+    /// this, else 503 `temporarily_unavailable` (default 60): a handler stuck on a database
+    /// that stopped answering does not hold its client and its connection for ever.
+    pub request_timeout_seconds: u64,
 }
 
 impl Default for ServerSettings {
@@ -76,6 +80,7 @@ impl Default for ServerSettings {
             body_read_timeout_seconds: 30,
             max_query_bytes: 4096,
             max_query_params: 32,
+            request_timeout_seconds: 60,
         }
     }
 }

@@ -60,6 +60,7 @@ pub async fn serve<F>(
     let max_header = settings.max_header_bytes.max(8192);
     let limits = Arc::new(RequestLimits {
         body_timeout: Duration::from_secs(settings.body_read_timeout_seconds.max(1)),
+        request_timeout: Duration::from_secs(settings.request_timeout_seconds.max(1)),
         max_query_bytes: settings.max_query_bytes,
         max_query_params: settings.max_query_params,
     });
@@ -181,6 +182,7 @@ pub async fn shutdown_signal() {
 #[derive(Debug)]
 struct RequestLimits {
     body_timeout: Duration,
+    request_timeout: Duration,
     max_query_bytes: usize,
     max_query_params: usize,
 }
@@ -265,6 +267,7 @@ where
             .limits
             .check_query(req.uri().query())
             .or_else(|| check_authorization(req.headers()));
+        let request_timeout = self.limits.request_timeout;
         let outcome = match refused {
             Some(refused) => Err(refused),
             None => {
@@ -279,9 +282,28 @@ where
                 // A handler that panics costs its request a 500, not the connection (and with
                 // it every other request in flight on an HTTP/2 connection). The panic hook has
                 // already printed the panic; this line ties it to the request.
-                Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
-                    Ok(res) => res?,
+                Ok(fut) => match tokio::time::timeout(
+                    request_timeout,
+                    AssertUnwindSafe(fut).catch_unwind(),
+                )
+                .await
+                {
+                    Ok(Ok(res)) => res?,
+                    // Stuck (a database that stopped answering): the client is told to come
+                    // back rather than held; the handler's future is dropped.
                     Err(_) => {
+                        metrics::counter!("http_request_timeouts_total").increment(1);
+                        tracing::warn!(method = %method, path = %path, "request not answered within server.request_timeout_seconds; answered 503");
+                        let mut res = crate::error::error_response(
+                            http::StatusCode::SERVICE_UNAVAILABLE,
+                            "temporarily_unavailable",
+                            "the request took too long; try again later",
+                        );
+                        res.headers_mut()
+                            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(5u32));
+                        res
+                    }
+                    Ok(Err(_)) => {
                         metrics::counter!("http_handler_panics_total").increment(1);
                         tracing::error!(method = %method, path = %path, "request handler panicked; answered 500");
                         crate::error::error_response(
@@ -435,6 +457,41 @@ mod tests {
         assert_eq!(res.text().await.unwrap(), "fine");
     }
 
+    /// A handler that never finishes (a database that stopped answering) is answered 503 after
+    /// `server.request_timeout_seconds`, and the connection serves the next request.
+    #[tokio::test]
+    async fn a_stuck_handler_is_a_503_and_the_connection_lives() {
+        let route = warp::path("stuck")
+            .and_then(std::future::pending::<Result<&'static str, warp::Rejection>>)
+            .or(warp::path("ok").map(|| "fine"));
+        let settings = ServerSettings {
+            request_timeout_seconds: 1,
+            ..ServerSettings::default()
+        };
+        let (addr, _stop, _h) = start(route, settings).await;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap();
+        let res = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.get(format!("http://{addr}/stuck")).send(),
+        )
+        .await
+        .expect("answered, not held")
+        .unwrap();
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()["retry-after"], "5");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+        let res = client
+            .get(format!("http://{addr}/ok"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.text().await.unwrap(), "fine");
+    }
+
     /// HEAD answers as GET does, without the body; other methods still do not match GET routes.
     #[tokio::test]
     async fn head_is_get_without_the_body() {
@@ -463,6 +520,7 @@ mod tests {
             peer: addr,
             limits: Arc::new(RequestLimits {
                 body_timeout: Duration::from_secs(5),
+                request_timeout: Duration::from_secs(5),
                 max_query_bytes: 1024,
                 max_query_params: 8,
             }),
