@@ -437,10 +437,7 @@ mod tests {
             .or(warp::path("ok").map(|| "fine"));
         let (addr, _stop, _h) = start(route, ServerSettings::default()).await;
         // One client: one keep-alive connection for both requests.
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .build()
-            .unwrap();
+        let client = one_connection_client();
         let res = client
             .get(format!("http://{addr}/boom"))
             .send()
@@ -449,6 +446,19 @@ mod tests {
         assert_eq!(res.status(), 500);
         let body: serde_json::Value = res.json().await.unwrap();
         assert_eq!(body["error"], "internal_error", "{body}");
+        still_serves(&client, addr).await;
+    }
+
+    /// A client that keeps one keep-alive connection per host.
+    fn one_connection_client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap()
+    }
+
+    /// The connection `client` holds still serves the next request (`/ok` answers "fine").
+    async fn still_serves(client: &reqwest::Client, addr: SocketAddr) {
         let res = client
             .get(format!("http://{addr}/ok"))
             .send()
@@ -469,10 +479,7 @@ mod tests {
             ..ServerSettings::default()
         };
         let (addr, _stop, _h) = start(route, settings).await;
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .build()
-            .unwrap();
+        let client = one_connection_client();
         let res = tokio::time::timeout(
             Duration::from_secs(10),
             client.get(format!("http://{addr}/stuck")).send(),
@@ -484,12 +491,7 @@ mod tests {
         assert_eq!(res.headers()["retry-after"], "5");
         let body: serde_json::Value = res.json().await.unwrap();
         assert_eq!(body["error"], "temporarily_unavailable", "{body}");
-        let res = client
-            .get(format!("http://{addr}/ok"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.text().await.unwrap(), "fine");
+        still_serves(&client, addr).await;
     }
 
     /// HEAD answers as GET does, without the body; other methods still do not match GET routes.
