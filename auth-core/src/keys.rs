@@ -234,7 +234,7 @@ impl VerifyingKey {
             return Err(KeyError::Jwk("an Ed25519 key is 32 bytes".into()));
         }
         check_rsa_size(jwk)?;
-        let thumbprint = jwk
+        let thumbprint = canonical(jwk)
             .thumbprint(ThumbprintHash::SHA256)
             .map_err(|e| KeyError::Jwk(e.to_string()))?;
         let material = Material::public(family, raw_key(&decoding)?.as_ref())?;
@@ -293,6 +293,35 @@ fn check_rsa_size(jwk: &Jwk) -> Result<(), KeyError> {
         Ok(())
     } else {
         Err(KeyError::KeySize(bits))
+    }
+}
+
+/// The JWK as RFC 7638 hashes it: an RSA key's `n` and `e` in their minimal form, as RFC 7518
+/// §6.3.1 asks. A producer that pads them with a zero byte (Java's `BigInteger.toByteArray`)
+/// would otherwise publish the same key under another thumbprint: a fixtures key would escape
+/// [`dev::THUMBPRINTS`], and a key without `kid` would not be found under its own.
+fn canonical(jwk: &Jwk) -> std::borrow::Cow<'_, Jwk> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::jwk::AlgorithmParameters as P;
+    let P::RSA(rsa) = &jwk.algorithm else {
+        return std::borrow::Cow::Borrowed(jwk);
+    };
+    let minimal = |value: &str| -> Option<String> {
+        let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
+        let zeros = bytes.iter().take_while(|b| **b == 0).count();
+        Some(URL_SAFE_NO_PAD.encode(&bytes[zeros..]))
+    };
+    match (minimal(&rsa.n), minimal(&rsa.e)) {
+        (Some(n), Some(e)) if n != rsa.n || e != rsa.e => {
+            let mut owned = jwk.clone();
+            if let P::RSA(rsa) = &mut owned.algorithm {
+                rsa.n = n;
+                rsa.e = e;
+            }
+            std::borrow::Cow::Owned(owned)
+        }
+        _ => std::borrow::Cow::Borrowed(jwk),
     }
 }
 

@@ -919,6 +919,32 @@ async fn production_never_trusts_a_fetched_fixtures_key() {
     assert!(auth.is_ready());
 }
 
+/// A fixtures RSA key published with its modulus padded by a zero byte (as Java's
+/// `BigInteger.toByteArray` writes it) is the same key: production still never trusts it.
+/// Before, its thumbprint was taken from the padded text and missed `dev::THUMBPRINTS`.
+#[tokio::test]
+async fn a_fixtures_key_with_a_padded_modulus_is_still_a_fixtures_key() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut doc = jwks_json(&[&keys::rsa()]);
+    let n = doc["keys"][0]["n"].as_str().unwrap().to_owned();
+    let padded = [&[0u8][..], &URL_SAFE_NO_PAD.decode(n).unwrap()].concat();
+    doc["keys"][0]["n"] = URL_SAFE_NO_PAD.encode(padded).into();
+    let mut issuer = MockIssuer::start().await;
+    let _padded = issuer.jwks_doc_mock(&doc).create_async().await;
+    let token = long_lived(&keys::rsa()).sign();
+    // Locally the padded key verifies: it is the fixtures key.
+    let mut settings = store_settings(issuer.jwks_url());
+    settings.algorithms = vec![auth_core::Alg::RS256];
+    assert!(auth(&settings).verify(&token).await.is_ok());
+    // Production skips it, as it does the unpadded one.
+    settings.jwks.refuse_dev_keys = true;
+    let production = auth(&settings);
+    assert!(production.verify(&token).await.is_err());
+    let e = failed(Some(store(&production).refresh_now().await));
+    assert!(matches!(*e, FetchError::NoKeys), "{e:?}");
+}
+
 /// RFC 7519 §4.1.4: a token is accepted only before its `exp`, at the time it is accepted. A
 /// request that waits for a JWKS fetch (here the first load, which takes 120 s of the clock)
 /// is judged at the end of that wait, not at its start.
