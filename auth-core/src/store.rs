@@ -130,6 +130,9 @@ struct Current {
     keys: Arc<KeySet>,
     fetched_at: u64,
     expires_at: u64,
+    /// The freshness lifetime it was loaded with (clamped): a 304 without `Cache-Control`
+    /// renews it for as long (RFC 9111 §4.3.4: the stored headers stay in force).
+    ttl: u64,
     etag: Option<String>,
 }
 
@@ -657,6 +660,7 @@ impl KeyStore {
                     keys: Arc::new(keys),
                     fetched_at: now,
                     expires_at: now.saturating_add(ttl),
+                    ttl,
                     etag,
                 });
                 Self::succeeded(&mut ctl, now, ttl);
@@ -690,11 +694,17 @@ impl KeyStore {
                 // another since this one sent its `If-None-Match` (it keeps its own age).
                 let vouched = self.current().filter(|old| old.etag == etag);
                 let renewed = vouched.is_some();
+                // Without a `max-age` of its own, the 304 renews the set for the lifetime it
+                // was loaded with, not the default.
+                let ttl = ttl
+                    .or(vouched.as_ref().map(|old| old.ttl))
+                    .unwrap_or_else(|| self.ttl(None));
                 if let Some(old) = vouched {
                     self.swap(Current {
                         keys: Arc::clone(&old.keys),
                         fetched_at: now,
                         expires_at: now.saturating_add(ttl),
+                        ttl,
                         etag: old.etag.clone(),
                     });
                 }
@@ -842,7 +852,7 @@ impl KeyStore {
         };
         match self.get(&url, etag).await? {
             Body::NotModified { max_age } => Ok(Fetched::NotModified {
-                ttl: self.ttl(max_age),
+                ttl: max_age.map(|m| self.ttl(Some(m))),
                 etag: etag.map(str::to_owned),
             }),
             Body::Full {
@@ -1034,7 +1044,8 @@ enum Fetched {
         ttl: u64,
     },
     NotModified {
-        ttl: u64,
+        /// From the 304's own `max-age`, if it has one.
+        ttl: Option<u64>,
         /// The `ETag` sent in `If-None-Match`: the set the 304 vouches for.
         etag: Option<String>,
     },
@@ -1090,6 +1101,7 @@ mod tests {
             keys: Arc::new(KeySet::new([key])),
             fetched_at: NOW,
             expires_at: NOW + 600,
+            ttl: 600,
             etag: None,
         }
     }
@@ -1217,7 +1229,10 @@ mod tests {
         assert_eq!(store.current().unwrap().fetched_at, NOW);
         assert!(matches!(
             store.apply(
-                Ok(Fetched::NotModified { ttl: 5, etag: None }),
+                Ok(Fetched::NotModified {
+                    ttl: Some(5),
+                    etag: None,
+                }),
                 NOW + 1,
                 "test",
                 &abandoned
@@ -1275,7 +1290,7 @@ mod tests {
         };
         let not_modified = |etag: &str| {
             Ok(Fetched::NotModified {
-                ttl: 900,
+                ttl: Some(900),
                 etag: Some(etag.to_owned()),
             })
         };

@@ -572,6 +572,45 @@ async fn etag_revalidation_304_keeps_the_set_and_renews_its_age() {
     revalidated.assert_async().await;
 }
 
+/// A 304 without `Cache-Control` keeps the stored response's freshness (RFC 9111 §4.3.4):
+/// the set loaded with `max-age=60` is renewed for 60 s, not for the 600 s default. Before, a
+/// key the issuer withdrew kept verifying ten times longer than the issuer asked.
+#[tokio::test]
+async fn a_304_without_cache_control_renews_for_the_stored_max_age() {
+    let clock = clock();
+    let mut issuer = MockIssuer::start().await;
+    let body = jwks_json(&[&keys::ec()]).to_string();
+    let _first = issuer
+        .server
+        .mock("GET", "/jwks.json")
+        .match_header("if-none-match", Matcher::Missing)
+        .with_header("etag", "\"v1\"")
+        .with_header("cache-control", "max-age=60")
+        .with_body(body)
+        .create_async()
+        .await;
+    let _revalidated = issuer
+        .server
+        .mock("GET", "/jwks.json")
+        .match_header("if-none-match", "\"v1\"")
+        .with_status(304)
+        .create_async()
+        .await;
+    let auth = auth_with(&store_settings(issuer.jwks_url()), &clock);
+    assert!(auth.verify(&long_lived(&keys::ec()).sign()).await.is_ok());
+    let status = store(&auth).status();
+    assert_eq!(status.expires_at, Some(NOW + 60));
+
+    clock.advance(60);
+    assert!(matches!(
+        store(&auth).tick().await,
+        Some(FetchOutcome::NotModified)
+    ));
+    let status = store(&auth).status();
+    assert_eq!(status.fetched_at, Some(NOW + 60));
+    assert_eq!(status.expires_at, Some(NOW + 120));
+}
+
 #[tokio::test]
 async fn unsupported_keys_are_skipped_while_the_others_work() {
     let mut issuer = MockIssuer::start().await;
