@@ -169,17 +169,41 @@ fn check_children(running: &mut [Running]) -> Option<String> {
     })
 }
 
-/// SIGTERM to each child (a graceful stop), then wait for them.
+/// SIGTERM to each child (a graceful stop), then wait for them: at most `STOP_GRACE`, then
+/// SIGKILL. Signals are sent by a system call, not by a `kill` program a slim image may lack.
 fn shutdown(running: &mut [Running]) {
     for r in running.iter_mut() {
         if matches!(r.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &r.child.id().to_string()])
-                .status();
+            terminate(&r.child);
         }
     }
+    let until = Instant::now() + STOP_GRACE;
     for r in running.iter_mut() {
+        while matches!(r.child.try_wait(), Ok(None)) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if matches!(r.child.try_wait(), Ok(None)) {
+            eprintln!(
+                "xtask: {} did not stop within {STOP_GRACE:?}; killed",
+                r.name
+            );
+            let _ = r.child.kill();
+        }
         let _ = r.child.wait();
+    }
+}
+
+/// How long the services get to stop after SIGTERM: their own shutdown grace (30 s) and a
+/// little more.
+const STOP_GRACE: Duration = Duration::from_secs(35);
+
+/// SIGTERM to `child`, if it still runs.
+fn terminate(child: &std::process::Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
 }
 

@@ -28,9 +28,14 @@ struct Dev {
 
 impl Dev {
     fn start(data_dir: &std::path::Path) -> Dev {
+        // An empty PATH: the stack needs no program beyond its own binaries (before, xtask
+        // stopped it with a `kill` program that slim images lack, and hung when it was absent).
+        let no_programs = data_dir.join("empty-path");
+        std::fs::create_dir_all(&no_programs).expect("an empty PATH directory");
         let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
             .args(["dev", "--no-build", "--data-dir"])
             .arg(data_dir)
+            .env("PATH", &no_programs)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -73,12 +78,16 @@ impl Dev {
         }
     }
 
-    fn interrupt(&self) {
-        let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .expect("kill -INT");
-        assert!(status.success());
+    /// SIGINT, as Ctrl-C sends it (by a system call: no `kill` program needed). Never panics:
+    /// `Drop` calls it too.
+    fn interrupt(&self) -> bool {
+        i32::try_from(self.child.id()).is_ok_and(|pid| {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGINT,
+            )
+            .is_ok()
+        })
     }
 
     /// Waits for xtask to exit, at most `deadline`.
@@ -100,7 +109,9 @@ impl Dev {
 impl Drop for Dev {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            self.interrupt();
+            if !self.interrupt() {
+                let _ = self.child.kill();
+            }
             let _ = self.child.wait();
         }
     }
@@ -151,7 +162,7 @@ async fn xtask_dev_runs_the_stack_on_its_default_ports_and_stops_on_ctrl_c() {
     assert_eq!(res.status(), 401);
 
     // Ctrl-C: xtask stops the three services and exits cleanly.
-    dev.interrupt();
+    assert!(dev.interrupt(), "SIGINT sent");
     dev.wait_for("xtask: stopping the stack", Duration::from_secs(10));
     let status = dev.exit_status(Duration::from_secs(30));
     assert!(status.success(), "xtask dev exited with {status}");

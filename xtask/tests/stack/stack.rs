@@ -320,9 +320,12 @@ impl Stack {
     pub fn stop(&mut self, name: &str) {
         let s = &mut self.services[Self::index(name)];
         if let Some(mut child) = s.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
             let _ = child.wait();
         }
     }
