@@ -79,9 +79,16 @@ pub fn run(args: Dev) -> anyhow::Result<()> {
         if i == 0 {
             wait_ready(&mut running, &stop, &SERVICES[..1])?;
         }
+        // Ctrl-C while starting: start nothing more.
+        if stop.load(Ordering::SeqCst) {
+            println!("xtask: stopping the stack");
+            shutdown(&mut running);
+            return Ok(());
+        }
     }
     wait_ready(&mut running, &stop, &SERVICES)?;
     if stop.load(Ordering::SeqCst) {
+        println!("xtask: stopping the stack");
         shutdown(&mut running);
         return Ok(());
     }
@@ -111,12 +118,14 @@ fn wait_ready(
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut pending: Vec<_> = services.iter().collect();
     while !pending.is_empty() {
+        // Ctrl-C first: a terminal's Ctrl-C reaches the services too, and a service that
+        // stopped for it did not fail.
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         if let Some(msg) = check_children(running) {
             shutdown(running);
             bail!("{msg}");
-        }
-        if stop.load(Ordering::SeqCst) {
-            return Ok(());
         }
         if Instant::now() > deadline {
             shutdown(running);

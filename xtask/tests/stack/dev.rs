@@ -28,11 +28,21 @@ struct Dev {
 
 impl Dev {
     fn start(data_dir: &std::path::Path) -> Dev {
+        Self::start_with(data_dir, false)
+    }
+
+    /// `own_group`: in a process group of its own, as a terminal runs it, so that
+    /// [`Dev::interrupt_group`] reaches xtask and the services it started, as Ctrl-C does.
+    fn start_with(data_dir: &std::path::Path, own_group: bool) -> Dev {
         // An empty PATH: the stack needs no program beyond its own binaries (before, xtask
         // stopped it with a `kill` program that slim images lack, and hung when it was absent).
         let no_programs = data_dir.join("empty-path");
         std::fs::create_dir_all(&no_programs).expect("an empty PATH directory");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        if own_group {
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
+        let mut child = command
             .args(["dev", "--no-build", "--data-dir"])
             .arg(data_dir)
             .env("PATH", &no_programs)
@@ -72,6 +82,32 @@ impl Dev {
                 }
                 Err(e) => panic!(
                     "no line {wanted:?} from xtask dev ({e}); its output:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// SIGINT to xtask's whole process group, as a terminal's Ctrl-C sends it.
+    fn interrupt_group(&self) -> bool {
+        i32::try_from(self.child.id()).is_ok_and(|pid| {
+            nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGINT,
+            )
+            .is_ok()
+        })
+    }
+
+    /// Reads output until a line that starts with `prefix` (after any padding).
+    fn wait_for_start_of(&mut self, prefix: &str, deadline: Duration) {
+        let until = Instant::now() + deadline;
+        while !self.seen.iter().any(|l| l.trim_start().starts_with(prefix)) {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(e) => panic!(
+                    "no line starting {prefix:?} from xtask dev ({e}); its output:\n{}",
                     self.seen.join("\n")
                 ),
             }
@@ -130,6 +166,20 @@ async fn xtask_dev_runs_the_stack_on_its_default_ports_and_stops_on_ctrl_c() {
         );
         return;
     }
+    // Ctrl-C while the stack starts, to the whole group as a terminal sends it: the services
+    // that stop for it did not fail, nothing more is started, and xtask exits 0 (before, it
+    // reported "token-service exited" and exited 1, or went on to start the others).
+    let early = tempfile::tempdir().expect("tempdir");
+    let mut dev = Dev::start_with(early.path(), true);
+    dev.wait_for_start_of("token-service |", Duration::from_secs(120));
+    assert!(dev.interrupt_group(), "SIGINT sent");
+    let status = dev.exit_status(Duration::from_secs(60));
+    assert!(status.success(), "xtask dev exited with {status}");
+    for port in PORTS {
+        assert!(!answers(port), "port {port} still answers after Ctrl-C");
+    }
+    drop(dev);
+
     let data = tempfile::tempdir().expect("tempdir");
     let mut dev = Dev::start(data.path());
     dev.wait_for("xtask: the stack is ready", Duration::from_secs(120));
