@@ -21,6 +21,7 @@ pub struct App {
     addr: SocketAddr,
     routes: BoxedFilter<(Response,)>,
     server: ServerSettings,
+    cors: CorsSettings,
     db: Option<Database>,
 }
 
@@ -75,6 +76,7 @@ impl App {
             addr,
             routes,
             server,
+            cors: cors.clone(),
             db,
         })
     }
@@ -102,7 +104,14 @@ impl App {
     /// Serves until `shutdown` resolves (tests), then stops gracefully.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         tracing::info!(addr = %self.addr, "listening");
-        super::server::serve(self.listener, self.routes, self.server, shutdown).await;
+        super::server::serve(
+            self.listener,
+            self.routes,
+            self.server,
+            &self.cors,
+            shutdown,
+        )
+        .await;
         if let Some(db) = self.db {
             db.close().await;
         }

@@ -7,6 +7,10 @@ use warp::reply::{Reply, Response};
 
 use super::config::CorsSettings;
 
+/// Not CORS-safelisted, so hidden from a page's script unless exposed: the challenge of a 401/403
+/// and the wait of a 429/503.
+const EXPOSED: [&str; 2] = ["www-authenticate", "retry-after"];
+
 /// Wraps `routes` with CORS when any origin is allowed; with none, no CORS headers are sent and
 /// browsers keep cross-origin pages out.
 pub fn wrap(routes: BoxedFilter<(Response,)>, settings: &CorsSettings) -> BoxedFilter<(Response,)> {
@@ -17,9 +21,7 @@ pub fn wrap(routes: BoxedFilter<(Response,)>, settings: &CorsSettings) -> BoxedF
         .allow_origins(settings.allowed_origins.iter().map(String::as_str))
         .allow_methods(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
         .allow_headers(["authorization", "content-type"])
-        // Not CORS-safelisted, so hidden from a page's script unless exposed: the challenge of a
-        // 401/403 and the wait of a 429/503.
-        .expose_headers(["www-authenticate", "retry-after"])
+        .expose_headers(EXPOSED)
         .max_age(600);
     routes
         .with(cors)
@@ -38,4 +40,34 @@ fn vary_on_origin(mut res: Response) -> Response {
     res.headers_mut()
         .append(http::header::VARY, http::HeaderValue::from_static("origin"));
     res
+}
+
+/// The CORS headers of a response the serving loop writes itself (a refused query string or
+/// `Authorization`, a handler's panic or timeout), which warp's CORS layer never sees: for an
+/// allowed `origin`, what that layer sends on an actual request (`Access-Control-Allow-Origin`
+/// and `-Expose-Headers`), so a page's script reads the error instead of a network failure;
+/// `Vary: Origin` whenever CORS is on.
+pub(crate) fn add_to_loop_response(
+    res: &mut Response,
+    origin: Option<&http::HeaderValue>,
+    settings: &CorsSettings,
+) {
+    if settings.allowed_origins.is_empty() {
+        return;
+    }
+    if let Some(origin) = origin.filter(|o| {
+        settings
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed.as_bytes() == o.as_bytes())
+    }) {
+        let headers = res.headers_mut();
+        headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        headers.insert(
+            http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            http::HeaderValue::from_static("www-authenticate, retry-after"),
+        );
+    }
+    res.headers_mut()
+        .append(http::header::VARY, http::HeaderValue::from_static("origin"));
 }

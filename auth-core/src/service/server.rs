@@ -24,7 +24,7 @@ use tower_service::Service;
 use warp::Filter;
 use warp::reply::{Reply, Response};
 
-use super::config::ServerSettings;
+use super::config::{CorsSettings, ServerSettings};
 use crate::caller::CallerSlot;
 
 /// The socket peer of a request's connection.
@@ -42,11 +42,13 @@ pub fn caller_slot() -> impl Filter<Extract = (Option<CallerSlot>,), Error = Inf
 }
 
 /// Serves `filter` on `listener` until `shutdown` resolves, then lets in-flight requests finish
-/// (up to `server.shutdown_timeout_seconds`).
+/// (up to `server.shutdown_timeout_seconds`). `cors` gives the responses the loop writes itself
+/// (refusals before any filter, a panic, a timeout) the CORS headers `filter`'s would have.
 pub async fn serve<F>(
     listener: TcpListener,
     filter: F,
     settings: ServerSettings,
+    cors: &CorsSettings,
     shutdown: impl Future<Output = ()>,
 ) where
     F: Filter + Clone + Send + Sync + 'static,
@@ -63,6 +65,7 @@ pub async fn serve<F>(
         request_timeout: Duration::from_secs(settings.request_timeout_seconds.max(1)),
         max_query_bytes: settings.max_query_bytes,
         max_query_params: settings.max_query_params,
+        cors: cors.clone(),
     });
     loop {
         let permit = tokio::select! {
@@ -183,6 +186,8 @@ pub async fn shutdown_signal() {
 struct RequestLimits {
     body_timeout: Duration,
     request_timeout: Duration,
+    /// For the CORS headers of the responses the loop writes itself.
+    cors: CorsSettings,
     max_query_bytes: usize,
     max_query_params: usize,
 }
@@ -268,6 +273,17 @@ where
             .check_query(req.uri().query())
             .or_else(|| check_authorization(req.headers()));
         let request_timeout = self.limits.request_timeout;
+        // The CORS headers of the responses written here, for a request from a page.
+        let cors = req
+            .headers()
+            .get(http::header::ORIGIN)
+            .map(|origin| (origin.clone(), Arc::clone(&self.limits)));
+        let own = move |mut res: Response| {
+            if let Some((origin, limits)) = &cors {
+                super::cors::add_to_loop_response(&mut res, Some(origin), &limits.cors);
+            }
+            res
+        };
         let outcome = match refused {
             Some(refused) => Err(refused),
             None => {
@@ -301,19 +317,19 @@ where
                         );
                         res.headers_mut()
                             .insert(http::header::RETRY_AFTER, http::HeaderValue::from(5u32));
-                        res
+                        own(res)
                     }
                     Ok(Err(_)) => {
                         metrics::counter!("http_handler_panics_total").increment(1);
                         tracing::error!(method = %method, path = %path, "request handler panicked; answered 500");
-                        crate::error::error_response(
+                        own(crate::error::error_response(
                             http::StatusCode::INTERNAL_SERVER_ERROR,
                             "internal_error",
                             "internal server error",
-                        )
+                        ))
                     }
                 },
-                Err(refused) => refused,
+                Err(refused) => own(refused),
             };
             // hyper drops a HEAD response's body on HTTP/1 only; on HTTP/2 it would send it.
             // The length stays GET's.
@@ -422,9 +438,13 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(serve(listener, filter, settings, async move {
-            let _ = rx.await;
-        }));
+        let cors = CorsSettings::default();
+        let handle = tokio::spawn(async move {
+            serve(listener, filter, settings, &cors, async move {
+                let _ = rx.await;
+            })
+            .await;
+        });
         (addr, tx, handle)
     }
 
@@ -523,6 +543,7 @@ mod tests {
             limits: Arc::new(RequestLimits {
                 body_timeout: Duration::from_secs(5),
                 request_timeout: Duration::from_secs(5),
+                cors: CorsSettings::default(),
                 max_query_bytes: 1024,
                 max_query_params: 8,
             }),

@@ -28,6 +28,55 @@ fn production_refuses_unsafe_config_with_one_line() {
     );
 }
 
+/// The answers the serving loop writes before any route (a query string over the limits, a
+/// repeated `Authorization`) carry the CORS headers a route's answer would: a page reads the
+/// error instead of a network failure. Before, they had none.
+#[tokio::test]
+async fn refusals_before_any_route_carry_cors_headers() {
+    let t = spawn_app().await;
+    let long_query = format!("{}/todos?q={}", t.app.address, "x".repeat(5000));
+    let send = |origin: &'static str| {
+        t.app
+            .client
+            .get(&long_query)
+            .header("origin", origin)
+            .send()
+    };
+    let res = send("http://localhost:3001").await.unwrap();
+    assert_eq!(res.status(), 414);
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "http://localhost:3001"
+    );
+    assert!(res.headers()["vary"].to_str().unwrap().contains("origin"));
+    // An origin that is not allowed gets no CORS grant.
+    let res = send("https://evil.example").await.unwrap();
+    assert_eq!(res.status(), 414);
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    // A repeated Authorization line: the 400 and its challenge are readable too.
+    let res = t
+        .app
+        .client
+        .get(format!("{}/todos", t.app.address))
+        .header("origin", "http://localhost:3001")
+        .header("authorization", "Bearer a")
+        .header("authorization", "Bearer b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "http://localhost:3001"
+    );
+    assert!(
+        res.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("www-authenticate")
+    );
+}
+
 #[tokio::test]
 async fn cors_preflight_is_answered_before_any_auth_check() {
     let t = spawn_app().await;
