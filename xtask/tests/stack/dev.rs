@@ -69,19 +69,38 @@ impl Dev {
     /// Reads output until a line equal to `wanted`, failing (with the output so far) after
     /// `deadline` or when the output ends.
     fn wait_for(&mut self, wanted: &str, deadline: Duration) {
+        self.read_until(
+            &format!("{wanted:?}"),
+            |line| line.trim() == wanted,
+            deadline,
+        );
+    }
+
+    /// Reads output until a line that starts with `prefix` (after any padding).
+    fn wait_for_start_of(&mut self, prefix: &str, deadline: Duration) {
+        let what = format!("starting {prefix:?}");
+        self.read_until(
+            &what,
+            |line| line.trim_start().starts_with(prefix),
+            deadline,
+        );
+    }
+
+    /// Reads output until a line `found` accepts (`what` it is, for the failure).
+    fn read_until(&mut self, what: &str, found: impl Fn(&str) -> bool, deadline: Duration) {
         let until = Instant::now() + deadline;
         loop {
             let left = until.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
-                    let found = line.trim() == wanted;
+                    let done = found(&line);
                     self.seen.push(line);
-                    if found {
+                    if done {
                         return;
                     }
                 }
                 Err(e) => panic!(
-                    "no line {wanted:?} from xtask dev ({e}); its output:\n{}",
+                    "no line {what} from xtask dev ({e}); its output:\n{}",
                     self.seen.join("\n")
                 ),
             }
@@ -97,21 +116,6 @@ impl Dev {
             )
             .is_ok()
         })
-    }
-
-    /// Reads output until a line that starts with `prefix` (after any padding).
-    fn wait_for_start_of(&mut self, prefix: &str, deadline: Duration) {
-        let until = Instant::now() + deadline;
-        while !self.seen.iter().any(|l| l.trim_start().starts_with(prefix)) {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(e) => panic!(
-                    "no line starting {prefix:?} from xtask dev ({e}); its output:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
     }
 
     /// SIGINT, as Ctrl-C sends it (by a system call: no `kill` program needed). Never panics:
