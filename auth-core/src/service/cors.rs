@@ -49,18 +49,17 @@ fn vary_on_origin(mut res: Response) -> Response {
 /// `Vary: Origin` whenever CORS is on.
 pub(crate) fn add_to_loop_response(
     res: &mut Response,
-    origin: Option<&http::HeaderValue>,
+    origin: &http::HeaderValue,
     settings: &CorsSettings,
 ) {
     if settings.allowed_origins.is_empty() {
         return;
     }
-    if let Some(origin) = origin.filter(|o| {
-        settings
-            .allowed_origins
-            .iter()
-            .any(|allowed| allowed.as_bytes() == o.as_bytes())
-    }) {
+    if settings
+        .allowed_origins
+        .iter()
+        .any(|allowed| allowed.as_bytes() == origin.as_bytes())
+    {
         let headers = res.headers_mut();
         headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         headers.insert(

@@ -280,7 +280,7 @@ where
             .map(|origin| (origin.clone(), Arc::clone(&self.limits)));
         let own = move |mut res: Response| {
             if let Some((origin, limits)) = &cors {
-                super::cors::add_to_loop_response(&mut res, Some(origin), &limits.cors);
+                super::cors::add_to_loop_response(&mut res, origin, &limits.cors);
             }
             res
         };
