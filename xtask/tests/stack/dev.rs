@@ -109,20 +109,22 @@ impl Dev {
 
     /// SIGINT to xtask's whole process group, as a terminal's Ctrl-C sends it.
     fn interrupt_group(&self) -> bool {
-        i32::try_from(self.child.id()).is_ok_and(|pid| {
-            nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGINT,
-            )
-            .is_ok()
-        })
+        self.sigint(nix::sys::signal::killpg)
     }
 
     /// SIGINT, as Ctrl-C sends it (by a system call: no `kill` program needed). Never panics:
     /// `Drop` calls it too.
     fn interrupt(&self) -> bool {
+        self.sigint(nix::sys::signal::kill)
+    }
+
+    /// SIGINT by `send` (`kill` or `killpg`) to xtask's pid; whether it was sent.
+    fn sigint(
+        &self,
+        send: fn(nix::unistd::Pid, nix::sys::signal::Signal) -> nix::Result<()>,
+    ) -> bool {
         i32::try_from(self.child.id()).is_ok_and(|pid| {
-            nix::sys::signal::kill(
+            send(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGINT,
             )
