@@ -18,8 +18,11 @@ pub struct Test {
 
 pub(crate) struct Suite {
     pub name: String,
+    /// Tests that ran and passed, the skipped ones not included.
     pub passed: u64,
     pub failed: u64,
+    /// The `SKIPPED: <test>: <why>` lines tests wrote (they pass in libtest's count).
+    pub skipped: Vec<String>,
     pub ok: bool,
 }
 
@@ -38,7 +41,7 @@ pub fn run(args: Test) -> anyhow::Result<()> {
         println!("xtask: TEST_DATABASE_URL is set: the PostgreSQL tests run too");
     } else {
         println!(
-            "xtask: TEST_DATABASE_URL is not set: the PostgreSQL tests are SKIPPED (each says so)"
+            "xtask: TEST_DATABASE_URL is not set: the PostgreSQL tests are SKIPPED (each says so, and the summary lists them)"
         );
     }
     if !crate::bench::callgrind_available() {
@@ -81,18 +84,28 @@ pub fn run(args: Test) -> anyhow::Result<()> {
     }
 
     println!("\n== summary");
-    let (mut passed, mut failed) = (0, 0);
+    let (mut passed, mut failed, mut skipped) = (0, 0, Vec::new());
     for s in &suites {
         let verdict = if s.ok { "ok" } else { "FAILED" };
         println!(
-            "{verdict:>6}  {:<60} {} passed, {} failed",
-            s.name, s.passed, s.failed
+            "{verdict:>6}  {:<60} {} passed, {} failed, {} skipped",
+            s.name,
+            s.passed,
+            s.failed,
+            s.skipped.len()
         );
         passed += s.passed;
         failed += s.failed;
+        skipped.extend(s.skipped.iter().cloned());
+    }
+    for line in &skipped {
+        println!("SKIPPED {line}");
     }
     let broken = suites.iter().filter(|s| !s.ok).count();
-    println!("{passed} passed, {failed} failed");
+    println!(
+        "{passed} passed, {failed} failed, {} skipped",
+        skipped.len()
+    );
     if broken > 0 {
         bail!("{broken} suite(s) failed");
     }
@@ -169,7 +182,7 @@ pub(crate) fn run_suite(name: &str, mut cmd: Command) -> anyhow::Result<Suite> {
     cmd.stdout(Stdio::piped());
     let mut child = cmd.spawn().with_context(|| format!("running {name}"))?;
     let stdout = child.stdout.take().context("stdout")?;
-    let (mut passed, mut failed) = (0, 0);
+    let (mut passed, mut failed, mut skipped) = (0, 0, Vec::new());
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         println!("{line}");
@@ -177,12 +190,16 @@ pub(crate) fn run_suite(name: &str, mut cmd: Command) -> anyhow::Result<Suite> {
             passed += count(rest, " passed");
             failed += count(rest, " failed");
         }
+        if let Some(skip) = skip_notice(&line) {
+            skipped.push(skip.to_owned());
+        }
     }
     let ok = child.wait()?.success() && failed == 0;
     Ok(Suite {
         name: name.to_owned(),
-        passed,
+        passed: passed.saturating_sub(skipped.len() as u64),
         failed,
+        skipped,
         ok,
     })
 }
@@ -198,8 +215,16 @@ fn run_check(name: &str, mut cmd: Command) -> anyhow::Result<Suite> {
         name: name.to_owned(),
         passed: u64::from(ok),
         failed: u64::from(!ok),
+        skipped: Vec::new(),
         ok,
     })
+}
+
+/// `<test>: <why>` of a `SKIPPED: <test>: <why>` line a test wrote past libtest's capture
+/// (`testkit::report_skip`, `auth_core::service::storage::report_skip`). The line may share its
+/// start with libtest's own `test … ... ` when tests run one at a time.
+fn skip_notice(line: &str) -> Option<&str> {
+    line.split_once("SKIPPED: ").map(|(_, rest)| rest)
 }
 
 /// The number before `what` in `ok. 3 passed; 0 failed; …`.
@@ -217,7 +242,20 @@ fn count(line: &str, what: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::count;
+    use super::{count, skip_notice};
+
+    #[test]
+    fn finds_skip_notices() {
+        assert_eq!(
+            skip_notice("SKIPPED: todo-api crud: TEST_DATABASE_URL is not set"),
+            Some("todo-api crud: TEST_DATABASE_URL is not set")
+        );
+        assert_eq!(
+            skip_notice("test storage::tests::pg ... SKIPPED: pg: not set"),
+            Some("pg: not set")
+        );
+        assert_eq!(skip_notice("test a_skipped_token_is_refused ... ok"), None);
+    }
 
     #[test]
     fn counts_libtest_result_lines() {

@@ -221,27 +221,43 @@ pub fn sqlite_url(path: &Path) -> String {
 }
 
 /// For tests: a fresh, empty PostgreSQL database on the server of `TEST_DATABASE_URL`, or `None`
-/// (with a line on stderr saying the PostgreSQL tests are skipped) when it is not set.
+/// (with a [`report_skip`] line saying the PostgreSQL test is skipped) when it is not set.
+///
+/// Once the variable is set, a server that cannot be reached or a database that cannot be made
+/// fails the test (a panic naming the cause): a test that quietly checks nothing would be counted
+/// as passing.
 ///
 /// Test databases are not dropped by the test that made one (it may still hold connections);
 /// instead each call drops those made more than [`STALE_TEST_DATABASE`] ago, so a machine that
 /// runs the suite over and over keeps a bounded number.
 pub async fn test_postgres_url(test: &str) -> Option<String> {
     let Ok(base) = std::env::var("TEST_DATABASE_URL") else {
-        eprintln!("TEST_DATABASE_URL not set: skipping PostgreSQL test {test}");
+        report_skip(test, "TEST_DATABASE_URL is not set (a PostgreSQL test)");
         return None;
     };
     install_default_drivers();
     let name = format!("t_{}", uuid_like());
-    let admin = sqlx::AnyPool::connect(&base).await.ok()?;
+    let (prefix, _) = base
+        .rsplit_once('/')
+        .expect("TEST_DATABASE_URL is set but names no database (postgres://host/db)");
+    let admin = sqlx::AnyPool::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("TEST_DATABASE_URL is set but cannot be reached: {e}"));
     drop_stale_test_databases(&admin).await;
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await
-        .ok()?;
+        .unwrap_or_else(|e| panic!("TEST_DATABASE_URL is set but CREATE DATABASE failed: {e}"));
     admin.close().await;
-    let (prefix, _) = base.rsplit_once('/')?;
     Some(format!("{prefix}/{name}"))
+}
+
+/// For tests: a line `SKIPPED: <test>: <why>` on the test binary's stdout, written past libtest's
+/// output capture (which would hide it for a test that returns normally). `cargo xtask test`
+/// counts such lines as skipped, not passed, and lists them in its summary.
+pub fn report_skip(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(format!("SKIPPED: {test}: {why}\n").as_bytes());
 }
 
 /// How old a test database must be before another test drops it.

@@ -365,7 +365,10 @@ mod tests {
     #[test]
     fn counts_every_phase_under_callgrind() {
         if !callgrind_available() {
-            eprintln!("SKIPPED: valgrind is not installed (apt-get install valgrind)");
+            testkit::report_skip(
+                "counts_every_phase_under_callgrind",
+                "valgrind is not installed (apt-get install valgrind)",
+            );
             return;
         }
         let args = Bench {

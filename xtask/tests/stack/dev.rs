@@ -167,8 +167,9 @@ fn answers(port: u16) -> bool {
 async fn xtask_dev_runs_the_stack_on_its_default_ports_and_stops_on_ctrl_c() {
     let taken: Vec<u16> = PORTS.into_iter().filter(|&p| answers(p)).collect();
     if !taken.is_empty() {
-        eprintln!(
-            "ports {taken:?} are in use (a running `cargo xtask dev`?): skipping the `xtask dev` test"
+        testkit::report_skip(
+            "xtask_dev_runs_the_stack_on_its_default_ports_and_stops_on_ctrl_c",
+            &format!("ports {taken:?} are in use (a running `cargo xtask dev`?)"),
         );
         return;
     }
