@@ -1187,7 +1187,20 @@ mod tests {
             assert_eq!(got, alg);
             let key = build_key(alg, encoding, &jwk, None).unwrap();
             let token = key.sign(&serde_json::json!({"sub": "1"})).unwrap();
-            assert_eq!(token.split('.').count(), 3);
+            // Signed by the key the JWKS publishes: verified against the published JWK alone.
+            let published: Jwk = serde_json::from_value(key.jwk.clone().unwrap()).unwrap();
+            let public = VerifyingKey::from_jwk(&published).unwrap();
+            let (input, signature) = token.rsplit_once('.').unwrap();
+            let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+            auth_core::verify::verify_signature(&public, alg, input.as_bytes(), &signature)
+                .unwrap_or_else(|e| panic!("{alg:?}: {e:?}"));
+            // And the check can fail: another key of the same algorithm does not verify it.
+            let (_, _, other) = parse_private(generate(alg).unwrap().as_bytes()).unwrap();
+            let other = VerifyingKey::from_jwk(&other).unwrap();
+            assert!(
+                auth_core::verify::verify_signature(&other, alg, input.as_bytes(), &signature)
+                    .is_err()
+            );
         }
     }
 

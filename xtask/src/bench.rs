@@ -1953,6 +1953,21 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), 50);
-        assert_eq!(tokens[0].split('.').count(), 3);
+        // Each is signed by the fixture secret over its own claims, valid at the bench's clock.
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let secret = testkit::keys::hs_secret_bytes();
+        for token in &tokens {
+            let (input, signature) = token.rsplit_once('.').unwrap();
+            assert_eq!(
+                b64.decode(signature).unwrap(),
+                testkit::hmac_sha256(&secret, input.as_bytes())
+            );
+            let (_, claims) = input.split_once('.').unwrap();
+            let claims: serde_json::Value =
+                serde_json::from_slice(&b64.decode(claims).unwrap()).unwrap();
+            assert_eq!(claims["aud"], AUDIENCE);
+            assert!(claims["exp"].as_u64().unwrap() > 1_750_000_000);
+        }
     }
 }

@@ -816,8 +816,12 @@ mod tests {
     async fn a_request_sent_a_byte_at_a_time_is_served() {
         let (addr, _stop, _h) = one_slot().await;
         let mut conn = TcpStream::connect(addr).await.unwrap();
+        // No Nagle: each byte leaves in a segment of its own, as far as the client decides.
+        conn.set_nodelay(true).unwrap();
         for b in b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n" {
             conn.write_all(&[*b]).await.unwrap();
+            conn.flush().await.unwrap();
+            tokio::task::yield_now().await;
         }
         let mut res = String::new();
         tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut res))

@@ -63,6 +63,12 @@ async fn denial_is_logged_with_kid_and_sub_but_never_the_token() {
             .any(|l| l.contains("reason=\"signature\"") && l.contains(&kid)),
         "{logs}"
     );
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains("reason=\"signature\"") && l.contains(sub)),
+        "a forged token's sub was logged: {logs}"
+    );
     for token in [&expired, &forged] {
         for part in token.split('.').filter(|p| !p.is_empty()) {
             assert!(!logs.contains(part), "a token part was logged: {logs}");

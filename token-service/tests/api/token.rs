@@ -449,6 +449,19 @@ async fn a_proxy_line_of_its_own_is_read_with_the_clients() {
     assert_eq!(fail_via_proxy("u1", "6.6.6.1").await.unwrap().status(), 401);
     assert_eq!(fail_via_proxy("u2", "6.6.6.2").await.unwrap().status(), 401);
     assert_eq!(fail_via_proxy("u3", "6.6.6.3").await.unwrap().status(), 429);
+    // What was locked is 10.0.0.50, not the proxy: another client behind it, with its own
+    // line appended the same way, signs in.
+    let res = t
+        .app
+        .client
+        .post(t.url("/token"))
+        .header("x-forwarded-for", "6.6.6.4")
+        .header("x-forwarded-for", "10.0.0.51")
+        .form(&[("username", "bob"), ("password", "bob-dev-password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
 }
 
 /// A client's non-ASCII bytes on the line its proxy appends to cost that hop only: the address
