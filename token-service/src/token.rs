@@ -188,6 +188,9 @@ fn parse(ct: Option<&str>, body: &[u8]) -> Result<TokenRequest, ApiError> {
         "application/x-www-form-urlencoded" => {
             serde_urlencoded::from_bytes::<TokenRequest>(body).map_err(|e| e.to_string())
         }
+        "application/json" if !auth_core::service::body::is_object(body) => {
+            Err("the body must be a JSON object".to_owned())
+        }
         "application/json" => {
             serde_json::from_slice::<TokenRequest>(body).map_err(|e| e.to_string())
         }

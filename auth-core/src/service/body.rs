@@ -118,6 +118,9 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request("a JSON body is required"));
     }
+    if !is_object(body) {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = shorten(&e.path().to_string(), 80);
@@ -137,6 +140,13 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|_| ApiError::bad_request("the body holds more than one JSON value"))?;
     Ok(value)
+}
+
+/// Whether a JSON text is an object (its first byte past whitespace is `{`). serde's derived
+/// structs also accept an array, filling the fields in order: `["buy milk", true]` would be a
+/// todo, and a short `["new"]` a full replacement that clears every optional field.
+pub fn is_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// For `#[serde(default, deserialize_with = "body::present")]`: a field that is present, even
@@ -308,6 +318,11 @@ mod tests {
         assert!(e.message.contains("missing field `title`"), "{}", e.message);
         let e = parse_json::<New>(b"{not json").unwrap_err();
         assert_eq!(e.status, 400);
+        // A struct's fields in order, as an array, are not the object.
+        for body in [&br#"["a", true]"#[..], br#" ["a"]"#, b"[]"] {
+            let e = parse_json::<New>(body).unwrap_err();
+            assert_eq!(e.message, "the body must be a JSON object");
+        }
         assert_eq!(
             parse_json::<New>(b"").unwrap_err().message,
             "a JSON body is required"

@@ -215,6 +215,20 @@ async fn put_and_patch(t: &TestApp) {
         400,
         "PUT needs a title"
     );
+    // The fields in order, as an array, are not a body: a short one would have been a full
+    // replacement that clears the rest.
+    for (method, body) in [
+        ("PUT", json!(["new"])),
+        ("PATCH", json!([])),
+        ("POST", json!(["t"])),
+    ] {
+        let path = if method == "POST" { "/tasks" } else { &path };
+        let (status, err) = parts(t.request(method, path, Some(&alice), Some(body)).await).await;
+        assert_eq!(status, 400, "{method}: {err}");
+        assert_eq!(err["message"], "the body must be a JSON object", "{err}");
+    }
+    let (_, kept) = parts(t.request("GET", &path, Some(&alice), None).await).await;
+    assert_eq!(kept["title"], "fresh");
 }
 
 /// A valid RFC 3339 time whose UTC reading falls past year 9999 is a 400 naming the field on

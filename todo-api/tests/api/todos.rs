@@ -155,6 +155,9 @@ async fn validation_errors_are_400_naming_the_field() {
         (json!({"title": "nul\u{0}byte"}), "title"),
         (json!({"done": true}), "title"),
         (json!([1, 2]), ""),
+        // The fields in order, as an array: serde would fill a struct from it.
+        (json!(["buy milk", true]), "JSON object"),
+        (json!(["buy milk"]), "JSON object"),
     ];
     for (body, field) in cases {
         let (status, err) = parts(

@@ -191,6 +191,12 @@ async fn malformed_requests_are_invalid_request() {
             r#"{"username": 5, "password": "x"}"#,
             "invalid_request",
         ),
+        // The fields in order, as an array: a sign-in that would succeed as an object.
+        (
+            Some("application/json"),
+            r#"["password", "alice", "alice-dev-password", null, null, null, null]"#,
+            "invalid_request",
+        ),
         (
             Some("application/x-www-form-urlencoded"),
             "password=alice-dev-password",
