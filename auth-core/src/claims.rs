@@ -41,7 +41,8 @@ pub struct Claims {
     /// The caller's user name, for display.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// OAuth scopes, space separated (RFC 8693 §4.2).
+    /// OAuth scopes, space separated (RFC 8693 §4.2). `None` only when the token has no `scope`
+    /// claim; `"scope": null` reads as `Some("")`, no scope at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     /// The client the token was issued to (`client_id`, RFC 9068 §2.2).
@@ -167,7 +168,9 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
             jti: jti.flatten(),
             roles: roles.unwrap_or_default(),
             username: username.flatten(),
-            scope: scope.flatten(),
+            // A `scope` present as `null` names no scope: it narrows to nothing, as `""`
+            // does, rather than reading as a token without the claim (which roles alone judge).
+            scope: scope.map(Option::unwrap_or_default),
             client_id: client_id.flatten(),
             access: access.unwrap_or_default(),
             extra,
@@ -360,6 +363,11 @@ mod tests {
         let c = parse(serde_json::json!({"scope": "read:todos  write:todos"}));
         assert!(c.has_scope("write:todos"));
         assert!(!c.has_scope("write"));
+        // Present as null: no scope, not an absent claim.
+        let c = parse(serde_json::json!({"scope": null}));
+        assert_eq!(c.scope.as_deref(), Some(""));
+        assert_eq!(c.scopes().count(), 0);
+        assert_eq!(parse(serde_json::json!({})).scope, None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use auth_core::Claims;
 use auth_core::error::ApiError;
-use auth_core::filters::with_auth;
+use auth_core::filters::{with_auth, within_scope};
 use auth_core::service::body;
 use auth_core::service::paging::{self, ListQuery, Page};
 use auth_core::service::storage::{Database, db_rejection};
@@ -24,6 +24,11 @@ use warp::{Filter, Rejection};
 pub const MAX_BODY: u64 = 16 * 1024;
 /// The roles that may act on anyone's tasks.
 pub const OVERRIDE_ROLES: &[&str] = &["admin"];
+
+/// The scope reading routes need of a token that carries a `scope` claim.
+pub const READ: &str = "tasks:read";
+/// The scope writing routes need of a token that carries a `scope` claim.
+pub const WRITE: &str = "tasks:write";
 
 /// A task.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -385,36 +390,36 @@ fn with_store(
 pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
     let list = warp::path!("tasks")
         .and(warp::get())
-        .and(with_auth(auth))
+        .and(within_scope(auth, READ, with_auth(auth)))
         .and(paging::query())
         .and(with_store(store.clone()))
         .and_then(list_tasks);
     let create = warp::path!("tasks")
         .and(warp::post())
-        .and(with_auth(auth))
+        .and(within_scope(auth, WRITE, with_auth(auth)))
         .and(body::json::<TaskInput>(MAX_BODY))
         .and(with_store(store.clone()))
         .and_then(create_task);
     let get = warp::path!("tasks" / String)
         .and(warp::get())
-        .and(with_auth(auth))
+        .and(within_scope(auth, READ, with_auth(auth)))
         .and(with_store(store.clone()))
         .and_then(get_task);
     let put = warp::path!("tasks" / String)
         .and(warp::put())
-        .and(with_auth(auth))
+        .and(within_scope(auth, WRITE, with_auth(auth)))
         .and(body::json::<TaskInput>(MAX_BODY))
         .and(with_store(store.clone()))
         .and_then(replace_task);
     let patch = warp::path!("tasks" / String)
         .and(warp::patch())
-        .and(with_auth(auth))
+        .and(within_scope(auth, WRITE, with_auth(auth)))
         .and(body::json::<TaskPatch>(MAX_BODY))
         .and(with_store(store.clone()))
         .and_then(update_task);
     let delete = warp::path!("tasks" / String)
         .and(warp::delete())
-        .and(with_auth(auth))
+        .and(within_scope(auth, WRITE, with_auth(auth)))
         .and(with_store(store))
         .and_then(delete_task);
     list.or(create)
@@ -519,7 +524,7 @@ async fn create_task(
 /// One task (its owner or an admin).
 #[utoipa::path(get, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])),
     params(("id" = i64, Path, description = "the task's id")),
-    responses((status = 200, body = Task), (status = 401), (status = 404)))]
+    responses((status = 200, body = Task), (status = 401), (status = 403), (status = 404)))]
 async fn get_task(id: String, claims: Arc<Claims>, store: Store) -> Result<Response, Rejection> {
     let task = find(&store, &claims, &id).await?;
     Ok(warp::reply::json(&task).into_response())
@@ -528,7 +533,7 @@ async fn get_task(id: String, claims: Arc<Claims>, store: Store) -> Result<Respo
 /// Replaces a task: `title` required, absent optional fields reset.
 #[utoipa::path(put, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])), request_body = TaskInput,
     params(("id" = i64, Path, description = "the task's id")),
-    responses((status = 200, body = Task), (status = 400), (status = 401), (status = 404)))]
+    responses((status = 200, body = Task), (status = 400), (status = 401), (status = 403), (status = 404)))]
 async fn replace_task(
     id: String,
     claims: Arc<Claims>,
@@ -548,7 +553,7 @@ async fn replace_task(
 /// Changes any subset of a task's fields.
 #[utoipa::path(patch, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])), request_body = TaskPatch,
     params(("id" = i64, Path, description = "the task's id")),
-    responses((status = 200, body = Task), (status = 400), (status = 401), (status = 404)))]
+    responses((status = 200, body = Task), (status = 400), (status = 401), (status = 403), (status = 404)))]
 async fn update_task(
     id: String,
     claims: Arc<Claims>,
@@ -568,7 +573,7 @@ async fn update_task(
 /// Deletes a task.
 #[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])),
     params(("id" = i64, Path, description = "the task's id")),
-    responses((status = 204), (status = 401), (status = 404)))]
+    responses((status = 204), (status = 401), (status = 403), (status = 404)))]
 async fn delete_task(id: String, claims: Arc<Claims>, store: Store) -> Result<Response, Rejection> {
     let task = find(&store, &claims, &id).await?;
     if !store.delete(&task).await.map_err(db_rejection)? {

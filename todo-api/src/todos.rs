@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use auth_core::Claims;
 use auth_core::error::ApiError;
-use auth_core::filters::{with_any_role, with_auth, with_role};
+use auth_core::filters::{with_any_role, with_auth, with_role, within_scope};
 use auth_core::service::body;
 use auth_core::service::paging::{self, ListQuery, Page};
 use auth_core::service::storage::{Database, db_rejection};
@@ -21,6 +21,11 @@ use warp::{Filter, Rejection};
 pub const MAX_BODY: u64 = 16 * 1024;
 /// Longest title, in characters, after trimming.
 pub const MAX_TITLE: usize = 200;
+
+/// The scope reading routes need of a token that carries a `scope` claim.
+pub const READ: &str = "todos:read";
+/// The scope writing routes need of a token that carries a `scope` claim.
+pub const WRITE: &str = "todos:write";
 
 /// A todo of the team list.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -197,30 +202,30 @@ pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
     let editors = ["editor", "admin"];
     let list = warp::path!("todos")
         .and(warp::get())
-        .and(with_auth(auth))
+        .and(within_scope(auth, READ, with_auth(auth)))
         .and(paging::query())
         .and(with_store(store.clone()))
         .and_then(list_todos);
     let create = warp::path!("todos")
         .and(warp::post())
-        .and(with_any_role(auth, &editors))
+        .and(within_scope(auth, WRITE, with_any_role(auth, &editors)))
         .and(body::json::<NewTodo>(MAX_BODY))
         .and(with_store(store.clone()))
         .and_then(create_todo);
     let get = warp::path!("todos" / i64)
         .and(warp::get())
-        .and(with_auth(auth))
+        .and(within_scope(auth, READ, with_auth(auth)))
         .and(with_store(store.clone()))
         .and_then(get_todo);
     let patch = warp::path!("todos" / i64)
         .and(warp::patch())
-        .and(with_any_role(auth, &editors))
+        .and(within_scope(auth, WRITE, with_any_role(auth, &editors)))
         .and(body::json::<TodoPatch>(MAX_BODY))
         .and(with_store(store.clone()))
         .and_then(update_todo);
     let delete = warp::path!("todos" / i64)
         .and(warp::delete())
-        .and(with_role(auth, "admin"))
+        .and(within_scope(auth, WRITE, with_role(auth, "admin")))
         .and(with_store(store))
         .and_then(delete_todo);
     list.or(create)
@@ -240,7 +245,7 @@ pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
         ("limit" = Option<i64>, Query, description = "1–100, default 20"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
         ("done" = Option<bool>, Query, description = "only done (`true`) or open (`false`) todos")),
-    responses((status = 200, body = TodoPage), (status = 400), (status = 401), (status = 503)))]
+    responses((status = 200, body = TodoPage), (status = 400), (status = 401), (status = 403), (status = 503)))]
 async fn list_todos(
     _claims: Arc<Claims>,
     params: Vec<(String, String)>,
@@ -286,7 +291,7 @@ async fn create_todo(
 /// One todo.
 #[utoipa::path(get, path = "/todos/{id}", tag = "todos", security(("bearer_auth" = [])),
     params(("id" = i64, Path, description = "the todo's id")),
-    responses((status = 200, body = Todo), (status = 401), (status = 404)))]
+    responses((status = 200, body = Todo), (status = 401), (status = 403), (status = 404)))]
 async fn get_todo(id: i64, _claims: Arc<Claims>, store: Store) -> Result<Response, Rejection> {
     let todo = store
         .get(id)

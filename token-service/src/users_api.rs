@@ -1,5 +1,5 @@
-//! The user routes. Admin (role `admin`, via `with_role`): `POST /users`, `GET /users`,
-//! `DELETE /users/{id}` (disables the user). Any signed-in user: `GET /users/me`,
+//! The user routes. Admin (role `admin`, via `with_role`, and scope `users:admin` of a token that
+//! carries a `scope` claim): `POST /users`, `GET /users`, `DELETE /users/{id}` (disables the user). Any signed-in user: `GET /users/me`,
 //! `PUT /users/me/password`. Tokens must carry the audience `token-service` (`auth.audience`):
 //! admins get it by default, anyone by asking for `audience=token-service`.
 //!
@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use auth_core::filters::{with_auth, with_role};
+use auth_core::filters::{with_auth, with_role, within_scope};
 use auth_core::verify::{AuthError, AuthErrorKind};
 use auth_core::{ApiError, Auth, Claims};
 use http::StatusCode;
@@ -60,6 +60,10 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal()
 }
 
+/// The scope the admin routes need of a token that carries a `scope` claim: an admin's token
+/// narrowed at sign-in (`scope=todos:read`) manages no accounts.
+pub const ADMIN_SCOPE: &str = "users:admin";
+
 /// `authenticated`'s claims, when their subject is an account that may still act: a disabled
 /// (or deleted) account's live token does nothing here (401 `invalid_token`), so a leaked admin
 /// token cannot outlast the disable by creating accounts of its own.
@@ -89,7 +93,12 @@ pub fn routes(state: State, auth: &Auth) -> BoxedFilter<(Response,)> {
         let s = st.clone();
         warp::any().map(move || s.clone())
     };
-    let admin = || active(with_role(auth, "admin"), state.clone());
+    let admin = || {
+        active(
+            within_scope(auth, ADMIN_SCOPE, with_role(auth, "admin")),
+            state.clone(),
+        )
+    };
     let user = || active(with_auth(auth), state.clone());
     let create = warp::path!("users")
         .and(warp::post())

@@ -865,7 +865,7 @@ fn mint_tokens(alg: Alg, now: u64, count: usize, tag: &str) -> anyhow::Result<Ve
             "client_id": "bench",
             "username": "bench-user",
             "roles": ["user"],
-            "scope": "read:todos",
+            "scope": "todos:read todos:write tasks:read tasks:write",
             "iat": now,
             "nbf": now,
             "exp": now + 3600,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use auth_core::caller::CallerSlot;
 use auth_core::filters::{
     optional_auth, with_access, with_all_roles, with_any_role, with_any_scope, with_auth,
-    with_role, with_scope,
+    with_role, with_scope, within_scope,
 };
 use auth_core::{Auth, AuthSettings, Claims, handle_rejection};
 use serde_json::json;
@@ -113,6 +113,7 @@ async fn roles_and_scopes() {
     let user = bearer(
         &mint(&keys::ec())
             .claim("roles", json!(["user", "editor"]))
+            .claim("scope", "read:todos")
             .sign(),
     );
     let admin = bearer(
@@ -182,6 +183,70 @@ async fn roles_and_scopes() {
         status(&with_role(&auth, "admin"), None, "/").await,
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// A token that carries `scope` is held to it on top of the route's role rule; one without the
+/// claim is judged by the role rule alone.
+#[tokio::test]
+async fn within_scope_narrows_a_token_that_carries_scopes() {
+    let auth = ec_auth();
+    let admin = |scope: Option<&str>| {
+        let builder = mint(&keys::ec()).claim("roles", json!(["admin"]));
+        let builder = match scope {
+            Some(scope) => builder.claim("scope", scope),
+            None => builder.without_claim("scope"),
+        };
+        bearer(&builder.sign())
+    };
+    let route = || within_scope(&auth, "users:admin", with_role(&auth, "admin"));
+    let message = |header: String| {
+        let route = route()
+            .map(|c: Arc<Claims>| c.subject().to_owned())
+            .recover(handle_rejection);
+        async move {
+            let res = warp::test::request()
+                .header("authorization", header)
+                .reply(&route)
+                .await;
+            let body: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
+            (
+                res.status(),
+                body["message"].as_str().unwrap_or("").to_owned(),
+            )
+        }
+    };
+    for (header, want) in [
+        (admin(None), StatusCode::OK),
+        (admin(Some("todos:read users:admin")), StatusCode::OK),
+        (admin(Some("todos:read")), StatusCode::FORBIDDEN),
+        (admin(Some("")), StatusCode::FORBIDDEN),
+        (
+            bearer(
+                &mint(&keys::ec())
+                    .claim("roles", json!(["admin"]))
+                    .claim("scope", serde_json::Value::Null)
+                    .sign(),
+            ),
+            StatusCode::FORBIDDEN,
+        ),
+        (admin(Some("users:admin:x")), StatusCode::FORBIDDEN),
+    ] {
+        assert_eq!(status(&route(), Some(&header), "/").await, want, "{header}");
+    }
+    let (status_code, text) = message(admin(Some("todos:read"))).await;
+    assert_eq!(status_code, StatusCode::FORBIDDEN);
+    assert!(text.contains("requires scope users:admin"), "{text}");
+    // The role rule answers first: a user's token with the scope still lacks the role.
+    let user = bearer(
+        &mint(&keys::ec())
+            .claim("roles", json!(["user"]))
+            .claim("scope", "users:admin")
+            .sign(),
+    );
+    let (status_code, text) = message(user).await;
+    assert_eq!(status_code, StatusCode::FORBIDDEN);
+    assert!(text.contains("requires role admin"), "{text}");
+    assert_eq!(status(&route(), None, "/").await, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

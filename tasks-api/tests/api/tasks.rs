@@ -307,6 +307,67 @@ async fn a_token_without_a_subject_is_401() {
     }
 }
 
+/// A token that carries `scope` gets no more than it names: narrowed to `tasks:read`, its owner
+/// reads her tasks and changes none. Without the claim, the owner rule alone decides.
+#[tokio::test]
+async fn a_token_narrowed_by_scope_is_held_to_it() {
+    let t = spawn_app().await;
+    let alice = t.token("alice", &["user"]);
+    let task = t.create(&alice, json!({"title": "t"})).await;
+    let path = format!("/tasks/{}", task["id"]);
+    let narrowed = |scope: Option<&str>| {
+        let builder = t
+            .issuer
+            .builder("tasks-api")
+            .claim("sub", "alice")
+            .claim("roles", json!(["user"]));
+        match scope {
+            Some(scope) => builder.claim("scope", scope),
+            None => builder.without_claim("scope"),
+        }
+        .sign()
+    };
+    let reader = narrowed(Some("tasks:read todos:write"));
+    assert_eq!(
+        t.request("GET", "/tasks", Some(&reader), None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        t.request("GET", &path, Some(&reader), None).await.status(),
+        200
+    );
+    for (method, target, body) in [
+        ("POST", "/tasks", Some(json!({"title": "x"}))),
+        ("PUT", path.as_str(), Some(json!({"title": "x"}))),
+        ("PATCH", path.as_str(), Some(json!({"done": true}))),
+        ("DELETE", path.as_str(), None),
+    ] {
+        let (status, err) = parts(t.request(method, target, Some(&reader), body).await).await;
+        assert_eq!(status, 403, "{method}: {err}");
+        assert_eq!(err["error"], "insufficient_scope", "{err}");
+        assert!(
+            err["message"].as_str().unwrap().contains("tasks:write"),
+            "{err}"
+        );
+    }
+    let writer = narrowed(Some("tasks:write"));
+    assert_eq!(
+        t.request("GET", "/tasks", Some(&writer), None)
+            .await
+            .status(),
+        403
+    );
+    let roles_only = narrowed(None);
+    assert_eq!(
+        t.request("DELETE", &path, Some(&roles_only), None)
+            .await
+            .status(),
+        204
+    );
+}
+
 /// An admin token without a `sub` may list by an explicit `owner`, but its own tasks (the
 /// default) are nobody's: a 400 naming `owner`, not every user's tasks. It creates nothing.
 #[tokio::test]

@@ -129,6 +129,73 @@ async fn roles_are_enforced_before_the_body_is_read() {
     );
 }
 
+/// A token that carries `scope` gets no more than it names, whatever its roles allow: an admin
+/// token narrowed to `todos:read` reads and writes nothing. Without the claim, roles decide.
+#[tokio::test]
+async fn a_token_narrowed_by_scope_is_held_to_it() {
+    let t = spawn_app().await;
+    let editor = t.token("erin", &["editor"]);
+    let todo = t.create(&editor, "keep me").await;
+    let path = format!("/todos/{}", todo["id"]);
+    let admin = |scope: Option<&str>| {
+        let builder = t
+            .issuer
+            .builder("todo-api")
+            .claim("sub", "root")
+            .claim("roles", json!(["admin"]));
+        match scope {
+            Some(scope) => builder.claim("scope", scope),
+            None => builder.without_claim("scope"),
+        }
+        .sign()
+    };
+    let reader = admin(Some("todos:read"));
+    assert_eq!(
+        t.request("GET", "/todos", Some(&reader), None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        t.request("GET", &path, Some(&reader), None).await.status(),
+        200
+    );
+    for (method, body) in [
+        ("POST", Some(json!({"title": "x"}))),
+        ("PATCH", Some(json!({"done": true}))),
+        ("DELETE", None),
+    ] {
+        let target = if method == "POST" {
+            "/todos"
+        } else {
+            path.as_str()
+        };
+        let (status, err) = parts(t.request(method, target, Some(&reader), body).await).await;
+        assert_eq!(status, 403, "{method}: {err}");
+        assert_eq!(err["error"], "insufficient_scope", "{err}");
+        assert!(
+            err["message"].as_str().unwrap().contains("todos:write"),
+            "{err}"
+        );
+    }
+    // A writer's scope without the read scope lists nothing.
+    let writer = admin(Some("todos:write"));
+    assert_eq!(
+        t.request("GET", "/todos", Some(&writer), None)
+            .await
+            .status(),
+        403
+    );
+    // No scope claim: the admin role alone decides.
+    let roles_only = admin(None);
+    assert_eq!(
+        t.request("DELETE", &path, Some(&roles_only), None)
+            .await
+            .status(),
+        204
+    );
+}
+
 #[tokio::test]
 async fn whoami_shows_the_verified_claims() {
     let t = spawn_app().await;

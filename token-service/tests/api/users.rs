@@ -44,6 +44,41 @@ async fn admin_routes_are_for_admins() {
         )
         .await;
     assert_eq!(res.status(), 403);
+
+    // An admin's token narrowed at sign-in to another API's scope manages no accounts; one
+    // that kept `users:admin` does. Their own profile stays theirs either way.
+    let narrowed = t
+        .token(
+            "admin",
+            &[("scope", "todos:read"), ("audience", "token-service")],
+        )
+        .await;
+    let res = t.get_auth("/users", &narrowed).await;
+    assert_eq!(res.status(), 403);
+    let err: Value = res.json().await.unwrap();
+    assert_eq!(err["error"], "insufficient_scope", "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("users:admin"),
+        "{err}"
+    );
+    let res = t
+        .create_user(
+            &narrowed,
+            &json!({"username": "carol", "password": "carol-password-1"}),
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(t.get_auth("/users/me", &narrowed).await.status(), 200);
+    let kept = t
+        .token(
+            "admin",
+            &[
+                ("scope", "users:admin todos:read"),
+                ("audience", "token-service"),
+            ],
+        )
+        .await;
+    assert_eq!(t.get_auth("/users", &kept).await.status(), 200);
 }
 
 #[tokio::test]
