@@ -129,6 +129,19 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// `database.acquire_timeout_seconds`: a request waits at most this for a connection (default 5).
     pub acquire_timeout_seconds: u64,
+    /// `database.statement_timeout_seconds`: on PostgreSQL, the server cancels a statement that
+    /// runs longer (its `statement_timeout`; default 30, under `server.request_timeout_seconds`,
+    /// so a statement nobody waits for any more does not go on holding its connection and locks).
+    /// 0 leaves the server's own setting; at most a day. Migrations run without it.
+    pub statement_timeout_seconds: u64,
+}
+
+impl DatabaseSettings {
+    /// `statement_timeout_seconds` as the pool applies it: `None` for 0, at most a day.
+    pub fn statement_timeout(&self) -> Option<std::time::Duration> {
+        (self.statement_timeout_seconds > 0)
+            .then(|| std::time::Duration::from_secs(self.statement_timeout_seconds.min(86_400)))
+    }
 }
 
 impl Default for DatabaseSettings {
@@ -138,6 +151,7 @@ impl Default for DatabaseSettings {
             data_dir: PathBuf::from("data"),
             max_connections: 8,
             acquire_timeout_seconds: 5,
+            statement_timeout_seconds: 30,
         }
     }
 }

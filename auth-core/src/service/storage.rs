@@ -77,15 +77,19 @@ impl Database {
             &url,
             settings.max_connections,
             Duration::from_secs(settings.acquire_timeout_seconds),
+            settings.statement_timeout(),
         )
         .await
     }
 
-    /// Opens a database by URL.
+    /// Opens a database by URL. `statement_timeout` is PostgreSQL's (`SET statement_timeout` on
+    /// every connection; `None` leaves the server's own); on SQLite a write waits for the lock
+    /// at most `acquire_timeout`.
     pub async fn connect_url(
         url: &str,
         max_connections: u32,
         acquire_timeout: Duration,
+        statement_timeout: Option<Duration>,
     ) -> Result<Database, StorageError> {
         install_default_drivers();
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -111,6 +115,17 @@ impl Database {
                     Ok(())
                 })
             });
+        } else if let Some(timeout) = statement_timeout {
+            // A statement the request gave up on (`server.request_timeout_seconds`) is stopped
+            // by the server, rather than running on with its connection and locks.
+            let set = format!("SET statement_timeout = {}", timeout.as_millis().max(1));
+            options = options.after_connect(move |conn, _| {
+                let set = set.clone();
+                Box::pin(async move {
+                    conn.execute(set.as_str()).await?;
+                    Ok(())
+                })
+            });
         }
         let pool = options.connect(url).await.map_err(StorageError::Connect)?;
         if backend == Backend::Sqlite {
@@ -128,14 +143,26 @@ impl Database {
         sqlite: &Migrator,
         postgres: &Migrator,
     ) -> Result<(), StorageError> {
-        let migrator = match self.backend {
-            Backend::Sqlite => sqlite,
-            Backend::Postgres => postgres,
-        };
-        migrator
-            .run(&self.pool)
-            .await
-            .map_err(StorageError::Migrate)
+        match self.backend {
+            Backend::Sqlite => sqlite.run(&self.pool).await.map_err(StorageError::Migrate),
+            Backend::Postgres => {
+                // Migrations, and the wait for another replica's migration lock, may take
+                // longer than any request's statement: on a connection of their own without
+                // `statement_timeout`, closed afterwards rather than returned to the pool.
+                let mut conn = self
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(StorageError::Connect)?
+                    .detach();
+                conn.execute("SET statement_timeout = 0")
+                    .await
+                    .map_err(StorageError::Connect)?;
+                let migrated = postgres.run(&mut conn).await;
+                let _ = sqlx::Connection::close(conn).await;
+                migrated.map_err(StorageError::Migrate)
+            }
+        }
     }
 
     /// Readiness: a connection can be had and answers a query.
@@ -210,9 +237,11 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
-/// Whether a PostgreSQL SQLSTATE means the server cannot serve right now.
+/// Whether a PostgreSQL SQLSTATE means the server cannot serve right now. 57014 is a statement
+/// cancelled, by `statement_timeout` here: a database too slow to answer, not a faulty query.
 fn postgres_unavailable(sqlstate: &str) -> bool {
-    sqlstate.starts_with("08") || matches!(sqlstate, "53300" | "57P01" | "57P02" | "57P03")
+    sqlstate.starts_with("08")
+        || matches!(sqlstate, "53300" | "57014" | "57P01" | "57P02" | "57P03")
 }
 
 /// A `sqlite://` URL for a file, created if missing.
@@ -373,7 +402,9 @@ mod tests {
 
     #[test]
     fn postgres_sqlstates_that_mean_unavailable() {
-        for code in ["08000", "08006", "08001", "53300", "57P01", "57P03"] {
+        for code in [
+            "08000", "08006", "08001", "53300", "57014", "57P01", "57P03",
+        ] {
             assert!(postgres_unavailable(code), "{code}");
         }
         for code in ["22021", "23505", "42P01", "40001", "XX000", "00005"] {
@@ -388,7 +419,7 @@ mod tests {
         let Some(url) = test_postgres_url("postgres_data_errors_are_not_unavailable").await else {
             return;
         };
-        let db = Database::connect_url(&url, 1, Duration::from_secs(5))
+        let db = Database::connect_url(&url, 1, Duration::from_secs(5), None)
             .await
             .unwrap();
         let err = sqlx::query("SELECT $1::text")
@@ -406,12 +437,59 @@ mod tests {
         assert!(is_unavailable(&closed), "{closed}");
     }
 
+    /// A statement that runs past `statement_timeout` is cancelled by the server and reads as
+    /// an outage (503), not a faulty query; the pool goes on serving.
+    #[tokio::test]
+    async fn postgres_statements_stop_at_the_statement_timeout() {
+        let Some(url) =
+            test_postgres_url("postgres_statements_stop_at_the_statement_timeout").await
+        else {
+            return;
+        };
+        let db = Database::connect_url(
+            &url,
+            2,
+            Duration::from_secs(5),
+            Some(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap();
+        for _ in 0..2 {
+            // Without the timeout this sleeps for a minute and succeeds.
+            let err = sqlx::query("SELECT pg_sleep(60)")
+                .execute(&db.pool)
+                .await
+                .unwrap_err();
+            let sqlx::Error::Database(e) = &err else {
+                panic!("{err:?}");
+            };
+            assert_eq!(e.code().as_deref(), Some("57014"), "{err}");
+            assert!(is_unavailable(&err), "{err}");
+        }
+        let timeout: String = sqlx::query_scalar("SELECT current_setting('statement_timeout')")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(timeout, "50ms");
+        // Migrations run without it: one that takes longer than the timeout completes.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("1_slow.sql"), "SELECT pg_sleep(0.2);").unwrap();
+        let slow = Migrator::new(dir.path()).await.unwrap();
+        db.migrate(&SQLITE, &slow).await.unwrap();
+        let timeout: String = sqlx::query_scalar("SELECT current_setting('statement_timeout')")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(timeout, "50ms", "the pool's connections keep theirs");
+        db.close().await;
+    }
+
     #[tokio::test]
     async fn postgres_migrates_and_roundtrips() {
         let Some(url) = test_postgres_url("postgres_migrates_and_roundtrips").await else {
             return;
         };
-        let db = Database::connect_url(&url, 2, Duration::from_secs(5))
+        let db = Database::connect_url(&url, 2, Duration::from_secs(5), None)
             .await
             .unwrap();
         assert_eq!(db.backend, Backend::Postgres);
@@ -490,7 +568,7 @@ mod tests {
             crate::service::testing::TcpProxy::upstream_of(&url),
         )
         .await;
-        let db = Database::connect_url(&proxy.proxied_url(&url), 2, Duration::from_secs(1))
+        let db = Database::connect_url(&proxy.proxied_url(&url), 2, Duration::from_secs(1), None)
             .await
             .unwrap();
         db.ping().await.unwrap();
