@@ -366,8 +366,8 @@ fn not_found() -> Rejection {
 
 /// Loads the task `id` names if the caller may act on it, else the one 404.
 async fn find(store: &Store, claims: &Claims, id: &str) -> Result<Task, Rejection> {
-    let id: i64 = id.parse().map_err(|_| not_found())?;
     let scope = Scope::of(claims)?;
+    let id: i64 = id.parse().map_err(|_| not_found())?;
     let task = store
         .get(id, &scope)
         .await
@@ -449,8 +449,12 @@ async fn list_tasks(
     params: Vec<(String, String)>,
     store: Store,
 ) -> Result<Response, Rejection> {
-    let q = ListQuery::new(params, &["limit", "cursor", "done", "due_before", "owner"])?;
+    // Who may list what comes first (401/403), then the query's validation (400).
     let scope = Scope::of(&claims)?;
+    if matches!(scope, Scope::Owner(_)) && params.iter().any(|(name, _)| name == "owner") {
+        return Err(only_admins_pass_owner());
+    }
+    let q = ListQuery::new(params, &["limit", "cursor", "done", "due_before", "owner"])?;
     let owner = match (q.get("owner"), &scope) {
         (None, Scope::Owner(sub)) => Some(sub.clone()),
         (None, Scope::Anyone) => match claims.sub.as_deref().filter(|s| !s.is_empty()) {
@@ -470,14 +474,7 @@ async fn list_tasks(
             )));
         }
         (Some(other), Scope::Anyone) => Some(other.to_owned()),
-        (Some(_), Scope::Owner(_)) => {
-            return Err(warp::reject::custom(AuthError::new(
-                AuthErrorKind::InsufficientScope(
-                    "owner: only an admin may list another user's tasks".into(),
-                ),
-                crate::INFO.name,
-            )));
-        }
+        (Some(_), Scope::Owner(_)) => return Err(only_admins_pass_owner()),
     };
     let filter = ListFilter {
         owner,
@@ -493,15 +490,24 @@ async fn list_tasks(
     Ok(warp::reply::json(&Page::from_rows(rows, filter.limit, |t| t.id)).into_response())
 }
 
+/// 403 for a non-admin's `owner=` parameter.
+fn only_admins_pass_owner() -> Rejection {
+    warp::reject::custom(AuthError::new(
+        AuthErrorKind::InsufficientScope(
+            "owner: only an admin may list another user's tasks".into(),
+        ),
+        crate::INFO.name,
+    ))
+}
+
 /// Creates a task owned by the caller.
 #[utoipa::path(post, path = "/tasks", tag = "tasks", security(("bearer_auth" = [])), request_body = TaskInput,
-    responses((status = 201, body = Task), (status = 400), (status = 401), (status = 413)))]
+    responses((status = 201, body = Task), (status = 400), (status = 401), (status = 403), (status = 413)))]
 async fn create_task(
     claims: Arc<Claims>,
     input: TaskInput,
     store: Store,
 ) -> Result<Response, Rejection> {
-    let fields = input.validate()?;
     let owner = match Scope::of(&claims)? {
         Scope::Owner(sub) => sub,
         // An admin's own task is still theirs; no field of the request can name another
@@ -517,6 +523,7 @@ async fn create_task(
                 ))
             })?,
     };
+    let fields = input.validate()?;
     let task = store.insert(&owner, &fields).await.map_err(db_rejection)?;
     Ok(warp::reply::with_status(warp::reply::json(&task), StatusCode::CREATED).into_response())
 }

@@ -266,7 +266,6 @@ async fn create_todo(
     new: NewTodo,
     store: Store,
 ) -> Result<Response, Rejection> {
-    let title = valid_title(&new.title)?;
     // `created_by` records who created it: a token without the `sub` RFC 9068 requires has no
     // one to record, and more roles would not help (401, as tasks-api answers it).
     let creator = claims
@@ -281,6 +280,7 @@ async fn create_todo(
                 crate::INFO.name,
             ))
         })?;
+    let title = valid_title(&new.title)?;
     let todo = store
         .insert(&title, new.done.unwrap_or(false), creator)
         .await
