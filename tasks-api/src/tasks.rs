@@ -182,7 +182,17 @@ enum Scope {
 
 impl Scope {
     /// The scope of a caller: admins see anyone's tasks; everyone else only their own.
+    ///
+    /// A `sub` holding a NUL is refused (401) for everyone, admins too: no owner can hold one
+    /// (PostgreSQL's TEXT cannot), and a query with it failed there (a 500) where SQLite
+    /// stored it.
     fn of(claims: &Claims) -> Result<Scope, Rejection> {
+        if claims.sub.as_deref().is_some_and(|sub| sub.contains('\0')) {
+            return Err(warp::reject::custom(AuthError::new(
+                AuthErrorKind::Malformed("the token's subject holds a NUL character"),
+                crate::INFO.name,
+            )));
+        }
         if claims.has_any_role(OVERRIDE_ROLES) {
             return Ok(Scope::Anyone);
         }

@@ -267,19 +267,25 @@ async fn create_todo(
     store: Store,
 ) -> Result<Response, Rejection> {
     // `created_by` records who created it: a token without the `sub` RFC 9068 requires has no
-    // one to record, and more roles would not help (401, as tasks-api answers it).
-    let creator = claims
-        .sub
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| {
-            warp::reject::custom(AuthError::new(
-                AuthErrorKind::Malformed(
-                    "the token has no subject to record as the todo's creator",
-                ),
-                crate::INFO.name,
-            ))
-        })?;
+    // one to record, and more roles would not help (401, as tasks-api answers it). Nor does one
+    // whose `sub` holds a NUL, which PostgreSQL cannot store (the insert failed there, a 500).
+    let malformed = |why: &'static str| {
+        warp::reject::custom(AuthError::new(
+            AuthErrorKind::Malformed(why),
+            crate::INFO.name,
+        ))
+    };
+    let creator = match claims.sub.as_deref() {
+        Some(sub) if sub.contains('\0') => {
+            return Err(malformed("the token's subject holds a NUL character"));
+        }
+        Some(sub) if !sub.is_empty() => sub,
+        _ => {
+            return Err(malformed(
+                "the token has no subject to record as the todo's creator",
+            ));
+        }
+    };
     let title = valid_title(&new.title)?;
     let todo = store
         .insert(&title, new.done.unwrap_or(false), creator)

@@ -565,6 +565,24 @@ async fn odd_text_round_trips(t: &TestApp) {
     );
     let (status, _, err) = ids(t, &admin, "?owner=alice").await;
     assert_eq!(status, 200, "{err}");
+    // A token whose `sub` holds a NUL owns nothing anywhere: a 401, not a failed query (a 500
+    // on PostgreSQL), an admin's too.
+    for roles in [json!(["user"]), json!(["admin"])] {
+        let nul = t
+            .issuer
+            .builder("tasks-api")
+            .claim("sub", "al\u{0}ice")
+            .claim("roles", roles.clone())
+            .sign();
+        for (method, body) in [("GET", None), ("POST", Some(json!({"title": "x"})))] {
+            let (status, err) = parts(t.request(method, "/tasks", Some(&nul), body).await).await;
+            assert_eq!(
+                (status, err["error"].as_str()),
+                (401, Some("invalid_token")),
+                "{roles} {method}: {err}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

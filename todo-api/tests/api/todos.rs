@@ -89,6 +89,25 @@ async fn crud_flow(t: &TestApp) {
     )
     .await;
     assert_eq!(got["title"], odd);
+
+    // An editor whose `sub` holds a NUL records no creator: a 401 on every backend (the insert
+    // failed on PostgreSQL, a 500).
+    let nul = t
+        .issuer
+        .builder("todo-api")
+        .claim("sub", "er\u{0}in")
+        .claim("roles", json!(["editor"]))
+        .sign();
+    let (status, err) = parts(
+        t.request("POST", "/todos", Some(&nul), Some(json!({"title": "x"})))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (401, Some("invalid_token")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
