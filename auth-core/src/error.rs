@@ -129,11 +129,12 @@ pub fn rejection_response(err: &Rejection) -> Response {
     if err.is_not_found() {
         return error_response(StatusCode::NOT_FOUND, "not_found", "no such route");
     }
-    if err.find::<warp::filters::cors::CorsForbidden>().is_some() {
+    if let Some(refused) = err.find::<warp::filters::cors::CorsForbidden>() {
+        // What was refused: the origin, the method or a header the preflight asked for.
         return error_response(
             StatusCode::FORBIDDEN,
             "cors_forbidden",
-            "origin not allowed",
+            &refused.to_string(),
         );
     }
     if err.find::<warp::reject::MethodNotAllowed>().is_some() {

@@ -1,6 +1,9 @@
 //! CORS for browser clients: exact allowed origins only. A preflight `OPTIONS` is answered by the
 //! CORS layer itself, before any route or auth filter runs (a preflight carries no token).
 
+use std::sync::Arc;
+
+use http::HeaderValue;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
@@ -13,23 +16,60 @@ const EXPOSED: [&str; 2] = ["www-authenticate", "retry-after"];
 
 /// Wraps `routes` with CORS when any origin is allowed; with none, no CORS headers are sent and
 /// browsers keep cross-origin pages out.
+///
+/// Only a preflight and a request from an allowed `Origin` go through warp's CORS layer. Any
+/// other request (no `Origin`; a same-origin page's write, which browsers send with one; another
+/// site's) is routed as it is and answered without CORS headers: its browser keeps a page of an
+/// origin not listed from reading the answer, and a request that needs no CORS gets its 404,
+/// 405, 401 or 201 rather than the layer's blanket 403.
 pub fn wrap(routes: BoxedFilter<(Response,)>, settings: &CorsSettings) -> BoxedFilter<(Response,)> {
     if settings.allowed_origins.is_empty() {
         return routes;
     }
     let cors = warp::cors()
         .allow_origins(settings.allowed_origins.iter().map(String::as_str))
-        .allow_methods(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+        .allow_methods(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
         .allow_headers(["authorization", "content-type"])
         .expose_headers(EXPOSED)
         .max_age(600);
-    routes
-        .with(cors)
-        .map(Reply::into_response)
-        .recover(crate::error::handle_rejection)
-        .unify()
-        .map(vary_on_origin)
-        .boxed()
+    let allowed: Arc<[String]> = settings.allowed_origins.clone().into();
+    let cross_origin = for_the_cors_layer(allowed).and(
+        routes
+            .clone()
+            .with(cors)
+            .map(Reply::into_response)
+            .recover(crate::error::handle_rejection)
+            .unify(),
+    );
+    cross_origin.or(routes).unify().map(vary_on_origin).boxed()
+}
+
+/// Passes a preflight (`OPTIONS` with `Access-Control-Request-Method`) and a request whose
+/// `Origin` is one of `allowed`; rejects (not found: the other branch is tried) anything else.
+fn for_the_cors_layer(
+    allowed: Arc<[String]>,
+) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::method()
+        .and(warp::header::optional::<HeaderValue>("origin"))
+        .and(warp::header::optional::<HeaderValue>(
+            "access-control-request-method",
+        ))
+        .and_then(
+            move |method: http::Method,
+                  origin: Option<HeaderValue>,
+                  requested: Option<HeaderValue>| {
+                let pass = origin.is_some_and(|origin| {
+                    (method == http::Method::OPTIONS && requested.is_some())
+                        || allowed.iter().any(|a| a.as_bytes() == origin.as_bytes())
+                });
+                std::future::ready(if pass {
+                    Ok(())
+                } else {
+                    Err(warp::reject::not_found())
+                })
+            },
+        )
+        .untuple_one()
 }
 
 /// `Vary: Origin` on every response (the Fetch standard's "CORS protocol and HTTP caches"):

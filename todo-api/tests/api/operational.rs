@@ -154,3 +154,65 @@ async fn cors_preflight_is_answered_before_any_auth_check() {
         "{exposed}"
     );
 }
+
+/// A request from an origin not listed that is not a preflight is routed as any other and
+/// answered without CORS headers (its browser keeps the page from reading it): a same-origin
+/// page's write, which browsers send with an `Origin`, is not refused for it. Before, every
+/// such request was a 403 `cors_forbidden`, before routing and auth.
+#[tokio::test]
+async fn a_request_from_an_origin_not_listed_is_routed_without_cors_headers() {
+    let t = spawn_app().await;
+    let editor = t.token("erin", &["editor"]);
+    let send = |method: reqwest::Method, path: &str, token: Option<&str>| {
+        let mut req = t
+            .app
+            .client
+            .request(method, format!("{}{path}", t.app.address))
+            .header("origin", "https://todo.example.com");
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req
+    };
+    let cases = [
+        (send(reqwest::Method::GET, "/nope", None), 404),
+        (send(reqwest::Method::DELETE, "/todos", None), 405),
+        (send(reqwest::Method::GET, "/todos", None), 401),
+        (
+            send(reqwest::Method::POST, "/todos", Some(&editor))
+                .json(&serde_json::json!({"title": "x"})),
+            201,
+        ),
+    ];
+    for (req, want) in cases {
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), want, "{:?}", res.headers());
+        assert!(res.headers().get("access-control-allow-origin").is_none());
+        assert!(
+            res.headers()
+                .get_all("vary")
+                .iter()
+                .any(|v| v.to_str().unwrap().contains("origin"))
+        );
+        if want == 401 {
+            assert!(res.headers().contains_key("www-authenticate"));
+        }
+    }
+    // A preflight asking for a header not allowed says so (not "origin not allowed").
+    let res = t
+        .app
+        .client
+        .request(reqwest::Method::OPTIONS, format!("{}/todos", t.app.address))
+        .header("origin", "http://localhost:3001")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "x-request-id")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(
+        body["message"], "CORS request forbidden: header not allowed",
+        "{body}"
+    );
+}
