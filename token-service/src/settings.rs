@@ -361,6 +361,8 @@ impl Settings {
             self.auth.algorithms = vec![Alg::HS256];
         }
         self.validate()?;
+        self.server.check()?;
+        self.database.check()?;
         self.cors.check()?;
         if self.environment == Environment::Production {
             self.check_production(check_keys)?;
@@ -507,12 +509,19 @@ impl Settings {
         if self.environment != Environment::Production && self.weak_argon2().is_some() {
             eprintln!("warning: users.argon2_*: below OWASP's minimum for argon2id (m=19456, t=2)");
         }
-        if u.max_concurrent_hashes == 0 {
-            return Err(ConfigError::key(
-                "users.max_concurrent_hashes",
-                "must be greater than 0",
-            ));
-        }
+        // Each hash keeps a buffer of argon2_memory_kib: bounded, as the memory is.
+        auth_core::service::config::check_range(
+            "users.max_concurrent_hashes",
+            u64::try_from(u.max_concurrent_hashes).unwrap_or(u64::MAX),
+            1,
+            1_024,
+        )?;
+        auth_core::service::config::check_range(
+            "users.argon2_memory_kib",
+            u64::from(u.argon2_memory_kib),
+            8,
+            1_048_576,
+        )?;
         let t = &self.throttle;
         let zero = [
             ("throttle.max_failures", u64::from(t.max_failures)),
@@ -592,6 +601,9 @@ impl Settings {
                 )
             })?;
             config::check_not_dev_secret("signing.secret_file", bytes.trim_ascii())?;
+            // Before the `auth` checks below, which would name `auth.secret_file`, a key the
+            // operator never set, for the same file.
+            config::check_private_file("signing.secret_file", path)?;
         }
         let mut auth = self.auth.clone();
         let has_source = auth.jwks_url.is_some()
@@ -634,9 +646,6 @@ impl Settings {
         }
         if check_keys && !self.signing.uses_secret() {
             crate::keys::check_for_production(&self.signing)?;
-        }
-        if let Some(path) = &self.signing.secret_file {
-            config::check_private_file("signing.secret_file", path)?;
         }
         Ok(())
     }

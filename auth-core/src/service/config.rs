@@ -68,6 +68,76 @@ pub struct ServerSettings {
     pub request_timeout_seconds: u64,
 }
 
+impl ServerSettings {
+    /// Every number within its range, or an error naming the key: a 0 would stop the service
+    /// serving, a huge timeout would overflow the clock (a panic in every connection's task).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        for (key, value, min, max) in [
+            (
+                "server.max_connections",
+                count(self.max_connections),
+                1,
+                65_536,
+            ),
+            (
+                "server.header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+                1,
+                3_600,
+            ),
+            (
+                "server.max_header_bytes",
+                count(self.max_header_bytes),
+                8_192,
+                1_048_576,
+            ),
+            (
+                "server.shutdown_timeout_seconds",
+                self.shutdown_timeout_seconds,
+                0,
+                3_600,
+            ),
+            (
+                "server.body_read_timeout_seconds",
+                self.body_read_timeout_seconds,
+                1,
+                3_600,
+            ),
+            (
+                "server.max_query_bytes",
+                count(self.max_query_bytes),
+                1,
+                1_048_576,
+            ),
+            (
+                "server.max_query_params",
+                count(self.max_query_params),
+                1,
+                1_024,
+            ),
+            (
+                "server.request_timeout_seconds",
+                self.request_timeout_seconds,
+                1,
+                3_600,
+            ),
+        ] {
+            check_range(key, value, min, max)?;
+        }
+        Ok(())
+    }
+}
+
+/// `value` of `key` within `min..=max`, or an error naming the key and the range.
+pub fn check_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::key(key, format!("must be {min} to {max}")))
+    }
+}
+
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
@@ -137,6 +207,33 @@ pub struct DatabaseSettings {
 }
 
 impl DatabaseSettings {
+    /// Every number within its range, or an error naming the key.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        for (key, value, min, max) in [
+            (
+                "database.max_connections",
+                u64::from(self.max_connections),
+                1,
+                1_024,
+            ),
+            (
+                "database.acquire_timeout_seconds",
+                self.acquire_timeout_seconds,
+                1,
+                300,
+            ),
+            (
+                "database.statement_timeout_seconds",
+                self.statement_timeout_seconds,
+                0,
+                86_400,
+            ),
+        ] {
+            check_range(key, value, min, max)?;
+        }
+        Ok(())
+    }
+
     /// `statement_timeout_seconds` as the pool applies it: `None` for 0, at most a day.
     pub fn statement_timeout(&self) -> Option<std::time::Duration> {
         (self.statement_timeout_seconds > 0)
@@ -224,6 +321,8 @@ impl Settings {
             "cors": { "allowed_origins": local_cors_origins() },
         });
         let mut settings: Settings = load(info, config_path, defaults, local)?;
+        settings.server.check()?;
+        settings.database.check()?;
         settings.cors.check()?;
         if settings.environment == Environment::Production {
             check_auth_for_production(&settings.auth)?;
@@ -253,17 +352,59 @@ impl ConfigError {
 }
 
 impl From<figment::Error> for ConfigError {
+    /// The first error only, on one line, naming the key, and never the value: a mistyped
+    /// `database.url` or secret would otherwise be printed (figment quotes the value it found,
+    /// and the TOML parser quotes the whole source line of a syntax error).
     fn from(e: figment::Error) -> Self {
-        // figment's own text names the key (`invalid type … for key "default.auth.leeway_seconds"`);
-        // keep the first error only, on one line.
+        use figment::error::Kind;
         let key = e.path.join(".");
-        let mut kind = e.kind.to_string();
-        kind.retain(|c| c != '\n');
+        let kind = match &e.kind {
+            Kind::InvalidType(actual, expected) => {
+                format!(
+                    "invalid type: found {}, expected {expected}",
+                    kind_of(actual)
+                )
+            }
+            Kind::InvalidValue(actual, expected) => {
+                format!(
+                    "invalid value: found {}, expected {expected}",
+                    kind_of(actual)
+                )
+            }
+            Kind::Unsupported(actual) => format!("unsupported {}", kind_of(actual)),
+            Kind::UnsupportedKey(actual, _) => format!("unsupported key: {}", kind_of(actual)),
+            // A provider's message (the TOML parser's: "TOML parse error at line 2, column 7",
+            // then the source line and a caret): its first line.
+            Kind::Message(message) => message.lines().next().unwrap_or_default().to_owned(),
+            other => other.to_string(),
+        };
+        let mut kind: String = kind.chars().filter(|c| *c != '\n').take(300).collect();
+        if let Some(figment::Source::File(path)) =
+            e.metadata.as_ref().and_then(|m| m.source.as_ref())
+        {
+            kind = format!("{kind} (in {})", path.display());
+        }
         if key.is_empty() {
             Self(format!("config error: {kind}"))
         } else {
             Self::key(&key, kind)
         }
+    }
+}
+
+/// What kind of value figment found, without the value.
+fn kind_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a float",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit | Actual::Option => "an empty value",
+        Actual::Seq => "an array",
+        Actual::Map => "a table",
+        _ => "another kind of value",
     }
 }
 
@@ -651,6 +792,96 @@ mod tests {
             jail.set_env("DEMO_API__AUTH__NO_SUCH_KEY", "1");
             let e = load_err(jail);
             assert!(e.contains("no_such_key"), "{e}");
+            Ok(())
+        });
+    }
+
+    /// A number out of its range is refused naming the key, not clamped or left to panic.
+    #[test]
+    fn server_and_database_numbers_are_bounded() {
+        for (var, value, key) in [
+            (
+                "SERVER__HEADER_READ_TIMEOUT_SECONDS",
+                "18446744073709551615",
+                "server.header_read_timeout_seconds",
+            ),
+            ("SERVER__MAX_CONNECTIONS", "0", "server.max_connections"),
+            (
+                "SERVER__MAX_CONNECTIONS",
+                "4611686018427387904",
+                "server.max_connections",
+            ),
+            ("SERVER__MAX_HEADER_BYTES", "100", "server.max_header_bytes"),
+            (
+                "SERVER__REQUEST_TIMEOUT_SECONDS",
+                "0",
+                "server.request_timeout_seconds",
+            ),
+            (
+                "DATABASE__ACQUIRE_TIMEOUT_SECONDS",
+                "18446744073709551615",
+                "database.acquire_timeout_seconds",
+            ),
+            ("DATABASE__MAX_CONNECTIONS", "0", "database.max_connections"),
+            (
+                "DATABASE__STATEMENT_TIMEOUT_SECONDS",
+                "86401",
+                "database.statement_timeout_seconds",
+            ),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.set_env(format!("DEMO_API__{var}"), value);
+                let e = load_err(jail);
+                assert!(
+                    e.starts_with(&format!("config error: {key}: must be ")),
+                    "{var}={value}: {e}"
+                );
+                Ok(())
+            });
+        }
+        Jail::expect_with(|jail| {
+            jail.set_env("DEMO_API__DATABASE__STATEMENT_TIMEOUT_SECONDS", "0");
+            jail.set_env("DEMO_API__SERVER__SHUTDOWN_TIMEOUT_SECONDS", "0");
+            let s = Settings::load(&INFO, None, local_auth()).unwrap();
+            assert_eq!(s.database.statement_timeout(), None);
+            Ok(())
+        });
+    }
+
+    /// A mistyped secret is not printed: figment quotes the value it found, and the TOML
+    /// parser the source line of a syntax error.
+    #[test]
+    fn config_errors_never_print_the_value() {
+        Jail::expect_with(|jail| {
+            jail.create_dir("config")?;
+            jail.create_file(
+                "config/demo-api.toml",
+                "[database]\nurl = postgres://app:hunter2@db/app\n",
+            )?;
+            let e = load_err(jail);
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(
+                e.starts_with("config error: TOML parse error at line 2"),
+                "{e}"
+            );
+            assert!(e.contains("demo-api.toml"), "names the file: {e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("DEMO_API__DATABASE", "postgres://app:hunter2@db/app");
+            let e = load_err(jail);
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(
+                e.starts_with("config error: database: invalid type: found a string"),
+                "{e}"
+            );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("DEMO_API__AUTH__LEEWAY_SECONDS", "hunter2");
+            let e = load_err(jail);
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(e.starts_with("config error: auth.leeway_seconds:"), "{e}");
             Ok(())
         });
     }

@@ -131,6 +131,24 @@ fn production_refuses_missing_fixture_and_loose_signing_keys() {
         "{e}"
     );
 
+    // A secret file others may read is named by the key that was set (it was reported as
+    // `auth.secret_file`, which token-service fills in from it).
+    let secrets = tempfile::tempdir().unwrap();
+    let path = secrets.path().join("hs256.txt");
+    std::fs::write(&path, "x".repeat(48)).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let e = refuse(&[
+        (
+            "TOKEN_SERVICE__SIGNING__SECRET_FILE",
+            path.display().to_string(),
+        ),
+        ("TOKEN_SERVICE__SIGNING__ALGORITHM", "HS256".into()),
+    ]);
+    assert!(e.starts_with("config error: signing.secret_file:"), "{e}");
+
     for (key, value) in [
         ("TOKEN_SERVICE__USERS__ARGON2_ITERATIONS", "1"),
         ("TOKEN_SERVICE__USERS__ARGON2_MEMORY_KIB", "8192"),
