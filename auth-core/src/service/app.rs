@@ -62,10 +62,22 @@ impl App {
                     .unify(),
             )
             .map(move |path: warp::path::FullPath, mut res: Response| {
-                if res.status() == http::StatusCode::METHOD_NOT_ALLOWED
-                    && let Some(methods) = allow.allow(path.as_str())
-                {
-                    res.headers_mut().insert(http::header::ALLOW, methods);
+                if res.status() == http::StatusCode::METHOD_NOT_ALLOWED {
+                    match allow.allow(path.as_str()) {
+                        Some(methods) => {
+                            res.headers_mut().insert(http::header::ALLOW, methods);
+                        }
+                        // A route's path filter took a path no documented route has (a
+                        // `{kid}` without its `.pem`): no resource is there, whatever the
+                        // method, and a 405 would owe an `Allow` it cannot give.
+                        None => {
+                            return crate::error::error_response(
+                                http::StatusCode::NOT_FOUND,
+                                "not_found",
+                                "no such route",
+                            );
+                        }
+                    }
                 }
                 res
             })
