@@ -17,6 +17,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use auth_core::ApiError;
+use auth_core::service::body::shorten;
 use http::StatusCode;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -321,7 +322,7 @@ async fn issue_token(
         return Err(oauth(
             StatusCode::BAD_REQUEST,
             "invalid_target",
-            format!("audience {bad:?} is not allowed"),
+            format!("audience {:?} is not allowed", shorten(bad, 64)),
         ));
     }
 
@@ -438,7 +439,7 @@ async fn issue_token(
             return Err(oauth(
                 StatusCode::BAD_REQUEST,
                 "invalid_scope",
-                format!("scope {bad:?} is not allowed for this user"),
+                format!("scope {:?} is not allowed for this user", shorten(bad, 64)),
             ));
         }
         requested

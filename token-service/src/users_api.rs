@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use auth_core::filters::{with_auth, with_role, within_scope};
+use auth_core::service::body::shorten;
 use auth_core::verify::{AuthError, AuthErrorKind};
 use auth_core::{ApiError, Auth, Claims};
 use http::StatusCode;
@@ -181,12 +182,14 @@ async fn create_user(
         .find(|r| !state.settings.token.role_scopes.contains_key(*r))
     {
         return Err(ApiError::bad_request(format!(
-            "roles: unknown role {bad:?}"
+            "roles: unknown role {:?}",
+            shorten(bad, 64)
         )));
     }
     if let Some(bad) = body.access.iter().find(|p| !p.starts_with('/')) {
         return Err(ApiError::bad_request(format!(
-            "access: {bad:?} is not a path starting with '/'"
+            "access: {:?} is not a path starting with '/'",
+            shorten(bad, 64)
         )));
     }
     let hash = match state

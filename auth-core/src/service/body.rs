@@ -175,8 +175,9 @@ where
 }
 
 /// `text` cut to about `max` characters (its start and end kept): serde's messages quote the
-/// client's value, which may be kilobytes long.
-fn shorten(text: &str, max: usize) -> String {
+/// client's value, which may be kilobytes long, and so do the messages that name a value the
+/// client sent.
+pub fn shorten(text: &str, max: usize) -> String {
     let n = text.chars().count();
     if n <= max {
         return text.to_owned();

@@ -228,6 +228,19 @@ async fn malformed_requests_are_invalid_request() {
         let json: Value = res.json().await.unwrap();
         assert_eq!(json["error"], code, "{body}: {json}");
     }
+    // A value named in an error is cut short (it was echoed whole, escaped: 5 000 control
+    // bytes made a 35 KB message).
+    let res = t
+        .form(&[
+            ("username", "alice"),
+            ("password", "alice-dev-password"),
+            ("audience", &"\u{1}".repeat(5_000)),
+        ])
+        .await;
+    assert_eq!(res.status(), 400);
+    let err: Value = res.json().await.unwrap();
+    assert_eq!(err["error"], "invalid_target", "{err}");
+    assert!(err["message"].as_str().unwrap().len() < 1_000, "{err}");
     let long = "x".repeat(257);
     let res = t.form(&[("username", "alice"), ("password", &long)]).await;
     assert_eq!(res.status(), 400);
