@@ -19,7 +19,7 @@ use super::storage::Database;
 pub struct App {
     listener: TcpListener,
     addr: SocketAddr,
-    routes: BoxedFilter<(Response,)>,
+    routes: super::server::Routes<BoxedFilter<(Response,)>>,
     server: ServerSettings,
     cors: CorsSettings,
     db: Option<Database>,

@@ -1,30 +1,33 @@
 //! CORS for browser clients: exact allowed origins only. A preflight `OPTIONS` is answered by the
 //! CORS layer itself, before any route or auth filter runs (a preflight carries no token).
 
-use std::sync::Arc;
-
-use http::HeaderValue;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
 
 use super::config::CorsSettings;
+use super::server::Routes;
 
 /// Not CORS-safelisted, so hidden from a page's script unless exposed: the challenge of a 401/403
 /// and the wait of a 429/503.
 const EXPOSED: [&str; 2] = ["www-authenticate", "retry-after"];
 
-/// Wraps `routes` with CORS when any origin is allowed; with none, no CORS headers are sent and
-/// browsers keep cross-origin pages out.
+/// `routes` as the serving loop serves them: with no origin allowed, as they are (no CORS
+/// headers are sent and browsers keep cross-origin pages out); else with `Vary: Origin` on every
+/// response, and a second copy behind warp's CORS layer for the requests that layer is for.
 ///
-/// Only a preflight and a request from an allowed `Origin` go through warp's CORS layer. Any
-/// other request (no `Origin`; a same-origin page's write, which browsers send with one; another
-/// site's) is routed as it is and answered without CORS headers: its browser keeps a page of an
-/// origin not listed from reading the answer, and a request that needs no CORS gets its 404,
-/// 405, 401 or 201 rather than the layer's blanket 403.
-pub fn wrap(routes: BoxedFilter<(Response,)>, settings: &CorsSettings) -> BoxedFilter<(Response,)> {
+/// Only a preflight and a request from a listed `Origin` go through the layer
+/// ([`for_the_cors_layer`], decided by the loop). Any other request (no `Origin`; a same-origin
+/// page's write, which browsers send with one; another site's) is routed as it is and answered
+/// without CORS headers: its browser keeps a page of an origin not listed from reading the
+/// answer, and a request that needs no CORS gets its 404, 405, 401 or 201 rather than the
+/// layer's blanket 403.
+pub fn wrap(
+    routes: BoxedFilter<(Response,)>,
+    settings: &CorsSettings,
+) -> Routes<BoxedFilter<(Response,)>> {
     if settings.allowed_origins.is_empty() {
-        return routes;
+        return Routes::plain(routes);
     }
     let cors = warp::cors()
         .allow_origins(settings.allowed_origins.iter().map(String::as_str))
@@ -32,44 +35,39 @@ pub fn wrap(routes: BoxedFilter<(Response,)>, settings: &CorsSettings) -> BoxedF
         .allow_headers(["authorization", "content-type"])
         .expose_headers(EXPOSED)
         .max_age(600);
-    let allowed: Arc<[String]> = settings.allowed_origins.clone().into();
-    let cross_origin = for_the_cors_layer(allowed).and(
-        routes
-            .clone()
-            .with(cors)
-            .map(Reply::into_response)
-            .recover(crate::error::handle_rejection)
-            .unify(),
-    );
-    cross_origin.or(routes).unify().map(vary_on_origin).boxed()
+    let cross_origin = routes
+        .clone()
+        .with(cors)
+        .map(Reply::into_response)
+        .recover(crate::error::handle_rejection)
+        .unify()
+        .map(vary_on_origin)
+        .boxed();
+    Routes {
+        plain: routes.map(vary_on_origin).boxed(),
+        cross_origin: Some(cross_origin),
+    }
 }
 
-/// Passes a preflight (`OPTIONS` with `Access-Control-Request-Method`) and a request whose
-/// `Origin` is one of `allowed`; rejects (not found: the other branch is tried) anything else.
-fn for_the_cors_layer(
-    allowed: Arc<[String]>,
-) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
-    warp::method()
-        .and(warp::header::optional::<HeaderValue>("origin"))
-        .and(warp::header::optional::<HeaderValue>(
-            "access-control-request-method",
-        ))
-        .and_then(
-            move |method: http::Method,
-                  origin: Option<HeaderValue>,
-                  requested: Option<HeaderValue>| {
-                let pass = origin.is_some_and(|origin| {
-                    (method == http::Method::OPTIONS && requested.is_some())
-                        || allowed.iter().any(|a| a.as_bytes() == origin.as_bytes())
-                });
-                std::future::ready(if pass {
-                    Ok(())
-                } else {
-                    Err(warp::reject::not_found())
-                })
-            },
-        )
-        .untuple_one()
+/// Whether a request is for the CORS layer: a preflight (`OPTIONS` with an `Origin` and
+/// `Access-Control-Request-Method`), or a request whose `Origin` is listed.
+pub(crate) fn for_the_cors_layer<B>(req: &http::Request<B>, settings: &CorsSettings) -> bool {
+    let Some(origin) = req.headers().get(http::header::ORIGIN) else {
+        return false;
+    };
+    (req.method() == http::Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD))
+        || is_listed(origin, settings)
+}
+
+/// Whether `origin` is one of `cors.allowed_origins`, byte for byte.
+fn is_listed(origin: &http::HeaderValue, settings: &CorsSettings) -> bool {
+    settings
+        .allowed_origins
+        .iter()
+        .any(|allowed| allowed.as_bytes() == origin.as_bytes())
 }
 
 /// `Vary: Origin` on every response (the Fetch standard's "CORS protocol and HTTP caches"):
@@ -95,11 +93,7 @@ pub(crate) fn add_to_loop_response(
     if settings.allowed_origins.is_empty() {
         return;
     }
-    if settings
-        .allowed_origins
-        .iter()
-        .any(|allowed| allowed.as_bytes() == origin.as_bytes())
-    {
+    if is_listed(origin, settings) {
         let headers = res.headers_mut();
         headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         headers.insert(

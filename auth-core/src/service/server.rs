@@ -41,12 +41,34 @@ pub fn caller_slot() -> impl Filter<Extract = (Option<CallerSlot>,), Error = Inf
     warp::ext::optional::<CallerSlot>()
 }
 
-/// Serves `filter` on `listener` until `shutdown` resolves, then lets in-flight requests finish
+/// A service's routes as the loop serves them: `plain` for every request, and, when CORS is on,
+/// `cross_origin` (the same routes behind warp's CORS layer) for a preflight and a request from a
+/// listed `Origin` (see [`super::cors::wrap`]). The loop picks one per request by two header
+/// lookups: a request without an `Origin` pays nothing for CORS.
+#[derive(Clone)]
+pub struct Routes<F> {
+    /// Every request the CORS layer has no business with.
+    pub plain: F,
+    /// A preflight, or a request from a listed origin (`None`: CORS is off).
+    pub cross_origin: Option<F>,
+}
+
+impl<F> Routes<F> {
+    /// Routes with CORS off.
+    pub fn plain(filter: F) -> Self {
+        Self {
+            plain: filter,
+            cross_origin: None,
+        }
+    }
+}
+
+/// Serves `routes` on `listener` until `shutdown` resolves, then lets in-flight requests finish
 /// (up to `server.shutdown_timeout_seconds`). `cors` gives the responses the loop writes itself
-/// (refusals before any filter, a panic, a timeout) the CORS headers `filter`'s would have.
+/// (refusals before any filter, a panic, a timeout) the CORS headers the routes' would have.
 pub async fn serve<F>(
     listener: TcpListener,
-    filter: F,
+    routes: Routes<F>,
     settings: ServerSettings,
     cors: &CorsSettings,
     shutdown: impl Future<Output = ()>,
@@ -90,7 +112,8 @@ pub async fn serve<F>(
         let _ = stream.set_nodelay(true);
         let graceful_watch = graceful.watcher();
         let svc = hyper_util::service::TowerToHyperService::new(RequestService {
-            inner: warp::service(filter.clone()),
+            inner: warp::service(routes.plain.clone()),
+            cross_origin: routes.cross_origin.clone().map(warp::service),
             peer,
             limits: limits.clone(),
         });
@@ -238,6 +261,8 @@ fn check_authorization(headers: &http::HeaderMap) -> Option<Response> {
 #[derive(Clone)]
 struct RequestService<S> {
     inner: S,
+    /// The routes behind the CORS layer, for a preflight or a listed origin.
+    cross_origin: Option<S>,
     peer: SocketAddr,
     limits: Arc<RequestLimits>,
 }
@@ -252,7 +277,11 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+        std::task::ready!(self.inner.poll_ready(cx))?;
+        match &mut self.cross_origin {
+            Some(cross_origin) => cross_origin.poll_ready(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
@@ -288,9 +317,15 @@ where
             Some(refused) => Err(refused),
             None => {
                 let timeout = self.limits.body_timeout;
-                Ok(self
-                    .inner
-                    .call(req.map(|body| TimeoutBody::new(body, timeout))))
+                let req = req.map(|body| TimeoutBody::new(body, timeout));
+                match &mut self.cross_origin {
+                    Some(cross_origin)
+                        if super::cors::for_the_cors_layer(&req, &self.limits.cors) =>
+                    {
+                        Ok(cross_origin.call(req))
+                    }
+                    _ => Ok(self.inner.call(req)),
+                }
             }
         };
         Box::pin(async move {
@@ -440,9 +475,15 @@ mod tests {
         let (tx, rx) = oneshot::channel::<()>();
         let cors = CorsSettings::default();
         let handle = tokio::spawn(async move {
-            serve(listener, filter, settings, &cors, async move {
-                let _ = rx.await;
-            })
+            serve(
+                listener,
+                Routes::plain(filter),
+                settings,
+                &cors,
+                async move {
+                    let _ = rx.await;
+                },
+            )
             .await;
         });
         (addr, tx, handle)
@@ -534,6 +575,7 @@ mod tests {
         // The service itself answers with no body, whatever the protocol: hyper's HTTP/2 server
         // would send one (its HTTP/1 server, above, drops it either way).
         let mut svc = RequestService {
+            cross_origin: None,
             inner: warp::service(
                 warp::get()
                     .and(warp::path("health"))
