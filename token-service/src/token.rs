@@ -348,8 +348,7 @@ async fn issue_token(
         Ok(user) => user,
         Err(e) => {
             attempt.abandoned();
-            tracing::error!(error = %e, "user lookup failed");
-            return Err(ApiError::internal());
+            return Err(e.to_api_error());
         }
     };
     let permit = match state.passwords.permit().await {

@@ -78,6 +78,25 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
+impl StoreError {
+    /// The client's answer for a failed store call: 503 `temporarily_unavailable` with
+    /// `Retry-After` when the database cannot be had right now (unreachable, its pool exhausted,
+    /// a statement past `database.statement_timeout_seconds`), as every service answers it;
+    /// an opaque 500 otherwise. Logged either way (never with the query's values).
+    pub fn to_api_error(&self) -> auth_core::ApiError {
+        match self {
+            StoreError::Database(e) if auth_core::service::storage::is_unavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                auth_core::ApiError::unavailable("database unavailable", 5)
+            }
+            e => {
+                tracing::error!(error = %e, "user store failed");
+                auth_core::ApiError::internal()
+            }
+        }
+    }
+}
+
 /// The users table.
 #[derive(Debug, Clone)]
 pub struct UserStore {

@@ -81,7 +81,7 @@ fn active(
                     AuthErrorKind::Revoked("the account is disabled or no longer exists"),
                     crate::INFO.name,
                 ))),
-                Err(e) => Err(warp::reject::custom(internal(e))),
+                Err(e) => Err(warp::reject::custom(e.to_api_error())),
             }
         }
     })
@@ -214,7 +214,7 @@ async fn create_user(
             audit!(event = "user_create", outcome = "conflict", actor = admin.username.as_deref().unwrap_or(""), username = %body.username);
             return Err(ApiError::conflict("username: already exists"));
         }
-        Err(e) => return Err(internal(e)),
+        Err(e) => return Err(e.to_api_error()),
     };
     audit!(event = "user_create", outcome = "success", actor = admin.username.as_deref().unwrap_or(""),
         username = %user.username, id = %user.id, roles = ?user.roles);
@@ -233,7 +233,7 @@ async fn create_user(
         (status = 403, description = "Not an admin"),
     ))]
 async fn list_users(_admin: Arc<Claims>, state: State) -> Result<Response, ApiError> {
-    let users = state.users.list().await.map_err(internal)?;
+    let users = state.users.list().await.map_err(|e| e.to_api_error())?;
     let views: Vec<UserView> = users.iter().map(UserView::from).collect();
     Ok(warp::reply::json(&views).into_response())
 }
@@ -249,7 +249,12 @@ async fn list_users(_admin: Arc<Claims>, state: State) -> Result<Response, ApiEr
         (status = 404, description = "No such user"),
     ))]
 async fn disable_user(id: String, admin: Arc<Claims>, state: State) -> Result<Response, ApiError> {
-    if !state.users.disable(&id).await.map_err(internal)? {
+    if !state
+        .users
+        .disable(&id)
+        .await
+        .map_err(|e| e.to_api_error())?
+    {
         return Err(ApiError::not_found("no such user"));
     }
     audit!(event = "user_disable", outcome = "success", actor = admin.username.as_deref().unwrap_or(""), id = %id);
@@ -267,7 +272,7 @@ async fn get_me(claims: Arc<Claims>, state: State) -> Result<Response, ApiError>
         .users
         .by_id(claims.subject())
         .await
-        .map_err(internal)?
+        .map_err(|e| e.to_api_error())?
         .ok_or_else(|| ApiError::not_found("no such user"))?;
     Ok(warp::reply::json(&UserView::from(&user)).into_response())
 }
@@ -291,7 +296,7 @@ async fn change_password(
         .users
         .by_id(claims.subject())
         .await
-        .map_err(internal)?
+        .map_err(|e| e.to_api_error())?
         .ok_or_else(|| ApiError::not_found("no such user"))?;
     // Guessing the current password here counts against the same per-user throttle as
     // sign-ins: a stolen token must not give unthrottled guesses.
@@ -345,7 +350,7 @@ async fn change_password(
         .users
         .set_password(&user.id, &hash)
         .await
-        .map_err(internal)?;
+        .map_err(|e| e.to_api_error())?;
     audit!(event = "password_change", outcome = "success", username = %user.username);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -179,6 +179,25 @@ async fn a_sign_in_rehashes_a_password_made_with_other_parameters() {
     assert_eq!(stored().await, fresh, "rehashed once");
 }
 
+/// The database gone (here: its pool closed) is an outage the client may retry, 503 with
+/// `Retry-After`, on sign-in and on the user routes, as on the other services; it was a 500.
+#[tokio::test]
+async fn the_database_unavailable_is_503_with_retry_after() {
+    let t = spawn_app().await;
+    let admin = t.token("admin", &[]).await;
+    t.app.db.as_ref().expect("a database").close().await;
+    let sign_in = t
+        .form(&[("username", "alice"), ("password", "alice-dev-password")])
+        .await;
+    let listing = t.get_auth("/users", &admin).await;
+    for res in [sign_in, listing] {
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()["retry-after"], "5");
+        let err: Value = res.json().await.unwrap();
+        assert_eq!(err["error"], "temporarily_unavailable", "{err}");
+    }
+}
+
 #[tokio::test]
 async fn malformed_requests_are_invalid_request() {
     let t = spawn_app().await;
