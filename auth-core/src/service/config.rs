@@ -276,10 +276,19 @@ impl CorsSettings {
                 let hint = sent
                     .map(|s| format!(" (did you mean {s:?}?)"))
                     .unwrap_or_default();
+                // A user and password in the entry are not printed.
+                let shown = match reqwest::Url::parse(origin) {
+                    Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+                        let _ = url.set_username("");
+                        let _ = url.set_password(None);
+                        format!("{:?} (its user and password left out)", url.as_str())
+                    }
+                    _ => format!("{origin:?}"),
+                };
                 return Err(ConfigError::key(
                     "cors.allowed_origins",
                     format!(
-                        "{origin:?} is not an origin: scheme://host[:port], as browsers send it{hint}"
+                        "{shown} is not an origin: scheme://host[:port], as browsers send it{hint}"
                     ),
                 ));
             }
@@ -376,6 +385,9 @@ impl From<figment::Error> for ConfigError {
             // A provider's message (the TOML parser's: "TOML parse error at line 2, column 7",
             // then the source line and a caret): its first line.
             Kind::Message(message) => message.lines().next().unwrap_or_default().to_owned(),
+            Kind::UnknownVariant(_, expected) => {
+                format!("unknown variant, expected one of {}", expected.join(", "))
+            }
             other => other.to_string(),
         };
         let mut kind: String = kind.chars().filter(|c| *c != '\n').take(300).collect();
@@ -684,6 +696,7 @@ mod tests {
             "https://app.example.com:443",
             "ftp://app.example.com",
             "https://app.example.com/path",
+            "https://u:hunter2@app.example.com",
         ] {
             let e = CorsSettings {
                 allowed_origins: vec![bad.into()],
@@ -695,6 +708,7 @@ mod tests {
                 e.starts_with("config error: cors.allowed_origins:"),
                 "{bad}: {e}"
             );
+            assert!(!e.contains("hunter2"), "{e}");
         }
         let e = CorsSettings {
             allowed_origins: vec!["https://app.example.com/".into()],
@@ -873,6 +887,16 @@ mod tests {
             assert!(!e.contains("hunter2"), "{e}");
             assert!(
                 e.starts_with("config error: database: invalid type: found a string"),
+                "{e}"
+            );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("DEMO_API__LOG__FORMAT", "hunter2");
+            let e = load_err(jail);
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(
+                e.starts_with("config error: log.format: unknown variant, expected one of"),
                 "{e}"
             );
             Ok(())

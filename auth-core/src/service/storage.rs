@@ -266,9 +266,11 @@ pub async fn test_postgres_url(test: &str) -> Option<String> {
     };
     install_default_drivers();
     let name = format!("t_{}", uuid_like());
-    let (prefix, _) = base
-        .rsplit_once('/')
-        .expect("TEST_DATABASE_URL is set but names no database (postgres://host/db)");
+    let (prefix, _) = reqwest::Url::parse(&base)
+        .ok()
+        .filter(|url| url.host_str().is_some() && url.path().len() > 1)
+        .and_then(|_| base.rsplit_once('/'))
+        .expect("TEST_DATABASE_URL is set but is not postgres://[user@]host[:port]/database");
     let admin = sqlx::AnyPool::connect(&base)
         .await
         .unwrap_or_else(|e| panic!("TEST_DATABASE_URL is set but cannot be reached: {e}"));
