@@ -190,8 +190,9 @@ pub struct Parts {
 }
 
 impl Parts {
-    /// Binds, opens and migrates the database (`sqlite` or `postgres` migrations by backend),
-    /// builds the verifier.
+    /// Builds the verifier, then binds, opens and migrates the database (`sqlite` or `postgres`
+    /// migrations by backend). The `auth` settings the verifier refuses are a config error (one
+    /// line naming the key) before the port is taken or the database touched.
     pub async fn prepare(
         settings: &super::config::Settings,
         info: &super::config::ServiceInfo,
@@ -199,10 +200,11 @@ impl Parts {
         postgres: &sqlx::migrate::Migrator,
     ) -> anyhow::Result<Parts> {
         super::telemetry::record_build_info(info.name);
+        let auth = crate::verify::Auth::new(&settings.auth, info.name)
+            .map_err(|e| super::config::ConfigError(format!("config error: {e}")))?;
         let listener = bind(&settings.server, info.env_prefix).await?;
         let db = Database::connect(&settings.database, info.name).await?;
         db.migrate(sqlite, postgres).await?;
-        let auth = crate::verify::Auth::new(&settings.auth, info.name)?;
         Ok(Parts { listener, db, auth })
     }
 

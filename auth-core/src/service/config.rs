@@ -333,6 +333,17 @@ impl Settings {
         settings.server.check()?;
         settings.database.check()?;
         settings.cors.check()?;
+        // Verification-off mode takes any token that decodes: a development convenience that
+        // must not be reachable from other machines, in any environment.
+        if !settings.auth.enabled && !settings.server.host.is_loopback() {
+            return Err(ConfigError::key(
+                "auth.enabled",
+                format!(
+                    "verification-off mode listens on a loopback server.host only (it is {})",
+                    settings.server.host
+                ),
+            ));
+        }
         if settings.environment == Environment::Production {
             check_auth_for_production(&settings.auth)?;
             settings.auth.jwks.refuse_dev_keys = true;
@@ -953,6 +964,35 @@ mod tests {
             "DEMO_API__AUTH__JWKS_URL",
             "https://id.example.com/jwks.json",
         );
+    }
+
+    /// Verification-off mode is local and loopback only: on `0.0.0.0` any machine could send
+    /// it a token of its own making.
+    #[test]
+    fn verification_off_mode_listens_on_loopback_only() {
+        for (host, refused) in [
+            ("0.0.0.0", true),
+            ("::", true),
+            ("10.1.2.3", true),
+            ("127.0.0.1", false),
+            ("::1", false),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.set_env("DEMO_API__AUTH__ENABLED", "false");
+                jail.set_env("DEMO_API__SERVER__HOST", host);
+                let loaded = Settings::load(&INFO, None, local_auth());
+                if refused {
+                    let e = loaded.unwrap_err().to_string();
+                    assert!(
+                        e.starts_with("config error: auth.enabled: verification-off mode listens on a loopback"),
+                        "{host}: {e}"
+                    );
+                } else {
+                    assert!(!loaded.unwrap().auth.enabled, "{host}");
+                }
+                Ok(())
+            });
+        }
     }
 
     #[test]

@@ -308,6 +308,24 @@ pub fn assert_production_refusals(exe: &Path, env_prefix: &str) {
     );
 }
 
+/// Asserts that `auth` settings the verifier refuses (here `auth.jwks.timeout_seconds = 0`) are
+/// a one-line config error naming the key, given before the port is taken: the service's port
+/// is held by another socket, and the error is still the key's, not the bind's.
+pub fn assert_verifier_settings_refused_first(exe: &Path, env_prefix: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let (timeout, server_port) = (
+        format!("{env_prefix}__AUTH__JWKS__TIMEOUT_SECONDS"),
+        format!("{env_prefix}__SERVER__PORT"),
+    );
+    let e = expect_config_error(exe, dir.path(), &[(&timeout, "0"), (&server_port, &port)]);
+    assert!(
+        e.starts_with("config error: auth.jwks.timeout_seconds:"),
+        "{e}"
+    );
+}
+
 /// Asserts `/ready` is 200, then 503 with a JSON reason once the service's database is
 /// unavailable (its pool closed under it).
 pub async fn assert_ready_fails_without_the_database(app: &Spawned) {

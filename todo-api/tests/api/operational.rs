@@ -21,6 +21,14 @@ async fn ready_is_503_without_the_database() {
 }
 
 #[test]
+fn verifier_settings_are_refused_before_the_port_is_taken() {
+    testing::assert_verifier_settings_refused_first(
+        env!("CARGO_BIN_EXE_todo-api").as_ref(),
+        todo_api::INFO.env_prefix,
+    );
+}
+
+#[test]
 fn production_refuses_unsafe_config_with_one_line() {
     testing::assert_production_refusals(
         env!("CARGO_BIN_EXE_todo-api").as_ref(),
