@@ -331,18 +331,7 @@ async fn a_token_narrowed_by_scope_is_held_to_it() {
     let alice = t.token("alice", &["user"]);
     let task = t.create(&alice, json!({"title": "t"})).await;
     let path = format!("/tasks/{}", task["id"]);
-    let narrowed = |scope: Option<&str>| {
-        let builder = t
-            .issuer
-            .builder("tasks-api")
-            .claim("sub", "alice")
-            .claim("roles", json!(["user"]));
-        match scope {
-            Some(scope) => builder.claim("scope", scope),
-            None => builder.without_claim("scope"),
-        }
-        .sign()
-    };
+    let narrowed = |scope| t.issuer.scoped("tasks-api", "alice", &["user"], scope);
     let reader = narrowed(Some("tasks:read todos:write"));
     assert_eq!(
         t.request("GET", "/tasks", Some(&reader), None)
@@ -567,19 +556,14 @@ async fn odd_text_round_trips(t: &TestApp) {
     assert_eq!(status, 200, "{err}");
     // A token whose `sub` holds a NUL owns nothing anywhere: a 401, not a failed query (a 500
     // on PostgreSQL), an admin's too.
-    for roles in [json!(["user"]), json!(["admin"])] {
-        let nul = t
-            .issuer
-            .builder("tasks-api")
-            .claim("sub", "al\u{0}ice")
-            .claim("roles", roles.clone())
-            .sign();
+    for roles in [["user"], ["admin"]] {
+        let nul = t.token("al\u{0}ice", &roles);
         for (method, body) in [("GET", None), ("POST", Some(json!({"title": "x"})))] {
             let (status, err) = parts(t.request(method, "/tasks", Some(&nul), body).await).await;
             assert_eq!(
                 (status, err["error"].as_str()),
                 (401, Some("invalid_token")),
-                "{roles} {method}: {err}"
+                "{roles:?} {method}: {err}"
             );
         }
     }

@@ -137,18 +137,7 @@ async fn a_token_narrowed_by_scope_is_held_to_it() {
     let editor = t.token("erin", &["editor"]);
     let todo = t.create(&editor, "keep me").await;
     let path = format!("/todos/{}", todo["id"]);
-    let admin = |scope: Option<&str>| {
-        let builder = t
-            .issuer
-            .builder("todo-api")
-            .claim("sub", "root")
-            .claim("roles", json!(["admin"]));
-        match scope {
-            Some(scope) => builder.claim("scope", scope),
-            None => builder.without_claim("scope"),
-        }
-        .sign()
-    };
+    let admin = |scope| t.issuer.scoped("todo-api", "root", &["admin"], scope);
     let reader = admin(Some("todos:read"));
     assert_eq!(
         t.request("GET", "/todos", Some(&reader), None)

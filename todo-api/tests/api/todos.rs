@@ -92,12 +92,7 @@ async fn crud_flow(t: &TestApp) {
 
     // An editor whose `sub` holds a NUL records no creator: a 401 on every backend (the insert
     // failed on PostgreSQL, a 500).
-    let nul = t
-        .issuer
-        .builder("todo-api")
-        .claim("sub", "er\u{0}in")
-        .claim("roles", json!(["editor"]))
-        .sign();
+    let nul = t.token("er\u{0}in", &["editor"]);
     let (status, err) = parts(
         t.request("POST", "/todos", Some(&nul), Some(json!({"title": "x"})))
             .await,

@@ -156,19 +156,19 @@ async fn hs256_with_a_shared_secret_publishes_no_jwks() {
 #[tokio::test]
 async fn a_wrong_method_is_405_with_allow() {
     let t = spawn_app().await;
+    let send = |method: &str, path: &str| {
+        t.app
+            .client
+            .request(method.parse().unwrap(), t.url(path))
+            .send()
+    };
     for (method, path, allow) in [
         ("GET", "/token", "POST"),
         ("PUT", "/users", "GET, HEAD, POST"),
         ("POST", "/.well-known/jwks.json", "GET, HEAD"),
         ("POST", "/.well-known/certs/k1.pem", "GET, HEAD"),
     ] {
-        let res = t
-            .app
-            .client
-            .request(method.parse().unwrap(), t.url(path))
-            .send()
-            .await
-            .unwrap();
+        let res = send(method, path).await.unwrap();
         assert_eq!(res.status(), 405, "{method} {path}");
         assert_eq!(res.headers()["allow"], allow, "{method} {path}");
     }
@@ -176,13 +176,7 @@ async fn a_wrong_method_is_405_with_allow() {
     // method, as for GET (it was a 405 without the `Allow` a 405 must carry).
     for path in ["/.well-known/certs/x.txt", "/.well-known/certs/.pem"] {
         for method in ["GET", "POST", "DELETE"] {
-            let res = t
-                .app
-                .client
-                .request(method.parse().unwrap(), t.url(path))
-                .send()
-                .await
-                .unwrap();
+            let res = send(method, path).await.unwrap();
             assert_eq!(res.status(), 404, "{method} {path}");
             assert!(res.headers().get("allow").is_none(), "{method} {path}");
         }
