@@ -308,6 +308,20 @@ pub fn assert_production_refusals(exe: &Path, env_prefix: &str) {
     );
 }
 
+/// Asserts `res` is the 403 `insufficient_scope` of a token whose `scope` claim lacks `scope`,
+/// its message naming the scope.
+pub async fn assert_needs_scope(res: reqwest::Response, scope: &str) {
+    assert_eq!(res.status(), 403, "{:?}", res.headers());
+    let err: serde_json::Value = res.json().await.expect("a JSON error body");
+    assert_eq!(err["error"], "insufficient_scope", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("requires scope {scope}"))),
+        "{err}"
+    );
+}
+
 /// Asserts that `auth` settings the verifier refuses (here `auth.jwks.timeout_seconds = 0`) are
 /// a one-line config error naming the key, given before the port is taken: the service's port
 /// is held by another socket, and the error is still the key's, not the bind's.
