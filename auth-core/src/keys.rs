@@ -233,6 +233,23 @@ impl VerifyingKey {
         {
             return Err(KeyError::Jwk("an Ed25519 key is 32 bytes".into()));
         }
+        // jsonwebtoken joins `x` and `y` into the point without looking at either's length, and
+        // the thumbprint hashes them as written: the fixtures key with its coordinates split
+        // otherwise (`x` = X‖Y, `y` = "") would verify as that key under another thumbprint,
+        // and escape [`dev::THUMBPRINTS`]. RFC 7518 §6.2.1.2–3: each is exactly 32 bytes.
+        if let P::EllipticCurve(ec) = &jwk.algorithm {
+            use base64::Engine as _;
+            let full = |c: &str| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(c)
+                    .is_ok_and(|b| b.len() == 32)
+            };
+            if !(full(&ec.x) && full(&ec.y)) {
+                return Err(KeyError::Jwk(
+                    "a P-256 key's x and y are 32 bytes each".into(),
+                ));
+            }
+        }
         check_rsa_size(jwk)?;
         let thumbprint = canonical(jwk)
             .thumbprint(ThumbprintHash::SHA256)

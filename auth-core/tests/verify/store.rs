@@ -984,6 +984,41 @@ async fn a_fixtures_key_with_a_padded_modulus_is_still_a_fixtures_key() {
     assert!(matches!(*e, FetchError::NoKeys), "{e:?}");
 }
 
+/// The fixtures P-256 key with its coordinates split otherwise (`x` = X‖Y, `y` empty) makes
+/// the same point for jsonwebtoken, which joins them unchecked, under another thumbprint: it
+/// verified in production, past the dev-key refusal. A coordinate of any length but 32 bytes is
+/// refused (RFC 7518 §6.2.1.2–3), everywhere.
+#[tokio::test]
+async fn a_fixtures_key_with_its_coordinates_split_otherwise_is_refused() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let token = long_lived(&keys::ec()).sign();
+    let coordinate = |doc: &serde_json::Value, c: &str| {
+        URL_SAFE_NO_PAD
+            .decode(doc["keys"][0][c].as_str().unwrap())
+            .unwrap()
+    };
+    let whole = jwks_json(&[&keys::ec()]);
+    let (x, y) = (coordinate(&whole, "x"), coordinate(&whole, "y"));
+    for (sx, sy) in [
+        ([x.clone(), y.clone()].concat(), Vec::new()),
+        ([x.clone(), y[..1].to_vec()].concat(), y[1..].to_vec()),
+    ] {
+        let mut doc = whole.clone();
+        doc["keys"][0]["x"] = URL_SAFE_NO_PAD.encode(&sx).into();
+        doc["keys"][0]["y"] = URL_SAFE_NO_PAD.encode(&sy).into();
+        let mut issuer = MockIssuer::start().await;
+        let _split = issuer.jwks_doc_mock(&doc).create_async().await;
+        let mut settings = store_settings(issuer.jwks_url());
+        settings.algorithms = vec![auth_core::Alg::ES256];
+        settings.jwks.refuse_dev_keys = true;
+        let production = auth(&settings);
+        assert!(production.verify(&token).await.is_err());
+        let e = failed(Some(store(&production).refresh_now().await));
+        assert!(matches!(*e, FetchError::NoKeys), "{e:?}");
+    }
+}
+
 /// RFC 7519 §4.1.4: a token is accepted only before its `exp`, at the time it is accepted. A
 /// request that waits for a JWKS fetch (here the first load, which takes 120 s of the clock)
 /// is judged at the end of that wait, not at its start.
