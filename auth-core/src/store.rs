@@ -709,6 +709,12 @@ impl KeyStore {
                     });
                 }
                 Self::succeeded(&mut ctl, now, ttl);
+                if !renewed {
+                    // The issuer answered, but for a set that is no longer the current one:
+                    // nothing vouches for the current set, so its refresh stays due (else it
+                    // would be served past its expiry until the next scheduled refresh).
+                    ctl.refresh_at = now;
+                }
                 drop(ctl);
                 tracing::info!(
                     source,
@@ -1301,6 +1307,8 @@ mod tests {
             NOW + 600,
             "not renewed"
         );
+        // Nothing vouched for the current set: its refresh stays due, not pushed a TTL away.
+        assert_eq!(store.control().refresh_at, NOW + 10, "refresh still due");
         store.apply(not_modified("\"v2\""), NOW + 10, "test", &attempt(2));
         assert_eq!(store.current().unwrap().expires_at, NOW + 910, "renewed");
         assert_eq!(store.current().unwrap().etag.as_deref(), Some("\"v2\""));
