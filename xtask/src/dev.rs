@@ -15,7 +15,8 @@ use clap::Args;
 
 #[derive(Args)]
 pub struct Dev {
-    /// Wipe the data directory first.
+    /// Start from empty databases: delete the stack's SQLite files (`<service>.db`, its `-wal`
+    /// and `-shm`) in the data directory first, and nothing else there.
     #[arg(long)]
     fresh: bool,
     /// Where the SQLite files live.
@@ -50,10 +51,18 @@ pub fn run(args: Dev) -> anyhow::Result<()> {
     } else {
         root.join(&args.data_dir)
     };
-    if args.fresh && data_dir.exists() {
-        std::fs::remove_dir_all(&data_dir)
-            .with_context(|| format!("wiping {}", data_dir.display()))?;
-        println!("xtask: wiped {}", data_dir.display());
+    // Before building: a port another program holds would only show, minutes later, as a
+    // service that exited.
+    if let Some((name, _, port)) = SERVICES
+        .iter()
+        .find(|(_, _, port)| TcpStream::connect(("127.0.0.1", *port)).is_ok())
+    {
+        bail!(
+            "port {port} ({name}) is in use: stop what listens there (a `cargo xtask dev` already running?) and try again"
+        );
+    }
+    if args.fresh {
+        delete_databases(&data_dir)?;
     }
     if !args.no_build {
         crate::build_services(&root, false)?;
@@ -161,6 +170,23 @@ fn start(
     Ok(Running { name, child })
 }
 
+/// What `--fresh` does: deletes each service's SQLite file and its `-wal` and `-shm` in
+/// `data_dir`, and nothing else; `--data-dir .` or `--data-dir /tmp` must not take anything
+/// else with it (it removed the whole directory).
+fn delete_databases(data_dir: &Path) -> anyhow::Result<()> {
+    for (name, _, _) in SERVICES {
+        for ext in ["db", "db-wal", "db-shm"] {
+            let file = data_dir.join(format!("{name}.{ext}"));
+            match std::fs::remove_file(&file) {
+                Ok(()) => println!("xtask: deleted {}", file.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("deleting {}", file.display())),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Echoes a child's output, each line prefixed with its service's name.
 fn prefix_lines(name: &'static str, stream: impl Read + Send + 'static) {
     std::thread::spawn(move || {
@@ -253,4 +279,34 @@ Try it:
 Ctrl-C stops all three.
 "#
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::delete_databases;
+
+    #[test]
+    fn fresh_deletes_the_stack_databases_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        for name in [
+            "todo-api.db",
+            "todo-api.db-wal",
+            "tasks-api.db-shm",
+            "token-service.db",
+        ] {
+            std::fs::write(path(name), b"x").unwrap();
+        }
+        std::fs::write(path("notes.txt"), b"mine").unwrap();
+        std::fs::create_dir(path("keys")).unwrap();
+        delete_databases(dir.path()).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["keys", "notes.txt"]);
+        // A directory without them is left as it is.
+        delete_databases(dir.path()).unwrap();
+    }
 }
