@@ -969,17 +969,32 @@ async fn a_fixtures_key_with_a_padded_modulus_is_still_a_fixtures_key() {
     let n = doc["keys"][0]["n"].as_str().unwrap().to_owned();
     let padded = [&[0u8][..], &URL_SAFE_NO_PAD.decode(n).unwrap()].concat();
     doc["keys"][0]["n"] = URL_SAFE_NO_PAD.encode(padded).into();
-    let mut issuer = MockIssuer::start().await;
-    let _padded = issuer.jwks_doc_mock(&doc).create_async().await;
     let token = long_lived(&keys::rsa()).sign();
-    // Locally the padded key verifies: it is the fixtures key.
+    // Locally the padded key verifies: it is the fixtures key. Production skips it, as it does
+    // the unpadded one.
+    assert!(verifies_locally(&doc, auth_core::Alg::RS256, &token).await);
+    production_trusts_no_key_of(&doc, auth_core::Alg::RS256, &token).await;
+}
+
+/// Whether a local verifier of `alg` with the key set `doc` accepts `token`.
+async fn verifies_locally(doc: &serde_json::Value, alg: auth_core::Alg, token: &str) -> bool {
+    let mut issuer = MockIssuer::start().await;
+    let _doc = issuer.jwks_doc_mock(doc).create_async().await;
     let mut settings = store_settings(issuer.jwks_url());
-    settings.algorithms = vec![auth_core::Alg::RS256];
-    assert!(auth(&settings).verify(&token).await.is_ok());
-    // Production skips it, as it does the unpadded one.
+    settings.algorithms = vec![alg];
+    auth(&settings).verify(token).await.is_ok()
+}
+
+/// Asserts a production verifier of `alg` with the key set `doc` refuses `token` and keeps no
+/// key of `doc`.
+async fn production_trusts_no_key_of(doc: &serde_json::Value, alg: auth_core::Alg, token: &str) {
+    let mut issuer = MockIssuer::start().await;
+    let _doc = issuer.jwks_doc_mock(doc).create_async().await;
+    let mut settings = store_settings(issuer.jwks_url());
+    settings.algorithms = vec![alg];
     settings.jwks.refuse_dev_keys = true;
     let production = auth(&settings);
-    assert!(production.verify(&token).await.is_err());
+    assert!(production.verify(token).await.is_err());
     let e = failed(Some(store(&production).refresh_now().await));
     assert!(matches!(*e, FetchError::NoKeys), "{e:?}");
 }
@@ -1007,15 +1022,7 @@ async fn a_fixtures_key_with_its_coordinates_split_otherwise_is_refused() {
         let mut doc = whole.clone();
         doc["keys"][0]["x"] = URL_SAFE_NO_PAD.encode(&sx).into();
         doc["keys"][0]["y"] = URL_SAFE_NO_PAD.encode(&sy).into();
-        let mut issuer = MockIssuer::start().await;
-        let _split = issuer.jwks_doc_mock(&doc).create_async().await;
-        let mut settings = store_settings(issuer.jwks_url());
-        settings.algorithms = vec![auth_core::Alg::ES256];
-        settings.jwks.refuse_dev_keys = true;
-        let production = auth(&settings);
-        assert!(production.verify(&token).await.is_err());
-        let e = failed(Some(store(&production).refresh_now().await));
-        assert!(matches!(*e, FetchError::NoKeys), "{e:?}");
+        production_trusts_no_key_of(&doc, auth_core::Alg::ES256, &token).await;
     }
 }
 
