@@ -221,7 +221,7 @@ fn unsupported(jwk: &serde_json::Value) -> Option<(&'static str, String)> {
 pub enum FetchError {
     /// Connecting, sending or reading failed (including the timeout).
     #[error("request failed: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(#[source] reqwest::Error),
     /// A status other than 2xx (redirects are not followed).
     #[error("unexpected status {0}")]
     Status(u16),
@@ -475,6 +475,25 @@ pub fn jwks_uri_from_discovery(
 }
 
 /// `https://`, or `http://` to a loopback host.
+/// reqwest's errors name the URL, userinfo and query included: the log names the source once,
+/// as [`shown_url`] shows it.
+impl From<reqwest::Error> for FetchError {
+    fn from(e: reqwest::Error) -> Self {
+        Self::Http(e.without_url())
+    }
+}
+
+/// A key source's URL as logs and `Debug` show it: without userinfo, query or fragment. A
+/// JWKS URL may carry a password (reqwest sends it as Basic credentials) or an API key.
+pub(crate) fn shown_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.into()
+}
+
 pub(crate) fn check_url(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw.trim()).map_err(|e| format!("not a valid URL: {e}"))?;
     match url.scheme() {

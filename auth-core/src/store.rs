@@ -200,7 +200,7 @@ pub struct KeyStore {
 impl fmt::Debug for KeyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyStore")
-            .field("source", self.url())
+            .field("source", &crate::source::shown_url(self.url()))
             .field("status", &self.status())
             .finish_non_exhaustive()
     }
@@ -592,8 +592,8 @@ impl KeyStore {
     async fn fetch_and_apply(&self, etag: Option<String>, mine: &Attempt) -> FetchOutcome {
         let result = self.fetch(etag.as_deref()).await;
         let now = self.clock.now();
-        let source = self.url().as_str();
-        let outcome = self.apply(result, now, source, mine);
+        let source = crate::source::shown_url(self.url());
+        let outcome = self.apply(result, now, &source, mine);
         self.completed.send_modify(|n| *n += 1);
         outcome
     }

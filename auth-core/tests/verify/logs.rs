@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use auth_core::AuthSettings;
 use testkit::{keys, mint};
 
 use crate::helpers::*;
@@ -73,5 +74,55 @@ async fn denial_is_logged_with_kid_and_sub_but_never_the_token() {
         for part in token.split('.').filter(|p| !p.is_empty()) {
             assert!(!logs.contains(part), "a token part was logged: {logs}");
         }
+    }
+}
+
+/// A key source URL may carry credentials (userinfo, which reqwest sends as Basic auth) or an
+/// API key in its query: the store's log lines and its `Debug` name the source without them,
+/// whether the fetch succeeds or fails (reqwest's own errors named the whole URL).
+#[tokio::test]
+async fn a_key_source_urls_credentials_are_never_logged() {
+    let captured = capture();
+    let mut issuer = testkit::MockIssuer::start().await;
+    issuer
+        .jwks_mock(&[&keys::ec()])
+        .match_query(mockito::Matcher::Any)
+        .create_async()
+        .await;
+    let with_secrets = |base: &str| {
+        base.replacen("http://", "http://svc-user:Url-Pa55word@", 1)
+            + "/jwks.json?api_key=Url-Api-K3y"
+    };
+    let served = with_secrets(&issuer.url());
+    // A port nothing listens on: the fetch fails with reqwest's connection error.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port())
+    };
+    let refused = with_secrets(&closed);
+    for url in [&served, &refused] {
+        let auth = auth(&AuthSettings {
+            jwks_url: Some(url.clone()),
+            ..settings()
+        });
+        let loaded = auth.load_keys().await;
+        assert_eq!(loaded, url == &served, "{url}");
+        let printed = format!("{auth:?}");
+        assert!(
+            !printed.contains("Url-Pa55word") && !printed.contains("Url-Api-K3y"),
+            "{printed}"
+        );
+    }
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let port = |url: &str| url.rsplit(':').next().unwrap().to_owned();
+    for base in [issuer.url(), closed] {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains(&format!("127.0.0.1:{}/jwks.json", port(&base)))),
+            "no line names the source {base}: {logs}"
+        );
+    }
+    for secret in ["Url-Pa55word", "svc-user", "Url-Api-K3y"] {
+        assert!(!logs.contains(secret), "logged: {secret}: {logs}");
     }
 }
