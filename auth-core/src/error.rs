@@ -137,13 +137,6 @@ pub fn rejection_response(err: &Rejection) -> Response {
             &refused.to_string(),
         );
     }
-    if err.find::<warp::reject::MethodNotAllowed>().is_some() {
-        return error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "method not allowed on this route",
-        );
-    }
     if err.find::<warp::reject::PayloadTooLarge>().is_some() {
         return error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -182,12 +175,41 @@ pub fn rejection_response(err: &Rejection) -> Response {
     if let Some(e) = err.find::<warp::reject::MissingHeader>() {
         return error_response(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string());
     }
+    // Last of the 4xx, as warp ranks them: a rejection holds every route's, and a 405 from a
+    // sibling route (GET /todos) must not hide why the route that took the method refused the
+    // request (a header it cannot read on POST /todos).
+    if err.find::<warp::reject::MethodNotAllowed>().is_some() {
+        return error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route",
+        );
+    }
     tracing::error!(rejection = ?err, "unhandled rejection");
     error_response(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal_error",
         "internal server error",
     )
+}
+
+/// serde's message without the value it quotes: `invalid type: integer `5`, expected a string`
+/// becomes `invalid type: integer, expected a string` (likewise `invalid value: …` and
+/// `unknown variant …`). The field may be a password sent with the wrong type, and an error
+/// body travels through proxies, gateways and tools that log it. Field names stay.
+pub fn without_value(message: &str) -> String {
+    for lead in ["invalid type: ", "invalid value: ", "unknown variant "] {
+        if let Some(rest) = message.strip_prefix(lead)
+            && let Some(at) = rest.rfind(", expected ")
+        {
+            // What serde calls the value's kind comes before its quoted text, if any.
+            let kind = rest[..at].split(['`', '"']).next().unwrap_or("").trim_end();
+            let lead = lead.trim_end();
+            let sep = if kind.is_empty() { "" } else { " " };
+            return format!("{lead}{sep}{kind}{}", &rest[at..]);
+        }
+    }
+    message.to_owned()
 }
 
 /// serde's message names the field (`unknown field `owner``, `invalid type: … at line 1 column 9`);
@@ -198,5 +220,6 @@ fn body_error_message(e: &warp::filters::body::BodyDeserializeError) -> String {
         .source()
         .map(|s| s.to_string())
         .unwrap_or_else(|| e.to_string());
+    let inner = without_value(&inner);
     inner.chars().take(300).collect()
 }

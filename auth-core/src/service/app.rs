@@ -15,6 +15,9 @@ use warp::reply::Response;
 use super::config::{ConfigError, CorsSettings, ServerSettings};
 use super::storage::Database;
 
+/// How long a shutdown whose grace period ran out still waits for the database to close.
+const CLOSE_AFTER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A service ready to serve: its port is bound, its database open.
 pub struct App {
     listener: TcpListener,
@@ -116,7 +119,7 @@ impl App {
     /// Serves until `shutdown` resolves (tests), then stops gracefully.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         tracing::info!(addr = %self.addr, "listening");
-        super::server::serve(
+        let finished = super::server::serve(
             self.listener,
             self.routes,
             self.server,
@@ -125,7 +128,20 @@ impl App {
         )
         .await;
         if let Some(db) = self.db {
-            db.close().await;
+            // The pool's close waits for every connection lent out. After the grace period
+            // the requests still holding one (a stuck query) are abandoned, not awaited: the
+            // process stops about `server.shutdown_timeout_seconds` after the signal, as
+            // orchestrators' own grace periods expect, not at the request timeout.
+            if finished {
+                db.close().await;
+            } else if tokio::time::timeout(CLOSE_AFTER_GRACE, db.close())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "database connections still in use after the shutdown timeout; stopping without them"
+                );
+            }
         }
         tracing::info!("stopped");
     }

@@ -87,13 +87,15 @@ fn vary_on_origin(mut res: Response) -> Response {
 /// `Vary: Origin` whenever CORS is on.
 pub(crate) fn add_to_loop_response(
     res: &mut Response,
-    origin: &http::HeaderValue,
+    origin: Option<&http::HeaderValue>,
     settings: &CorsSettings,
 ) {
     if settings.allowed_origins.is_empty() {
         return;
     }
-    if is_listed(origin, settings) {
+    if let Some(origin) = origin
+        && is_listed(origin, settings)
+    {
         let headers = res.headers_mut();
         headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         headers.insert(

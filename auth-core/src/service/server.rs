@@ -63,8 +63,14 @@ impl<F> Routes<F> {
     }
 }
 
+/// HTTP/2's per-stream flow-control window: twice the largest request body a route reads
+/// (16 KiB), so an upload never waits on a window update, and no more.
+pub const H2_STREAM_WINDOW: u32 = 32 * 1024;
+/// HTTP/2's per-connection window: the protocol's initial 65 535 bytes, shared by its streams.
+pub const H2_CONNECTION_WINDOW: u32 = 65_535;
+
 /// Serves `routes` on `listener` until `shutdown` resolves, then lets in-flight requests finish
-/// (up to `server.shutdown_timeout_seconds`). `cors` gives the responses the loop writes itself
+/// (up to `server.shutdown_timeout_seconds`; `false` when some had not by then). `cors` gives the responses the loop writes itself
 /// (refusals before any filter, a panic, a timeout) the CORS headers the routes' would have.
 pub async fn serve<F>(
     listener: TcpListener,
@@ -72,7 +78,8 @@ pub async fn serve<F>(
     settings: ServerSettings,
     cors: &CorsSettings,
     shutdown: impl Future<Output = ()>,
-) where
+) -> bool
+where
     F: Filter + Clone + Send + Sync + 'static,
     F::Extract: Reply,
     F::Future: Send,
@@ -138,6 +145,12 @@ pub async fn serve<F>(
                 .timer(TokioTimer::new())
                 .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX))
                 .max_concurrent_streams(128)
+                // Flow-control windows sized to this workspace's bodies (16 KiB at most), not
+                // hyper's 1 MiB: h2 buffers DATA a route has not read (a GET, a refused
+                // request), so a connection could hold a mebibyte where HTTP/1 holds its
+                // 16 KiB buffer. The connection's window is the protocol's initial one.
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONNECTION_WINDOW)
                 .keep_alive_interval(Some(header_timeout))
                 .keep_alive_timeout(header_timeout);
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
@@ -155,7 +168,9 @@ pub async fn serve<F>(
         .is_err()
     {
         tracing::warn!("in-flight requests still running after the shutdown timeout; closing");
+        return false;
     }
+    true
 }
 
 /// Whether, within `timeout`, the connection's first bytes are HTTP/2's whole preface or
@@ -302,14 +317,15 @@ where
             .check_query(req.uri().query())
             .or_else(|| check_authorization(req.headers()));
         let request_timeout = self.limits.request_timeout;
-        // The CORS headers of the responses written here, for a request from a page.
-        let cors = req
-            .headers()
-            .get(http::header::ORIGIN)
-            .map(|origin| (origin.clone(), Arc::clone(&self.limits)));
+        // The CORS headers of the responses written here when CORS is on: for a request from a
+        // page, and `Vary: Origin` on every one, with an `Origin` or without.
+        let cors = (!self.limits.cors.allowed_origins.is_empty()).then(|| {
+            let origin = req.headers().get(http::header::ORIGIN).cloned();
+            (origin, Arc::clone(&self.limits))
+        });
         let own = move |mut res: Response| {
             if let Some((origin, limits)) = &cors {
-                super::cors::add_to_loop_response(&mut res, origin, &limits.cors);
+                super::cors::add_to_loop_response(&mut res, origin.as_ref(), &limits.cors);
             }
             res
         };

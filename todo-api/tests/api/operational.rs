@@ -139,6 +139,24 @@ async fn cors_preflight_is_answered_before_any_auth_check() {
     };
     assert!(varies(&res), "{:?}", res.headers());
     assert!(varies(&t.app.get("/health").await));
+    // So do the answers the serving loop writes itself (a query string too long, repeated
+    // `Authorization`), which a cache could otherwise serve to a listed page without its
+    // `Access-Control-Allow-Origin`.
+    let long_query = format!("/todos?q={}", "a".repeat(5_000));
+    let res = t.app.get(&long_query).await;
+    assert_eq!(res.status(), 414);
+    assert!(varies(&res), "{:?}", res.headers());
+    let res = t
+        .app
+        .client
+        .get(format!("{}/todos", t.app.address))
+        .header("authorization", "Bearer a")
+        .header("authorization", "Bearer b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(varies(&res), "{:?}", res.headers());
     // A page's script can read a 401's challenge (and a 429/503's Retry-After).
     let res = t
         .app

@@ -227,6 +227,23 @@ async fn validation_errors_are_400_naming_the_field() {
         .await
         .unwrap();
     assert_eq!(res.status(), 415);
+    // A content type that is not text is the route's 400, not the 405 of `GET /todos` beside
+    // it (which named POST in its `Allow`).
+    let res = t
+        .app
+        .client
+        .post(t.url("/todos"))
+        .bearer_auth(&editor)
+        .header(
+            "content-type",
+            reqwest::header::HeaderValue::from_bytes(b"application/json; charset=\xff").unwrap(),
+        )
+        .body(r#"{"title":"a"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.headers().get("allow").is_none());
     // PATCH validates too.
     let todo = t.create(&editor, "a").await;
     let path = format!("/todos/{}", todo["id"]);
