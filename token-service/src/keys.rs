@@ -338,9 +338,14 @@ impl KeyStore {
                     _ = tick.tick() => {}
                     _ = hangup => tracing::info!("SIGHUP: re-reading the signing keys"),
                 }
-                match weak.upgrade() {
-                    Some(store) => store.reload(),
-                    None => break,
+                let Some(store) = weak.upgrade() else {
+                    break;
+                };
+                // Reading and parsing the key files blocks (a network filesystem may hang for
+                // as long as it likes): on tokio's blocking pool, never on a worker that
+                // serves requests.
+                if let Err(e) = tokio::task::spawn_blocking(move || store.reload()).await {
+                    tracing::error!(error = %e, "re-reading the signing keys failed");
                 }
             }
         });

@@ -262,10 +262,16 @@ impl Attempt<'_> {
         Ok(())
     }
 
-    /// No outcome is known through no fault of the client (the user store failed): nothing
-    /// more is counted.
+    /// No outcome is known through no fault of the client (the user store failed, or the
+    /// hasher): nothing more is counted. Before any password was checked, it is not a guess,
+    /// so its count against the username is taken back, as [`Attempt::shed`] does: an honest
+    /// user who retries through a database outage as `Retry-After` asks is not locked out by
+    /// the 503s.
     pub fn abandoned(mut self) {
         self.open = false;
+        if !self.hashing {
+            self.take_back();
+        }
     }
 
     /// Refused before any password was checked (the queue for a hash was full): not a guess, so
@@ -410,6 +416,25 @@ mod tests {
         assert!(t.begin("alice", Some(ip)).is_ok(), "entries expire");
     }
 
+    /// A sign-in the user store could not answer (a 503) checked no password: like a shed one,
+    /// it counts against nothing, so retries through an outage lock no one out. One abandoned
+    /// after the hash began (the hasher failed) keeps its count.
+    #[test]
+    fn an_attempt_abandoned_before_hashing_counts_against_nothing() {
+        let clock = Arc::new(ManualClock::new(1000));
+        let t = throttle(clock.clone(), 100);
+        for _ in 0..5 {
+            t.begin("alice", None).unwrap().abandoned();
+        }
+        assert!(t.begin("alice", None).is_ok(), "503s locked alice out");
+        for _ in 0..3 {
+            let mut attempt = t.begin("bob", None).unwrap();
+            attempt.hashing();
+            attempt.abandoned();
+        }
+        assert_eq!(t.begin("bob", None).err(), Some(locked(60)));
+    }
+
     #[test]
     fn a_shed_attempt_takes_back_its_count_in_its_own_window() {
         let clock = Arc::new(ManualClock::new(1000));
@@ -433,7 +458,7 @@ mod tests {
         let old = t.begin("bob", None).unwrap();
         clock.advance(60);
         for _ in 0..3 {
-            t.begin("bob", None).unwrap().abandoned();
+            assert_eq!(t.begin("bob", None).unwrap().finish(false), Ok(()));
         }
         clock.advance(1);
         old.shed();

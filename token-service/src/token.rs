@@ -147,9 +147,22 @@ pub fn route(state: State) -> BoxedFilter<(Response,)> {
 }
 
 /// A username not (yet) known to be a user's, as the audit log shows it: the first 16 hex digits
-/// of its SHA-256, enough to correlate attempts, never the text (it may be a password).
+/// of its HMAC-SHA-256 under a key drawn at random when the process starts. Enough to
+/// correlate attempts in one process's log, never the text (it may be a password), and not a
+/// plain hash, which anyone reading the log could test guessed passwords against.
 fn unverified(username: &str) -> String {
-    auth_core::keys::sha256_hex(username.as_bytes())[..16].to_owned()
+    use aws_lc_rs::hmac;
+    static KEY: std::sync::LazyLock<Option<hmac::Key>> = std::sync::LazyLock::new(|| {
+        hmac::Key::generate(hmac::HMAC_SHA256, &aws_lc_rs::rand::SystemRandom::new()).ok()
+    });
+    match &*KEY {
+        Some(key) => hmac::sign(key, username.as_bytes()).as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        // The system's random source failed: nothing of the name at all.
+        None => "unavailable".to_owned(),
+    }
 }
 
 fn no_store(mut res: Response) -> Response {
@@ -202,6 +215,8 @@ fn parse(ct: Option<&str>, body: &[u8]) -> Result<TokenRequest, ApiError> {
         }
     };
     parsed.map_err(|e| {
+        // Never the value: a password sent as a number would be echoed.
+        let e = auth_core::service::body::without_value(&e);
         let e: String = e.chars().take(200).collect();
         ApiError::bad_request(format!("malformed request body: {e}"))
     })
@@ -218,15 +233,15 @@ fn words(s: &Option<String>) -> Vec<String> {
     )
 }
 
-/// Each item once, in its first order.
+/// Each item once, in its first order. In linear time: a 16 KiB `audience` holds thousands of
+/// words, and it is read before any throttle (a list searched for each word made every such
+/// request millions of comparisons).
 fn unique(items: impl IntoIterator<Item = String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for item in items {
-        if !out.contains(&item) {
-            out.push(item);
-        }
-    }
-    out
+    let mut seen = std::collections::HashSet::new();
+    items
+        .into_iter()
+        .filter(|item| seen.insert(item.clone()))
+        .collect()
 }
 
 /// A fresh hash (current `users.argon2_*`) for a user whose password just verified against an
@@ -330,7 +345,7 @@ async fn issue_token(
         crate::throttle::client_ip(peer, xff.as_deref(), &state.trusted_proxies);
     let ip_text = ip.map(|i| i.to_string()).unwrap_or_default();
     let throttled = |retry: u64, reason: &str, message: &str| {
-        audit!(event = "sign_in", outcome = "throttled", reason, username_sha256 = %unverified(&username), client_ip = %ip_text);
+        audit!(event = "sign_in", outcome = "throttled", reason, username_hmac = %unverified(&username), client_ip = %ip_text);
         oauth(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message).with_retry_after(retry)
     };
     const FAILED: &str = "too many failed sign-ins; try again later";
@@ -356,7 +371,7 @@ async fn issue_token(
         Err(busy) => {
             // Shed before any password was checked: not a guess, counted against nothing.
             attempt.shed();
-            audit!(event = "sign_in", outcome = "shed", reason = "hash_queue_full", username_sha256 = %unverified(&username), client_ip = %ip_text);
+            audit!(event = "sign_in", outcome = "shed", reason = "hash_queue_full", username_hmac = %unverified(&username), client_ip = %ip_text);
             return Err(busy.into());
         }
     };
@@ -403,7 +418,7 @@ async fn issue_token(
             // A name that matches no user may be a password typed in the wrong field: only its
             // hash prefix is logged. A known user's name is logged escaped.
             if reason == "unknown_user" {
-                audit!(event = "sign_in", outcome = "failure", reason, username_sha256 = %unverified(&username), client_ip = %ip_text);
+                audit!(event = "sign_in", outcome = "failure", reason, username_hmac = %unverified(&username), client_ip = %ip_text);
             } else {
                 audit!(event = "sign_in", outcome = "failure", reason, username = ?username, client_ip = %ip_text);
             }
@@ -516,6 +531,14 @@ pub struct TokenApi;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_are_each_kept_once_in_their_first_order() {
+        let words = words(&Some(" b a\tb  c a ".to_owned()));
+        assert_eq!(words, ["b", "a", "c"]);
+        let many: Vec<String> = (0..5000).map(|i| format!("w{i}")).collect();
+        assert_eq!(unique(many.iter().cloned().chain(many.clone())), many);
+    }
 
     #[test]
     fn a_printed_token_response_shows_no_token() {

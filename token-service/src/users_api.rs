@@ -283,6 +283,7 @@ async fn get_me(claims: Arc<Claims>, state: State) -> Result<Response, ApiError>
     responses(
         (status = 204, description = "Changed"),
         (status = 400, description = "A field is invalid or old_password is wrong; the message names the field"),
+        (status = 409, description = "conflict: the password was changed by another request while this one ran"),
         (status = 429, description = "Too many wrong old passwords"),
         (status = 503, description = "temporarily_unavailable: users.max_queued_hashes requests already wait for a password check; see Retry-After"),
         (status = 401, description = "No valid token, or the account is disabled or no longer exists"),
@@ -346,11 +347,20 @@ async fn change_password(
         .hash_with(permit, &SecretString::from(body.new_password))
         .await
         .map_err(internal)?;
-    state
+    // Only over the hash whose password was just checked: a change that landed meanwhile (the
+    // user's own, made in a hurry after a leak) is never undone by one that was checked
+    // against the password it replaced.
+    let replaced = state
         .users
-        .set_password(&user.id, &hash)
+        .upgrade_password_hash(&user.id, &user.password_hash, &hash)
         .await
         .map_err(|e| e.to_api_error())?;
+    if !replaced {
+        audit!(event = "password_change", outcome = "conflict", username = %user.username);
+        return Err(ApiError::conflict(
+            "the password was changed while this request ran; try again with the current password",
+        ));
+    }
     audit!(event = "password_change", outcome = "success", username = %user.username);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

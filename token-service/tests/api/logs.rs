@@ -29,8 +29,14 @@ async fn logs_hold_neither_passwords_nor_tokens() {
         "an unknown username was logged"
     );
     assert!(
-        logs.contains("username_sha256"),
-        "unknown names are logged as a hash prefix"
+        logs.contains("username_hmac"),
+        "unknown names are logged as a keyed hash prefix"
+    );
+    // Not as a plain hash, which a log reader could test guessed passwords against.
+    let plain = auth_core::keys::sha256_hex(b"my-secret-password-in-the-wrong-field");
+    assert!(
+        !logs.contains(&plain[..16]),
+        "an unknown username was logged as its SHA-256"
     );
     assert!(logs.contains("sign_in"), "audit events are logged");
     assert!(logs.contains("audit"), "on the audit target");

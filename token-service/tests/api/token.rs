@@ -196,6 +196,19 @@ async fn the_database_unavailable_is_503_with_retry_after() {
         let err: Value = res.json().await.unwrap();
         assert_eq!(err["error"], "temporarily_unavailable", "{err}");
     }
+    // A sign-in the database could not answer checked no password: retried through the
+    // outage, as `Retry-After` asks, it does not lock the user out.
+    let max_failures = t.state.settings.throttle.max_failures;
+    for _ in 0..max_failures {
+        let res = t
+            .form(&[("username", "alice"), ("password", "alice-dev-password")])
+            .await;
+        assert_eq!(res.status(), 503);
+    }
+    assert!(
+        t.state.throttle.begin("alice", None).is_ok(),
+        "503s counted as failed sign-ins"
+    );
 }
 
 #[tokio::test]
@@ -264,6 +277,21 @@ async fn malformed_requests_are_invalid_request() {
     let res = t.form(&[("username", "alice"), ("password", &long)]).await;
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("password"));
+    // A password sent as a number is not echoed: the error names its kind, never its value.
+    let res = t
+        .app
+        .client
+        .post(t.url("/token"))
+        .header("content-type", "application/json")
+        .body(r#"{"username": "alice", "password": 123456789012}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let err: Value = res.json().await.unwrap();
+    let message = err["message"].as_str().unwrap();
+    assert!(!message.contains("123456789012"), "{err}");
+    assert!(message.contains("invalid type: integer"), "{err}");
 }
 
 /// A NUL in the username is a 400 on both databases; on PostgreSQL, whose TEXT cannot hold

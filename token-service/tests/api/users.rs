@@ -362,6 +362,49 @@ async fn a_password_change_whose_old_password_was_checked_is_never_shed() {
     assert_eq!(res.status(), 200, "the new password holds");
 }
 
+/// Two changes checked against the same old password: the first to land holds, the second is
+/// a 409 (it used to land over the first: both answered 204, and the first change, perhaps the
+/// user's own after a leak, was silently undone).
+#[tokio::test]
+async fn a_password_change_never_undoes_one_that_landed_meanwhile() {
+    let t = Arc::new(spawn_with(|s| s.users.max_concurrent_hashes = 2).await);
+    let alice = t.token("alice", &[("audience", "token-service")]).await;
+    t.hasher.gate.close();
+    let change = |new: &'static str| {
+        let (t, alice) = (t.clone(), alice.clone());
+        tokio::spawn(async move {
+            t.change_password(&alice, "alice-dev-password", new)
+                .await
+                .status()
+                .as_u16()
+        })
+    };
+    let (first, second) = (change("a-new-password-1"), change("a-new-password-2"));
+    // Both have read the old hash and wait at the check of the old password.
+    let both_checking = until(|| t.hasher.gate.held() == 2).await;
+    t.hasher.gate.open();
+    assert!(
+        both_checking,
+        "the two changes never reached the check together"
+    );
+    let mut statuses = [first.await.unwrap(), second.await.unwrap()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [204, 409]);
+    let signed_in = [
+        t.form(&[("username", "alice"), ("password", "a-new-password-1")])
+            .await
+            .status(),
+        t.form(&[("username", "alice"), ("password", "a-new-password-2")])
+            .await
+            .status(),
+    ];
+    assert_eq!(
+        signed_in.iter().filter(|s| s.as_u16() == 200).count(),
+        1,
+        "exactly the change that answered 204 holds: {signed_in:?}"
+    );
+}
+
 /// A disabled account's live token does nothing at token-service: a leaked admin token cannot
 /// outlast the disable by creating an admin of its own.
 #[tokio::test]
