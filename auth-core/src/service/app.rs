@@ -270,3 +270,66 @@ impl Parts {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use warp::Reply as _;
+
+    use super::*;
+
+    /// A request that holds a database connection past the grace period (a stuck query) does
+    /// not hold the process: `run_until` returns about `server.shutdown_timeout_seconds` after
+    /// the signal. It used to wait for the pool's close, i.e. for the request timeout.
+    #[tokio::test]
+    async fn a_request_stuck_on_a_database_connection_does_not_hold_the_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = super::super::storage::sqlite_url(&dir.path().join("stuck.db"));
+        let db = Database::connect_url(&url, 1, Duration::from_secs(5), None)
+            .await
+            .unwrap();
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let api = {
+            let (pool, entered) = (db.pool.clone(), entered.clone());
+            warp::path!("stuck")
+                .then(move || {
+                    let (pool, entered) = (pool.clone(), entered.clone());
+                    async move {
+                        let _held = pool.acquire().await.unwrap();
+                        entered.notify_one();
+                        std::future::pending::<()>().await;
+                        warp::reply().into_response()
+                    }
+                })
+                .boxed()
+        };
+        let ops = warp::path!("health")
+            .map(|| warp::reply().into_response())
+            .boxed();
+        let server = ServerSettings {
+            shutdown_timeout_seconds: 1,
+            request_timeout_seconds: 3600,
+            ..ServerSettings::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let doc = utoipa::openapi::OpenApiBuilder::new().build();
+        let cors = CorsSettings::default();
+        let app = App::new(listener, api, ops, &doc, server, &cors, Some(db)).unwrap();
+        let url = format!("http://{}/stuck", app.addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        let request = tokio::spawn(reqwest::get(url));
+        entered.notified().await;
+        stop.send(()).unwrap();
+        // The grace period (1 s) and the close's own bound (1 s), with room to spare.
+        tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("run_until waited for the stuck request")
+            .unwrap();
+        request.abort();
+    }
+}

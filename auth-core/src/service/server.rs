@@ -505,6 +505,39 @@ mod tests {
         (addr, tx, handle)
     }
 
+    /// An HTTP/2 client is granted no more than the stream window for a request body a route
+    /// may never read (hyper's default let each connection park a mebibyte, where HTTP/1
+    /// holds 16 KiB).
+    #[tokio::test]
+    async fn an_http2_stream_may_send_no_more_than_its_window() {
+        let route = warp::path("unread").map(|| "ok");
+        let (addr, _stop, _handle) = start(route, ServerSettings::default()).await;
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        let mut client = client.ready().await.unwrap();
+        let request = || {
+            http::Request::post(format!("http://{addr}/unread"))
+                .body(())
+                .unwrap()
+        };
+        // One whole exchange first: the server's SETTINGS and window updates have arrived.
+        let (response, _) = client.send_request(request(), true).unwrap();
+        assert_eq!(response.await.unwrap().status(), 200);
+        let mut client = client.ready().await.unwrap();
+        let (_response, mut body) = client.send_request(request(), false).unwrap();
+        body.reserve_capacity(2 * 1024 * 1024);
+        let granted = std::future::poll_fn(|cx| body.poll_capacity(cx))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(granted > 0);
+        assert!(
+            granted <= H2_STREAM_WINDOW as usize,
+            "{granted} bytes granted"
+        );
+    }
+
     /// A panicking handler answers 500 with the usual JSON body; the connection and the server
     /// go on serving.
     #[tokio::test]
