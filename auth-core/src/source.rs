@@ -361,7 +361,7 @@ impl KeySource {
                     .issuer
                     .clone()
                     .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| base.to_owned());
+                    .unwrap_or_else(|| without_userinfo(base));
                 remote(Target::Discovery { url, issuer })?
             }
             _ => {
@@ -474,7 +474,6 @@ pub fn jwks_uri_from_discovery(
     Ok(url)
 }
 
-/// `https://`, or `http://` to a loopback host.
 /// reqwest's errors name the URL, userinfo and query included: the log names the source once,
 /// as [`shown_url`] shows it.
 impl From<reqwest::Error> for FetchError {
@@ -494,6 +493,23 @@ pub(crate) fn shown_url(url: &Url) -> String {
     shown.into()
 }
 
+/// The issuer a discovery URL implies: the URL as given, less any userinfo (which no issuer
+/// carries, and which would otherwise be printed in every issuer-mismatch error).
+/// Cut from the text as written, so the issuer keeps its form (a trailing `/` or none).
+fn without_userinfo(base: &str) -> String {
+    let Some(start) = base.find("://").map(|i| i + 3) else {
+        return base.to_owned();
+    };
+    let authority_end = base[start..]
+        .find(['/', '?', '#'])
+        .map_or(base.len(), |i| start + i);
+    match base[start..authority_end].rfind('@') {
+        Some(at) => format!("{}{}", &base[..start], &base[start + at + 1..]),
+        None => base.to_owned(),
+    }
+}
+
+/// `https://`, or `http://` to a loopback host.
 pub(crate) fn check_url(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw.trim()).map_err(|e| format!("not a valid URL: {e}"))?;
     match url.scheme() {
@@ -518,6 +534,21 @@ fn is_loopback(url: &Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_issuer_a_discovery_url_implies_has_no_userinfo() {
+        for (base, issuer) in [
+            ("https://u:p@idp.example.com", "https://idp.example.com"),
+            (
+                "https://u@idp.example.com/realms/a/",
+                "https://idp.example.com/realms/a/",
+            ),
+            ("https://idp.example.com/a@b", "https://idp.example.com/a@b"),
+            ("https://idp.example.com", "https://idp.example.com"),
+        ] {
+            assert_eq!(without_userinfo(base), issuer);
+        }
+    }
 
     #[test]
     fn urls_must_be_https_or_loopback_http() {

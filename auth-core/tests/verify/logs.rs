@@ -113,6 +113,22 @@ async fn a_key_source_urls_credentials_are_never_logged() {
             "{printed}"
         );
     }
+    // A discovery URL with userinfo and no `auth.issuer`: the issuer it implies is the URL
+    // without them (it named the password in every mismatch error, and never matched).
+    issuer.serve_discovery().await;
+    let auth = auth(&AuthSettings {
+        discovery_url: Some(
+            issuer
+                .url()
+                .replacen("http://", "http://svc-user:Url-Pa55word@", 1),
+        ),
+        issuer: None,
+        ..settings()
+    });
+    assert!(
+        auth.load_keys().await,
+        "the document's issuer is the URL without userinfo"
+    );
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let port = |url: &str| url.rsplit(':').next().unwrap().to_owned();
     for base in [issuer.url(), closed] {
