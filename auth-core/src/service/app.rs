@@ -15,6 +15,10 @@ use warp::reply::Response;
 use super::config::{ConfigError, CorsSettings, ServerSettings};
 use super::storage::Database;
 
+/// How long a service's `main`, once it has stopped serving, waits for blocking tasks still
+/// running (a key rescan on a hung filesystem, a password hash) before it exits anyway.
+pub const BLOCKING_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long a shutdown whose grace period ran out still waits for the database to close.
 const CLOSE_AFTER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -192,6 +196,9 @@ pub fn run_service<F, Fut>(
             .unwrap_or_else(|e| exit_with(format!("{e:#}")));
         app.run_until_stopped().await;
     });
+    // Blocking tasks still running do not hold the exit (dropping the runtime waits for them
+    // without limit).
+    runtime.shutdown_timeout(BLOCKING_AT_EXIT);
 }
 
 /// What a resource service's `build` starts from: the bound listener, the migrated database and

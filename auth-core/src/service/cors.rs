@@ -87,15 +87,13 @@ fn vary_on_origin(mut res: Response) -> Response {
 /// `Vary: Origin` whenever CORS is on.
 pub(crate) fn add_to_loop_response(
     res: &mut Response,
-    origin: Option<&http::HeaderValue>,
+    origin: &http::HeaderValue,
     settings: &CorsSettings,
 ) {
     if settings.allowed_origins.is_empty() {
         return;
     }
-    if let Some(origin) = origin
-        && is_listed(origin, settings)
-    {
+    if is_listed(origin, settings) {
         let headers = res.headers_mut();
         headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         headers.insert(
@@ -103,6 +101,11 @@ pub(crate) fn add_to_loop_response(
             http::HeaderValue::from_static("www-authenticate, retry-after"),
         );
     }
+    add_vary(res);
+}
+
+/// `Vary: Origin`, on every response while CORS is on (with an `Origin` or without).
+pub(crate) fn add_vary(res: &mut Response) {
     res.headers_mut()
         .append(http::header::VARY, http::HeaderValue::from_static("origin"));
 }

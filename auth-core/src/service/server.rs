@@ -64,10 +64,11 @@ impl<F> Routes<F> {
 }
 
 /// HTTP/2's per-stream flow-control window: twice the largest request body a route reads
-/// (16 KiB), so an upload never waits on a window update, and no more.
+/// (16 KiB), so one upload never waits on a window update, and no more.
 pub const H2_STREAM_WINDOW: u32 = 32 * 1024;
-/// HTTP/2's per-connection window: the protocol's initial 65 535 bytes, shared by its streams.
-pub const H2_CONNECTION_WINDOW: u32 = 65_535;
+/// HTTP/2's per-connection window, shared by its streams: sixteen whole bodies at once (a
+/// gateway multiplexes many clients' uploads over one connection), a quarter of hyper's 1 MiB.
+pub const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
 
 /// Serves `routes` on `listener` until `shutdown` resolves, then lets in-flight requests finish
 /// (up to `server.shutdown_timeout_seconds`; `false` when some had not by then). `cors` gives the responses the loop writes itself
@@ -146,9 +147,8 @@ where
                 .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX))
                 .max_concurrent_streams(128)
                 // Flow-control windows sized to this workspace's bodies (16 KiB at most), not
-                // hyper's 1 MiB: h2 buffers DATA a route has not read (a GET, a refused
-                // request), so a connection could hold a mebibyte where HTTP/1 holds its
-                // 16 KiB buffer. The connection's window is the protocol's initial one.
+                // hyper's 1 MiB per stream: h2 buffers DATA a route has not read (a GET, a
+                // refused request), so each stream could park a mebibyte.
                 .initial_stream_window_size(H2_STREAM_WINDOW)
                 .initial_connection_window_size(H2_CONNECTION_WINDOW)
                 .keep_alive_interval(Some(header_timeout))
@@ -319,13 +319,19 @@ where
         let request_timeout = self.limits.request_timeout;
         // The CORS headers of the responses written here when CORS is on: for a request from a
         // page, and `Vary: Origin` on every one, with an `Origin` or without.
+        // (`None`: CORS off; `Some(None)`: on, and no `Origin`, so nothing is cloned.)
         let cors = (!self.limits.cors.allowed_origins.is_empty()).then(|| {
-            let origin = req.headers().get(http::header::ORIGIN).cloned();
-            (origin, Arc::clone(&self.limits))
+            req.headers()
+                .get(http::header::ORIGIN)
+                .map(|origin| (origin.clone(), Arc::clone(&self.limits)))
         });
         let own = move |mut res: Response| {
-            if let Some((origin, limits)) = &cors {
-                super::cors::add_to_loop_response(&mut res, origin.as_ref(), &limits.cors);
+            match &cors {
+                None => {}
+                Some(None) => super::cors::add_vary(&mut res),
+                Some(Some((origin, limits))) => {
+                    super::cors::add_to_loop_response(&mut res, origin, &limits.cors);
+                }
             }
             res
         };
