@@ -149,6 +149,9 @@ pub fn main() {
             }
         }
     }
+    // A blocking task still running (a key rescan on a hung network filesystem, a hash) does
+    // not hold the exit: dropping the runtime would wait for it without limit.
+    runtime.shutdown_timeout(auth_core::service::app::BLOCKING_AT_EXIT);
 }
 
 /// `users add`: creates a user (role `admin` with `admin`, else `user`) in the configured database.
@@ -158,6 +161,10 @@ pub async fn add_user(
     password: String,
     admin: bool,
 ) -> anyhow::Result<crate::users::UserView> {
+    // The API's rule: a name with a space or a control character could never sign in (`/token`
+    // trims the name it is given).
+    crate::users_api::check_username(username)
+        .map_err(|e| anyhow::anyhow!("users add: {}", e.message))?;
     check_policy("password", username, &password).map_err(anyhow::Error::msg)?;
     let db = crate::startup::open_database(settings).await?;
     let store = crate::users::UserStore::new(db.clone());

@@ -115,6 +115,14 @@ pub async fn build_with(settings: Settings, deps: Deps) -> anyhow::Result<Built>
     if !production && let Some(path) = &settings.users.fixtures_file {
         let created = crate::users::load_fixtures(&users, path).await?;
         tracing::info!(created, file = %path.display(), "fixture users loaded (dev only)");
+        if !settings.server.host.is_loopback() {
+            // Docker users bind 0.0.0.0 for local work, so this is not refused; but the fixture
+            // users' published passwords sign in from any machine that reaches the port.
+            tracing::warn!(
+                host = %settings.server.host,
+                "local environment on a non-loopback server.host: the fixture users (with their published passwords) can sign in from the network; set server.host = \"127.0.0.1\" or environment = \"production\""
+            );
+        }
     }
     let provider: Arc<dyn KeyProvider> = keys.clone();
     let auth = Auth::from_key_provider(&settings.auth, INFO.name, deps.clock.clone(), provider)

@@ -147,7 +147,7 @@ pub fn route(state: State) -> BoxedFilter<(Response,)> {
 }
 
 /// A username not (yet) known to be a user's, as the audit log shows it: the first 16 hex digits
-/// of its HMAC-SHA-256 under a key drawn at random when the process starts. Enough to
+/// of its HMAC-SHA-256 under a key drawn at random once per process (at its first use). Enough to
 /// correlate attempts in one process's log, never the text (it may be a password), and not a
 /// plain hash, which anyone reading the log could test guessed passwords against.
 fn unverified(username: &str) -> String {
@@ -217,6 +217,8 @@ fn parse(ct: Option<&str>, body: &[u8]) -> Result<TokenRequest, ApiError> {
     parsed.map_err(|e| {
         // Never the value: a password sent as a number would be echoed.
         let e = auth_core::service::body::without_value(&e);
+        // Nor where it ended: serde_json's " at line 1 column N" would tell its length.
+        let e = e.split(" at line ").next().unwrap_or_default();
         let e: String = e.chars().take(200).collect();
         ApiError::bad_request(format!("malformed request body: {e}"))
     })
@@ -278,7 +280,7 @@ async fn rehash(state: &State, user: &crate::users::User, password: &SecretStrin
         (status = 400, description = "invalid_request, unsupported_grant_type, invalid_scope or invalid_target"),
         (status = 401, description = "invalid_grant: unknown user, wrong password or disabled user (one body)"),
         (status = 429, description = "Too many failed sign-ins, or too many sign-ins in flight from one address; see Retry-After"),
-        (status = 503, description = "temporarily_unavailable: users.max_queued_hashes sign-ins already wait for a password check; see Retry-After"),
+        (status = 503, description = "temporarily_unavailable: users.max_queued_hashes sign-ins already wait for a password check, or the database is unavailable; see Retry-After"),
     ))]
 async fn issue_token(
     ct: Option<String>,

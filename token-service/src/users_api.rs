@@ -140,7 +140,8 @@ pub fn routes(state: State, auth: &Auth) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-fn check_username(username: &str) -> Result<(), ApiError> {
+/// The rule for a new username, on `POST /users` and `token-service users add` alike.
+pub(crate) fn check_username(username: &str) -> Result<(), ApiError> {
     let ok = !username.is_empty()
         && username.chars().count() <= 64
         && username
@@ -301,7 +302,7 @@ async fn change_password(
         .ok_or_else(|| ApiError::not_found("no such user"))?;
     // Guessing the current password here counts against the same per-user throttle as
     // sign-ins: a stolen token must not give unthrottled guesses.
-    let attempt = match state.throttle.begin(&user.username, None) {
+    let mut attempt = match state.throttle.begin(&user.username, None) {
         Ok(attempt) => attempt,
         Err(refused) => {
             audit!(event = "password_change", outcome = "throttled", username = %user.username);
@@ -324,6 +325,7 @@ async fn change_password(
     };
     // One turn for the check of the old password and the hash of the new one: a change whose
     // old password was checked is never refused for a full queue.
+    attempt.hashing();
     let checked = state
         .passwords
         .verify_keeping(permit, &old, Some(&user.password_hash))
@@ -347,22 +349,46 @@ async fn change_password(
         .hash_with(permit, &SecretString::from(body.new_password))
         .await
         .map_err(internal)?;
-    // Only over the hash whose password was just checked: a change that landed meanwhile (the
+    // Only over a hash of the password just checked: a change that landed meanwhile (the
     // user's own, made in a hurry after a leak) is never undone by one that was checked
-    // against the password it replaced.
-    let replaced = state
-        .users
-        .upgrade_password_hash(&user.id, &user.password_hash, &hash)
-        .await
-        .map_err(|e| e.to_api_error())?;
-    if !replaced {
-        audit!(event = "password_change", outcome = "conflict", username = %user.username);
-        return Err(ApiError::conflict(
-            "the password was changed while this request ran; try again with the current password",
-        ));
+    // against the password it replaced. A sign-in's rehash of the same password (new argon2
+    // parameters) also writes the hash: the old password still verifies against it, and the
+    // change goes on over it.
+    let mut expected = user.password_hash;
+    for _ in 0..3 {
+        let replaced = state
+            .users
+            .upgrade_password_hash(&user.id, &expected, &hash)
+            .await
+            .map_err(|e| e.to_api_error())?;
+        if replaced {
+            audit!(event = "password_change", outcome = "success", username = %user.username);
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        let current = state
+            .users
+            .by_id(&user.id)
+            .await
+            .map_err(|e| e.to_api_error())?
+            .ok_or_else(|| ApiError::not_found("no such user"))?;
+        let permit = state.passwords.permit().await.map_err(ApiError::from)?;
+        match state
+            .passwords
+            .verify_with(permit, &old, Some(&current.password_hash))
+            .await
+        {
+            Some(true) => expected = current.password_hash,
+            Some(false) => break,
+            None => {
+                tracing::error!("password verification failed");
+                return Err(ApiError::internal());
+            }
+        }
     }
-    audit!(event = "password_change", outcome = "success", username = %user.username);
-    Ok(StatusCode::NO_CONTENT.into_response())
+    audit!(event = "password_change", outcome = "conflict", username = %user.username);
+    Err(ApiError::conflict(
+        "the password was changed while this request ran; try again with the current password",
+    ))
 }
 
 /// For the OpenAPI document.

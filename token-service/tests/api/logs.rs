@@ -51,3 +51,17 @@ async fn logs_hold_neither_passwords_nor_tokens() {
     // Nor the signature alone.
     assert!(!logs.contains(token.rsplit('.').next().unwrap()));
 }
+
+/// In the local environment on a non-loopback host (Docker's 0.0.0.0), token-service starts, and
+/// warns that the fixture users, whose passwords are published, can sign in from the network.
+#[tokio::test]
+async fn local_fixture_users_on_a_public_host_are_warned_about() {
+    let capture = LogCapture::install();
+    let _t = crate::helpers::spawn_with(|s| s.server.host = [0, 0, 0, 0].into()).await;
+    let logs = capture.contents();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("non-loopback server.host") && l.contains("0.0.0.0")),
+        "{logs}"
+    );
+}

@@ -291,6 +291,8 @@ async fn malformed_requests_are_invalid_request() {
     let err: Value = res.json().await.unwrap();
     let message = err["message"].as_str().unwrap();
     assert!(!message.contains("123456789012"), "{err}");
+    // Nor where it ended (serde_json's column would give its length).
+    assert!(!message.contains("column"), "{err}");
     assert!(message.contains("invalid type: integer"), "{err}");
 }
 

@@ -405,6 +405,47 @@ async fn a_password_change_never_undoes_one_that_landed_meanwhile() {
     );
 }
 
+/// A sign-in's rehash of the same password (after a change of argon2 parameters) landing while
+/// a change checks the old password is not another change: the change goes on over it (it was a
+/// 409, though nobody had changed the password).
+#[tokio::test]
+async fn a_password_change_goes_on_over_a_rehash_of_the_same_password() {
+    use token_service::passwords::{Argon2id, Hasher};
+    let t = Arc::new(spawn_app().await);
+    let alice = t.token("alice", &[("audience", "token-service")]).await;
+    let before = t.state.users.by_username("alice").await.unwrap().unwrap();
+    t.hasher.gate.close();
+    let change = {
+        let t = t.clone();
+        tokio::spawn(async move {
+            t.change_password(&alice, "alice-dev-password", "a-new-password-1")
+                .await
+                .status()
+                .as_u16()
+        })
+    };
+    let checking = until(|| t.hasher.gate.held() == 1).await;
+    // What a sign-in's rehash writes: the same password, hashed again.
+    let rehashed = Argon2id::new(&t.state.settings.users)
+        .unwrap()
+        .hash(b"alice-dev-password")
+        .unwrap();
+    assert!(
+        t.state
+            .users
+            .upgrade_password_hash(&before.id, &before.password_hash, &rehashed)
+            .await
+            .unwrap()
+    );
+    t.hasher.gate.open();
+    assert!(checking, "the change never reached the check");
+    assert_eq!(change.await.unwrap(), 204);
+    let res = t
+        .form(&[("username", "alice"), ("password", "a-new-password-1")])
+        .await;
+    assert_eq!(res.status(), 200, "the new password holds");
+}
+
 /// A disabled account's live token does nothing at token-service: a leaked admin token cannot
 /// outlast the disable by creating an admin of its own.
 #[tokio::test]
@@ -476,4 +517,23 @@ async fn a_disabled_accounts_live_token_is_refused() {
     }
     // The admin that is still active still acts.
     assert_eq!(t.get_auth("/users", &admin2).await.status(), 200);
+}
+
+/// `token-service users add` holds a name to the API's rule: `" alice"` made an account that
+/// could never sign in (`/token` trims the name).
+#[tokio::test]
+async fn users_add_refuses_a_name_the_api_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = crate::helpers::local_settings(dir.path()).finish().unwrap();
+    for name in [" alice", "bob ", "a\tb", ""] {
+        let e = token_service::cli::add_user(&settings, name, "a-long-password-1".into(), false)
+            .await
+            .expect_err(name);
+        assert!(e.to_string().starts_with("users add: username:"), "{e}");
+    }
+    let created =
+        token_service::cli::add_user(&settings, "dora", "a-long-password-1".into(), false)
+            .await
+            .unwrap();
+    assert_eq!(created.username, "dora");
 }
