@@ -343,7 +343,10 @@ fn lock(m: &Mutex<Counters>) -> std::sync::MutexGuard<'_, Counters> {
 }
 
 /// The client IP: the socket peer, or — only when the peer is a trusted proxy — the right-most
-/// `X-Forwarded-For` address that is not itself a trusted proxy.
+/// `X-Forwarded-For` address that is not itself a trusted proxy; when every address is inside a
+/// trusted range (a client on the internal network), the left-most, which the first proxy wrote
+/// (as nginx's `real_ip_recursive`): not the proxy's own address, which every internal client
+/// would share, and so share one throttle.
 pub fn client_ip(
     peer: Option<SocketAddr>,
     forwarded_for: Option<&str>,
@@ -358,15 +361,15 @@ pub fn client_ip(
     let Some(xff) = forwarded_for else {
         return Some(peer);
     };
-    let mut hops = xff.split(',').map(str::trim).rev();
-    for hop in hops.by_ref() {
+    let mut leftmost = peer;
+    for hop in xff.split(',').map(str::trim).rev() {
         match hop.parse::<IpAddr>() {
-            Ok(ip) if is_trusted(&ip) => continue,
+            Ok(ip) if is_trusted(&ip) => leftmost = ip,
             Ok(ip) => return Some(ip),
             Err(_) => return Some(peer),
         }
     }
-    Some(peer)
+    Some(leftmost)
 }
 
 #[cfg(test)]
@@ -746,6 +749,12 @@ mod tests {
         assert_eq!(
             client_ip(peer("fe00::1"), Some("5.6.7.8"), &ranges),
             ip("fe00::1")
+        );
+        // Every hop inside a range: the left-most, the internal client the first proxy saw,
+        // not the proxy's own address (which every internal client would share).
+        assert_eq!(
+            client_ip(peer("10.0.0.9"), Some("10.3.3.3, 10.1.1.1"), &ranges),
+            ip("10.3.3.3")
         );
         // A hop that is not an address stops the walk at the peer.
         assert_eq!(

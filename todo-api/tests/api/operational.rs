@@ -36,6 +36,21 @@ fn production_refuses_unsafe_config_with_one_line() {
     );
 }
 
+/// `GET /todos` with two `Authorization` lines (from `origin`, when given): a refusal the
+/// serving loop writes itself.
+async fn twice_authorized(t: &crate::helpers::TestApp, origin: Option<&str>) -> reqwest::Response {
+    let mut req = t
+        .app
+        .client
+        .get(format!("{}/todos", t.app.address))
+        .header("authorization", "Bearer a")
+        .header("authorization", "Bearer b");
+    if let Some(origin) = origin {
+        req = req.header("origin", origin);
+    }
+    req.send().await.unwrap()
+}
+
 /// The answers the serving loop writes before any route (a query string over the limits, a
 /// repeated `Authorization`) carry the CORS headers a route's answer would: a page reads the
 /// error instead of a network failure. Before, they had none.
@@ -62,16 +77,7 @@ async fn refusals_before_any_route_carry_cors_headers() {
     assert_eq!(res.status(), 414);
     assert!(res.headers().get("access-control-allow-origin").is_none());
     // A repeated Authorization line: the 400 and its challenge are readable too.
-    let res = t
-        .app
-        .client
-        .get(format!("{}/todos", t.app.address))
-        .header("origin", "http://localhost:3001")
-        .header("authorization", "Bearer a")
-        .header("authorization", "Bearer b")
-        .send()
-        .await
-        .unwrap();
+    let res = twice_authorized(&t, Some("http://localhost:3001")).await;
     assert_eq!(res.status(), 400);
     assert_eq!(
         res.headers()["access-control-allow-origin"],
@@ -146,15 +152,7 @@ async fn cors_preflight_is_answered_before_any_auth_check() {
     let res = t.app.get(&long_query).await;
     assert_eq!(res.status(), 414);
     assert!(varies(&res), "{:?}", res.headers());
-    let res = t
-        .app
-        .client
-        .get(format!("{}/todos", t.app.address))
-        .header("authorization", "Bearer a")
-        .header("authorization", "Bearer b")
-        .send()
-        .await
-        .unwrap();
+    let res = twice_authorized(&t, None).await;
     assert_eq!(res.status(), 400);
     assert!(varies(&res), "{:?}", res.headers());
     // A page's script can read a 401's challenge (and a 429/503's Retry-After).

@@ -321,6 +321,21 @@ async fn sign_ins_past_the_hash_queue_are_shed_and_count_against_no_one() {
     );
 }
 
+/// alice's change from her fixture password to `new`, running on its own: its status.
+fn spawn_change(
+    t: &Arc<crate::helpers::TestApp>,
+    token: &str,
+    new: &'static str,
+) -> tokio::task::JoinHandle<u16> {
+    let (t, token) = (t.clone(), token.to_owned());
+    tokio::spawn(async move {
+        t.change_password(&token, "alice-dev-password", new)
+            .await
+            .status()
+            .as_u16()
+    })
+}
+
 /// A password change checks the old password and hashes the new one in one turn: a queue that
 /// fills while the old password is checked cannot refuse the change after the check.
 ///
@@ -333,15 +348,7 @@ async fn a_password_change_whose_old_password_was_checked_is_never_shed() {
     let t = Arc::new(spawn_with(|s| s.users.max_queued_hashes = 1).await);
     let alice = t.token("alice", &[("audience", "token-service")]).await;
     t.hasher.gate.close();
-    let change = {
-        let t = t.clone();
-        tokio::spawn(async move {
-            t.change_password(&alice, "alice-dev-password", "a-new-password-1")
-                .await
-                .status()
-                .as_u16()
-        })
-    };
+    let change = spawn_change(&t, &alice, "a-new-password-1");
     let checking = until(|| t.hasher.gate.held() > 0).await;
     // The queue's one place taken while the old password is being checked.
     let mut cx = Context::from_waker(Waker::noop());
@@ -370,16 +377,10 @@ async fn a_password_change_never_undoes_one_that_landed_meanwhile() {
     let t = Arc::new(spawn_with(|s| s.users.max_concurrent_hashes = 2).await);
     let alice = t.token("alice", &[("audience", "token-service")]).await;
     t.hasher.gate.close();
-    let change = |new: &'static str| {
-        let (t, alice) = (t.clone(), alice.clone());
-        tokio::spawn(async move {
-            t.change_password(&alice, "alice-dev-password", new)
-                .await
-                .status()
-                .as_u16()
-        })
-    };
-    let (first, second) = (change("a-new-password-1"), change("a-new-password-2"));
+    let (first, second) = (
+        spawn_change(&t, &alice, "a-new-password-1"),
+        spawn_change(&t, &alice, "a-new-password-2"),
+    );
     // Both have read the old hash and wait at the check of the old password.
     let both_checking = until(|| t.hasher.gate.held() == 2).await;
     t.hasher.gate.open();
@@ -415,15 +416,7 @@ async fn a_password_change_goes_on_over_a_rehash_of_the_same_password() {
     let alice = t.token("alice", &[("audience", "token-service")]).await;
     let before = t.state.users.by_username("alice").await.unwrap().unwrap();
     t.hasher.gate.close();
-    let change = {
-        let t = t.clone();
-        tokio::spawn(async move {
-            t.change_password(&alice, "alice-dev-password", "a-new-password-1")
-                .await
-                .status()
-                .as_u16()
-        })
-    };
+    let change = spawn_change(&t, &alice, "a-new-password-1");
     let checking = until(|| t.hasher.gate.held() == 1).await;
     // What a sign-in's rehash writes: the same password, hashed again.
     let rehashed = Argon2id::new(&t.state.settings.users)
