@@ -7,6 +7,10 @@ use std::fmt;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+/// The longest `sub` a service stores: OpenID Connect Core §2 allows at most 255 ASCII
+/// characters.
+pub const MAX_SUBJECT_BYTES: usize = 255;
+
 /// The claims of a verified access token.
 ///
 /// Handlers receive this type, never the token string. Registered claims are typed; the ones the
@@ -80,6 +84,22 @@ impl Claims {
     /// Whether the caller holds `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes().any(|s| s == scope)
+    }
+
+    /// Why the subject cannot be stored as an owner or a creator, if it cannot: it holds a NUL
+    /// (PostgreSQL's TEXT cannot) or is longer than [`MAX_SUBJECT_BYTES`] (OpenID Connect
+    /// allows no longer, and PostgreSQL's index keys cannot be much longer: such an insert
+    /// failed there, a 500, where SQLite stored it). `None` when it can, or when there is none.
+    /// Services answer the reason as a 401 `invalid_token`, on every backend alike.
+    pub fn unstorable_subject(&self) -> Option<&'static str> {
+        let sub = self.sub.as_deref()?;
+        if sub.contains('\0') {
+            Some("the token's subject holds a NUL character")
+        } else if sub.len() > MAX_SUBJECT_BYTES {
+            Some("the token's subject is longer than 255 bytes")
+        } else {
+            None
+        }
     }
 
     /// Whether the caller is the owner `owner_sub`: the token has a non-empty `sub` equal to it.

@@ -183,13 +183,13 @@ enum Scope {
 impl Scope {
     /// The scope of a caller: admins see anyone's tasks; everyone else only their own.
     ///
-    /// A `sub` holding a NUL is refused (401) for everyone, admins too: no owner can hold one
-    /// (PostgreSQL's TEXT cannot), and a query with it failed there (a 500) where SQLite
-    /// stored it.
+    /// A `sub` no owner can hold (a NUL, over 255 bytes: [`Claims::unstorable_subject`]) is
+    /// refused (401) for everyone, admins too: a query with it failed on PostgreSQL (a 500)
+    /// where SQLite stored it.
     fn of(claims: &Claims) -> Result<Scope, Rejection> {
-        if claims.sub.as_deref().is_some_and(|sub| sub.contains('\0')) {
+        if let Some(why) = claims.unstorable_subject() {
             return Err(warp::reject::custom(AuthError::new(
-                AuthErrorKind::Malformed("the token's subject holds a NUL character"),
+                AuthErrorKind::Malformed(why),
                 crate::INFO.name,
             )));
         }
@@ -512,7 +512,7 @@ fn only_admins_pass_owner() -> Rejection {
 
 /// Creates a task owned by the caller.
 #[utoipa::path(post, path = "/tasks", tag = "tasks", security(("bearer_auth" = [])), request_body = TaskInput,
-    responses((status = 201, body = Task), (status = 400), (status = 401), (status = 403), (status = 413)))]
+    responses((status = 201, body = Task, headers(("location" = String, description = "/tasks/{id}: the new task"))), (status = 400), (status = 401), (status = 403), (status = 413)))]
 async fn create_task(
     claims: Arc<Claims>,
     input: TaskInput,
@@ -535,7 +535,11 @@ async fn create_task(
     };
     let fields = input.validate()?;
     let task = store.insert(&owner, &fields).await.map_err(db_rejection)?;
-    Ok(warp::reply::with_status(warp::reply::json(&task), StatusCode::CREATED).into_response())
+    // RFC 9110 §15.3.2: where the new resource is (without it, the target `/tasks` is taken
+    // for it).
+    let location = format!("/tasks/{}", task.id);
+    let created = warp::reply::with_status(warp::reply::json(&task), StatusCode::CREATED);
+    Ok(warp::reply::with_header(created, http::header::LOCATION, location).into_response())
 }
 
 /// One task (its owner or an admin).

@@ -260,7 +260,7 @@ async fn list_todos(
 
 /// Creates a todo (role `editor` or `admin`).
 #[utoipa::path(post, path = "/todos", tag = "todos", security(("bearer_auth" = [])), request_body = NewTodo,
-    responses((status = 201, body = Todo), (status = 400), (status = 401), (status = 403), (status = 413)))]
+    responses((status = 201, body = Todo, headers(("location" = String, description = "/todos/{id}: the new todo"))), (status = 400), (status = 401), (status = 403), (status = 413)))]
 async fn create_todo(
     claims: Arc<Claims>,
     new: NewTodo,
@@ -268,17 +268,18 @@ async fn create_todo(
 ) -> Result<Response, Rejection> {
     // `created_by` records who created it: a token without the `sub` RFC 9068 requires has no
     // one to record, and more roles would not help (401, as tasks-api answers it). Nor does one
-    // whose `sub` holds a NUL, which PostgreSQL cannot store (the insert failed there, a 500).
+    // whose `sub` no creator can hold (a NUL, over 255 bytes), which PostgreSQL cannot store
+    // (the insert failed there, a 500).
     let malformed = |why: &'static str| {
         warp::reject::custom(AuthError::new(
             AuthErrorKind::Malformed(why),
             crate::INFO.name,
         ))
     };
+    if let Some(why) = claims.unstorable_subject() {
+        return Err(malformed(why));
+    }
     let creator = match claims.sub.as_deref() {
-        Some(sub) if sub.contains('\0') => {
-            return Err(malformed("the token's subject holds a NUL character"));
-        }
         Some(sub) if !sub.is_empty() => sub,
         _ => {
             return Err(malformed(
@@ -291,7 +292,11 @@ async fn create_todo(
         .insert(&title, new.done.unwrap_or(false), creator)
         .await
         .map_err(db_rejection)?;
-    Ok(warp::reply::with_status(warp::reply::json(&todo), StatusCode::CREATED).into_response())
+    // RFC 9110 §15.3.2: where the new resource is (without it, the target `/todos` is taken
+    // for it).
+    let location = format!("/todos/{}", todo.id);
+    let created = warp::reply::with_status(warp::reply::json(&todo), StatusCode::CREATED);
+    Ok(warp::reply::with_header(created, http::header::LOCATION, location).into_response())
 }
 
 /// One todo.

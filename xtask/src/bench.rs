@@ -1208,11 +1208,19 @@ fn median(values: &mut [f64]) -> f64 {
 struct ProcessClock(nix::time::ClockId);
 
 impl ProcessClock {
+    /// Linux only (nix has no `clock_getcpuclockid` on macOS): elsewhere the bench says so,
+    /// and the rest of xtask (`dev`, `test`, `dev-token`) still builds.
+    #[cfg(target_os = "linux")]
     fn of(pid: u32) -> anyhow::Result<Self> {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(pid)?);
         Ok(Self(
             nix::time::clock_getcpuclockid(pid).context("the server's CPU clock")?,
         ))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn of(_pid: u32) -> anyhow::Result<Self> {
+        bail!("cargo xtask bench reads a process's CPU clock and /proc: it runs on Linux only")
     }
 
     fn ns(&self) -> anyhow::Result<u64> {

@@ -244,9 +244,22 @@ fn postgres_unavailable(sqlstate: &str) -> bool {
         || matches!(sqlstate, "53300" | "57014" | "57P01" | "57P02" | "57P03")
 }
 
-/// A `sqlite://` URL for a file, created if missing.
+/// A `sqlite://` URL for a file, created if missing. The path is made absolute (its directory
+/// as the system names it, when it exists: a URL folds `..` away) and percent-encoded: sqlx
+/// splits the URL at the first `?`, decodes `%XX`, and reads a relative path's first
+/// directory as a host, so `data_dir` values holding `?`, `#`, `%` or a space opened another
+/// file or none.
 pub fn sqlite_url(path: &Path) -> String {
-    format!("sqlite://{}?mode=rwc", path.display())
+    use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
+    const RESERVED: &AsciiSet = &CONTROLS.add(b' ').add(b'%').add(b'?').add(b'#').add(b'"');
+    let absolute = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => dir.canonicalize().ok().map(|dir| dir.join(name)),
+        _ => None,
+    }
+    .or_else(|| std::path::absolute(path).ok())
+    .unwrap_or_else(|| path.to_path_buf());
+    let encoded = percent_encode(absolute.as_os_str().as_encoded_bytes(), RESERVED);
+    format!("sqlite://{encoded}?mode=rwc")
 }
 
 /// For tests: a fresh, empty PostgreSQL database on the server of `TEST_DATABASE_URL`, or `None`
@@ -378,6 +391,27 @@ mod tests {
         assert_eq!(body, text);
         assert_eq!(done, 1);
         db.ping().await.unwrap();
+    }
+
+    /// The SQLite file lands in the configured directory whatever its name: `?`, `%`, `#` and
+    /// spaces made sqlx read another path (or a query string) out of the URL, and `..` was
+    /// folded away.
+    #[tokio::test]
+    async fn the_sqlite_file_lands_in_any_directory_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a?b", "50%41", "sp ace#x", "new/../dot"] {
+            let settings = DatabaseSettings {
+                data_dir: dir.path().join(name),
+                ..DatabaseSettings::default()
+            };
+            let db = Database::connect(&settings, "demo")
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            db.close().await;
+            let file = dir.path().join(name).join("demo.db");
+            assert!(file.exists(), "{name}: no {}", file.display());
+        }
+        assert!(!dir.path().join("50A").exists());
     }
 
     #[tokio::test]

@@ -73,7 +73,14 @@ impl TestApp {
             .request("POST", "/tasks", Some(token), Some(body.clone()))
             .await;
         assert_eq!(res.status(), 201, "create {body}");
-        res.json().await.unwrap()
+        // Where the new resource is (RFC 9110 §15.3.2).
+        let location = res.headers().get("location").cloned();
+        let created: Value = res.json().await.unwrap();
+        assert_eq!(
+            location.as_ref().map(|l| l.to_str().unwrap()),
+            Some(format!("/tasks/{}", created["id"]).as_str())
+        );
+        created
     }
 }
 

@@ -551,17 +551,35 @@ async fn odd_text_round_trips(t: &TestApp) {
     assert_eq!(status, 200, "{err}");
     // A token whose `sub` holds a NUL owns nothing anywhere: a 401, not a failed query (a 500
     // on PostgreSQL), an admin's too.
+    // Nor does one longer than OpenID Connect allows (255 bytes), which PostgreSQL's index on
+    // the owner refused (a 500) where SQLite stored it.
+    let long = "s".repeat(256);
     for roles in [["user"], ["admin"]] {
-        let nul = t.token("al\u{0}ice", &roles);
-        for (method, body) in [("GET", None), ("POST", Some(json!({"title": "x"})))] {
-            let (status, err) = parts(t.request(method, "/tasks", Some(&nul), body).await).await;
-            assert_eq!(
-                (status, err["error"].as_str()),
-                (401, Some("invalid_token")),
-                "{roles:?} {method}: {err}"
-            );
+        for sub in ["al\u{0}ice", &long] {
+            let bad = t.token(sub, &roles);
+            for (method, body) in [("GET", None), ("POST", Some(json!({"title": "x"})))] {
+                let (status, err) =
+                    parts(t.request(method, "/tasks", Some(&bad), body).await).await;
+                assert_eq!(
+                    (status, err["error"].as_str()),
+                    (401, Some("invalid_token")),
+                    "{roles:?} {method}: {err}"
+                );
+            }
         }
     }
+    let longest = t.token(&long[..255], &["user"]);
+    let (status, err) = parts(
+        t.request(
+            "POST",
+            "/tasks",
+            Some(&longest),
+            Some(json!({"title": "x"})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{err}");
 }
 
 #[tokio::test]

@@ -82,7 +82,14 @@ impl TestApp {
             .request("POST", "/todos", Some(token), Some(json!({"title": title})))
             .await;
         assert_eq!(res.status(), 201, "create {title}");
-        res.json().await.unwrap()
+        // Where the new resource is (RFC 9110 §15.3.2).
+        let location = res.headers().get("location").cloned();
+        let created: Value = res.json().await.unwrap();
+        assert_eq!(
+            location.as_ref().map(|l| l.to_str().unwrap()),
+            Some(format!("/todos/{}", created["id"]).as_str())
+        );
+        created
     }
 }
 

@@ -92,17 +92,20 @@ async fn crud_flow(t: &TestApp) {
 
     // An editor whose `sub` holds a NUL records no creator: a 401 on every backend (the insert
     // failed on PostgreSQL, a 500).
-    let nul = t.token("er\u{0}in", &["editor"]);
-    let (status, err) = parts(
-        t.request("POST", "/todos", Some(&nul), Some(json!({"title": "x"})))
-            .await,
-    )
-    .await;
-    assert_eq!(
-        (status, err["error"].as_str()),
-        (401, Some("invalid_token")),
-        "{err}"
-    );
+    // Likewise one longer than OpenID Connect allows (255 bytes).
+    for sub in ["er\u{0}in".to_owned(), "e".repeat(256)] {
+        let bad = t.token(&sub, &["editor"]);
+        let (status, err) = parts(
+            t.request("POST", "/todos", Some(&bad), Some(json!({"title": "x"})))
+                .await,
+        )
+        .await;
+        assert_eq!(
+            (status, err["error"].as_str()),
+            (401, Some("invalid_token")),
+            "{err}"
+        );
+    }
 }
 
 #[tokio::test]
