@@ -26,6 +26,45 @@ pub(crate) struct Suite {
     pub ok: bool,
 }
 
+impl Suite {
+    /// A suite that was not run (`why`): one skipped check.
+    fn not_run(name: &str, why: &str) -> Suite {
+        Suite {
+            name: name.to_owned(),
+            passed: 0,
+            failed: 0,
+            skipped: vec![format!("{name}: {why}")],
+            ok: true,
+        }
+    }
+}
+
+/// The closing line's counts over every suite.
+#[derive(Debug, PartialEq)]
+struct Tally {
+    passed: u64,
+    /// Failed tests; a suite that failed without counting any (it did not compile, or its
+    /// process died) counts as one, so the line never reads "0 failed" on a failed run.
+    failed: u64,
+    skipped: Vec<String>,
+}
+
+impl Tally {
+    fn of(suites: &[Suite]) -> Tally {
+        let mut tally = Tally {
+            passed: 0,
+            failed: 0,
+            skipped: Vec::new(),
+        };
+        for s in suites {
+            tally.passed += s.passed;
+            tally.failed += if s.ok { s.failed } else { s.failed.max(1) };
+            tally.skipped.extend(s.skipped.iter().cloned());
+        }
+        tally
+    }
+}
+
 /// One test executable as cargo reports it.
 pub(crate) struct Target {
     pub package: String,
@@ -81,10 +120,15 @@ pub fn run(args: Test) -> anyhow::Result<()> {
             "warnings",
         ]);
         suites.push(run_check("lint: cargo clippy -D warnings", clippy)?);
+    } else {
+        // Not run is skipped, and listed as such, not silently absent from the tally.
+        suites.push(Suite::not_run(
+            "lint (cargo fmt --check, cargo clippy)",
+            "--no-lint",
+        ));
     }
 
     println!("\n== summary");
-    let (mut passed, mut failed, mut skipped) = (0, 0, Vec::new());
     for s in &suites {
         let verdict = if s.ok { "ok" } else { "FAILED" };
         println!(
@@ -94,17 +138,17 @@ pub fn run(args: Test) -> anyhow::Result<()> {
             s.failed,
             s.skipped.len()
         );
-        passed += s.passed;
-        failed += s.failed;
-        skipped.extend(s.skipped.iter().cloned());
     }
-    for line in &skipped {
+    let tally = Tally::of(&suites);
+    for line in &tally.skipped {
         println!("SKIPPED {line}");
     }
     let broken = suites.iter().filter(|s| !s.ok).count();
     println!(
-        "{passed} passed, {failed} failed, {} skipped",
-        skipped.len()
+        "{} passed, {} failed, {} skipped",
+        tally.passed,
+        tally.failed,
+        tally.skipped.len()
     );
     if broken > 0 {
         bail!("{broken} suite(s) failed");
@@ -242,7 +286,35 @@ fn count(line: &str, what: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{count, skip_notice};
+    use super::{Suite, Tally, count, skip_notice};
+
+    #[test]
+    fn the_tally_counts_a_crashed_suite_and_lists_checks_not_run() {
+        let ran = Suite {
+            name: "a".into(),
+            passed: 3,
+            failed: 0,
+            skipped: vec!["x: no database".into()],
+            ok: true,
+        };
+        // A test binary that died (or doc tests that did not compile): nothing counted.
+        let crashed = Suite {
+            name: "b".into(),
+            passed: 0,
+            failed: 0,
+            skipped: Vec::new(),
+            ok: false,
+        };
+        let lint = Suite::not_run("lint", "--no-lint");
+        assert_eq!(
+            Tally::of(&[ran, crashed, lint]),
+            Tally {
+                passed: 3,
+                failed: 1,
+                skipped: vec!["x: no database".into(), "lint: --no-lint".into()],
+            }
+        );
+    }
 
     #[test]
     fn finds_skip_notices() {
