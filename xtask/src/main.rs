@@ -74,9 +74,30 @@ fn root() -> std::path::PathBuf {
         .unwrap_or_default()
 }
 
-/// Where cargo puts what it builds: `CARGO_TARGET_DIR` when set (the cargo it runs inherits it),
-/// else `target/` under the workspace.
+/// Where cargo puts what it builds, as cargo itself says (`cargo metadata`): it honours
+/// `CARGO_TARGET_DIR`, `CARGO_BUILD_TARGET_DIR` and `build.target-dir` in any cargo config, so
+/// xtask runs the binaries its builds made, never stale ones from `target/`. Asked once.
 fn target_dir(root: &std::path::Path) -> std::path::PathBuf {
+    static ASKED: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let asked = ASKED.get_or_init(|| {
+        let out = cargo()
+            .current_dir(root)
+            .args(["metadata", "--no-deps", "--format-version", "1"])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .ok()
+            .filter(|out| out.status.success())?;
+        let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        metadata["target_directory"]
+            .as_str()
+            .map(std::path::PathBuf::from)
+    });
+    asked.clone().unwrap_or_else(|| env_target_dir(root))
+}
+
+/// `CARGO_TARGET_DIR` when set, else `target/` under the workspace: where `cargo metadata`
+/// could not answer.
+fn env_target_dir(root: &std::path::Path) -> std::path::PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .map(|dir| {
@@ -132,4 +153,21 @@ fn build_services(root: &std::path::Path, release: bool) -> anyhow::Result<()> {
     let status = build.status().context("running cargo build")?;
     anyhow::ensure!(status.success(), "building the services failed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The binaries xtask runs are looked for where cargo built this very test: whatever
+    /// target directory the environment or a cargo config chose (`target/` was assumed).
+    #[test]
+    fn the_target_dir_is_cargos() {
+        let dir = super::target_dir(&super::root());
+        let exe = std::env::current_exe().unwrap();
+        assert!(
+            exe.starts_with(&dir),
+            "{} is not under {}",
+            exe.display(),
+            dir.display()
+        );
+    }
 }
