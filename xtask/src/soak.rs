@@ -38,6 +38,41 @@ struct Proc {
     name: &'static str,
     addr: SocketAddr,
     child: Child,
+    /// Its stderr: quoted when it stops early (the directory goes with the soak).
+    log: PathBuf,
+}
+
+impl Proc {
+    /// An error naming the service and quoting the end of its log when it has exited.
+    fn alive(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(status) => bail!("{} exited ({status}); {}", self.name, self.log_tail()),
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        format!("the end of its log:\n{tail}")
+    }
+
+    /// A `kB` line of its `/proc/<pid>/status`, once it is known to be running.
+    fn status_kib(&mut self, key: &str) -> anyhow::Result<u64> {
+        self.alive()?;
+        proc_status(self.child.id(), key)
+    }
+}
+
+/// Tells the load threads to stop however the soak ends (an error included): they would
+/// otherwise go on hammering a dead port.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Proc {
@@ -149,12 +184,12 @@ pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<
         ));
         procs.push(start(bin_dir, &dir, name, addr, env)?);
     }
-    for p in &procs {
+    for p in &mut procs {
         wait_ready(p)?;
     }
     let rss_idle: Vec<u64> = procs
-        .iter()
-        .map(|p| proc_status(p.child.id(), "VmRSS:"))
+        .iter_mut()
+        .map(|p| p.status_kib("VmRSS:"))
         .collect::<anyhow::Result<_>>()?;
     let (token_addr, todo, tasks) = (procs[0].addr, procs[1].addr, procs[2].addr);
     let admin = sign_in(token_addr, "admin", "admin-dev-password")?;
@@ -201,6 +236,7 @@ pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<
     let sign_in_every = 50;
 
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_drop = StopOnDrop(stop.clone());
     let errors = Arc::new(AtomicU64::new(0));
     let recording = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..connections.max(1))
@@ -257,8 +293,8 @@ pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<
     let warmup = Duration::from_secs((seconds / 10).clamp(1, 10));
     std::thread::sleep(warmup);
     let rss_start: Vec<u64> = procs
-        .iter()
-        .map(|p| proc_status(p.child.id(), "VmRSS:"))
+        .iter_mut()
+        .map(|p| p.status_kib("VmRSS:"))
         .collect::<anyhow::Result<_>>()?;
     recording.store(true, Ordering::SeqCst);
     std::thread::sleep(
@@ -267,12 +303,12 @@ pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<
             .max(Duration::from_secs(1)),
     );
     let rss_end: Vec<u64> = procs
-        .iter()
-        .map(|p| proc_status(p.child.id(), "VmRSS:"))
+        .iter_mut()
+        .map(|p| p.status_kib("VmRSS:"))
         .collect::<anyhow::Result<_>>()?;
     let rss_peak: Vec<u64> = procs
-        .iter()
-        .map(|p| proc_status(p.child.id(), "VmHWM:"))
+        .iter_mut()
+        .map(|p| p.status_kib("VmHWM:"))
         .collect::<anyhow::Result<_>>()?;
     stop.store(true, Ordering::SeqCst);
     let mut latencies: Vec<u32> = Vec::new();
@@ -321,7 +357,8 @@ fn start(
     env: Vec<(String, String)>,
 ) -> anyhow::Result<Proc> {
     let exe = bin_dir.join(name);
-    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    let log_path = dir.join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path)?;
     let child = Command::new(&exe)
         .current_dir(dir)
         .env_remove("RUST_LOG")
@@ -330,12 +367,18 @@ fn start(
         .stderr(log)
         .spawn()
         .with_context(|| format!("starting {} (is it built?)", exe.display()))?;
-    Ok(Proc { name, addr, child })
+    Ok(Proc {
+        name,
+        addr,
+        child,
+        log: log_path,
+    })
 }
 
-fn wait_ready(p: &Proc) -> anyhow::Result<()> {
+fn wait_ready(p: &mut Proc) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
+        p.alive()?;
         if let Ok(mut s) = connect(p.addr) {
             let mut buf = Vec::new();
             if s.write_all(b"GET /ready HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
@@ -347,7 +390,7 @@ fn wait_ready(p: &Proc) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    bail!("{} did not become ready", p.name)
+    bail!("{} did not become ready in 30 s; {}", p.name, p.log_tail())
 }
 
 /// `POST /token` with the password grant; the access token.
@@ -386,5 +429,36 @@ mod tests {
         assert!(outcome.requests > 100, "only {} requests", outcome.requests);
         assert_eq!(outcome.errors, 0);
         assert_eq!(outcome.rss.len(), 3);
+    }
+
+    /// A service that stops early is named, with the end of its log, at once: it was a 30 s
+    /// wait and "did not become ready", the log deleted with the soak's directory.
+    #[cfg(unix)]
+    #[test]
+    fn a_service_that_exits_is_named_with_its_log() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let bin_dir = tempfile::tempdir().unwrap();
+        for (name, script) in [
+            (
+                "token-service",
+                "#!/bin/sh\necho 'config error: token.issuer: boom' >&2\nexit 2\n",
+            ),
+            // The other two start and wait (killed when the soak gives up).
+            ("todo-api", "#!/bin/sh\nexec sleep 60\n"),
+            ("tasks-api", "#!/bin/sh\nexec sleep 60\n"),
+        ] {
+            let exe = bin_dir.path().join(name);
+            std::fs::write(&exe, script).unwrap();
+            std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let error = super::soak(bin_dir.path(), 3, 1)
+            .err()
+            .expect("the soak failed");
+        let message = format!("{error:#}");
+        assert!(message.contains("token-service exited"), "{message}");
+        assert!(
+            message.contains("config error: token.issuer: boom"),
+            "{message}"
+        );
     }
 }
