@@ -51,8 +51,16 @@ pub fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = std::str::from_utf8(&bytes).map_err(|_| bad())?;
     text.strip_prefix("after:")
-        .and_then(|n| n.parse().ok())
+        .and_then(canonical_i64)
         .ok_or_else(bad)
+}
+
+/// An integer written as Rust writes it, and only so: `i64::from_str` also takes `+5` and
+/// `0005`, so one number had unboundedly many spellings (a cursor this service never made was
+/// honoured, `?limit=007` listed seven).
+fn canonical_i64(text: &str) -> Option<i64> {
+    let n: i64 = text.parse().ok()?;
+    (n.to_string() == text).then_some(n)
 }
 
 /// The query string as its name–value pairs, in order (a malformed one is a 400 through the
@@ -97,8 +105,8 @@ impl ListQuery {
     pub fn limit(&self) -> Result<i64, ApiError> {
         match self.params.get("limit") {
             None => Ok(DEFAULT_LIMIT),
-            Some(v) => match v.parse::<i64>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            Some(v) => match canonical_i64(v) {
+                Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
                 _ => Err(ApiError::bad_request(format!(
                     "limit: must be an integer from 1 to {MAX_LIMIT}"
                 ))),
@@ -160,7 +168,7 @@ mod tests {
         assert_eq!(q(&[]).unwrap().limit().unwrap(), 20);
         assert_eq!(q(&[("limit", "1")]).unwrap().limit().unwrap(), 1);
         assert_eq!(q(&[("limit", "100")]).unwrap().limit().unwrap(), 100);
-        for bad in ["0", "101", "-1", "x", ""] {
+        for bad in ["0", "101", "-1", "x", "", "+5", "05", "0100", " 5"] {
             assert_eq!(
                 q(&[("limit", bad)]).unwrap().limit().unwrap_err().status,
                 400,
@@ -174,6 +182,14 @@ mod tests {
         assert_eq!(decode_cursor(&encode_cursor(42)).unwrap(), 42);
         for bad in ["", "!!", "YWZ0ZXI6", "bm9wZQ"] {
             assert!(decode_cursor(bad).is_err(), "{bad}");
+        }
+        // Only the spelling the service writes: not another one of the same number.
+        assert_eq!(decode_cursor(&encode_cursor(-3)).unwrap(), -3);
+        for other in ["after:+5", "after:05", "after:-0"] {
+            assert!(
+                decode_cursor(&URL_SAFE_NO_PAD.encode(other)).is_err(),
+                "{other}"
+            );
         }
     }
 
