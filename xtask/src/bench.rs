@@ -21,9 +21,10 @@
 //!    peak RSS (`VmRSS`, `VmHWM`), its cache hits and misses (`/metrics`), and authenticated
 //!    minus baseline CPU per request against the targets; writes `target/bench/bench.{md,json}`.
 //!
-//! When `taskset` exists and the machine has two cores or more, the server runs on core 1 with
-//! one Tokio worker and the driver on core 0, and the micro-benchmarks run on core 1 before any
-//! server starts; otherwise everything floats (the report says which).
+//! When `taskset` exists and the process may run on two CPUs or more, the server runs on the
+//! second of the CPUs it may use (core 1 on most machines) with one Tokio worker and the driver on
+//! the first, and the micro-benchmarks run on the server's CPU before any server starts; otherwise
+//! everything floats (the report says which).
 //! Load never leaves 127.0.0.1.
 
 use std::io::{self, Read, Write};
@@ -237,7 +238,8 @@ impl RoundLimit {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub smoke: bool,
-    pub pinned: bool,
+    /// The CPUs of the load driver and of the server, when pinned.
+    pub pinned: Option<Cpus>,
     /// criterion's estimates: (group, alg) → median and mean, ns.
     pub micro: Vec<Micro>,
     pub servers: Vec<Server>,
@@ -300,18 +302,22 @@ fn bench(args: &Bench) -> anyhow::Result<Report> {
     let bin = todo_api_binary(&root, args)?;
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pinned = !args.smoke && cores >= 2 && which("taskset");
+    let pinned = if !args.smoke && which("taskset") {
+        Cpus::allowed()
+    } else {
+        None
+    };
     let micro = if args.no_micro {
         Vec::new()
     } else {
         // The limits are measured on the core the server will run on, the other core idle.
-        if pinned {
-            pin_driver("1")?;
+        if let Some(cpus) = &pinned {
+            pin_driver(&cpus.server.to_string())?;
         }
         micro_benchmarks(&root)?
     };
-    if pinned {
-        pin_driver("0")?;
+    if let Some(cpus) = &pinned {
+        pin_driver(&cpus.driver.to_string())?;
     }
     // The driver's naps last a few µs, not the 50 µs of default timer slack: set for the
     // process's main thread, where `cargo xtask bench` runs this, and inherited by the threads it
@@ -319,24 +325,22 @@ fn bench(args: &Bench) -> anyhow::Result<Report> {
     let _ = std::fs::write("/proc/self/timerslack_ns", "1000");
     println!(
         "xtask: bench on {cores} cores; {}",
-        if pinned {
-            "server on core 1 (one Tokio worker), load driver on core 0"
+        if let Some(cpus) = &pinned {
+            format!(
+                "server on CPU {} (one Tokio worker), load driver on CPU {}",
+                cpus.server, cpus.driver
+            )
         } else if args.smoke {
-            "smoke: not pinned"
+            "smoke: not pinned".to_owned()
         } else {
-            "not pinned (no taskset or one core): server and driver share the cores"
+            "not pinned (no taskset, or fewer than two CPUs allowed): server and driver share the cores"
+                .to_owned()
         }
     );
 
     let mut servers = Vec::new();
     for alg in args.algs() {
-        servers.push(bench_server(
-            &root,
-            &bin,
-            alg,
-            args,
-            pinned.then_some(cores),
-        )?);
+        servers.push(bench_server(&root, &bin, alg, args, pinned.as_ref())?);
     }
     Ok(Report {
         smoke: args.smoke,
@@ -367,6 +371,53 @@ fn todo_api_binary(root: &Path, args: &Bench) -> anyhow::Result<PathBuf> {
         bin.display()
     );
     Ok(bin)
+}
+
+/// Where the bench pins its processes: the first two CPUs this process may run on, as its
+/// affinity mask allows (a container or `taskset` may allow CPUs other than 0 and 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cpus {
+    /// The load driver's CPU.
+    pub driver: usize,
+    /// The server's CPU (and the micro-benchmarks').
+    pub server: usize,
+    /// Every CPU allowed, as a `taskset` list (token minting uses them all).
+    pub all: String,
+}
+
+impl Cpus {
+    /// From `Cpus_allowed_list` in `/proc/self/status`; `None` with fewer than two CPUs or
+    /// where it cannot be read.
+    fn allowed() -> Option<Self> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+            .trim();
+        Self::from_list(list)
+    }
+
+    /// From a CPU list as the kernel writes it (`0-3,8,10-11`).
+    fn from_list(list: &str) -> Option<Self> {
+        let mut cpus = list.split(',').flat_map(|range| {
+            let (first, last) = range.split_once('-').unwrap_or((range, range));
+            // Nothing from a range that does not read.
+            first
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .zip(last.trim().parse::<usize>().ok())
+                .into_iter()
+                .flat_map(|(first, last)| first..=last)
+        });
+        let driver = cpus.next()?;
+        let server = cpus.next()?;
+        Some(Self {
+            driver,
+            server,
+            all: list.to_owned(),
+        })
+    }
 }
 
 /// Pins the driver (this process and every thread it has and starts from now on) to `cpus`, a
@@ -520,8 +571,8 @@ fn bench_server(
     bin: &Path,
     alg: Alg,
     args: &Bench,
-    // The machine's cores, when the driver is pinned to core 0.
-    pinned: Option<usize>,
+    // The CPUs, when the driver and the server are pinned.
+    pinned: Option<&Cpus>,
 ) -> anyhow::Result<Server> {
     let name = alg_name(alg);
     // Never reused within the run: the cache admits a token the second time it verifies, so a
@@ -535,22 +586,22 @@ fn bench_server(
     println!("xtask: {name}: minting {distinct} distinct tokens");
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     // Minting runs before any server starts, on every core; the driver is pinned again after.
-    if let Some(cores) = pinned {
-        pin_driver(&format!("0-{}", cores - 1))?;
+    if let Some(cpus) = pinned {
+        pin_driver(&cpus.all)?;
     }
     let repeated = mint_tokens(alg, now, 1, "repeated")?;
     let distinct = mint_tokens(alg, now, distinct, "distinct")?;
-    if pinned.is_some() {
-        pin_driver("0")?;
+    if let Some(cpus) = pinned {
+        pin_driver(&cpus.driver.to_string())?;
     }
 
     let data_dir = std::env::temp_dir().join(format!("xtask-bench-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&data_dir)?;
     let log_path = data_dir.join("todo-api.log");
     let port = free_port()?;
-    let mut cmd = if pinned.is_some() {
+    let mut cmd = if let Some(cpus) = pinned {
         let mut c = Command::new("taskset");
-        c.arg("-c").arg("1").arg(bin);
+        c.arg("-c").arg(cpus.server.to_string()).arg(bin);
         c.env("TOKIO_WORKER_THREADS", "1");
         c
     } else {
@@ -665,12 +716,12 @@ fn bench_server(
             // Right after the distinct-token window, its limits, on the server's core (the
             // server idles meanwhile).
             if mode == "distinct" && measure_limits {
-                if pinned.is_some() {
-                    pin_driver("1")?;
+                if let Some(cpus) = pinned {
+                    pin_driver(&cpus.server.to_string())?;
                 }
                 let (signature_us, signature_distinct_us) = round_limits(root, name)?;
-                if pinned.is_some() {
-                    pin_driver("0")?;
+                if let Some(cpus) = pinned {
+                    pin_driver(&cpus.driver.to_string())?;
                 }
                 let windows_us = rounds[i][round - 1].cpu_us_per_request
                     - rounds[0][round - 1].cpu_us_per_request;
@@ -1519,10 +1570,12 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
         args.rounds,
         args.connections,
         args.cache_entries,
-        if report.pinned {
-            "server pinned to core 1 with one Tokio worker, load driver on core 0"
-        } else {
-            "server and load driver not pinned"
+        match &report.pinned {
+            Some(cpus) => format!(
+                "server pinned to CPU {} with one Tokio worker, load driver on CPU {}",
+                cpus.server, cpus.driver
+            ),
+            None => "server and load driver not pinned".to_owned(),
         },
         if args.spin {
             "the driver polls without pausing (--spin)"
@@ -1708,10 +1761,13 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
         ));
     }
     if !report.micro.is_empty() {
-        md.push_str(if report.pinned {
-            "\nauth-core micro-benchmarks (criterion median, same run, on the server's core 1 with core 0 idle), µs per token:\n\n"
-        } else {
-            "\nauth-core micro-benchmarks (criterion median, same run), µs per token:\n\n"
+        md.push_str(&match &report.pinned {
+            Some(cpus) => format!(
+                "\nauth-core micro-benchmarks (criterion median, same run, on the server's CPU {} with CPU {} idle), µs per token:\n\n",
+                cpus.server, cpus.driver
+            ),
+            None => "\nauth-core micro-benchmarks (criterion median, same run), µs per token:\n\n"
+                .to_owned(),
         });
         md.push_str("| alg | signature (limit, one signature) | signature, distinct ones (limit) | full `Auth::verify`, cache off | cache miss (full + cache work) | cache hit |\n|---|---:|---:|---:|---:|---:|\n");
         for alg in ["RS256", "ES256", "EdDSA", "HS256"] {
@@ -1744,7 +1800,8 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
         .collect();
     let json = json!({
         "smoke": report.smoke,
-        "pinned": report.pinned,
+        "pinned": report.pinned.is_some(),
+        "cpus": report.pinned.as_ref().map(|c| json!({"server": c.server, "driver": c.driver})),
         "duration_seconds": args.duration,
         "warmup_seconds": args.warmup,
         "rounds": args.rounds,
@@ -1761,6 +1818,17 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pins_to_the_first_two_allowed_cpus() {
+        let cpus = |list| Cpus::from_list(list).map(|c| (c.driver, c.server, c.all));
+        assert_eq!(cpus("0-1"), Some((0, 1, "0-1".to_owned())));
+        assert_eq!(cpus("2,5-7"), Some((2, 5, "2,5-7".to_owned())));
+        assert_eq!(cpus("4-7"), Some((4, 5, "4-7".to_owned())));
+        assert_eq!(cpus("3"), None);
+        assert_eq!(cpus(""), None);
+        assert_eq!(cpus("x,6,9"), Some((6, 9, "x,6,9".to_owned())));
+    }
 
     #[test]
     fn requests_are_plain_http11() {
