@@ -149,9 +149,9 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
         let mut iss: Option<Option<String>> = None;
         let mut sub: Option<Option<String>> = None;
         let mut aud: Option<Aud> = None;
-        let mut exp: Option<Option<u64>> = None;
-        let mut nbf: Option<Option<u64>> = None;
-        let mut iat: Option<Option<u64>> = None;
+        let mut exp: Option<NumericDate<false>> = None;
+        let mut nbf: Option<NumericDate<true>> = None;
+        let mut iat: Option<NumericDate<true>> = None;
         let mut jti: Option<Option<String>> = None;
         let mut roles: Option<Vec<String>> = None;
         let mut username: Option<Option<String>> = None;
@@ -182,9 +182,9 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
             iss: iss.flatten(),
             sub: sub.flatten(),
             aud: aud.map(|a| a.0).unwrap_or_default(),
-            exp: exp.flatten(),
-            nbf: nbf.flatten(),
-            iat: iat.flatten(),
+            exp: exp.and_then(|d| d.0),
+            nbf: nbf.and_then(|d| d.0),
+            iat: iat.and_then(|d| d.0),
             jti: jti.flatten(),
             roles: roles.unwrap_or_default(),
             username: username.flatten(),
@@ -246,6 +246,61 @@ impl Visitor<'_> for FieldVisitor {
             "access" => Field::Access,
             other => Field::Other(other.to_owned()),
         })
+    }
+}
+
+/// A NumericDate (RFC 7519 §2): seconds since the epoch, a JSON number that may have a fraction
+/// (PyJWT writes `time.time()` as it is), or `null` (as if absent). A fraction is rounded to the
+/// stricter side: down for `exp` (`UP = false`), up for `nbf` and `iat`, so it never lets a token
+/// live longer or start sooner (`max_lifetime_seconds` may see up to 2 s less). A negative value,
+/// one past `u64::MAX`, or any other JSON type is refused.
+struct NumericDate<const UP: bool>(Option<u64>);
+
+impl<'de, const UP: bool> Deserialize<'de> for NumericDate<UP> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NumericDateVisitor::<UP>)
+    }
+}
+
+struct NumericDateVisitor<const UP: bool>;
+
+impl<'de, const UP: bool> Visitor<'de> for NumericDateVisitor<UP> {
+    type Value = NumericDate<UP>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a NumericDate (non-negative seconds since the epoch)")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(NumericDate(Some(v)))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        u64::try_from(v)
+            .map(|v| NumericDate(Some(v)))
+            .map_err(|_| de::Error::invalid_value(de::Unexpected::Signed(v), &self))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        let whole = if UP { v.ceil() } else { v.floor() };
+        // 2^64, exactly representable: every f64 below it and not negative fits a u64.
+        if v >= 0.0 && whole < 18_446_744_073_709_551_616.0 {
+            Ok(NumericDate(Some(whole as u64)))
+        } else {
+            Err(de::Error::invalid_value(de::Unexpected::Float(v), &self))
+        }
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(NumericDate(None))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(NumericDate(None))
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
     }
 }
 

@@ -13,9 +13,9 @@
 //! 6. the key: chosen by `kid` (an opaque string) from the configured source only; header
 //!    members `jwk`, `jku`, `x5u`, `x5c` are never read; the key's type must fit `alg`;
 //! 7. the signature (base64url), by [`verify_signature`] over the exact `header.payload` bytes;
-//! 8. the claims (base64url), deserialised once: `exp` required (a number), `nbf` and `iat` not
-//!    in the future, optional maximum lifetime, all with `auth.leeway_seconds` and the injected
-//!    [`Clock`];
+//! 8. the claims (base64url), deserialised once: `exp` required (a number; a fraction rounds
+//!    down), `nbf` and `iat` (a fraction rounds up) not in the future, optional maximum lifetime,
+//!    all with `auth.leeway_seconds` and the injected [`Clock`];
 //!    then `iss` and `aud` whenever configured (the claim must then be present).
 //!
 //! Every denial is counted in `auth_denials_total{reason}` and logged at debug with the `kid`

@@ -50,6 +50,60 @@ async fn exp_is_required_and_must_be_a_number() {
     }
 }
 
+/// RFC 7519 §2: a NumericDate may have a fraction (PyJWT writes `time.time()` as it is). Read
+/// as whole seconds on the stricter side: `exp` down, `nbf` and `iat` up.
+#[tokio::test]
+async fn numeric_dates_with_a_fraction_are_read_on_the_stricter_side() {
+    let clock = clock();
+    let strict = auth_with(
+        &AuthSettings {
+            leeway_seconds: 0,
+            ..pem_settings("ec-public.pem")
+        },
+        &clock,
+    );
+    let t = mint(&keys::ec())
+        .claim("exp", json!(NOW as f64 + 600.5))
+        .claim("iat", json!(NOW as f64 - 0.25))
+        .claim("nbf", json!(NOW as f64 - 0.75))
+        .sign();
+    let claims = strict.verify(&t).await.unwrap();
+    assert_eq!(
+        (claims.exp, claims.iat, claims.nbf),
+        (Some(NOW + 600), Some(NOW), Some(NOW))
+    );
+    clock.set(NOW + 600);
+    assert_eq!(denied(&strict, &t).await, AuthErrorKind::Expired);
+
+    clock.set(NOW);
+    let t = mint(&keys::ec())
+        .claim("nbf", json!(NOW as f64 + 0.5))
+        .sign();
+    assert_eq!(denied(&strict, &t).await, AuthErrorKind::NotYetValid);
+    let t = mint(&keys::ec())
+        .claim("iat", json!(NOW as f64 + 0.5))
+        .sign();
+    assert_eq!(denied(&strict, &t).await, AuthErrorKind::IssuedInFuture);
+    // An exponent is a number too; a fraction never makes a negative or huge value valid.
+    let t = mint(&keys::ec()).claim("exp", json!(1.0e12)).sign();
+    assert_eq!(
+        strict.verify(&t).await.unwrap().exp,
+        Some(1_000_000_000_000)
+    );
+    for exp in [json!(-0.5), json!(-1.0e3), json!(1.0e20), json!(f64::MAX)] {
+        let t = mint(&keys::ec()).claim("exp", exp.clone()).sign();
+        assert!(
+            matches!(denied(&strict, &t).await, AuthErrorKind::Malformed(_)),
+            "{exp}"
+        );
+    }
+    let t = mint(&keys::ec()).claim("nbf", json!(-0.5)).sign();
+    assert!(matches!(
+        denied(&strict, &t).await,
+        AuthErrorKind::Malformed(_)
+    ));
+}
+
 #[tokio::test]
 async fn expiry_uses_the_injected_clock_and_leeway() {
     let clock = clock();
