@@ -519,6 +519,14 @@ pub fn check_auth_for_production(auth: &AuthSettings) -> Result<(), ConfigError>
             ),
         ));
     }
+    if !auth.jwks.background_refresh {
+        return Err(ConfigError::key(
+            "auth.jwks.background_refresh",
+            "must be true in production: without it a fetched key set is never refreshed when \
+             due, and a key the issuer withdraws keeps verifying until the set is past \
+             auth.jwks.max_stale_seconds",
+        ));
+    }
     let sources = [
         auth.jwks_url.is_some(),
         auth.discovery_url.is_some(),
@@ -1014,6 +1022,19 @@ mod tests {
                 load_err(jail)
             );
             jail.set_env("DEMO_API__AUTH__LEEWAY_SECONDS", "300");
+            assert!(Settings::load(&INFO, None, local_auth()).is_ok());
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            production_with_jwks(jail);
+            jail.set_env("DEMO_API__AUTH__JWKS__BACKGROUND_REFRESH", "false");
+            assert!(
+                load_err(jail)
+                    .starts_with("config error: auth.jwks.background_refresh: must be true"),
+                "{}",
+                load_err(jail)
+            );
+            jail.set_env("DEMO_API__AUTH__JWKS__BACKGROUND_REFRESH", "true");
             assert!(Settings::load(&INFO, None, local_auth()).is_ok());
             Ok(())
         });
