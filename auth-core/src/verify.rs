@@ -3,7 +3,7 @@
 //! A token is checked in this order, and the first failure decides the answer:
 //!
 //! 1. size (`auth.max_token_bytes`), before any decoding;
-//! 2. compact JWS shape (three parts, two dots), header base64url and JSON (steps 2–5 are
+//! 2. compact JWS shape (three parts, two dots), header base64url and a JSON object (steps 2–5 are
 //!    answered from memory for a header part equal byte for byte to one this verifier has read
 //!    before and over which a signature then verified: `crate::headers`);
 //! 3. `alg`: exactly one of the configured `auth.algorithms` (`none` is no algorithm, in any spelling);
@@ -846,9 +846,15 @@ fn buffers() -> ([MaybeUninit<u8>; STACK_PART], Vec<u8>) {
 
 /// Steps 2–5 on the header: its `alg` (configured), no `crit`, an accepted `typ`; and its `kid`.
 fn read_header(part: &[u8], policy: &Policy) -> Result<(Alg, Option<String>), AuthErrorKind> {
+    let malformed = || AuthErrorKind::Malformed("malformed token header");
     let (mut stack, mut heap) = buffers();
-    let header: JoseHeader = json(b64_into(part, &mut stack, &mut heap)?)
-        .ok_or(AuthErrorKind::Malformed("malformed token header"))?;
+    let bytes = b64_into(part, &mut stack, &mut heap)?;
+    // RFC 7515 §4: a JSON object. The derived `JoseHeader` would also read an array, by
+    // position (`["ES256"]` as `alg`).
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(malformed());
+    }
+    let header: JoseHeader = json(bytes).ok_or_else(malformed)?;
     let alg: Alg = header.alg.parse().map_err(|_| AuthErrorKind::Algorithm)?;
     if !policy.algorithms.contains(&alg) {
         return Err(AuthErrorKind::Algorithm);

@@ -350,6 +350,33 @@ async fn unknown_crit_is_refused() {
     }
 }
 
+/// RFC 7515 §4: the header is a JSON object. serde's derived structs also read an array, by
+/// position: `["ES256"]` read as `alg` ES256, validly signed, was accepted.
+#[tokio::test]
+async fn a_header_that_is_not_an_object_is_refused() {
+    let auth = auth(&pem_settings("ec-public.pem"));
+    let key = keys::ec();
+    let payload = mint(&key).signing_input();
+    let payload = payload.split_once('.').unwrap().1;
+    for header in [
+        r#"["ES256"]"#,
+        r#" ["ES256", null, null, false]"#,
+        "\"ES256\"",
+        "null",
+    ] {
+        let input = format!("{}.{payload}", b64(header));
+        let token = format!("{input}.{}", b64(key.sign(input.as_bytes())));
+        assert!(
+            matches!(denied(&auth, &token).await, AuthErrorKind::Malformed(_)),
+            "{header}"
+        );
+    }
+    // The same header as an object, with whitespace before it, is fine.
+    let input = format!("{}.{payload}", b64(r#" {"alg":"ES256"}"#));
+    let token = format!("{input}.{}", b64(key.sign(input.as_bytes())));
+    assert!(auth.verify(&token).await.is_ok());
+}
+
 #[tokio::test]
 async fn typ_is_checked() {
     let auth = auth(&pem_settings("ec-public.pem"));
