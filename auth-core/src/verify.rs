@@ -240,6 +240,9 @@ impl AuthError {
 /// production allows at most 300 (`service::config::MAX_PRODUCTION_LEEWAY_SECONDS`).
 pub const MAX_LEEWAY_SECONDS: u64 = 3_600;
 
+/// The largest `auth.jwks.max_body_bytes` accepted: 16 MiB, thousands of keys.
+const MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
+
 /// `Retry-After` of a 503 when keys cannot be had.
 const DEFAULT_RETRY_AFTER: u64 = 5;
 
@@ -464,6 +467,12 @@ impl Auth {
                 86_400 * 30,
             ),
             (
+                "auth.jwks.max_body_bytes",
+                u64::try_from(jwks.max_body_bytes).unwrap_or(u64::MAX),
+                1_024,
+                MAX_BODY_BYTES,
+            ),
+            (
                 "auth.jwks.backoff_initial_seconds",
                 jwks.backoff_initial_seconds,
                 1,
@@ -487,6 +496,15 @@ impl Auth {
             .find(|(_, v, min, max)| !(min..=max).contains(&v))
         {
             return Err(SetupError::new(key, format!("from {min} to {max}")));
+        }
+        if jwks.min_ttl_seconds > jwks.max_ttl_seconds {
+            return Err(SetupError::new(
+                "auth.jwks.min_ttl_seconds",
+                format!(
+                    "at most auth.jwks.max_ttl_seconds ({})",
+                    jwks.max_ttl_seconds
+                ),
+            ));
         }
         Ok(())
     }
