@@ -47,9 +47,7 @@ impl KeySet {
     /// set without any usable key is an error.
     pub fn from_jwks(json: &[u8]) -> Result<Self, FetchError> {
         let (set, skipped) = Self::parse_jwks(json)?;
-        for skip in skipped {
-            tracing::warn!(kid = skip.kid, reason = skip.reason, detail = %skip.detail, "skipping unusable key of the key set");
-        }
+        log_skipped(None, &skipped);
         Ok(set)
     }
 
@@ -68,11 +66,7 @@ impl KeySet {
                 .and_then(serde_json::Value::as_str)
                 .map(|k| k.chars().take(80).collect::<String>());
             if let Some((reason, detail)) = unsupported(&value) {
-                skipped.push(SkippedKey {
-                    kid,
-                    reason,
-                    detail,
-                });
+                skipped.push(SkippedKey::new(kid, reason, detail));
                 continue;
             }
             match serde_json::from_value(value)
@@ -80,14 +74,14 @@ impl KeySet {
                 .and_then(|jwk| VerifyingKey::from_jwk(&jwk))
             {
                 Ok(key) => keys.push(key),
-                Err(e) => skipped.push(SkippedKey {
+                Err(e) => skipped.push(SkippedKey::new(
                     kid,
-                    reason: match e {
+                    match e {
                         KeyError::KeySize(_) => "key_size",
                         _ => "malformed",
                     },
-                    detail: e.to_string(),
-                }),
+                    e.to_string(),
+                )),
             }
         }
         if keys.is_empty() {
@@ -178,8 +172,51 @@ pub(crate) struct SkippedKey {
     pub kid: Option<String>,
     /// The metric label: `kty`, `curve`, `alg`, `use` or `malformed`.
     pub reason: &'static str,
-    /// What is wrong, for the log line.
+    /// What is wrong, for the log line (shortened: it may quote the document).
     pub detail: String,
+}
+
+impl SkippedKey {
+    fn new(kid: Option<String>, reason: &'static str, detail: String) -> Self {
+        const MAX_DETAIL: usize = 200;
+        let detail = match detail.char_indices().nth(MAX_DETAIL) {
+            Some((end, _)) => format!("{}…", &detail[..end]),
+            None => detail,
+        };
+        Self {
+            kid,
+            reason,
+            detail,
+        }
+    }
+}
+
+/// The skipped keys logged one line each: this many at most per document (whoever serves it
+/// decides how many there are); the rest are counted in one more line.
+const MAX_SKIP_LINES: usize = 10;
+
+/// Logs the keys a key set document skipped (see [`MAX_SKIP_LINES`]) and counts each one in
+/// `auth_jwks_keys_skipped_total{reason}`. `source` is the shown URL of a remote source.
+pub(crate) fn log_skipped(source: Option<&str>, skipped: &[SkippedKey]) {
+    for (i, skip) in skipped.iter().enumerate() {
+        metrics::counter!(crate::store::metric::KEYS_SKIPPED, "reason" => skip.reason).increment(1);
+        if i < MAX_SKIP_LINES {
+            tracing::warn!(
+                source,
+                kid = skip.kid.as_deref(),
+                reason = skip.reason,
+                detail = %skip.detail,
+                "skipping unusable key of the key set"
+            );
+        }
+    }
+    if let Some(not_listed) = skipped.len().checked_sub(MAX_SKIP_LINES).filter(|&n| n > 0) {
+        tracing::warn!(
+            source,
+            not_listed,
+            "skipping {not_listed} more unusable keys of the key set"
+        );
+    }
 }
 
 /// Why a JWK cannot be used, judged on its JSON before any parsing: an unsupported `kty`,

@@ -207,7 +207,7 @@ impl fmt::Debug for KeyStore {
 }
 
 /// Metric names, all prefixed `auth_jwks_`.
-mod metric {
+pub(crate) mod metric {
     pub const FETCHES: &str = "auth_jwks_fetches_total";
     pub const SECONDS_SINCE_REFRESH: &str = "auth_jwks_seconds_since_refresh";
     pub const KEYS_LOADED: &str = "auth_jwks_keys_loaded";
@@ -665,16 +665,7 @@ impl KeyStore {
                 });
                 Self::succeeded(&mut ctl, now, ttl);
                 drop(ctl);
-                for skip in &skipped {
-                    metrics::counter!(metric::KEYS_SKIPPED, "reason" => skip.reason).increment(1);
-                    tracing::warn!(
-                        source,
-                        kid = skip.kid.as_deref(),
-                        reason = skip.reason,
-                        detail = %skip.detail,
-                        "skipping unsupported key of the key set"
-                    );
-                }
+                crate::source::log_skipped(Some(source), &skipped);
                 tracing::info!(
                     source,
                     outcome = "ok",

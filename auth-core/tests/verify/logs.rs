@@ -142,3 +142,37 @@ async fn a_key_source_urls_credentials_are_never_logged() {
         assert!(!logs.contains(secret), "logged: {secret}: {logs}");
     }
 }
+
+/// Whoever serves the key set cannot flood the log: a document of many unusable keys gives a
+/// few lines and a count, and a skipped key's detail is shortened like its `kid`.
+#[tokio::test]
+async fn a_key_set_of_many_unusable_keys_logs_a_few_short_lines() {
+    let captured = capture();
+    let mut issuer = testkit::MockIssuer::start().await;
+    let mut keys_json = vec![testkit::jwks_json(&[&keys::ec()])["keys"][0].clone()];
+    let huge = "v".repeat(5_000);
+    for i in 0..50 {
+        keys_json.push(serde_json::json!({
+            "kty": "EC", "crv": "P-256", "kid": format!("flood-kid-{i}"),
+            "use": {"huge": huge},
+        }));
+    }
+    let _jwks = issuer
+        .jwks_doc_mock(&serde_json::json!({ "keys": keys_json }))
+        .create_async()
+        .await;
+    let settings = crate::store::store_settings(issuer.jwks_url());
+    let auth = auth(&settings);
+    let token = crate::store::long_lived(&keys::ec()).sign();
+    assert!(auth.verify(&token).await.is_ok());
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let flood: Vec<&str> = logs.lines().filter(|l| l.contains("flood-kid-")).collect();
+    assert!(!flood.is_empty(), "{logs}");
+    assert!(flood.len() <= 10, "{} lines", flood.len());
+    assert!(flood.iter().all(|l| l.len() < 1_000), "{flood:?}");
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("more unusable keys") && l.contains("not_listed=40")),
+        "{logs}"
+    );
+}
