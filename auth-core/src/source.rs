@@ -499,7 +499,8 @@ pub fn jwks_uri_from_discovery(
     if doc.issuer != issuer {
         return Err(FetchError::IssuerMismatch {
             expected: issuer.to_owned(),
-            found: doc.issuer,
+            // From the document: shortened, it goes into a log line.
+            found: doc.issuer.chars().take(200).collect(),
         });
     }
     let url = check_url(&doc.jwks_uri).map_err(FetchError::Url)?;
