@@ -654,7 +654,17 @@ impl KeyStore {
                 let count = keys.len();
                 if let Some(cache) = self.cache.get() {
                     let kept: Vec<&str> = keys.keys().map(|k| k.thumbprint.as_str()).collect();
-                    cache.retain_keys(&kept);
+                    // Only when a key left: the same set again (every 200 from an issuer
+                    // without ETags) walks no cache under its lock. A hit checks its key anyway.
+                    let left = self.current().is_some_and(|current| {
+                        current
+                            .keys
+                            .keys()
+                            .any(|k| !kept.contains(&k.thumbprint.as_str()))
+                    });
+                    if left {
+                        cache.retain_keys(&kept);
+                    }
                 }
                 self.swap(Current {
                     keys: Arc::new(keys),
