@@ -394,7 +394,10 @@ impl KeyStore {
         };
         let refreshable = kid.is_some() && !ignore_kid;
         match self.find(&set, kid, alg, ignore_kid, !refreshable) {
-            Err(AuthErrorKind::UnknownKid) if refreshable => {}
+            // No key of that kid, or none that fits `alg` (the issuer may have re-keyed the
+            // kid to another key type): a refresh may bring it. jose reloads on any "no
+            // matching key"; a signature that fails is not that, and starts nothing.
+            Err(AuthErrorKind::UnknownKid | AuthErrorKind::Algorithm) if refreshable => {}
             found => return found,
         }
         // Read again: the look above may have waited on a fetch, and a refresh started now
@@ -402,9 +405,10 @@ impl KeyStore {
         self.unknown_kid(&set, kid, alg, self.clock.now()).await
     }
 
-    /// A `kid` that `set` does not hold: join the fetch in flight, or start one refresh per
-    /// cooldown; within the cooldown, with no fetch in flight, 401 at once (negative cache),
-    /// unless a fetch that finished after `set` was read has brought the kid.
+    /// A `kid` that `set` does not hold (or holds with no key that fits `alg`): join the fetch in
+    /// flight, or start one refresh per cooldown; within the cooldown, with no fetch in flight,
+    /// 401 at once (negative cache), unless a fetch that finished after `set` was read has
+    /// brought the kid.
     async fn unknown_kid(
         &self,
         set: &Arc<Current>,
@@ -417,7 +421,7 @@ impl KeyStore {
         // past a cooldown shorter than that refresh took.
         if let Some(latest) = self.usable(now).filter(|latest| !Arc::ptr_eq(latest, set)) {
             match self.find(&latest, kid, alg, false, false) {
-                Err(AuthErrorKind::UnknownKid) => {}
+                Err(AuthErrorKind::UnknownKid | AuthErrorKind::Algorithm) => {}
                 found => return found,
             }
         }
@@ -430,14 +434,8 @@ impl KeyStore {
                 // The refresh that started the cooldown may have swapped its set in between
                 // this request's look and `begin`: a rotation's new kid must not be refused
                 // for that.
-                if let Some(latest) = self
-                    .usable(self.clock.now())
-                    .filter(|latest| !Arc::ptr_eq(latest, set))
-                {
-                    return self.find(&latest, kid, alg, false, true);
-                }
-                metrics::counter!(metric::UNKNOWN_KID).increment(1);
-                return Err(AuthErrorKind::UnknownKid);
+                let latest = self.usable(self.clock.now());
+                return self.find(latest.as_ref().unwrap_or(set), kid, alg, false, true);
             }
         }
         let set = self

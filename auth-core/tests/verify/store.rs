@@ -265,6 +265,34 @@ async fn same_kid_with_new_key_material_is_picked_up() {
     rekeyed.assert_async().await;
 }
 
+/// A kid the issuer re-keyed to another key type (RSA to EC): a token whose `alg` fits only the
+/// new key finds no key in the held set, and starts a refresh as an unknown kid does (jose
+/// reloads on any "no matching key"); within the cooldown another such token is refused at once.
+#[tokio::test]
+async fn a_kid_rekeyed_to_another_key_type_is_picked_up() {
+    let clock = clock();
+    let old = keys::rsa().with_kid("signing-key");
+    let new = keys::ec().with_kid("signing-key");
+    let mut issuer = MockIssuer::start().await;
+    let first = issuer.jwks_mock(&[&old]).expect(1).create_async().await;
+    let auth = auth_with(&store_settings(issuer.jwks_url()), &clock);
+    assert!(auth.verify(&long_lived(&old).sign()).await.is_ok());
+    first.remove_async().await;
+    let rekeyed = issuer.jwks_mock(&[&new]).expect(1).create_async().await;
+    clock.advance(30);
+    assert!(
+        auth.verify(&long_lived(&new).sign()).await.is_ok(),
+        "one refresh brought the new key"
+    );
+    let ed = keys::ed().with_kid("signing-key");
+    assert_eq!(
+        denied(&auth, &long_lived(&ed).sign()).await,
+        AuthErrorKind::Algorithm,
+        "no second fetch within the cooldown"
+    );
+    rekeyed.assert_async().await;
+}
+
 /// A JWKS may publish two keys under one kid (jose and Envoy try each): a token signed by
 /// either verifies, and once cached is answered from the cache; a signature neither key made is
 /// refused, and no refetch is spent on it.
