@@ -11,13 +11,37 @@ use std::sync::{Arc, OnceLock};
 pub struct CallerSlot(Arc<OnceLock<String>>);
 
 impl CallerSlot {
-    /// Records the caller's subject (first write wins).
+    /// Records the caller's subject (first write wins), its first
+    /// [`MAX_SUBJECT_BYTES`](crate::claims::MAX_SUBJECT_BYTES) characters: every subject a
+    /// service stores, whole; a longer one (a token may carry kilobytes) shortened, so a log
+    /// line stays a line.
     pub fn set(&self, sub: &str) {
-        let _ = self.0.set(sub.to_owned());
+        let shown = match sub.char_indices().nth(crate::claims::MAX_SUBJECT_BYTES) {
+            Some((end, _)) => &sub[..end],
+            None => sub,
+        };
+        let _ = self.0.set(shown.to_owned());
     }
 
     /// The recorded subject, if any.
     pub fn get(&self) -> Option<&str> {
         self.0.get().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_a_subject_of_up_to_255_characters_whole_and_a_longer_one_shortened() {
+        let slot = CallerSlot::default();
+        slot.set(&"é".repeat(255));
+        assert_eq!(slot.get(), Some("é".repeat(255).as_str()));
+        let slot = CallerSlot::default();
+        slot.set(&"s".repeat(8_000));
+        assert_eq!(slot.get(), Some("s".repeat(255).as_str()));
+        slot.set("other");
+        assert_eq!(slot.get().map(str::len), Some(255), "first write wins");
     }
 }
