@@ -16,9 +16,14 @@ impl CallerSlot {
     /// service stores, whole; a longer one (a token may carry kilobytes) shortened, so a log
     /// line stays a line.
     pub fn set(&self, sub: &str) {
-        let shown = match sub.char_indices().nth(crate::claims::MAX_SUBJECT_BYTES) {
-            Some((end, _)) => &sub[..end],
-            None => sub,
+        const MAX: usize = crate::claims::MAX_SUBJECT_BYTES;
+        // No more bytes than that: no more characters (the usual subject, not walked).
+        let shown = if sub.len() <= MAX {
+            sub
+        } else {
+            sub.char_indices()
+                .nth(MAX)
+                .map_or(sub, |(end, _)| &sub[..end])
         };
         let _ = self.0.set(shown.to_owned());
     }
