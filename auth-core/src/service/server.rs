@@ -389,10 +389,17 @@ where
                 Err(refused) => own(refused),
             };
             // hyper drops a HEAD response's body on HTTP/1 only; on HTTP/2 it would send it.
-            // The length stays GET's.
+            // The length stays GET's; a 204 or 304 has none to give (RFC 9110 §8.6: a 304's
+            // would have to be the 200's).
             let res = if method == http::Method::HEAD {
                 let (mut parts, body) = res.into_parts();
-                if let Some(len) = http_body::Body::size_hint(&body).exact() {
+                let bodiless = matches!(
+                    parts.status,
+                    http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
+                );
+                if let Some(len) = http_body::Body::size_hint(&body).exact()
+                    && !bodiless
+                {
                     parts
                         .headers
                         .entry(http::header::CONTENT_LENGTH)

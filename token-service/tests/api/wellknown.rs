@@ -71,6 +71,17 @@ async fn jwks_etag_gives_304() {
         assert_eq!(res.headers()["etag"].to_str().unwrap(), etag);
         assert!(res.bytes().await.unwrap().is_empty());
     }
+    // A HEAD's 304 carries no Content-Length (RFC 9110 §8.6: it would have to be the 200's).
+    let res = t
+        .app
+        .client
+        .head(t.url("/.well-known/jwks.json"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 304);
+    assert_eq!(res.headers().get("content-length"), None);
     let res = t
         .app
         .client
