@@ -873,7 +873,18 @@ pub fn rotate(settings: &Settings, now: u64) -> anyhow::Result<Rotated> {
     }
     let dir_only = dir_only(signing);
     let (existing, _) = scan(&dir_only, false);
-    let (all, _) = scan(signing, false);
+    let (all, problems) = scan(signing, false);
+    // A key this command cannot read may be the one the running service signs with (a rescan
+    // keeps what it had): taken for absent, the new key would sign at once, before any relying
+    // party has it, and the unread key would never get a retirement.
+    if !problems.is_empty() {
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        bail!(
+            "keys rotate: refused while a key cannot be read (it may be the one signing); fix or \
+             remove it first: {}",
+            problems.join("; ")
+        );
+    }
     let activate_at = if all.signer(now).is_some() {
         now + signing.propagation_delay_seconds
     } else {

@@ -127,6 +127,40 @@ fn rolled_back_rotation(t: &TestApp) -> (String, u64) {
     (old, retire_at)
 }
 
+/// A key file `keys rotate` cannot read (here the signer's sidecar, edited with a typo) may be
+/// the key the running service signs with (a rescan keeps what it had): the rotation is
+/// refused, naming the file. Before, the new key was taken for the first one and signed at
+/// once, before any relying party had it.
+#[tokio::test]
+async fn a_rotation_with_an_unreadable_key_file_is_refused() {
+    let t = spawn_with_keys_dir().await;
+    let old = t.state.keys.signer().unwrap().kid.clone();
+    let dir = t.state.settings.signing.keys_dir.clone().unwrap();
+    let sidecar = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "toml"))
+        .unwrap();
+    std::fs::write(&sidecar, "activate_at = \"soon\"\n").unwrap();
+    t.state.keys.reload();
+    assert_eq!(
+        t.state.keys.signer().unwrap().kid,
+        old,
+        "the service keeps it"
+    );
+    let e = keys::rotate(&t.state.settings, t.clock.now())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&sidecar.display().to_string()), "{e}");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        2,
+        "nothing was written"
+    );
+    t.state.keys.reload();
+    assert_eq!(decode(&t.token("alice", &[]).await).0["kid"], old.as_str());
+}
+
 /// A rotation rolled back (the new key's files deleted), then another rotation shortly before
 /// the old key's retirement, which would come before the new key could sign: refused, naming
 /// the key and both times (before, it went through, and from the old key's retirement until
