@@ -248,7 +248,14 @@ impl KeyStore {
 
     /// The key that signs now.
     pub fn signer(&self) -> Option<Arc<SigningKey>> {
-        self.ring().signer(self.now()).cloned()
+        self.signer_at(self.now())
+    }
+
+    /// The key that signs at `now`: for a caller that stamps the token with that same `now`
+    /// (read twice, a key could be chosen in its last second and the token stamped at its
+    /// retirement).
+    pub fn signer_at(&self, now: u64) -> Option<Arc<SigningKey>> {
+        self.ring().signer(now).cloned()
     }
 
     /// The algorithms that may sign (discovery's `id_token_signing_alg_values_supported`).

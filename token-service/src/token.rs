@@ -482,11 +482,13 @@ async fn issue_token(
     access.sort();
     access.dedup();
 
-    let Some(key) = state.keys.signer() else {
+    // One reading of the clock chooses the key and stamps the token, so the key signs before
+    // its retirement and the lifetime below is at least a second.
+    let now = state.clock.now();
+    let Some(key) = state.keys.signer_at(now) else {
         tracing::error!("no signing key is active");
         return Err(ApiError::unavailable("no signing key is active", 30));
     };
-    let now = state.clock.now();
     // Never past the signing key's retirement: from then on no verifier can check the token.
     // That happens only when its successor is missing from the ring (a rolled-back rotation).
     let lifetime = match key.meta.retire_at {
