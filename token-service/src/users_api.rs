@@ -160,7 +160,7 @@ pub(crate) fn check_username(username: &str) -> Result<(), ApiError> {
 #[utoipa::path(post, path = "/users", tag = "users", request_body = CreateUser,
     security(("bearer_auth" = [])),
     responses(
-        (status = 201, body = UserView),
+        (status = 201, body = UserView, headers(("location" = String, description = "/users/{id}: the new user"))),
         (status = 400, description = "A field is invalid; the message names it"),
         (status = 401, description = "No valid token, or the account is disabled or no longer exists"),
         (status = 403, description = "Not an admin"),
@@ -219,11 +219,13 @@ async fn create_user(
     };
     audit!(event = "user_create", outcome = "success", actor = admin.username.as_deref().unwrap_or(""),
         username = %user.username, id = %user.id, roles = ?user.roles);
-    Ok(warp::reply::with_status(
+    let created = warp::reply::with_status(
         warp::reply::json(&UserView::from(&user)),
         StatusCode::CREATED,
-    )
-    .into_response())
+    );
+    // The id is a UUID: nothing in it needs escaping in a header or a path.
+    let location = format!("/users/{}", user.id);
+    Ok(warp::reply::with_header(created, http::header::LOCATION, location).into_response())
 }
 
 /// Lists the users.

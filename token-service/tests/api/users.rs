@@ -86,7 +86,12 @@ async fn admin_creates_users_with_validation_and_conflicts() {
     let res =
         post(json!({"username": "carol", "password": "carol-password-1", "roles": ["user"]})).await;
     assert_eq!(res.status(), 201);
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
     let carol: Value = res.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/users/{}", carol["id"].as_str().unwrap())
+    );
     assert_eq!(carol["roles"], json!(["user"]));
     assert!(carol.get("password_hash").is_none());
     let token = t
