@@ -377,7 +377,7 @@ fn not_found() -> Rejection {
 /// Loads the task `id` names if the caller may act on it, else the one 404.
 async fn find(store: &Store, claims: &Claims, id: &str) -> Result<Task, Rejection> {
     let scope = Scope::of(claims)?;
-    let id: i64 = id.parse().map_err(|_| not_found())?;
+    let id = paging::canonical_i64(id).ok_or_else(not_found)?;
     let task = store
         .get(id, &scope)
         .await

@@ -6,7 +6,7 @@ use auth_core::Claims;
 use auth_core::error::ApiError;
 use auth_core::filters::{with_any_role, with_auth, with_role, within_scope};
 use auth_core::service::body;
-use auth_core::service::paging::{self, ListQuery, Page};
+use auth_core::service::paging::{self, ListQuery, Page, PathId};
 use auth_core::service::storage::{Database, db_rejection};
 use auth_core::verify::{Auth, AuthError, AuthErrorKind};
 use http::StatusCode;
@@ -212,18 +212,21 @@ pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
         .and(body::json::<NewTodo>(MAX_BODY))
         .and(with_store(store.clone()))
         .and_then(create_todo);
-    let get = warp::path!("todos" / i64)
+    let get = warp::path!("todos" / PathId)
+        .map(|PathId(id)| id)
         .and(warp::get())
         .and(within_scope(auth, READ, with_auth(auth)))
         .and(with_store(store.clone()))
         .and_then(get_todo);
-    let patch = warp::path!("todos" / i64)
+    let patch = warp::path!("todos" / PathId)
+        .map(|PathId(id)| id)
         .and(warp::patch())
         .and(within_scope(auth, WRITE, with_any_role(auth, &editors)))
         .and(body::json::<TodoPatch>(MAX_BODY))
         .and(with_store(store.clone()))
         .and_then(update_todo);
-    let delete = warp::path!("todos" / i64)
+    let delete = warp::path!("todos" / PathId)
+        .map(|PathId(id)| id)
         .and(warp::delete())
         .and(within_scope(auth, WRITE, with_role(auth, "admin")))
         .and(with_store(store))

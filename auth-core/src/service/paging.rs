@@ -57,10 +57,23 @@ pub fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
 
 /// An integer written as Rust writes it, and only so: `i64::from_str` also takes `+5` and
 /// `0005`, so one number had unboundedly many spellings (a cursor this service never made was
-/// honoured, `?limit=007` listed seven).
-fn canonical_i64(text: &str) -> Option<i64> {
+/// honoured, `?limit=007` listed seven, `/todos/+5` was todo 5).
+pub fn canonical_i64(text: &str) -> Option<i64> {
     let n: i64 = text.parse().ok()?;
     (n.to_string() == text).then_some(n)
+}
+
+/// A numeric id in a path (`/todos/{id}`), in its one spelling ([`canonical_i64`]): as a
+/// `warp::path!` segment, any other spelling matches no route, a 404.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathId(pub i64);
+
+impl std::str::FromStr for PathId {
+    type Err = ();
+
+    fn from_str(segment: &str) -> Result<Self, ()> {
+        canonical_i64(segment).map(PathId).ok_or(())
+    }
 }
 
 /// The query string as its name–value pairs, in order (a malformed one is a 400 through the

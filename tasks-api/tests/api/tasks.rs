@@ -163,6 +163,17 @@ async fn put_and_patch(t: &TestApp) {
     assert_eq!(task["due"], "2030-01-02T02:04:05Z", "normalised to UTC");
     assert_eq!(task["owner"], "alice");
     let path = format!("/tasks/{}", task["id"]);
+    // At one path only: `+1` and `01` are other spellings of the number, not of the task.
+    for other in [
+        format!("/tasks/+{}", task["id"]),
+        format!("/tasks/0{}", task["id"]),
+    ] {
+        for method in ["GET", "PATCH", "PUT", "DELETE"] {
+            let body = matches!(method, "PATCH" | "PUT").then(|| json!({"title": "x"}));
+            let res = t.request(method, &other, Some(&alice), body).await;
+            assert_eq!(res.status(), 404, "{method} {other}");
+        }
+    }
     let (status, patched) = parts(
         t.request("PATCH", &path, Some(&alice), Some(json!({"title": "t2"})))
             .await,

@@ -32,6 +32,17 @@ async fn crud_flow(t: &TestApp) {
     // Anyone authenticated reads.
     let (status, got) = parts(t.request("GET", &path, Some(&alice), None).await).await;
     assert_eq!((status, &got), (200, &todo));
+    // At one path only: `+1` and `01` are other spellings of the number, not of the todo.
+    for other in [
+        format!("/todos/+{}", todo["id"]),
+        format!("/todos/0{}", todo["id"]),
+    ] {
+        for method in ["GET", "PATCH", "DELETE"] {
+            let body = (method == "PATCH").then(|| json!({"done": true}));
+            let res = t.request(method, &other, Some(&admin), body).await;
+            assert_eq!(res.status(), 404, "{method} {other}");
+        }
+    }
 
     // Editors and admins patch.
     let (status, patched) = parts(
