@@ -8,9 +8,9 @@ use warp::reply::{Reply, Response};
 use super::config::CorsSettings;
 use super::server::Routes;
 
-/// Not CORS-safelisted, so hidden from a page's script unless exposed: the challenge of a 401/403
-/// and the wait of a 429/503.
-const EXPOSED: [&str; 2] = ["www-authenticate", "retry-after"];
+/// Not CORS-safelisted, so hidden from a page's script unless exposed: the challenge of a 401/403,
+/// the wait of a 429/503, the methods of a 405 and the new resource of a 201.
+const EXPOSED: [&str; 4] = ["www-authenticate", "retry-after", "allow", "location"];
 
 /// `routes` as the serving loop serves them: with no origin allowed, as they are (no CORS
 /// headers are sent and browsers keep cross-origin pages out); else with `Vary: Origin` on every
