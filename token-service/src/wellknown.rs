@@ -48,8 +48,17 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
     let s = state.clone();
     let jwks_route = warp::path!(".well-known" / "jwks.json")
         .and(warp::get())
-        .and(warp::header::optional::<String>("if-none-match"))
-        .map(move |inm: Option<String>| jwks(&s, inm.as_deref()));
+        .and(warp::header::headers_cloned())
+        .map(move |headers: http::HeaderMap| {
+            // A list field (RFC 9110 §5.3): a client may split it over several lines.
+            let lines: Vec<&str> = headers
+                .get_all(header::IF_NONE_MATCH)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            let inm = (!lines.is_empty()).then(|| lines.join(","));
+            jwks(&s, inm.as_deref())
+        });
     let s = state.clone();
     let cert = warp::path!(".well-known" / "certs" / String)
         .and(warp::get())

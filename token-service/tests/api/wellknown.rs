@@ -71,6 +71,17 @@ async fn jwks_etag_gives_304() {
         assert_eq!(res.headers()["etag"].to_str().unwrap(), etag);
         assert!(res.bytes().await.unwrap().is_empty());
     }
+    // If-None-Match is a list, which a client may split over several lines.
+    let res = t
+        .app
+        .client
+        .get(t.url("/.well-known/jwks.json"))
+        .header("if-none-match", "\"other\"")
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 304);
     // A HEAD's 304 carries no Content-Length (RFC 9110 §8.6: it would have to be the 200's).
     let res = t
         .app
