@@ -381,6 +381,9 @@ impl KeyProvider for KeyStore {
 pub struct Problem {
     key: &'static str,
     message: String,
+    /// The file it is about does not exist (a `signing.key_files` entry naming nothing): no
+    /// running service can hold a key from it.
+    missing: bool,
 }
 
 impl std::fmt::Display for Problem {
@@ -421,6 +424,7 @@ fn key_paths(
                 problems.push(Problem {
                     key: "signing.keys_dir",
                     message: format!("cannot read {}: {e}", dir.display()),
+                    missing: e.kind() == std::io::ErrorKind::NotFound,
                 });
             }
         }
@@ -494,6 +498,7 @@ fn scan_with(
                     path.display(),
                     k.kid
                 ),
+                missing: false,
             });
             keys.push(k);
         }
@@ -533,6 +538,7 @@ fn scan_with(
                             "signing.keys_dir"
                         },
                         message: format!("{m} ({fate})"),
+                        missing: false,
                     });
                 }
             }
@@ -558,11 +564,15 @@ fn scan_file(
     let problem = |message: String| Problem {
         key: config_key,
         message: format!("{}: {message}", path.display()),
+        missing: false,
     };
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
-            problems.push(problem(format!("cannot read: {e}")));
+            problems.push(Problem {
+                missing: e.kind() == std::io::ErrorKind::NotFound,
+                ..problem(format!("cannot read: {e}"))
+            });
             return;
         }
     };
@@ -625,6 +635,7 @@ fn secret_key(signing: &SigningSettings) -> Result<SigningKey, Problem> {
                 .map_err(|e| Problem {
                     key: "signing.secret_file",
                     message: format!("cannot read {}: {e}", path.display()),
+                    missing: false,
                 })?
                 .trim_ascii()
                 .to_vec(),
@@ -634,6 +645,7 @@ fn secret_key(signing: &SigningSettings) -> Result<SigningKey, Problem> {
     let verifying = VerifyingKey::from_secret(&secret).map_err(|e| Problem {
         key,
         message: e.to_string(),
+        missing: false,
     })?;
     // A short tag, a hash of a hash of the secret: the value it had when the key's fingerprint
     // was a plain SHA-256, so tokens issued before keep their kid.
@@ -881,15 +893,20 @@ pub fn rotate(settings: &Settings, now: u64) -> anyhow::Result<Rotated> {
     let dir_only = dir_only(signing);
     let (existing, _) = scan(&dir_only, false);
     let (all, problems) = scan(signing, false);
-    // A key this command cannot read may be the one the running service signs with (a rescan
-    // keeps what it had): taken for absent, the new key would sign at once, before any relying
-    // party has it, and the unread key would never get a retirement.
-    if !problems.is_empty() {
-        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    // A key file that exists but cannot be read now (or a sidecar, or a directory that cannot be
+    // listed) may hold the key the running service signs with (a rescan keeps what it had):
+    // taken for absent, the new key would sign at once, before any relying party has it, and
+    // the unread key would never get a retirement. A file that does not exist holds nothing.
+    let blocking: Vec<String> = problems
+        .iter()
+        .filter(|p| !p.missing)
+        .map(ToString::to_string)
+        .collect();
+    if !blocking.is_empty() {
         bail!(
-            "keys rotate: refused while a key cannot be read (it may be the one signing); fix or \
-             remove it first: {}",
-            problems.join("; ")
+            "keys rotate: refused while a key file cannot be read (it may hold the key signing \
+             now); fix or remove it first: {}",
+            blocking.join("; ")
         );
     }
     let activate_at = if all.signer(now).is_some() {

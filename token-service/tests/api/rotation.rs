@@ -161,6 +161,17 @@ async fn a_rotation_with_an_unreadable_key_file_is_refused() {
     assert_eq!(decode(&t.token("alice", &[]).await).0["kid"], old.as_str());
 }
 
+/// A `signing.key_files` entry naming no file holds no key a service could have kept: it does
+/// not block a rotation (a file that exists and cannot be read does, above).
+#[test]
+fn a_missing_key_file_does_not_block_a_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = keys_dir_settings(dir.path());
+    settings.signing.key_files.push(dir.path().join("gone.pem"));
+    let first = keys::rotate(&settings, SystemClock.now()).unwrap();
+    assert!(first.path.exists());
+}
+
 /// A rotation rolled back (the new key's files deleted), then another rotation shortly before
 /// the old key's retirement, which would come before the new key could sign: refused, naming
 /// the key and both times (before, it went through, and from the old key's retirement until
