@@ -206,18 +206,23 @@ async fn rotation_new_kid_after_one_refresh_removed_kid_at_once() {
 async fn loaded_then_rotated(
     clock: &std::sync::Arc<auth_core::ManualClock>,
 ) -> (Auth, MockIssuer, mockito::Mock) {
-    let ec = keys::ec();
+    loaded_then_serving(clock, &keys::ec(), &[&keys::ec(), &keys::ed()]).await
+}
+
+/// A store that loaded `first` alone, whose issuer now serves `next` (expected to be fetched
+/// once more).
+async fn loaded_then_serving(
+    clock: &std::sync::Arc<auth_core::ManualClock>,
+    first: &TestKey,
+    next: &[&TestKey],
+) -> (Auth, MockIssuer, mockito::Mock) {
     let mut issuer = MockIssuer::start().await;
-    let first = issuer.jwks_mock(&[&ec]).expect(1).create_async().await;
+    let served = issuer.jwks_mock(&[first]).expect(1).create_async().await;
     let auth = auth_with(&store_settings(issuer.jwks_url()), clock);
-    assert!(auth.verify(&long_lived(&ec).sign()).await.is_ok());
-    first.remove_async().await;
-    let both = issuer
-        .jwks_mock(&[&ec, &keys::ed()])
-        .expect(1)
-        .create_async()
-        .await;
-    (auth, issuer, both)
+    assert!(auth.verify(&long_lived(first).sign()).await.is_ok());
+    served.remove_async().await;
+    let next = issuer.jwks_mock(next).expect(1).create_async().await;
+    (auth, issuer, next)
 }
 
 /// Tokens naming a new kid while a refresh is in flight wait for that refresh instead of a 401
@@ -244,12 +249,7 @@ async fn same_kid_with_new_key_material_is_picked_up() {
     let clock = clock();
     let old = TestKey::generate("ES256").with_kid("signing-key");
     let new = TestKey::generate("ES256").with_kid("signing-key");
-    let mut issuer = MockIssuer::start().await;
-    let first = issuer.jwks_mock(&[&old]).expect(1).create_async().await;
-    let auth = auth_with(&store_settings(issuer.jwks_url()), &clock);
-    assert!(auth.verify(&long_lived(&old).sign()).await.is_ok());
-    first.remove_async().await;
-    let rekeyed = issuer.jwks_mock(&[&new]).expect(1).create_async().await;
+    let (auth, _issuer, rekeyed) = loaded_then_serving(&clock, &old, &[&new]).await;
     assert_eq!(
         denied(&auth, &long_lived(&new).sign()).await,
         AuthErrorKind::Signature,
@@ -273,12 +273,7 @@ async fn a_kid_rekeyed_to_another_key_type_is_picked_up() {
     let clock = clock();
     let old = keys::rsa().with_kid("signing-key");
     let new = keys::ec().with_kid("signing-key");
-    let mut issuer = MockIssuer::start().await;
-    let first = issuer.jwks_mock(&[&old]).expect(1).create_async().await;
-    let auth = auth_with(&store_settings(issuer.jwks_url()), &clock);
-    assert!(auth.verify(&long_lived(&old).sign()).await.is_ok());
-    first.remove_async().await;
-    let rekeyed = issuer.jwks_mock(&[&new]).expect(1).create_async().await;
+    let (auth, _issuer, rekeyed) = loaded_then_serving(&clock, &old, &[&new]).await;
     clock.advance(30);
     assert!(
         auth.verify(&long_lived(&new).sign()).await.is_ok(),
