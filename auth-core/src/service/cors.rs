@@ -12,6 +12,9 @@ use super::server::Routes;
 /// the wait of a 429/503, the methods of a 405 and the new resource of a 201.
 const EXPOSED: [&str; 4] = ["www-authenticate", "retry-after", "allow", "location"];
 
+/// [`EXPOSED`] as one header value, for the responses the serving loop writes itself.
+const EXPOSED_VALUE: &str = "www-authenticate, retry-after, allow, location";
+
 /// `routes` as the serving loop serves them: with no origin allowed, as they are (no CORS
 /// headers are sent and browsers keep cross-origin pages out); else with `Vary: Origin` on every
 /// response, and a second copy behind warp's CORS layer for the requests that layer is for.
@@ -98,7 +101,7 @@ pub(crate) fn add_to_loop_response(
         headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         headers.insert(
             http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            http::HeaderValue::from_static("www-authenticate, retry-after"),
+            http::HeaderValue::from_static(EXPOSED_VALUE),
         );
     }
     add_vary(res);
@@ -108,4 +111,14 @@ pub(crate) fn add_to_loop_response(
 pub(crate) fn add_vary(res: &mut Response) {
     res.headers_mut()
         .append(http::header::VARY, http::HeaderValue::from_static("origin"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loop_exposes_what_the_layer_exposes() {
+        assert_eq!(EXPOSED_VALUE, EXPOSED.join(", "));
+    }
 }
