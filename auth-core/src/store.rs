@@ -911,7 +911,7 @@ impl KeyStore {
         max_age
             .unwrap_or(s.default_ttl_seconds)
             .max(s.min_ttl_seconds)
-            .min(s.max_ttl_seconds.max(s.min_ttl_seconds))
+            .min(s.max_ttl_seconds)
     }
 
     /// A GET with the client's timeouts, no redirects, and the body counted while streaming.

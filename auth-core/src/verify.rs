@@ -497,12 +497,13 @@ impl Auth {
         {
             return Err(SetupError::new(key, format!("from {min} to {max}")));
         }
+        // Named by the maximum: lowering it below the default minimum (60) is the usual way in.
         if jwks.min_ttl_seconds > jwks.max_ttl_seconds {
             return Err(SetupError::new(
-                "auth.jwks.min_ttl_seconds",
+                "auth.jwks.max_ttl_seconds",
                 format!(
-                    "at most auth.jwks.max_ttl_seconds ({})",
-                    jwks.max_ttl_seconds
+                    "at least auth.jwks.min_ttl_seconds ({}); lower that too",
+                    jwks.min_ttl_seconds
                 ),
             ));
         }
