@@ -112,6 +112,11 @@ pub fn routes(state: State, auth: &Auth) -> BoxedFilter<(Response,)> {
         .and(admin())
         .and(with_state())
         .then(list_users);
+    let get = warp::path!("users" / UserId)
+        .and(warp::get())
+        .and(admin())
+        .and(with_state())
+        .then(get_user);
     let disable = warp::path!("users" / String)
         .and(warp::delete())
         .and(admin())
@@ -133,6 +138,8 @@ pub fn routes(state: State, auth: &Auth) -> BoxedFilter<(Response,)> {
         .or(create)
         .unify()
         .or(list)
+        .unify()
+        .or(get)
         .unify()
         .or(disable)
         .unify()
@@ -239,6 +246,43 @@ async fn list_users(_admin: Arc<Claims>, state: State) -> Result<Response, ApiEr
     let users = state.users.list().await.map_err(|e| e.to_api_error())?;
     let views: Vec<UserView> = users.iter().map(UserView::from).collect();
     Ok(warp::reply::json(&views).into_response())
+}
+
+/// A user id in `GET /users/{id}`: any segment but `me`, which is `GET /users/me`'s alone (a
+/// signed-in user's refusal there stays that route's, never an admin route's).
+struct UserId(String);
+
+impl std::str::FromStr for UserId {
+    type Err = ();
+
+    fn from_str(segment: &str) -> Result<Self, ()> {
+        (segment != "me")
+            .then(|| UserId(segment.to_owned()))
+            .ok_or(())
+    }
+}
+
+/// One user, disabled or not (the `Location` of `POST /users`).
+#[utoipa::path(get, path = "/users/{id}", tag = "users", security(("bearer_auth" = [])),
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, body = UserView),
+        (status = 401, description = "No valid token, or the account is disabled or no longer exists"),
+        (status = 403, description = "Not an admin"),
+        (status = 404, description = "No such user"),
+    ))]
+async fn get_user(
+    UserId(id): UserId,
+    _admin: Arc<Claims>,
+    state: State,
+) -> Result<Response, ApiError> {
+    let user = state
+        .users
+        .by_id(&id)
+        .await
+        .map_err(|e| e.to_api_error())?
+        .ok_or_else(|| ApiError::not_found("no such user"))?;
+    Ok(warp::reply::json(&UserView::from(&user)).into_response())
 }
 
 /// Disables a user: sign-in and these routes refuse it from now on (its tokens already issued
@@ -396,7 +440,14 @@ async fn change_password(
 /// For the OpenAPI document.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(create_user, list_users, disable_user, get_me, change_password),
+    paths(
+        create_user,
+        list_users,
+        get_user,
+        disable_user,
+        get_me,
+        change_password
+    ),
     components(schemas(CreateUser, ChangePassword, UserView))
 )]
 pub struct UsersApi;

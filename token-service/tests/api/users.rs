@@ -92,6 +92,12 @@ async fn admin_creates_users_with_validation_and_conflicts() {
         location,
         format!("/users/{}", carol["id"].as_str().unwrap())
     );
+    let res = t.get_auth(&location, &admin).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), carol);
+    let alice = t.token("alice", &[("audience", "token-service")]).await;
+    assert_eq!(t.get_auth(&location, &alice).await.status(), 403);
+    assert_eq!(t.get_auth("/users/no-such-id", &admin).await.status(), 404);
     assert_eq!(carol["roles"], json!(["user"]));
     assert!(carol.get("password_hash").is_none());
     let token = t
