@@ -1,6 +1,6 @@
 //! The command line: `token-service [--config PATH] [serve]`, `users add [--admin] <username>`
 //! (password on stdin or at a prompt), `users hash` (password on stdin → argon2id PHC string),
-//! `keys rotate`, `keys list`. Every failure is one line on stderr and a non-zero exit.
+//! `keys rotate`, `keys list`, `keys prune`. Every failure is one line on stderr and a non-zero exit.
 
 use std::io::{BufRead, IsTerminal, Write};
 

@@ -1,7 +1,8 @@
 //! The user routes. Admin (role `admin`, via `with_role`, and scope `users:admin` of a token that
-//! carries a `scope` claim): `POST /users`, `GET /users`, `DELETE /users/{id}` (disables the user). Any signed-in user: `GET /users/me`,
-//! `PUT /users/me/password`. Tokens must carry the audience `token-service` (`auth.audience`):
-//! admins get it by default, anyone by asking for `audience=token-service`.
+//! carries a `scope` claim): `POST /users`, `GET /users`, `GET /users/{id}`, `DELETE /users/{id}`
+//! (disables the user). Any signed-in user: `GET /users/me`, `PUT /users/me/password`. Tokens
+//! must carry the audience `token-service` (`auth.audience`): admins get it by default, anyone by
+//! asking for `audience=token-service`.
 //!
 //! A token already issued stays valid until its `exp` after a password change, and at the
 //! resource services after a disable; here, every route looks the caller's account up, and a
