@@ -203,7 +203,7 @@ fn parse(ct: Option<&str>, body: &[u8]) -> Result<TokenRequest, ApiError> {
             serde_urlencoded::from_bytes::<TokenRequest>(body).map_err(|e| e.to_string())
         }
         "application/json" if !auth_core::service::body::is_object(body) => {
-            Err("the body must be a JSON object".to_owned())
+            Err(auth_core::service::body::not_an_object(body).to_owned())
         }
         "application/json" => {
             serde_json::from_slice::<TokenRequest>(body).map_err(|e| e.to_string())

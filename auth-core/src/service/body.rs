@@ -119,7 +119,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::bad_request("a JSON body is required"));
     }
     if !is_object(body) {
-        return Err(ApiError::bad_request("the body must be a JSON object"));
+        return Err(ApiError::bad_request(not_an_object(body)));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -149,6 +149,17 @@ pub use crate::error::without_value;
 /// todo, and a short `["new"]` a full replacement that clears every optional field.
 pub fn is_object(body: &[u8]) -> bool {
     body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// Why a body [`is_object`] refused is not one, for the 400: a UTF-8 byte order mark before the
+/// object gets its own message (RFC 8259 §8.1: senders must not add one; an editor's "UTF-8 with
+/// BOM" adds it unseen), anything else "must be a JSON object".
+pub fn not_an_object(body: &[u8]) -> &'static str {
+    if body.starts_with(b"\xEF\xBB\xBF") {
+        "the body starts with a byte order mark (U+FEFF): send the JSON without it"
+    } else {
+        "the body must be a JSON object"
+    }
 }
 
 /// For `#[serde(default, deserialize_with = "body::present")]`: a field that is present, even
@@ -365,6 +376,12 @@ mod tests {
         assert_eq!(
             parse_json::<New>(b"").unwrap_err().message,
             "a JSON body is required"
+        );
+        assert_eq!(
+            parse_json::<New>(b"\xEF\xBB\xBF{\"title\": \"a\"}")
+                .unwrap_err()
+                .message,
+            "the body starts with a byte order mark (U+FEFF): send the JSON without it"
         );
     }
 
