@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use auth_core::filters::with_auth;
+use auth_core::keys::Alg;
 use auth_core::source::KeySet;
 use auth_core::{Auth, AuthSettings, ManualClock};
 use base64::Engine;
@@ -81,10 +82,23 @@ proptest! {
         any::<Vec<u8>>(),
         "\\{\"keys\":\\[(\\{\"kty\":\"(EC|RSA|OKP|oct|)\",\"crv\":\"(P-256|Ed25519|P-384|)\",\"x\":\"[A-Za-z0-9_-]{0,60}\",\"y\":\"[A-Za-z0-9_-]{0,60}\",\"n\":\"[A-Za-z0-9_-]{0,400}\",\"e\":\"(AQAB|)\",\"use\":\"(sig|enc)\",\"kid\":\"[ -~]{0,20}\"\\},?){0,4}\\]\\}".prop_map(String::into_bytes),
     ]) {
-        // Ok or Err, but a verdict: no panic, and whatever loads holds only usable keys.
+        // Ok or Err, but a verdict: no panic, and whatever loads holds only usable keys: no
+        // more than the document's entries of a signing key type marked `use: sig`, each a
+        // public key for RS256, ES256 or EdDSA, never an HMAC secret.
         if let Ok(set) = KeySet::from_jwks(&doc) {
+            let entries: Vec<serde_json::Value> = serde_json::from_slice::<serde_json::Value>(&doc)
+                .ok()
+                .and_then(|d| d["keys"].as_array().cloned())
+                .unwrap_or_default();
+            let candidates = entries
+                .iter()
+                .filter(|k| matches!(k["kty"].as_str(), Some("EC" | "RSA" | "OKP")))
+                .filter(|k| k.get("use").is_none_or(|u| u == "sig"))
+                .count();
+            prop_assert!(set.keys().count() <= candidates, "{} keys", set.keys().count());
             for key in set.keys() {
-                prop_assert!(!key.thumbprint.is_empty());
+                prop_assert!(!key.fits(Alg::HS256));
+                prop_assert!([Alg::RS256, Alg::ES256, Alg::EdDSA].iter().any(|a| key.fits(*a)));
             }
         }
     }

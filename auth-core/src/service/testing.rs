@@ -434,6 +434,8 @@ impl TcpProxy {
 
 /// Asserts a service whose verification keys cannot be loaded still serves at once:
 /// `/health` 200, `/ready` 503 naming the keys (issue 4: the key store loads in the background).
+/// The other half, `/ready` 200 once they load, is every other test's start
+/// ([`Spawned::wait_ready`]).
 pub async fn assert_ready_waits_for_the_keys(app: &Spawned) {
     assert_eq!(app.get("/health").await.status(), 200);
     let res = app.get("/ready").await;

@@ -43,13 +43,24 @@ async fn keys_are_loaded_without_a_request_and_readiness_follows() {
 
 #[test]
 fn construction_does_no_network_io() {
-    // No runtime, a URL nobody listens on: building must still succeed, and not be ready.
+    // No runtime, a key source on a listener nobody serves: building succeeds, is not ready,
+    // and never connected (a connection would wait in the listener's backlog).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let settings = AuthSettings {
-        jwks_url: Some("http://127.0.0.1:9/jwks.json".into()),
+        jwks_url: Some(format!(
+            "http://{}/jwks.json",
+            listener.local_addr().unwrap()
+        )),
         ..settings()
     };
     let auth = Auth::new(&settings, REALM).unwrap();
     assert!(!auth.is_ready());
+    listener.set_nonblocking(true).unwrap();
+    assert_eq!(
+        listener.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "no connection was made"
+    );
 }
 
 #[tokio::test]

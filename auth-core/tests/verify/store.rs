@@ -220,6 +220,7 @@ async fn loaded_then_serving(
     let served = issuer.jwks_mock(&[first]).expect(1).create_async().await;
     let auth = auth_with(&store_settings(issuer.jwks_url()), clock);
     assert!(auth.verify(&long_lived(first).sign()).await.is_ok());
+    served.assert_async().await;
     served.remove_async().await;
     let next = issuer.jwks_mock(next).expect(1).create_async().await;
     (auth, issuer, next)
@@ -369,6 +370,7 @@ async fn endpoint_failures_keep_the_cached_set_and_the_store_recovers() {
         let auth = auth_with(&settings, &clock);
         let t = long_lived(&keys::ec()).sign();
         assert!(auth.verify(&t).await.is_ok(), "{failure:?}");
+        good.assert_async().await;
         good.remove_async().await;
 
         let failing = issuer.failing_mock(failure).expect(1).create_async().await;
@@ -707,6 +709,7 @@ async fn readiness_not_loaded_then_loaded_stale_and_past_max_staleness() {
     assert!(auth.verify(&t).await.is_ok());
     assert!(auth.is_ready());
     assert_eq!(store(&auth).status().state, StoreState::Loaded);
+    good.assert_async().await;
     good.remove_async().await;
 
     let _down = issuer

@@ -9,7 +9,7 @@ async fn answers_the_operational_routes_with_default_settings() {
 }
 
 #[tokio::test]
-async fn health_at_once_ready_503_until_the_keys_load() {
+async fn health_at_once_ready_503_while_the_keys_cannot_load() {
     let t = spawn_app_without_keys().await;
     testing::assert_ready_waits_for_the_keys(&t.app).await;
 }

@@ -296,17 +296,23 @@ impl Stack {
         self.statuses.lock().unwrap().clone()
     }
 
-    /// JWKS requests token-service has served, from its access log (this run and earlier ones).
-    pub fn jwks_hits(&self) -> usize {
-        let current = std::fs::read_to_string(&self.services[0].log).unwrap_or_default();
-        std::iter::once(current.as_str())
-            .chain(self.services[0].old_logs.iter().map(String::as_str))
-            .flat_map(str::lines)
-            .filter(|l| {
-                l.contains("\"target\":\"access\"")
-                    && l.contains("\"path\":\"/.well-known/jwks.json\"")
-            })
-            .count()
+    /// Key-set fetches service `name` has completed (its `auth_jwks_fetches_total`, every
+    /// outcome), from its own `/metrics`: its fetches alone, not another service's or a
+    /// scheduled refresh's at token-service.
+    pub async fn jwks_fetches(&self, name: &str) -> u64 {
+        let text = self
+            .client
+            .get(self.url(name, "/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with("auth_jwks_fetches_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
     }
 
     pub fn pids(&self) -> Vec<u32> {
