@@ -125,20 +125,19 @@ async fn unknown_kid_refreshes_once_then_cools_down_with_fast_401s() {
         .expect(0)
         .create_async()
         .await;
-    let mut slowest = Duration::ZERO;
     for i in 0..1000 {
         clock.set(NOW + 30 + i % 30);
         let random = long_lived(&keys::ed())
             .claim("iss", iss.clone())
             .kid(&format!("random-{i}"))
             .sign();
-        let started = Instant::now();
-        let err = auth.verify(&random).await.unwrap_err();
-        slowest = slowest.max(started.elapsed());
+        // At once: answered on the first poll, waiting on nothing (no fetch, no limiter).
+        let err = futures_util::FutureExt::now_or_never(auth.verify(&random))
+            .expect("answered without waiting")
+            .unwrap_err();
         assert_eq!(err.kind(), &AuthErrorKind::UnknownKid);
         assert_eq!(err.status(), 401);
     }
-    assert!(slowest < Duration::from_millis(500), "{slowest:?}");
     assert!(auth.verify(&ec).await.is_ok(), "known keys keep working");
     hanging.assert_async().await;
 }
