@@ -573,6 +573,27 @@ fn is_loopback(url: &Url) -> bool {
 mod tests {
     use super::*;
 
+    /// The document's issuer goes into a logged error: a long one is shortened there.
+    #[test]
+    fn a_mismatched_discovery_issuer_is_shortened_in_the_error() {
+        let long = format!("https://{}.example.com", "x".repeat(5_000));
+        let doc = serde_json::json!({"issuer": long, "jwks_uri": "https://idp.example.com/jwks"});
+        let discovery =
+            Url::parse("https://idp.example.com/.well-known/openid-configuration").unwrap();
+        let error = jwks_uri_from_discovery(
+            doc.to_string().as_bytes(),
+            "https://idp.example.com",
+            &discovery,
+        )
+        .unwrap_err();
+        let FetchError::IssuerMismatch { found, .. } = &error else {
+            panic!("{error}");
+        };
+        assert_eq!(found.chars().count(), 200);
+        assert!(long.starts_with(found.as_str()));
+        assert!(error.to_string().len() < 400, "{error}");
+    }
+
     #[test]
     fn the_issuer_a_discovery_url_implies_has_no_userinfo() {
         for (base, issuer) in [
