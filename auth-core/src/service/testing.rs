@@ -308,6 +308,24 @@ pub fn assert_production_refusals(exe: &Path, env_prefix: &str) {
     );
 }
 
+/// Asserts `res` is a 401 `invalid_token` (RFC 6750): the status, the challenge and the JSON
+/// body's code; `context` names the request in a failure.
+pub async fn assert_invalid_token(res: reqwest::Response, context: &str) {
+    assert_eq!(res.status(), 401, "{context}");
+    let challenge = res
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        challenge.contains("error=\"invalid_token\""),
+        "{context}: {challenge}"
+    );
+    let err: serde_json::Value = res.json().await.expect("a JSON error body");
+    assert_eq!(err["error"], "invalid_token", "{context}: {err}");
+}
+
 /// Asserts `res` is the 403 `insufficient_scope` of a token whose `scope` claim lacks `scope`,
 /// its message naming the scope.
 pub async fn assert_needs_scope(res: reqwest::Response, scope: &str) {

@@ -1,3 +1,4 @@
+use auth_core::service::testing;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, parts, spawn_app, spawn_on};
@@ -393,16 +394,10 @@ async fn an_admin_without_a_subject_must_name_the_owner() {
         .claim("roles", json!(["admin"]))
         .sign();
     // Creating: no field names an owner, so the token is at fault (401), as for anyone.
-    let (status, err) = parts(
-        t.request("POST", "/tasks", Some(&admin), Some(json!({"title": "x"})))
-            .await,
-    )
-    .await;
-    assert_eq!(
-        (status, err["error"].as_str()),
-        (401, Some("invalid_token")),
-        "{err}"
-    );
+    let res = t
+        .request("POST", "/tasks", Some(&admin), Some(json!({"title": "x"})))
+        .await;
+    testing::assert_invalid_token(res, "POST /tasks").await;
     let (status, err) = parts(t.request("GET", "/tasks", Some(&admin), None).await).await;
     assert_eq!(status, 400, "{err}");
     assert!(
@@ -569,13 +564,8 @@ async fn odd_text_round_trips(t: &TestApp) {
         for sub in ["al\u{0}ice", &long] {
             let bad = t.token(sub, &roles);
             for (method, body) in [("GET", None), ("POST", Some(json!({"title": "x"})))] {
-                let (status, err) =
-                    parts(t.request(method, "/tasks", Some(&bad), body).await).await;
-                assert_eq!(
-                    (status, err["error"].as_str()),
-                    (401, Some("invalid_token")),
-                    "{roles:?} {method}: {err}"
-                );
+                let res = t.request(method, "/tasks", Some(&bad), body).await;
+                testing::assert_invalid_token(res, &format!("{roles:?} {method}")).await;
             }
         }
     }
