@@ -44,6 +44,15 @@ pub enum StorageError {
     /// A migration failed.
     #[error("database: migration failed: {0}")]
     Migrate(sqlx::migrate::MigrateError),
+    /// A PostgreSQL URL's query holds a parameter sqlx does not read. sqlx would log its value
+    /// (a misspelt `password`, libpq's `sslpassword`) and go on without it; the key is named
+    /// here, shortened, never the value.
+    #[error("database.url: unknown parameter {0:?} (sqlx reads sslmode, sslrootcert, sslcert, sslkey, host, hostaddr, port, dbname, user, password, application_name, options, statement-cache-capacity)")]
+    Parameter(String),
+    /// An in-memory SQLite database: one per pooled connection, so tables migrated on one
+    /// are missing on the others, and its data goes when a connection is recycled.
+    #[error("database.url: an in-memory SQLite database is one per connection and is lost when the connection closes; name a file (or leave database.url unset)")]
+    InMemory,
 }
 
 /// A connection pool and its backend.
@@ -99,6 +108,7 @@ impl Database {
         } else {
             return Err(StorageError::Scheme);
         };
+        check_url(url, backend)?;
         let mut options = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(acquire_timeout);
@@ -172,13 +182,25 @@ impl Database {
     /// is not ready. The transaction is sqlx's own, not a raw `BEGIN`: a check given up while it
     /// waits for the lock (`/ready`'s timeout, a client gone) cannot leave it open on a pooled
     /// connection, where later writes would join it, be acknowledged and be lost (sqlx rolls
-    /// back a `BEGIN` whose caller has gone). On PostgreSQL, `SELECT 1`.
+    /// back a `BEGIN` whose caller has gone). On PostgreSQL, whether a transaction would be
+    /// read-only (a standby answers `SELECT 1` as well as a primary, and every write would fail).
     pub async fn ping(&self) -> Result<(), String> {
         let outcome = match self.backend {
-            Backend::Postgres => sqlx::query("SELECT 1")
-                .execute(&self.pool)
+            Backend::Postgres => {
+                match sqlx::query_scalar::<_, String>(
+                    "SELECT current_setting('transaction_read_only')",
+                )
+                .fetch_one(&self.pool)
                 .await
-                .map(|_| ()),
+                {
+                    Ok(read_only) if read_only == "on" => {
+                        tracing::warn!("database is read-only");
+                        return Err("database is read-only".to_owned());
+                    }
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
             Backend::Sqlite => match self.pool.begin_with("BEGIN IMMEDIATE").await {
                 Ok(tx) => tx.rollback().await,
                 Err(e) => Err(e),
@@ -237,11 +259,88 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
-/// Whether a PostgreSQL SQLSTATE means the server cannot serve right now. 57014 is a statement
-/// cancelled, by `statement_timeout` here: a database too slow to answer, not a faulty query.
+/// The query parameters sqlx's PostgreSQL driver reads (`sqlx-postgres`'s `parse_from_url`);
+/// `options[name]` as well.
+const POSTGRES_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// What sqlx would read from `url` other than intended: a PostgreSQL parameter it does not know
+/// (it logs the value at warn level, a password's too, and ignores it), or an in-memory SQLite
+/// database. A URL that does not parse is left to sqlx, whose error names no part of it.
+fn check_url(url: &str, backend: Backend) -> Result<(), StorageError> {
+    match backend {
+        Backend::Postgres => {
+            let Ok(parsed) = reqwest::Url::parse(url) else {
+                return Ok(());
+            };
+            for (key, _) in parsed.query_pairs() {
+                let known = POSTGRES_PARAMETERS.contains(&key.as_ref())
+                    || (key.starts_with("options[") && key.ends_with(']'));
+                if !known {
+                    return Err(StorageError::Parameter(key.chars().take(40).collect()));
+                }
+            }
+            Ok(())
+        }
+        Backend::Sqlite => {
+            // sqlx reads `sqlite::memory:`, `sqlite://:memory:` and `?mode=memory` as memory.
+            let (path, query) = url.split_once('?').unwrap_or((url, ""));
+            let path = path.trim_start_matches("sqlite:").trim_start_matches("//");
+            let memory = path.is_empty()
+                || path == ":memory:"
+                || query
+                    .split('&')
+                    .any(|pair| pair.eq_ignore_ascii_case("mode=memory"));
+            if memory {
+                Err(StorageError::InMemory)
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whether a PostgreSQL SQLSTATE means the server cannot serve right now, so the same request
+/// may succeed later: a connection exception (08), too many connections (53300), a statement
+/// cancelled (57014, by `statement_timeout` here: a database too slow to answer, not a faulty
+/// query), the server shutting down or starting (57P01–57P03), a read-only transaction (25006:
+/// a standby, or a primary demoted by a failover), a serialization failure or a deadlock
+/// (40001, 40P01: PostgreSQL's "retry the transaction"), a lock not available (55P03), a full
+/// disk (53100) or no memory (53200).
 fn postgres_unavailable(sqlstate: &str) -> bool {
     sqlstate.starts_with("08")
-        || matches!(sqlstate, "53300" | "57014" | "57P01" | "57P02" | "57P03")
+        || matches!(
+            sqlstate,
+            "25006"
+                | "40001"
+                | "40P01"
+                | "53100"
+                | "53200"
+                | "53300"
+                | "55P03"
+                | "57014"
+                | "57P01"
+                | "57P02"
+                | "57P03"
+        )
 }
 
 /// A `sqlite://` URL for a file, created if missing. The path is made absolute (its directory
@@ -439,13 +538,104 @@ mod tests {
     #[test]
     fn postgres_sqlstates_that_mean_unavailable() {
         for code in [
-            "08000", "08006", "08001", "53300", "57014", "57P01", "57P03",
+            "08000", "08006", "08001", "53300", "57014", "57P01", "57P03", "25006", "40001",
+            "40P01", "55P03", "53100", "53200",
         ] {
             assert!(postgres_unavailable(code), "{code}");
         }
-        for code in ["22021", "23505", "42P01", "40001", "XX000", "00005"] {
+        for code in ["22021", "23505", "42P01", "XX000", "00005"] {
             assert!(!postgres_unavailable(code), "{code}");
         }
+    }
+
+    /// sqlx logs the value of a PostgreSQL URL parameter it does not read (a misspelt
+    /// `password`, libpq's `sslpassword`) and goes on without it: such a URL is refused, naming
+    /// the key and never the value, before sqlx reads it.
+    #[tokio::test]
+    async fn a_postgres_url_parameter_sqlx_ignores_is_refused_by_name() {
+        for url in [
+            "postgres://app@127.0.0.1:1/app?sslpassword=Leak-Me",
+            "postgres://app@127.0.0.1:1/app?sslmode=disable&pasword=Leak-Me",
+        ] {
+            let err = Database::connect_url(url, 1, Duration::from_secs(1), None)
+                .await
+                .unwrap_err();
+            let message = err.to_string();
+            assert!(matches!(err, StorageError::Parameter(_)), "{url}: {message}");
+            assert!(message.starts_with("database.url: unknown parameter \""), "{message}");
+            assert!(!message.contains("Leak-Me"), "{message}");
+        }
+        for url in [
+            "postgres://app:pw@db/app",
+            "postgres://app@db/app?sslmode=require&application_name=x&options[search_path]=s",
+            "postgresql://db/app?host=/run/postgresql&port=5433&statement-cache-capacity=10",
+            "not a url",
+        ] {
+            assert!(check_url(url, Backend::Postgres).is_ok(), "{url}");
+        }
+    }
+
+    /// An in-memory SQLite database is one per pooled connection (sqlx's Any driver reads the
+    /// URL again for each): tables migrated on one are missing on the others.
+    #[tokio::test]
+    async fn an_in_memory_sqlite_database_is_refused() {
+        for url in [
+            "sqlite::memory:",
+            "sqlite://:memory:",
+            "sqlite:",
+            "sqlite://",
+            "sqlite:///tmp/a.db?mode=memory",
+            "sqlite:a.db?cache=shared&mode=memory",
+        ] {
+            let err = Database::connect_url(url, 2, Duration::from_secs(1), None)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StorageError::InMemory), "{url}: {err}");
+            assert!(err.to_string().starts_with("database.url: "), "{err}");
+        }
+        for url in ["sqlite:///tmp/a.db", "sqlite:a.db?mode=rwc", "sqlite://memory.db"] {
+            assert!(check_url(url, Backend::Sqlite).is_ok(), "{url}");
+        }
+    }
+
+    /// A read-only PostgreSQL (a standby, a primary demoted by a failover) answers `SELECT 1`
+    /// but fails every write: not ready, and a write refused for it is a 503, not a 500.
+    #[tokio::test]
+    async fn a_read_only_postgres_is_not_ready_and_its_refusals_are_unavailable() {
+        let Some(url) =
+            test_postgres_url("a_read_only_postgres_is_not_ready_and_its_refusals_are_unavailable")
+                .await
+        else {
+            return;
+        };
+        let db = Database::connect_url(&url, 1, Duration::from_secs(5), None)
+            .await
+            .unwrap();
+        db.migrate(&SQLITE, &POSTGRES).await.unwrap();
+        db.ping().await.unwrap();
+        db.close().await;
+        let read_only = Database::connect_url(
+            &format!("{url}?options[default_transaction_read_only]=on"),
+            1,
+            Duration::from_secs(5),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            read_only.ping().await.unwrap_err(),
+            "database is read-only"
+        );
+        let err = sqlx::query("INSERT INTO notes (body, done) VALUES ('x', 0)")
+            .execute(&read_only.pool)
+            .await
+            .unwrap_err();
+        let sqlx::Error::Database(e) = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(e.code().as_deref(), Some("25006"), "{err}");
+        assert!(is_unavailable(&err), "{err}");
+        read_only.close().await;
     }
 
     /// A query PostgreSQL refuses for its data is a fault of the query (500), not an outage
