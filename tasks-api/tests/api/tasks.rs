@@ -16,6 +16,13 @@ async fn ids(t: &TestApp, token: &str, query: &str) -> (u16, Vec<i64>, Value) {
     (status, ids, body)
 }
 
+/// The ids of a list that must succeed: a 400 or 500 is a failure, not an empty list.
+async fn listed(t: &TestApp, token: &str, query: &str) -> Vec<i64> {
+    let (status, ids, body) = ids(t, token, query).await;
+    assert_eq!(status, 200, "GET /tasks{query}: {body}");
+    ids
+}
+
 /// Every page of a list, three at a time, following the cursor. `filter` is `""` or `name=value`.
 async fn walk(t: &TestApp, token: &str, filter: &str) -> Vec<Value> {
     let mut items = Vec::new();
@@ -416,6 +423,14 @@ async fn an_admin_without_a_subject_must_name_the_owner() {
             "{q}"
         );
     }
+    // An empty owner names nobody: a 400, not a silently empty page.
+    let (status, err) = parts(t.request("GET", "/tasks?owner=", Some(&admin), None).await).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{err}"
+    );
+    assert!(err["message"].as_str().unwrap().starts_with("owner:"), "{err}");
 }
 
 #[tokio::test]
@@ -433,14 +448,14 @@ async fn filters_and_validation() {
     )
     .await;
     t.create(&alice, json!({"title": "whenever"})).await;
-    let (_, found, _) = ids(&t, &alice, "?due_before=2027-01-01T00:00:00Z").await;
+    let found = listed(&t, &alice, "?due_before=2027-01-01T00:00:00Z").await;
     assert_eq!(found.len(), 1);
     // Dues are whole seconds: a bound with a fraction is rounded up, not down past them.
-    let (_, found, _) = ids(&t, &alice, "?due_before=2026-01-01T00:00:00.5Z").await;
+    let found = listed(&t, &alice, "?due_before=2026-01-01T00:00:00.5Z").await;
     assert_eq!(found.len(), 1, "due at 00:00:00 is before 00:00:00.5");
-    let (_, found, _) = ids(&t, &alice, "?due_before=2026-01-01T00:00:00Z").await;
+    let found = listed(&t, &alice, "?due_before=2026-01-01T00:00:00Z").await;
     assert_eq!(found.len(), 0);
-    let (_, found, _) = ids(&t, &alice, "?done=true").await;
+    let found = listed(&t, &alice, "?done=true").await;
     assert_eq!(found.len(), 1);
     for q in [
         "?due_before=tomorrow",
@@ -487,13 +502,35 @@ async fn filters_and_validation() {
         t.request("GET", "/task", Some(&alice), None).await.status(),
         404
     );
-    let big = json!({"title": "x".repeat(17 * 1024)});
+    let big = json!({"title": "x".repeat(33 * 1024)});
     assert_eq!(
         t.request("POST", "/tasks", Some(&alice), Some(big))
             .await
             .status(),
         413
     );
+    // The longest task the fields allow, written as a client may write it: every character a
+    // `\uXXXX` escape, an emoji two of them (Python's `json.dumps` does so by default). The
+    // limit in bytes must not refuse what the limits in characters accept.
+    let escaped = |n: usize| "\\ud83d\\ude00".repeat(n);
+    let body = format!(
+        r#"{{"title":"{}","description":"{}","due":"2030-01-01T00:00:00Z","done":false}}"#,
+        escaped(200),
+        escaped(2000)
+    );
+    let res = t
+        .app
+        .client
+        .post(format!("{}/tasks", t.app.address))
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (status, task) = parts(res).await;
+    assert_eq!(status, 201, "{task}");
+    assert_eq!(task["description"].as_str().unwrap().chars().count(), 2000);
 }
 
 async fn odd_text_round_trips(t: &TestApp) {
