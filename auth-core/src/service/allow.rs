@@ -1,10 +1,14 @@
 //! The `Allow` header of a 405 (RFC 9110 §15.5.6: the server MUST list the methods the target
 //! resource supports). The methods come from the service's OpenAPI document, which each
 //! service's tests keep equal to its routes; `HEAD` is listed wherever `GET` is, since the
-//! serving loop answers it as `GET`.
+//! serving loop answers it as `GET`. A path parameter documented as an integer matches only a
+//! number in its one spelling ([`super::paging::canonical_i64`]): at `/tasks/+7` no resource
+//! is, whatever the method, so a method no route takes there is a 404, not a 405.
 
 use http::HeaderValue;
-use utoipa::openapi::OpenApi;
+use utoipa::openapi::path::{Operation, Parameter, ParameterIn, PathItem};
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
+use utoipa::openapi::{OpenApi, RefOr};
 
 /// One segment of a documented path.
 #[derive(Debug, Clone)]
@@ -14,11 +18,17 @@ enum Segment {
     /// `{name}`, possibly between a literal prefix and suffix (`{kid}.pem`): matches any
     /// non-empty value with them.
     Param { prefix: String, suffix: String },
+    /// `{name}` alone, documented as an integer: matches a number in its one spelling.
+    Integer,
 }
 
 impl Segment {
-    fn parse(s: &str) -> Self {
+    /// `integers`: the names of the path parameters documented as integers.
+    fn parse(s: &str, integers: &[&str]) -> Self {
         match (s.find('{'), s.rfind('}')) {
+            (Some(0), Some(close)) if close == s.len() - 1 && integers.contains(&&s[1..close]) => {
+                Segment::Integer
+            }
             (Some(open), Some(close)) if open < close => Segment::Param {
                 prefix: s[..open].to_owned(),
                 suffix: s[close + 1..].to_owned(),
@@ -35,8 +45,30 @@ impl Segment {
                     && s.starts_with(prefix.as_str())
                     && s.ends_with(suffix.as_str())
             }
+            Segment::Integer => super::paging::canonical_i64(s).is_some(),
         }
     }
+}
+
+/// The names of `item`'s path parameters documented as integers, on the item or any operation.
+fn integer_parameters(item: &PathItem) -> Vec<&str> {
+    let operations: [&Option<Operation>; 5] =
+        [&item.get, &item.post, &item.put, &item.patch, &item.delete];
+    let lists = std::iter::once(&item.parameters)
+        .chain(operations.into_iter().flatten().map(|op| &op.parameters));
+    let is_integer = |p: &Parameter| {
+        p.parameter_in == ParameterIn::Path
+            && matches!(
+                &p.schema,
+                Some(RefOr::T(Schema::Object(o))) if o.schema_type == SchemaType::Type(Type::Integer)
+            )
+    };
+    lists
+        .flatten()
+        .flatten()
+        .filter(|p| is_integer(p))
+        .map(|p| p.name.as_str())
+        .collect()
 }
 
 /// Each documented path, as its segments, with its methods.
@@ -53,7 +85,10 @@ impl AllowTable {
             .paths
             .iter()
             .map(|(path, item)| {
-                let segments = segments(path).map(Segment::parse).collect();
+                let integers = integer_parameters(item);
+                let segments = segments(path)
+                    .map(|s| Segment::parse(s, &integers))
+                    .collect();
                 let methods = [
                     ("GET", item.get.is_some()),
                     ("HEAD", item.get.is_some() || item.head.is_some()),

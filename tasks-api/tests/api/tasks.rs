@@ -176,10 +176,19 @@ async fn put_and_patch(t: &TestApp) {
         format!("/tasks/+{}", task["id"]),
         format!("/tasks/0{}", task["id"]),
     ] {
-        for method in ["GET", "PATCH", "PUT", "DELETE"] {
-            let body = matches!(method, "PATCH" | "PUT").then(|| json!({"title": "x"}));
+        // POST too: no route takes it at `/tasks/{id}`, but no task is at this path either
+        // (a 405 would say one is).
+        for method in ["GET", "PATCH", "PUT", "DELETE", "POST"] {
+            let body = matches!(method, "PATCH" | "PUT" | "POST").then(|| json!({"title": "x"}));
             let res = t.request(method, &other, Some(&alice), body).await;
             assert_eq!(res.status(), 404, "{method} {other}");
+        }
+    }
+    for (at, status) in [(path.as_str(), 405), ("/tasks/abc", 404), ("/tasks/1.0", 404)] {
+        let res = t.request("POST", at, Some(&alice), Some(json!({"title": "x"}))).await;
+        assert_eq!(res.status(), status, "POST {at}");
+        if status == 405 {
+            assert_eq!(res.headers()["allow"], "GET, HEAD, PUT, PATCH, DELETE");
         }
     }
     let (status, patched) = parts(

@@ -38,8 +38,8 @@ async fn crud_flow(t: &TestApp) {
         format!("/todos/+{}", todo["id"]),
         format!("/todos/0{}", todo["id"]),
     ] {
-        for method in ["GET", "PATCH", "DELETE"] {
-            let body = (method == "PATCH").then(|| json!({"done": true}));
+        for method in ["GET", "PATCH", "DELETE", "POST", "PUT"] {
+            let body = matches!(method, "PATCH" | "POST" | "PUT").then(|| json!({"done": true}));
             let res = t.request(method, &other, Some(&admin), body).await;
             assert_eq!(res.status(), 404, "{method} {other}");
         }
