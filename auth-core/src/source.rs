@@ -370,8 +370,11 @@ impl KeySource {
                     VerifyingKey::from_secret(&secret.unwrap_or_default())
                 } else {
                     let path = settings.secret_file.as_deref().unwrap_or_default();
-                    let bytes = std::fs::read(path)
-                        .map_err(|e| SetupError::new(source, format!("cannot read {path}: {e}")))?;
+                    // The path is not repeated: a secret pasted into this key by mistake
+                    // would be printed.
+                    let bytes = std::fs::read(path).map_err(|e| {
+                        SetupError::new(source, format!("cannot read the file it names: {e}"))
+                    })?;
                     VerifyingKey::from_secret(bytes.trim_ascii())
                 };
                 Self::Static(KeySet::new([
@@ -403,7 +406,14 @@ impl KeySource {
             }
             _ => {
                 let value = settings.public_key.as_deref().unwrap_or_default().trim();
-                if value.starts_with("https://") || value.starts_with("http://") {
+                // Schemes are case-insensitive (RFC 3986 §3.1): `HTTPS://` is a URL too, not
+                // a file name to be read and printed in the error.
+                let scheme = |s: &str| {
+                    value
+                        .get(..s.len())
+                        .is_some_and(|p| p.eq_ignore_ascii_case(s))
+                };
+                if scheme("https://") || scheme("http://") {
                     let url = check_url(value).map_err(|m| SetupError::new(source, m))?;
                     remote(Target::Pem(url))?
                 } else {

@@ -595,9 +595,10 @@ impl Settings {
         }
         if let Some(path) = &self.signing.secret_file {
             let bytes = std::fs::read(path).map_err(|e| {
+                // Not the path: a secret pasted into this key by mistake would be printed.
                 ConfigError::key(
                     "signing.secret_file",
-                    format!("cannot read {}: {e}", path.display()),
+                    format!("cannot read the file it names: {e}"),
                 )
             })?;
             config::check_not_dev_secret("signing.secret_file", bytes.trim_ascii())?;

@@ -561,7 +561,10 @@ pub fn check_auth_for_production(auth: &AuthSettings) -> Result<(), ConfigError>
     if let Some(path) = &auth.secret_file {
         check_private_file("auth.secret_file", Path::new(path))?;
         let bytes = std::fs::read(path).map_err(|e| {
-            ConfigError::key("auth.secret_file", format!("cannot read {path}: {e}"))
+            ConfigError::key(
+                "auth.secret_file",
+                format!("cannot read the file it names: {e}"),
+            )
         })?;
         check_not_dev_secret("auth.secret_file", bytes.trim_ascii())?;
     }
@@ -569,21 +572,21 @@ pub fn check_auth_for_production(auth: &AuthSettings) -> Result<(), ConfigError>
 }
 
 /// Refuses a secret or private key file that group or others may read (production): it must be
-/// `chmod 600`.
+/// `chmod 600`. The message names the key, never the path: a secret pasted into a `*_file` key
+/// by mistake would be printed.
 pub fn check_private_file(key: &str, path: &Path) -> Result<(), ConfigError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path)
-            .map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", path.display())))?
+            .map_err(|e| ConfigError::key(key, format!("cannot read the file it names: {e}")))?
             .permissions()
             .mode();
         if mode & 0o077 != 0 {
             return Err(ConfigError::key(
                 key,
                 format!(
-                    "{} is readable by group or others (mode {:o}); chmod 600 it",
-                    path.display(),
+                    "the file it names is readable by group or others (mode {:o}); chmod 600 it",
                     mode & 0o777
                 ),
             ));
@@ -1005,6 +1008,21 @@ mod tests {
 
     #[test]
     fn production_refuses_unsafe_settings() {
+        // A secret pasted into the file key is not printed back.
+        Jail::expect_with(|jail| {
+            production(jail);
+            jail.set_env(
+                "DEMO_API__AUTH__SECRET_FILE",
+                "Leak-Me-0123456789abcdef0123456789",
+            );
+            let e = load_err(jail);
+            assert!(
+                e.starts_with("config error: auth.secret_file: cannot read the file it names"),
+                "{e}"
+            );
+            assert!(!e.contains("Leak-Me"), "{e}");
+            Ok(())
+        });
         Jail::expect_with(|jail| {
             production_with_jwks(jail);
             jail.set_env("DEMO_API__AUTH__ENABLED", "false");

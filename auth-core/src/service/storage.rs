@@ -47,11 +47,15 @@ pub enum StorageError {
     /// A PostgreSQL URL's query holds a parameter sqlx does not read. sqlx would log its value
     /// (a misspelt `password`, libpq's `sslpassword`) and go on without it; the key is named
     /// here, shortened, never the value.
-    #[error("database.url: unknown parameter {0:?} (sqlx reads sslmode, sslrootcert, sslcert, sslkey, host, hostaddr, port, dbname, user, password, application_name, options, statement-cache-capacity)")]
+    #[error(
+        "database.url: unknown parameter {0:?} (sqlx reads sslmode, sslrootcert, sslcert, sslkey, host, hostaddr, port, dbname, user, password, application_name, options, statement-cache-capacity)"
+    )]
     Parameter(String),
     /// An in-memory SQLite database: one per pooled connection, so tables migrated on one
     /// are missing on the others, and its data goes when a connection is recycled.
-    #[error("database.url: an in-memory SQLite database is one per connection and is lost when the connection closes; name a file (or leave database.url unset)")]
+    #[error(
+        "database.url: an in-memory SQLite database is one per connection and is lost when the connection closes; name a file (or leave database.url unset)"
+    )]
     InMemory,
 }
 
@@ -561,8 +565,14 @@ mod tests {
                 .await
                 .unwrap_err();
             let message = err.to_string();
-            assert!(matches!(err, StorageError::Parameter(_)), "{url}: {message}");
-            assert!(message.starts_with("database.url: unknown parameter \""), "{message}");
+            assert!(
+                matches!(err, StorageError::Parameter(_)),
+                "{url}: {message}"
+            );
+            assert!(
+                message.starts_with("database.url: unknown parameter \""),
+                "{message}"
+            );
             assert!(!message.contains("Leak-Me"), "{message}");
         }
         for url in [
@@ -593,7 +603,11 @@ mod tests {
             assert!(matches!(err, StorageError::InMemory), "{url}: {err}");
             assert!(err.to_string().starts_with("database.url: "), "{err}");
         }
-        for url in ["sqlite:///tmp/a.db", "sqlite:a.db?mode=rwc", "sqlite://memory.db"] {
+        for url in [
+            "sqlite:///tmp/a.db",
+            "sqlite:a.db?mode=rwc",
+            "sqlite://memory.db",
+        ] {
             assert!(check_url(url, Backend::Sqlite).is_ok(), "{url}");
         }
     }
@@ -622,10 +636,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(
-            read_only.ping().await.unwrap_err(),
-            "database is read-only"
-        );
+        assert_eq!(read_only.ping().await.unwrap_err(), "database is read-only");
         let err = sqlx::query("INSERT INTO notes (body, done) VALUES ('x', 0)")
             .execute(&read_only.pool)
             .await

@@ -344,10 +344,29 @@ fn setup_errors_name_the_key() {
         body.jwks.max_body_bytes = bytes;
         cases.push((body, "auth.jwks.max_body_bytes"));
     }
+    // A secret pasted into the file key by mistake is not printed back.
+    cases.push((
+        AuthSettings {
+            secret_file: Some("Leak-Me-0123456789abcdef0123456789abcdef".into()),
+            secret: None,
+            ..secret_settings()
+        },
+        "auth.secret_file",
+    ));
     for (settings, key) in cases {
         let err = Auth::new(&settings, REALM).unwrap_err();
         assert_eq!(err.key, key, "{err}");
         assert!(err.to_string().starts_with(&format!("{key}: ")), "{err}");
+        assert!(!err.to_string().contains("Leak-Me"), "{err}");
+    }
+    // A URL's scheme is case-insensitive: `HTTPS://` is fetched (lazily: construction does no
+    // I/O), not read as a file name and printed with its credentials.
+    let upper = AuthSettings {
+        public_key: Some("HTTPS://svc:Leak-Me@127.0.0.1:9/k.pem".into()),
+        ..settings()
+    };
+    if let Err(err) = Auth::new(&upper, REALM) {
+        panic!("{err}");
     }
     let exactly_32 = AuthSettings {
         secret: Some("x".repeat(32).into()),

@@ -184,8 +184,14 @@ async fn put_and_patch(t: &TestApp) {
             assert_eq!(res.status(), 404, "{method} {other}");
         }
     }
-    for (at, status) in [(path.as_str(), 405), ("/tasks/abc", 404), ("/tasks/1.0", 404)] {
-        let res = t.request("POST", at, Some(&alice), Some(json!({"title": "x"}))).await;
+    for (at, status) in [
+        (path.as_str(), 405),
+        ("/tasks/abc", 404),
+        ("/tasks/1.0", 404),
+    ] {
+        let res = t
+            .request("POST", at, Some(&alice), Some(json!({"title": "x"})))
+            .await;
         assert_eq!(res.status(), status, "POST {at}");
         if status == 405 {
             assert_eq!(res.headers()["allow"], "GET, HEAD, PUT, PATCH, DELETE");
@@ -439,7 +445,10 @@ async fn an_admin_without_a_subject_must_name_the_owner() {
         (400, Some("invalid_request")),
         "{err}"
     );
-    assert!(err["message"].as_str().unwrap().starts_with("owner:"), "{err}");
+    assert!(
+        err["message"].as_str().unwrap().starts_with("owner:"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
