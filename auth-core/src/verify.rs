@@ -412,12 +412,6 @@ impl Auth {
                 "list at least one algorithm",
             ));
         }
-        if settings.max_token_bytes == 0 {
-            return Err(SetupError::new(
-                "auth.max_token_bytes",
-                "must be greater than 0",
-            ));
-        }
         if settings.cache.max_entries > crate::cache::MAX_MAX_ENTRIES {
             return Err(SetupError::new(
                 "auth.cache.max_entries",
@@ -429,6 +423,14 @@ impl Auth {
         }
         let jwks = &settings.jwks;
         let bounded = [
+            // Up to 64 KiB (Envoy's default limit on a request's headers is 60 KiB): a larger
+            // limit would have megabyte tokens decoded, and cached whole when they verify.
+            (
+                "auth.max_token_bytes",
+                u64::try_from(settings.max_token_bytes).unwrap_or(u64::MAX),
+                256,
+                64 * 1024,
+            ),
             (
                 "auth.leeway_seconds",
                 settings.leeway_seconds,

@@ -25,6 +25,10 @@ use serde::{Deserialize, Deserializer};
 use crate::INFO;
 
 /// The audience of token-service's own routes (`/users…`): a token must carry it in `aud`.
+/// The most failed sign-ins per username (and per client IP) in a throttle window that
+/// production allows (`throttle.max_failures`).
+pub const MAX_PRODUCTION_FAILURES: u32 = 100;
+
 pub const SELF_AUDIENCE: &str = "token-service";
 
 /// Everything token-service reads from its configuration.
@@ -335,6 +339,12 @@ impl Settings {
     fn finish_with(mut self, check_keys: bool) -> Result<Settings, ConfigError> {
         // One issuer: token.issuer and auth.issuer default to each other and must agree.
         let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
+        // Errors about the issuer name the key the operator set: `token.issuer`, the one
+        // documented, unless only `auth.issuer` was.
+        let issuer_key = match (nonempty(&self.token.issuer), nonempty(&self.auth.issuer)) {
+            (None, Some(_)) => "auth.issuer",
+            _ => "token.issuer",
+        };
         match (nonempty(&self.token.issuer), nonempty(&self.auth.issuer)) {
             (Some(t), Some(a)) if t != a => {
                 return Err(ConfigError::key(
@@ -365,7 +375,7 @@ impl Settings {
         self.database.check()?;
         self.cors.check()?;
         if self.environment == Environment::Production {
-            self.check_production(check_keys)?;
+            self.check_production(check_keys, issuer_key)?;
         }
         Ok(self)
     }
@@ -572,11 +582,28 @@ impl Settings {
         }
     }
 
-    fn check_production(&self, check_keys: bool) -> Result<(), ConfigError> {
+    fn check_production(&self, check_keys: bool, issuer_key: &str) -> Result<(), ConfigError> {
+        if self
+            .token
+            .issuer
+            .as_deref()
+            .is_none_or(|i| i.trim().is_empty())
+        {
+            return Err(ConfigError::key(issuer_key, "required in production"));
+        }
         if let Some(key) = self.weak_argon2() {
             return Err(ConfigError::key(
                 key,
                 "below OWASP's minimum for argon2id (argon2_memory_kib 19456, argon2_iterations 2)",
+            ));
+        }
+        if self.throttle.max_failures > MAX_PRODUCTION_FAILURES {
+            return Err(ConfigError::key(
+                "throttle.max_failures",
+                format!(
+                    "at most {MAX_PRODUCTION_FAILURES} in production: more failed sign-ins per \
+                     window leave a password open to guessing"
+                ),
             ));
         }
         // Merged first: `0.0.0.0/1` and `128.0.0.0/1` together trust every IPv4 peer too.
@@ -629,9 +656,7 @@ impl Settings {
                 .as_ref()
                 .map(|p| p.display().to_string());
         }
-        if self.token.issuer.is_some() {
-            config::check_url_for_production("token.issuer", self.token.issuer())?;
-        }
+        config::check_url_for_production(issuer_key, self.token.issuer())?;
         config::check_auth_for_production(&auth)?;
         if self.token.audiences.is_empty() {
             return Err(ConfigError::key(

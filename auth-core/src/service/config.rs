@@ -495,6 +495,9 @@ pub fn load<T: DeserializeOwned>(
 /// `jwt_authn` allows 60 s by default, Kerberos 5 minutes).
 pub const MAX_PRODUCTION_LEEWAY_SECONDS: u64 = 300;
 
+/// The longest a key set may be held in production (`auth.jwks.*_ttl_seconds`): a day.
+pub const MAX_PRODUCTION_TTL_SECONDS: u64 = 86_400;
+
 /// The production rules for the `auth` section: verification on, issuer and audience set, a key
 /// source that is not a fixtures key and is fetched over https (or loopback). Returns the first
 /// offending key.
@@ -518,6 +521,26 @@ pub fn check_auth_for_production(auth: &AuthSettings) -> Result<(), ConfigError>
                 "at most {MAX_PRODUCTION_LEEWAY_SECONDS} in production: every expired token is accepted for that long"
             ),
         ));
+    }
+    // A key set is held up to its TTL (the issuer's `max-age` between the minimum and the
+    // maximum): a key the issuer withdraws verifies that long. Up to 30 days is allowed for
+    // trials; production holds a set a day at most.
+    for (key, ttl) in [
+        ("auth.jwks.min_ttl_seconds", auth.jwks.min_ttl_seconds),
+        (
+            "auth.jwks.default_ttl_seconds",
+            auth.jwks.default_ttl_seconds,
+        ),
+        ("auth.jwks.max_ttl_seconds", auth.jwks.max_ttl_seconds),
+    ] {
+        if ttl > MAX_PRODUCTION_TTL_SECONDS {
+            return Err(ConfigError::key(
+                key,
+                format!(
+                    "at most {MAX_PRODUCTION_TTL_SECONDS} in production: a key the issuer withdraws keeps verifying for as long as a key set is held"
+                ),
+            ));
+        }
     }
     if !auth.jwks.background_refresh {
         return Err(ConfigError::key(
@@ -1043,6 +1066,22 @@ mod tests {
             assert!(Settings::load(&INFO, None, local_auth()).is_ok());
             Ok(())
         });
+        for key in ["MIN_TTL_SECONDS", "DEFAULT_TTL_SECONDS", "MAX_TTL_SECONDS"] {
+            Jail::expect_with(|jail| {
+                production_with_jwks(jail);
+                // Both ends moved together, so only the production rule refuses.
+                jail.set_env("DEMO_API__AUTH__JWKS__MAX_TTL_SECONDS", "172800");
+                jail.set_env(format!("DEMO_API__AUTH__JWKS__{key}"), "172800");
+                let e = load_err(jail);
+                let name = format!("auth.jwks.{}", key.to_lowercase());
+                let expected = format!("config error: {name}: at most 86400 in production");
+                assert!(e.starts_with(&expected), "{e}");
+                jail.set_env("DEMO_API__AUTH__JWKS__MAX_TTL_SECONDS", "86400");
+                jail.set_env(format!("DEMO_API__AUTH__JWKS__{key}"), "86400");
+                assert!(Settings::load(&INFO, None, local_auth()).is_ok());
+                Ok(())
+            });
+        }
         Jail::expect_with(|jail| {
             production_with_jwks(jail);
             jail.set_env("DEMO_API__AUTH__JWKS__BACKGROUND_REFRESH", "false");

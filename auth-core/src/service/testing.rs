@@ -254,7 +254,8 @@ pub fn expect_config_error(exe: &Path, dir: &Path, env: &[(&str, &str)]) -> Stri
 
 /// Asserts a service binary refuses to start in production with nothing else configured, with
 /// verification off, and with a fixtures key copied to another path: each one line naming the key.
-pub fn assert_production_refusals(exe: &Path, env_prefix: &str) {
+/// `issuer_key` is the key a missing issuer is named by (token-service documents `token.issuer`).
+pub fn assert_production_refusals(exe: &Path, env_prefix: &str, issuer_key: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let var = |k: &str| format!("{env_prefix}__{k}");
     let (environment, issuer, audience) = (
@@ -269,7 +270,10 @@ pub fn assert_production_refusals(exe: &Path, env_prefix: &str) {
     );
 
     let e = expect_config_error(exe, dir.path(), &[(&environment, "production")]);
-    assert_eq!(e, "config error: auth.issuer: required in production");
+    assert_eq!(
+        e,
+        format!("config error: {issuer_key}: required in production")
+    );
 
     let base = [
         (environment.as_str(), "production"),

@@ -339,6 +339,11 @@ fn setup_errors_name_the_key() {
     let mut crossed_ttls = pem_settings("ec-public.pem");
     crossed_ttls.jwks.max_ttl_seconds = 30;
     cases.push((crossed_ttls, "auth.jwks.max_ttl_seconds"));
+    for bytes in [0, 255, 64 * 1024 + 1, usize::MAX] {
+        let mut token = pem_settings("ec-public.pem");
+        token.max_token_bytes = bytes;
+        cases.push((token, "auth.max_token_bytes"));
+    }
     for bytes in [0, 1_023, 16 * 1024 * 1024 + 1, usize::MAX] {
         let mut body = pem_settings("ec-public.pem");
         body.jwks.max_body_bytes = bytes;
@@ -373,6 +378,11 @@ fn setup_errors_name_the_key() {
         ..secret_settings()
     };
     assert!(Auth::new(&exactly_32, REALM).is_ok());
+    for bytes in [256, 64 * 1024] {
+        let mut token = pem_settings("ec-public.pem");
+        token.max_token_bytes = bytes;
+        assert!(Auth::new(&token, REALM).is_ok(), "{bytes}");
+    }
     let hour_of_leeway = AuthSettings {
         leeway_seconds: 3_600,
         ..pem_settings("ec-public.pem")

@@ -33,5 +33,6 @@ fn production_refuses_unsafe_config_with_one_line() {
     testing::assert_production_refusals(
         env!("CARGO_BIN_EXE_tasks-api").as_ref(),
         tasks_api::INFO.env_prefix,
+        "auth.issuer",
     );
 }

@@ -33,6 +33,7 @@ fn production_refuses_unsafe_config_with_one_line() {
     testing::assert_production_refusals(
         env!("CARGO_BIN_EXE_todo-api").as_ref(),
         todo_api::INFO.env_prefix,
+        "auth.issuer",
     );
 }
 

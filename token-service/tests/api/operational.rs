@@ -19,6 +19,7 @@ fn production_refuses_unsafe_config_with_one_line() {
     testing::assert_production_refusals(
         env!("CARGO_BIN_EXE_token-service").as_ref(),
         token_service::INFO.env_prefix,
+        "token.issuer",
     );
 }
 
@@ -62,6 +63,31 @@ fn production_refuses_a_proxy_range_that_trusts_every_peer() {
             "{all}: {e}"
         );
     }
+}
+
+/// Sign-in throttling cannot be loosened past a bound in production; the issuer is named by
+/// the key the operator set.
+#[test]
+fn production_refuses_loose_throttling_and_names_the_issuer_key_set() {
+    let e = refuse(&[("TOKEN_SERVICE__THROTTLE__MAX_FAILURES", "101".into())]);
+    assert!(
+        e.starts_with("config error: throttle.max_failures: at most 100 in production"),
+        "{e}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let only_auth = [
+        ("TOKEN_SERVICE__ENVIRONMENT", "production"),
+        ("TOKEN_SERVICE__AUTH__ISSUER", "http://id.example.com"),
+    ];
+    let e = expect_config_error(
+        env!("CARGO_BIN_EXE_token-service").as_ref(),
+        dir.path(),
+        &only_auth,
+    );
+    assert!(
+        e.starts_with("config error: auth.issuer: must be https://"),
+        "{e}"
+    );
 }
 
 #[test]
