@@ -11,7 +11,9 @@ use serde::{Deserialize, Deserializer};
 use crate::keys::Alg;
 
 /// How a verifier is configured (`[auth]` in a service's TOML, `<PREFIX>__AUTH__*` in the environment).
-#[derive(Debug, Clone, Deserialize)]
+/// Printed ([`std::fmt::Debug`]) without what may be secret: key URLs without their userinfo
+/// and query, `secret_file`'s path as set or not (a secret pasted there by mistake).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     /// `auth.enabled` (default `true`). `false` is verification-off mode: tokens are still
@@ -54,6 +56,49 @@ pub struct AuthSettings {
     pub jwks: JwksSettings,
     /// `auth.cache`: the cache of verified tokens.
     pub cache: CacheSettings,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so a new field is printed deliberately or not at all.
+        let AuthSettings {
+            enabled,
+            issuer,
+            audience,
+            jwks_url,
+            discovery_url,
+            public_key,
+            secret,
+            secret_file,
+            algorithms,
+            leeway_seconds,
+            max_lifetime_seconds,
+            require_at_jwt,
+            max_token_bytes,
+            require_access,
+            jwks,
+            cache,
+        } = self;
+        let url = |u: &Option<String>| u.as_deref().map(crate::source::shown_location);
+        f.debug_struct("AuthSettings")
+            .field("enabled", enabled)
+            .field("issuer", issuer)
+            .field("audience", audience)
+            .field("jwks_url", &url(jwks_url))
+            .field("discovery_url", &url(discovery_url))
+            .field("public_key", &url(public_key))
+            .field("secret", secret)
+            .field("secret_file", &secret_file.as_ref().map(|_| "[set]"))
+            .field("algorithms", algorithms)
+            .field("leeway_seconds", leeway_seconds)
+            .field("max_lifetime_seconds", max_lifetime_seconds)
+            .field("require_at_jwt", require_at_jwt)
+            .field("max_token_bytes", max_token_bytes)
+            .field("require_access", require_access)
+            .field("jwks", jwks)
+            .field("cache", cache)
+            .finish()
+    }
 }
 
 impl Default for AuthSettings {

@@ -541,6 +541,15 @@ pub(crate) fn shown_url(url: &Url) -> String {
     shown.into()
 }
 
+/// A configured key location as it may be printed: a URL without userinfo, query and fragment
+/// ([`shown_url`]); anything else (a file path) as it is.
+pub(crate) fn shown_location(location: &str) -> String {
+    match Url::parse(location.trim()) {
+        Ok(url) if url.has_host() => shown_url(&url),
+        _ => location.to_owned(),
+    }
+}
+
 /// The issuer a discovery URL implies: the URL as given, less any userinfo (which no issuer
 /// carries, and which would otherwise be printed in every issuer-mismatch error).
 /// Cut from the text as written, so the issuer keeps its form (a trailing `/` or none).

@@ -42,10 +42,20 @@ pub trait Hasher: Send + Sync + std::fmt::Debug {
 /// small pool instead of allocating `m_cost` KiB afresh, so a stream of sign-ins does not make the
 /// allocator hold on to many freed 19 MiB regions (RSS stays at about
 /// `max_concurrent_hashes × m_cost` above the base).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Argon2id {
     params: Params,
     memory: Arc<std::sync::Mutex<Vec<Vec<Block>>>>,
+}
+
+/// The parameters only: the pooled working memory holds the last computation's blocks, from
+/// which the hash of the last password checked can be recomputed.
+impl std::fmt::Debug for Argon2id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Argon2id")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Argon2id {
@@ -380,6 +390,28 @@ pub fn check_policy(field: &str, username: &str, password: &str) -> Result<(), S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Printing the hasher shows its parameters, never the pooled blocks of the last hash.
+    #[test]
+    fn a_printed_hasher_shows_no_working_memory() {
+        let hasher = Argon2id::new(&UsersSettings {
+            argon2_memory_kib: 8,
+            argon2_iterations: 1,
+            ..UsersSettings::default()
+        })
+        .unwrap();
+        let salt = [7u8; 16];
+        let mut out = [0u8; 32];
+        hasher
+            .compute(&hasher.params.clone(), b"hunter2", &salt, &mut out)
+            .unwrap();
+        let printed = format!("{hasher:?}");
+        assert!(
+            printed.starts_with("Argon2id { params: Params"),
+            "{printed}"
+        );
+        assert!(printed.len() < 500, "{printed}");
+    }
 
     #[test]
     fn policy() {

@@ -101,6 +101,24 @@ async fn a_key_source_urls_credentials_are_never_logged() {
     };
     let refused = with_secrets(&closed);
     for url in [&served, &refused] {
+        let configured = AuthSettings {
+            jwks_url: Some(url.clone()),
+            discovery_url: Some(url.clone()),
+            public_key: Some(url.to_uppercase().replacen("HTTP://", "http://", 1)),
+            secret_file: Some("Url-Pa55word".into()),
+            ..settings()
+        };
+        // The settings themselves print no credentials either (a service may log its config).
+        let printed = format!("{configured:?}");
+        assert!(
+            !printed.to_lowercase().contains("url-pa55word")
+                && !printed.to_lowercase().contains("url-api-k3y"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("jwks_url: Some(\"http://127.0.0.1:"),
+            "{printed}"
+        );
         let auth = auth(&AuthSettings {
             jwks_url: Some(url.clone()),
             ..settings()
