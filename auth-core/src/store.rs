@@ -880,7 +880,7 @@ impl KeyStore {
                     if kept.is_empty() {
                         tracing::warn!(
                             dev_keys = dev.len(),
-                            "key set fetch: every key is a dev-only fixtures key, refused in production"
+                            "key set fetch: every key is a dev-only fixtures key, refused in production and on a server.host beyond loopback"
                         );
                         return Err(FetchError::NoKeys);
                     }
@@ -888,7 +888,9 @@ impl KeyStore {
                         skipped.push(crate::source::SkippedKey {
                             kid: k.kid.clone(),
                             reason: "dev_key",
-                            detail: "a dev-only fixtures key, refused in production".into(),
+                            detail:
+                                "a dev-only fixtures key, refused in production and beyond loopback"
+                                    .into(),
                         });
                     }
                     KeySet::new(kept)

@@ -346,6 +346,11 @@ impl Settings {
         }
         if settings.environment == Environment::Production {
             check_auth_for_production(&settings.auth)?;
+        }
+        // The dev-only fixtures keys' private halves are committed: a service other machines
+        // can reach refuses them in any environment, as verification-off mode is refused there.
+        if settings.environment == Environment::Production || !settings.server.host.is_loopback() {
+            refuse_dev_key_sources(&settings.auth)?;
             settings.auth.jwks.refuse_dev_keys = true;
         }
         Ok(settings)
@@ -571,18 +576,31 @@ pub fn check_auth_for_production(auth: &AuthSettings) -> Result<(), ConfigError>
             check_url_for_production(key, url)?;
         }
     }
-    if let Some(pk) = &auth.public_key {
-        if pk.contains("://") {
-            check_url_for_production("auth.public_key", pk)?;
-        } else {
-            check_not_dev_public_key("auth.public_key", Path::new(pk))?;
-        }
+    if let Some(pk) = &auth.public_key
+        && pk.contains("://")
+    {
+        check_url_for_production("auth.public_key", pk)?;
+    }
+    if let Some(path) = &auth.secret_file {
+        check_private_file("auth.secret_file", Path::new(path))?;
+    }
+    refuse_dev_key_sources(auth)
+}
+
+/// Refuses a static key source that is one of the dev-only fixtures (`auth.public_key` as a
+/// file, `auth.secret`, `auth.secret_file`), whose private halves are committed: in production,
+/// and on a `server.host` other machines can reach. Fetched key sets are judged as they load
+/// (`auth.jwks.refuse_dev_keys`).
+pub fn refuse_dev_key_sources(auth: &AuthSettings) -> Result<(), ConfigError> {
+    if let Some(pk) = &auth.public_key
+        && !pk.contains("://")
+    {
+        check_not_dev_public_key("auth.public_key", Path::new(pk))?;
     }
     if let Some(secret) = &auth.secret {
         check_not_dev_secret("auth.secret", secret.expose_secret().as_bytes())?;
     }
     if let Some(path) = &auth.secret_file {
-        check_private_file("auth.secret_file", Path::new(path))?;
         let bytes = std::fs::read(path).map_err(|e| {
             ConfigError::key(
                 "auth.secret_file",
@@ -653,7 +671,7 @@ pub fn check_not_dev_public_key(key: &str, path: &Path) -> Result<(), ConfigErro
         return Err(ConfigError::key(
             key,
             format!(
-                "{} is a dev-only fixtures key, refused in production",
+                "{} is a dev-only fixtures key (its private half is committed), refused in production and on a server.host beyond loopback",
                 path.display()
             ),
         ));
@@ -666,7 +684,7 @@ pub fn check_not_dev_secret(key: &str, secret: &[u8]) -> Result<(), ConfigError>
     if dev::is_dev_key(&crate::keys::secret_fingerprint(secret)) {
         return Err(ConfigError::key(
             key,
-            "the dev-only fixtures secret is refused in production",
+            "the dev-only fixtures secret is refused in production and on a server.host beyond loopback",
         ));
     }
     Ok(())
@@ -1023,6 +1041,35 @@ mod tests {
                     );
                 } else {
                     assert!(!loaded.unwrap().auth.enabled, "{host}");
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// A service other machines can reach refuses the dev-only fixtures keys in the local
+    /// environment too: anyone holding the repository could sign its tokens.
+    #[test]
+    fn the_fixtures_keys_are_refused_beyond_loopback() {
+        let ec = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/keys/ec-public.pem"
+        );
+        for (host, refused) in [("0.0.0.0", true), ("10.1.2.3", true), ("127.0.0.1", false)] {
+            Jail::expect_with(|jail| {
+                jail.set_env("DEMO_API__SERVER__HOST", host);
+                let loaded = Settings::load(&INFO, None, local_auth()).unwrap();
+                assert_eq!(loaded.auth.jwks.refuse_dev_keys, refused, "{host}");
+                jail.set_env("DEMO_API__AUTH__PUBLIC_KEY", ec);
+                let loaded = Settings::load(&INFO, None, local_auth());
+                if refused {
+                    let e = loaded.unwrap_err().to_string();
+                    assert!(
+                        e.starts_with("config error: auth.public_key:") && e.contains("dev-only"),
+                        "{host}: {e}"
+                    );
+                } else {
+                    assert!(loaded.is_ok(), "{host}");
                 }
                 Ok(())
             });
