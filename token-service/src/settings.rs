@@ -373,6 +373,7 @@ impl Settings {
         self.validate()?;
         self.server.check()?;
         self.database.check()?;
+        self.database.check_within(&self.server)?;
         self.cors.check()?;
         if self.environment == Environment::Production {
             self.check_production(check_keys, issuer_key)?;

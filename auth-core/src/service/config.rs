@@ -234,6 +234,42 @@ impl DatabaseSettings {
         Ok(())
     }
 
+    /// The longest a request can wait on the database within `server`'s request timeout: past
+    /// that timeout the client is answered 503 "try again" while the database may still carry
+    /// out its write, so a retried `POST` would create the row twice. SQLite: a connection's
+    /// wait, then the file lock's (`busy_timeout`, the same length). PostgreSQL: a connection's
+    /// wait, then the statement's (`statement_timeout`; 0 leaves the server's own, which this
+    /// cannot see).
+    pub fn check_within(&self, server: &ServerSettings) -> Result<(), ConfigError> {
+        let request = server.request_timeout_seconds;
+        let acquire = self.acquire_timeout_seconds;
+        let postgres = self.url.as_ref().is_some_and(|u| {
+            let u = u.expose_secret();
+            u.starts_with("postgres://") || u.starts_with("postgresql://")
+        });
+        let why = "else a write may land after its client was answered 503 and told to retry";
+        if !postgres && acquire.saturating_mul(2) >= request {
+            return Err(ConfigError::key(
+                "database.acquire_timeout_seconds",
+                format!(
+                    "twice it (a connection's wait, then the SQLite file lock's) must be under \
+                     server.request_timeout_seconds ({request}): {why}"
+                ),
+            ));
+        }
+        let statement = self.statement_timeout_seconds;
+        if postgres && statement > 0 && acquire.saturating_add(statement) >= request {
+            return Err(ConfigError::key(
+                "database.statement_timeout_seconds",
+                format!(
+                    "with database.acquire_timeout_seconds ({acquire}) it must be under \
+                     server.request_timeout_seconds ({request}): {why}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// `statement_timeout_seconds` as the pool applies it: `None` for 0, at most a day.
     pub fn statement_timeout(&self) -> Option<std::time::Duration> {
         (self.statement_timeout_seconds > 0)
@@ -332,6 +368,7 @@ impl Settings {
         let mut settings: Settings = load(info, config_path, defaults, local)?;
         settings.server.check()?;
         settings.database.check()?;
+        settings.database.check_within(&settings.server)?;
         settings.cors.check()?;
         // Verification-off mode takes any token that decodes: a development convenience that
         // must not be reachable from other machines, in any environment.
@@ -874,6 +911,70 @@ mod tests {
     }
 
     /// A number out of its range is refused naming the key, not clamped or left to panic.
+    /// A database wait longer than the request's timeout would have the client told "503, try
+    /// again" while its write may still land: such settings are refused, naming the key.
+    #[test]
+    fn database_waits_fit_within_the_request_timeout() {
+        let pg = "postgres://app@db/app";
+        for (url, acquire, statement, request, refused) in [
+            (None, "5", "30", "60", None),
+            (
+                None,
+                "30",
+                "30",
+                "60",
+                Some("database.acquire_timeout_seconds"),
+            ),
+            (None, "29", "300", "60", None),
+            (Some(pg), "5", "30", "60", None),
+            (
+                Some(pg),
+                "30",
+                "30",
+                "60",
+                Some("database.statement_timeout_seconds"),
+            ),
+            (
+                Some(pg),
+                "5",
+                "55",
+                "60",
+                Some("database.statement_timeout_seconds"),
+            ),
+            (Some(pg), "5", "0", "60", None),
+            (
+                Some(pg),
+                "5",
+                "30",
+                "30",
+                Some("database.statement_timeout_seconds"),
+            ),
+        ] {
+            Jail::expect_with(|jail| {
+                if let Some(url) = url {
+                    jail.set_env("DEMO_API__DATABASE__URL", url);
+                }
+                jail.set_env("DEMO_API__DATABASE__ACQUIRE_TIMEOUT_SECONDS", acquire);
+                jail.set_env("DEMO_API__DATABASE__STATEMENT_TIMEOUT_SECONDS", statement);
+                jail.set_env("DEMO_API__SERVER__REQUEST_TIMEOUT_SECONDS", request);
+                let loaded = Settings::load(&INFO, None, local_auth());
+                let case = format!("{url:?} {acquire} {statement} {request}");
+                match refused {
+                    Some(key) => {
+                        let e = loaded.unwrap_err().to_string();
+                        assert!(
+                            e.starts_with(&format!("config error: {key}: ")),
+                            "{case}: {e}"
+                        );
+                        assert!(e.contains("server.request_timeout_seconds"), "{e}");
+                    }
+                    None => assert!(loaded.is_ok(), "{case}"),
+                }
+                Ok(())
+            });
+        }
+    }
+
     #[test]
     fn server_and_database_numbers_are_bounded() {
         for (var, value, key) in [
