@@ -598,6 +598,7 @@ impl Settings {
                 "below OWASP's minimum for argon2id (argon2_memory_kib 19456, argon2_iterations 2)",
             ));
         }
+        self.database.check_for_production()?;
         if self.throttle.max_failures > MAX_PRODUCTION_FAILURES {
             return Err(ConfigError::key(
                 "throttle.max_failures",

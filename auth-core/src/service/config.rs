@@ -270,6 +270,49 @@ impl DatabaseSettings {
         Ok(())
     }
 
+    /// Production: a PostgreSQL server beyond loopback is reached over TLS that verifies it
+    /// (`sslmode=verify-full` or `verify-ca`). sqlx's default, `prefer`, falls back to plain
+    /// TCP, where the rows, and a password the server asks for in clear, cross the network
+    /// readable and alterable. The message never shows the URL.
+    pub fn check_for_production(&self) -> Result<(), ConfigError> {
+        let Some(url) = &self.url else {
+            return Ok(());
+        };
+        let url = url.expose_secret();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Ok(());
+        }
+        // One that does not parse is refused by sqlx, naming no part of it.
+        let Ok(parsed) = reqwest::Url::parse(url) else {
+            return Ok(());
+        };
+        let mut host = parsed.host_str().unwrap_or_default().to_owned();
+        let mut sslmode = String::new();
+        for (key, value) in parsed.query_pairs() {
+            match key.as_ref() {
+                "host" | "hostaddr" => host = value.into_owned(),
+                "sslmode" | "ssl-mode" => sslmode = value.to_ascii_lowercase(),
+                _ => {}
+            }
+        }
+        let socket = host.starts_with('/') || host.to_ascii_lowercase().starts_with("%2f");
+        let loopback = host.is_empty()
+            || host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if socket || loopback || matches!(sslmode.as_str(), "verify-full" | "verify-ca") {
+            return Ok(());
+        }
+        Err(ConfigError::key(
+            "database.url",
+            "a PostgreSQL server beyond loopback needs sslmode=verify-full (or verify-ca) in \
+             production: otherwise its rows and password may cross the network in clear",
+        ))
+    }
+
     /// `statement_timeout_seconds` as the pool applies it: `None` for 0, at most a day.
     pub fn statement_timeout(&self) -> Option<std::time::Duration> {
         (self.statement_timeout_seconds > 0)
@@ -383,6 +426,7 @@ impl Settings {
         }
         if settings.environment == Environment::Production {
             check_auth_for_production(&settings.auth)?;
+            settings.database.check_for_production()?;
         }
         // The dev-only fixtures keys' private halves are committed: a service other machines
         // can reach refuses them in any environment, as verification-off mode is refused there.
@@ -1214,6 +1258,48 @@ mod tests {
             assert!(Settings::load(&INFO, None, local_auth()).is_ok());
             Ok(())
         });
+        for (url, refused) in [
+            ("postgres://app:Leak-Me@db.internal/app", true),
+            (
+                "postgres://app:Leak-Me@db.internal/app?sslmode=require",
+                true,
+            ),
+            (
+                "postgresql://app:Leak-Me@10.0.0.5:5432/app?sslmode=prefer",
+                true,
+            ),
+            ("postgres://app@127.0.0.1/app?host=db.internal", true),
+            (
+                "postgres://app:Leak-Me@db.internal/app?sslmode=verify-full",
+                false,
+            ),
+            (
+                "postgres://app@db.internal/app?sslmode=verify-ca&sslrootcert=/ca.pem",
+                false,
+            ),
+            ("postgres://app:Leak-Me@127.0.0.1:5432/app", false),
+            ("postgres://app@[::1]/app", false),
+            ("postgres://app@localhost/app", false),
+            ("postgres://%2Fvar%2Frun%2Fpostgresql/app", false),
+            ("postgres:///app?host=/run/postgresql", false),
+        ] {
+            Jail::expect_with(|jail| {
+                production_with_jwks(jail);
+                jail.set_env("DEMO_API__DATABASE__URL", url);
+                let loaded = Settings::load(&INFO, None, local_auth());
+                if refused {
+                    let e = loaded.unwrap_err().to_string();
+                    assert!(
+                        e.starts_with("config error: database.url: a PostgreSQL server beyond loopback needs sslmode=verify-full"),
+                        "{url}: {e}"
+                    );
+                    assert!(!e.contains("Leak-Me") && !e.contains("db.internal"), "{e}");
+                } else {
+                    assert!(loaded.is_ok(), "{url}");
+                }
+                Ok(())
+            });
+        }
         for key in ["MIN_TTL_SECONDS", "DEFAULT_TTL_SECONDS", "MAX_TTL_SECONDS"] {
             Jail::expect_with(|jail| {
                 production_with_jwks(jail);

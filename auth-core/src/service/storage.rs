@@ -649,6 +649,45 @@ mod tests {
         read_only.close().await;
     }
 
+    /// PostgreSQL over TLS: sqlx is built with it (`sslmode=require` failed with "built
+    /// without TLS support", so production could only reach a remote server in clear).
+    #[tokio::test]
+    async fn postgres_connects_over_tls() {
+        let Some(url) = test_postgres_url("postgres_connects_over_tls").await else {
+            return;
+        };
+        let plain = Database::connect_url(&url, 1, Duration::from_secs(5), None)
+            .await
+            .unwrap();
+        let ssl: String = sqlx::query_scalar("SHOW ssl")
+            .fetch_one(&plain.pool)
+            .await
+            .unwrap();
+        plain.close().await;
+        if ssl != "on" {
+            report_skip(
+                "postgres_connects_over_tls",
+                "the PostgreSQL server of TEST_DATABASE_URL has ssl = off",
+            );
+            return;
+        }
+        let db = Database::connect_url(
+            &format!("{url}?sslmode=require"),
+            1,
+            Duration::from_secs(5),
+            None,
+        )
+        .await
+        .unwrap();
+        let encrypted: bool =
+            sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert!(encrypted);
+        db.close().await;
+    }
+
     /// A query PostgreSQL refuses for its data is a fault of the query (500), not an outage
     /// (503): SQLSTATE 22021 (a NUL in text) once read as SQLITE_BUSY.
     #[tokio::test]
