@@ -155,8 +155,9 @@ pub struct JwksSettings {
     /// `auth.jwks.startup_backoff_max_seconds`: longest wait between failed fetches while no
     /// usable set is held, e.g. at startup (default 10).
     pub startup_backoff_max_seconds: u64,
-    /// Not configurable: set by the service's config layer in production, where a fetched key
-    /// that is one of the dev-only fixtures keys is skipped (reason `dev_key`), never trusted.
+    /// Not configurable: set by the service's config layer in production and on a `server.host`
+    /// beyond loopback, where a fetched key that is one of the dev-only fixtures keys is skipped
+    /// (reason `dev_key`), never trusted.
     #[serde(skip)]
     pub refuse_dev_keys: bool,
     /// `auth.jwks.background_refresh`: a background task loads the set at startup and refreshes

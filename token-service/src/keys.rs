@@ -634,7 +634,8 @@ fn secret_key(signing: &SigningSettings) -> Result<SigningKey, Problem> {
             std::fs::read(path)
                 .map_err(|e| Problem {
                     key: "signing.secret_file",
-                    message: format!("cannot read {}: {e}", path.display()),
+                    // Not the path: a secret pasted into this key by mistake would be printed.
+                    message: format!("cannot read the file it names: {e}"),
                     missing: false,
                 })?
                 .trim_ascii()

@@ -24,11 +24,11 @@ use serde::{Deserialize, Deserializer};
 
 use crate::INFO;
 
-/// The audience of token-service's own routes (`/users…`): a token must carry it in `aud`.
 /// The most failed sign-ins per username (and per client IP) in a throttle window that
 /// production allows (`throttle.max_failures`).
 pub const MAX_PRODUCTION_FAILURES: u32 = 100;
 
+/// The audience of token-service's own routes (`/users…`): a token must carry it in `aud`.
 pub const SELF_AUDIENCE: &str = "token-service";
 
 /// Everything token-service reads from its configuration.

@@ -234,12 +234,13 @@ impl DatabaseSettings {
         Ok(())
     }
 
-    /// The longest a request can wait on the database within `server`'s request timeout: past
-    /// that timeout the client is answered 503 "try again" while the database may still carry
-    /// out its write, so a retried `POST` would create the row twice. SQLite: a connection's
-    /// wait, then the file lock's (`busy_timeout`, the same length). PostgreSQL: a connection's
-    /// wait, then the statement's (`statement_timeout`; 0 leaves the server's own, which this
-    /// cannot see).
+    /// One database wait must fit within `server`'s request timeout: past that timeout the
+    /// client is answered 503 "try again" while the database may still carry out its write, so
+    /// a retried `POST` would create the row twice. SQLite: a connection's wait, then the file
+    /// lock's (`busy_timeout`, the same length). PostgreSQL: a connection's wait, then the
+    /// statement's (`statement_timeout`; 0 leaves the server's own, which this cannot see).
+    /// A partial guard: a body sent slowly, or a request of several statements, can still
+    /// outlast the request timeout.
     pub fn check_within(&self, server: &ServerSettings) -> Result<(), ConfigError> {
         let request = server.request_timeout_seconds;
         let acquire = self.acquire_timeout_seconds;
@@ -271,9 +272,13 @@ impl DatabaseSettings {
     }
 
     /// Production: a PostgreSQL server beyond loopback is reached over TLS that verifies it
-    /// (`sslmode=verify-full` or `verify-ca`). sqlx's default, `prefer`, falls back to plain
-    /// TCP, where the rows, and a password the server asks for in clear, cross the network
-    /// readable and alterable. The message never shows the URL.
+    /// and its name (`sslmode=verify-full`). sqlx's default, `prefer`, falls back to plain TCP,
+    /// where the rows, and a password the server asks for in clear, cross the network readable
+    /// and alterable; its `verify-ca` ignores the name, and trusts Mozilla's roots besides any
+    /// `sslrootcert`, so any holder of a public certificate could pose as the server. The host
+    /// and mode are judged as sqlx reads them: the URL, then its `host`/`hostaddr`/`sslmode`
+    /// parameters, and for what the URL leaves out `PGHOSTADDR`, `PGHOST` and `PGSSLMODE`. The
+    /// message never shows the URL.
     pub fn check_for_production(&self) -> Result<(), ConfigError> {
         let Some(url) = &self.url else {
             return Ok(());
@@ -286,8 +291,17 @@ impl DatabaseSettings {
         let Ok(parsed) = reqwest::Url::parse(url) else {
             return Ok(());
         };
-        let mut host = parsed.host_str().unwrap_or_default().to_owned();
-        let mut sslmode = String::new();
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        // A socket path in the URL's host is percent-encoded (`%2Frun%2Fpostgresql`).
+        let mut host = match parsed.host_str().filter(|h| !h.is_empty()) {
+            Some(h) => percent_encoding::percent_decode_str(h)
+                .decode_utf8_lossy()
+                .into_owned(),
+            None => env("PGHOSTADDR")
+                .or_else(|| env("PGHOST"))
+                .unwrap_or_default(),
+        };
+        let mut sslmode = env("PGSSLMODE").unwrap_or_default().to_ascii_lowercase();
         for (key, value) in parsed.query_pairs() {
             match key.as_ref() {
                 "host" | "hostaddr" => host = value.into_owned(),
@@ -295,7 +309,8 @@ impl DatabaseSettings {
                 _ => {}
             }
         }
-        let socket = host.starts_with('/') || host.to_ascii_lowercase().starts_with("%2f");
+        let socket = host.starts_with('/');
+        // No host at all: sqlx's default, a local socket or `localhost`.
         let loopback = host.is_empty()
             || host.eq_ignore_ascii_case("localhost")
             || host
@@ -303,13 +318,13 @@ impl DatabaseSettings {
                 .trim_end_matches(']')
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback());
-        if socket || loopback || matches!(sslmode.as_str(), "verify-full" | "verify-ca") {
+        if socket || loopback || sslmode == "verify-full" {
             return Ok(());
         }
         Err(ConfigError::key(
             "database.url",
-            "a PostgreSQL server beyond loopback needs sslmode=verify-full (or verify-ca) in \
-             production: otherwise its rows and password may cross the network in clear",
+            "a PostgreSQL server beyond loopback needs sslmode=verify-full in production: \
+             otherwise its rows and password may cross the network in clear, or to an impostor",
         ))
     }
 
@@ -954,7 +969,6 @@ mod tests {
         });
     }
 
-    /// A number out of its range is refused naming the key, not clamped or left to panic.
     /// A database wait longer than the request's timeout would have the client told "503, try
     /// again" while its write may still land: such settings are refused, naming the key.
     #[test]
@@ -1019,6 +1033,7 @@ mod tests {
         }
     }
 
+    /// A number out of its range is refused naming the key, not clamped or left to panic.
     #[test]
     fn server_and_database_numbers_are_bounded() {
         for (var, value, key) in [
@@ -1275,6 +1290,10 @@ mod tests {
             ),
             (
                 "postgres://app@db.internal/app?sslmode=verify-ca&sslrootcert=/ca.pem",
+                true,
+            ),
+            (
+                "postgres://app@db.internal/app?sslmode=verify-full&sslrootcert=/ca.pem",
                 false,
             ),
             ("postgres://app:Leak-Me@127.0.0.1:5432/app", false),
@@ -1296,6 +1315,54 @@ mod tests {
                     assert!(!e.contains("Leak-Me") && !e.contains("db.internal"), "{e}");
                 } else {
                     assert!(loaded.is_ok(), "{url}");
+                }
+                Ok(())
+            });
+        }
+        // What the URL leaves out, sqlx reads from libpq's variables.
+        for (url, pghost, pgsslmode, refused) in [
+            ("postgres:///app", Some("db.internal"), None, true),
+            (
+                "postgres:///app",
+                Some("db.internal"),
+                Some("verify-full"),
+                false,
+            ),
+            ("postgres:///app", Some("/run/postgresql"), None, false),
+            (
+                "postgres://db.internal/app",
+                None,
+                Some("verify-full"),
+                false,
+            ),
+            ("postgres://db.internal/app", None, Some("require"), true),
+            (
+                "postgres://db.internal/app?sslmode=prefer",
+                None,
+                Some("verify-full"),
+                true,
+            ),
+            ("postgres://127.0.0.1/app", Some("db.internal"), None, false),
+        ] {
+            Jail::expect_with(|jail| {
+                production_with_jwks(jail);
+                jail.set_env("DEMO_API__DATABASE__URL", url);
+                for (name, value) in [("PGHOST", pghost), ("PGSSLMODE", pgsslmode)] {
+                    if let Some(value) = value {
+                        jail.set_env(name, value);
+                    }
+                }
+                let loaded = Settings::load(&INFO, None, local_auth());
+                let case = format!("{url} PGHOST={pghost:?} PGSSLMODE={pgsslmode:?}");
+                match refused {
+                    true => assert!(
+                        loaded
+                            .unwrap_err()
+                            .to_string()
+                            .starts_with("config error: database.url:"),
+                        "{case}"
+                    ),
+                    false => assert!(loaded.is_ok(), "{case}"),
                 }
                 Ok(())
             });

@@ -63,8 +63,8 @@ impl<F> Routes<F> {
     }
 }
 
-/// HTTP/2's per-stream flow-control window: twice the largest request body a route reads
-/// (16 KiB), so one upload never waits on a window update, and no more.
+/// HTTP/2's per-stream flow-control window: the largest request body a route reads (tasks-api's
+/// 32 KiB), so one upload never waits on a window update, and no more.
 pub const H2_STREAM_WINDOW: u32 = 32 * 1024;
 /// HTTP/2's per-connection window, shared by its streams: sixteen whole bodies at once (a
 /// gateway multiplexes many clients' uploads over one connection), a quarter of hyper's 1 MiB.

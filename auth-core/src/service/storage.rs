@@ -46,11 +46,13 @@ pub enum StorageError {
     Migrate(sqlx::migrate::MigrateError),
     /// A PostgreSQL URL's query holds a parameter sqlx does not read. sqlx would log its value
     /// (a misspelt `password`, libpq's `sslpassword`) and go on without it; the key is named
-    /// here, shortened, never the value.
+    /// here, never the value; `None` when the name does not look like a parameter's (it may be
+    /// part of a password holding a `&`).
     #[error(
-        "database.url: unknown parameter {0:?} (sqlx reads sslmode, sslrootcert, sslcert, sslkey, host, hostaddr, port, dbname, user, password, application_name, options, statement-cache-capacity)"
+        "database.url: {} (sqlx reads sslmode, sslrootcert, sslcert, sslkey, host, hostaddr, port, dbname, user, password, application_name, options, statement-cache-capacity)",
+        unknown_parameter(.0.as_deref())
     )]
-    Parameter(String),
+    Parameter(Option<String>),
     /// An in-memory SQLite database: one per pooled connection, so tables migrated on one
     /// are missing on the others, and its data goes when a connection is recycled.
     #[error(
@@ -253,9 +255,8 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
                 // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
                 code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
             } else {
-                // A SQLSTATE: connection exceptions (08), too many connections (53300), the
-                // server shutting down or not yet accepting connections (57P01–57P03). Its
-                // digits are not a SQLite code: 22021 (a NUL in text) & 0xff is 5.
+                // A SQLSTATE (see `postgres_unavailable`). Its digits are not a SQLite code:
+                // 22021 (a NUL in text) & 0xff is 5.
                 postgres_unavailable(&code)
             }
         }
@@ -286,6 +287,21 @@ const POSTGRES_PARAMETERS: &[&str] = &[
     "options",
 ];
 
+fn unknown_parameter(name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("unknown parameter {name:?}"),
+        None => "an unknown parameter, whose name is not shown (it may be part of a password)"
+            .to_owned(),
+    }
+}
+
+/// `text` percent-decoded, as sqlx decodes names and values (invalid UTF-8 replaced).
+fn decoded(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 /// What sqlx would read from `url` other than intended: a PostgreSQL parameter it does not know
 /// (it logs the value at warn level, a password's too, and ignores it), or an in-memory SQLite
 /// database. A URL that does not parse is left to sqlx, whose error names no part of it.
@@ -299,20 +315,39 @@ fn check_url(url: &str, backend: Backend) -> Result<(), StorageError> {
                 let known = POSTGRES_PARAMETERS.contains(&key.as_ref())
                     || (key.starts_with("options[") && key.ends_with(']'));
                 if !known {
-                    return Err(StorageError::Parameter(key.chars().take(40).collect()));
+                    let name_like = key.len() <= 40
+                        && key
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_-.[]".contains(c));
+                    return Err(StorageError::Parameter(name_like.then(|| key.into_owned())));
                 }
             }
             Ok(())
         }
         Backend::Sqlite => {
-            // sqlx reads `sqlite::memory:`, `sqlite://:memory:` and `?mode=memory` as memory.
-            let (path, query) = url.split_once('?').unwrap_or((url, ""));
-            let path = path.trim_start_matches("sqlite:").trim_start_matches("//");
-            let memory = path.is_empty()
-                || path == ":memory:"
-                || query
-                    .split('&')
-                    .any(|pair| pair.eq_ignore_ascii_case("mode=memory"));
+            // As sqlx splits it: the file name (percent-decoded, opened as a URI when it is
+            // `file:…`), then its parameters. In memory: `:memory:` however spelt, an empty name
+            // (SQLite's temporary database, one per connection too), a `file:` URI naming
+            // memory, or `mode=memory`.
+            let rest = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .unwrap_or(url);
+            let (name, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let name = decoded(name);
+            let uri = name
+                .get(..5)
+                .is_some_and(|p| p.eq_ignore_ascii_case("file:"));
+            let mode_memory = |pair: &str| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                let key = decoded(&key.replace('+', " "));
+                let value = decoded(&value.replace('+', " "));
+                key.eq_ignore_ascii_case("mode") && value.eq_ignore_ascii_case("memory")
+            };
+            let memory = name.is_empty()
+                || name == ":memory:"
+                || (uri && (name.contains(":memory:") || name.split(['?', '&']).any(mode_memory)))
+                || query.split('&').any(mode_memory);
             if memory {
                 Err(StorageError::InMemory)
             } else {
@@ -575,6 +610,14 @@ mod tests {
             );
             assert!(!message.contains("Leak-Me"), "{message}");
         }
+        // A password holding `&` splits into a "parameter" that is part of it: not named.
+        let url = "postgres://app@127.0.0.1:1/app?password=Xy7&Qp9!Leak-Me";
+        let message = check_url(url, Backend::Postgres).unwrap_err().to_string();
+        assert!(
+            message.starts_with("database.url: an unknown parameter, whose name is not shown"),
+            "{message}"
+        );
+        assert!(!message.contains("Leak-Me"), "{message}");
         for url in [
             "postgres://app:pw@db/app",
             "postgres://app@db/app?sslmode=require&application_name=x&options[search_path]=s",
@@ -596,6 +639,10 @@ mod tests {
             "sqlite://",
             "sqlite:///tmp/a.db?mode=memory",
             "sqlite:a.db?cache=shared&mode=memory",
+            "sqlite:file::memory:?cache=shared",
+            "sqlite:%3Amemory%3A",
+            "sqlite:a.db?mode=%6Demory",
+            "sqlite:file:a.db%3Fmode=memory",
         ] {
             let err = Database::connect_url(url, 2, Duration::from_secs(1), None)
                 .await
@@ -607,6 +654,7 @@ mod tests {
             "sqlite:///tmp/a.db",
             "sqlite:a.db?mode=rwc",
             "sqlite://memory.db",
+            "sqlite:file:a.db?mode=rwc",
         ] {
             assert!(check_url(url, Backend::Sqlite).is_ok(), "{url}");
         }

@@ -108,7 +108,14 @@ async fn a_key_source_urls_credentials_are_never_logged() {
             secret_file: Some("Url-Pa55word".into()),
             ..settings()
         };
-        // The settings themselves print no credentials either (a service may log its config).
+        // The settings themselves print no credentials either (a service may log its config),
+        // a URL that does not parse (an invalid port) included.
+        let unparsed = AuthSettings {
+            jwks_url: Some("https://svc:Url-Pa55word@host:99999/jwks".into()),
+            ..settings()
+        };
+        let printed = format!("{unparsed:?}");
+        assert!(!printed.contains("Url-Pa55word"), "{printed}");
         let printed = format!("{configured:?}");
         assert!(
             !printed.to_lowercase().contains("url-pa55word")

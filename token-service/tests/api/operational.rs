@@ -231,6 +231,23 @@ fn a_configured_role_adds_to_the_default_ones() {
 #[test]
 fn config_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
+    // A secret pasted into the file key by mistake (the local environment) is not printed back.
+    let e = expect_config_error(
+        env!("CARGO_BIN_EXE_token-service").as_ref(),
+        dir.path(),
+        &[
+            (
+                "TOKEN_SERVICE__SIGNING__SECRET_FILE",
+                "Leak-Me-0123456789abcdef0123456789",
+            ),
+            ("TOKEN_SERVICE__SIGNING__ALGORITHM", "HS256"),
+        ],
+    );
+    assert!(
+        e.starts_with("config error: signing.secret_file: cannot read the file it names"),
+        "{e}"
+    );
+    assert!(!e.contains("Leak-Me"), "{e}");
     let e = expect_config_error(
         env!("CARGO_BIN_EXE_token-service").as_ref(),
         dir.path(),
