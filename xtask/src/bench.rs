@@ -1816,7 +1816,7 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -1991,10 +1991,24 @@ mod tests {
         );
     }
 
+    /// [`Bench::smoke`], without its `cargo build` when the debug binary is there: under
+    /// `cargo xtask test`, the test build made it, and another build with the plain build's
+    /// features would compile again and replace it while other tests run it.
+    pub(crate) fn smoke_args() -> Bench {
+        let built = crate::target_dir(&crate::root())
+            .join("debug")
+            .join("todo-api")
+            .exists();
+        Bench {
+            no_build: built,
+            ..Bench::smoke()
+        }
+    }
+
     /// `cargo xtask bench --smoke`: every route and token mode briefly on debug binaries; fails
     /// when a response is not 200 or nothing was served.
     fn smoke() -> anyhow::Result<Report> {
-        let report = bench(&Bench::smoke())?;
+        let report = bench(&smoke_args())?;
         served_every_run(&report)?;
         Ok(report)
     }

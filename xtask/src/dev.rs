@@ -90,14 +90,14 @@ pub fn run(args: Dev) -> anyhow::Result<()> {
         }
         // Ctrl-C while starting: start nothing more.
         if stop.load(Ordering::SeqCst) {
-            println!("xtask: stopping the stack");
+            say("xtask: stopping the stack");
             shutdown(&mut running);
             return Ok(());
         }
     }
     wait_ready(&mut running, &stop, &SERVICES)?;
     if stop.load(Ordering::SeqCst) {
-        println!("xtask: stopping the stack");
+        say("xtask: stopping the stack");
         shutdown(&mut running);
         return Ok(());
     }
@@ -105,7 +105,7 @@ pub fn run(args: Dev) -> anyhow::Result<()> {
 
     loop {
         if stop.load(Ordering::SeqCst) {
-            println!("xtask: stopping the stack");
+            say("xtask: stopping the stack");
             shutdown(&mut running);
             return Ok(());
         }
@@ -187,11 +187,20 @@ fn delete_databases(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A line on stdout that never panics: when the terminal has hung up (SIGHUP, a lost ssh
+/// session), `println!` would, and the stop path would never reach [`shutdown`], leaving the
+/// services running.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
 /// Echoes a child's output, each line prefixed with its service's name.
 fn prefix_lines(name: &'static str, stream: impl Read + Send + 'static) {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            println!("{name:>13} | {line}");
+            // Not `println!`: a terminal that hung up would panic this thread, and the
+            // service would block on a full pipe.
+            say(&format!("{name:>13} | {line}"));
         }
     });
 }
@@ -218,7 +227,8 @@ fn shutdown(running: &mut [Running]) {
             std::thread::sleep(Duration::from_millis(50));
         }
         if matches!(r.child.try_wait(), Ok(None)) {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "xtask: {} did not stop within {STOP_GRACE:?}; killed",
                 r.name
             );

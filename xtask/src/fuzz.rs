@@ -23,7 +23,8 @@ pub fn run(args: Fuzz) -> anyhow::Result<()> {
     let targets = crate::test::build_tests(&root)?;
     let deadline = Instant::now() + Duration::from_secs(args.minutes * 60);
     let (mut rounds, mut passed) = (0u64, 0u64);
-    while Instant::now() < deadline {
+    // At least one round, even for `--minutes 0` (it reported "no failure" having run none).
+    while rounds == 0 || Instant::now() < deadline {
         rounds += 1;
         for t in &targets {
             let mut cmd = Command::new(&t.exe);

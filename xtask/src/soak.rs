@@ -154,7 +154,11 @@ pub fn run(args: Soak) -> anyhow::Result<()> {
 
 /// Starts the stack from `bin_dir`, drives load for `seconds`, stops it.
 pub fn soak(bin_dir: &Path, seconds: u64, connections: usize) -> anyhow::Result<Outcome> {
-    let dir = std::env::temp_dir().join(format!("xtask-soak-{}", std::process::id()));
+    // A directory of its own per soak, not per process: the soak tests run in one process, in
+    // parallel, and shared one, truncating each other's logs and deleting each other's data.
+    static SOAKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SOAKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("xtask-soak-{}-{n}", std::process::id()));
     let _cleanup = RemoveOnDrop(dir.clone());
     std::fs::create_dir_all(&dir)?;
     let token_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));

@@ -202,7 +202,9 @@ pub fn run(args: DevToken) -> anyhow::Result<()> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let token = mint(&args, now)?;
     if let Some(url) = &args.curl {
-        println!("curl -H \"Authorization: Bearer {token}\" {url}");
+        // Quoted for the shell: a URL's `&` or `?` would otherwise be read by it.
+        let quoted = format!("'{}'", url.replace('\'', "'\\''"));
+        println!("curl -H \"Authorization: Bearer {token}\" {quoted}");
     } else if args.export {
         println!("export TOKEN={token}");
     } else {

@@ -419,11 +419,27 @@ impl Settings {
         local_auth: serde_json::Value,
     ) -> Result<Self, ConfigError> {
         let defaults = serde_json::json!({ "server": { "port": info.default_port } });
+        let local_jwks_url = local_auth["jwks_url"].as_str().map(str::to_owned);
         let local = serde_json::json!({
             "auth": local_auth,
             "cors": { "allowed_origins": local_cors_origins() },
         });
         let mut settings: Settings = load(info, config_path, defaults, local)?;
+        // The local default key URL gives way to another key source the engineer sets (the
+        // fixtures secret for `dev-token --alg HS256`, a PEM file): "only one key source" was
+        // otherwise an error about a setting they never made. One they set themselves stays.
+        let auth = &mut settings.auth;
+        let other_source = auth.discovery_url.is_some()
+            || auth.public_key.is_some()
+            || auth.secret.is_some()
+            || auth.secret_file.is_some();
+        if settings.environment == Environment::Local
+            && other_source
+            && auth.jwks_url.is_some()
+            && auth.jwks_url == local_jwks_url
+        {
+            auth.jwks_url = None;
+        }
         settings.server.check()?;
         settings.database.check()?;
         settings.database.check_within(&settings.server)?;
@@ -1205,6 +1221,36 @@ mod tests {
                 Ok(())
             });
         }
+    }
+
+    /// Locally, a key source the engineer sets replaces the default JWKS URL instead of
+    /// clashing with it; a JWKS URL they set themselves still clashes.
+    #[test]
+    fn a_local_key_source_replaces_the_default_jwks_url() {
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "DEMO_API__AUTH__SECRET_FILE",
+                "fixtures/keys/hs256-secret.txt",
+            );
+            let loaded = Settings::load(&INFO, None, local_auth()).unwrap();
+            assert_eq!(loaded.auth.jwks_url, None);
+            assert!(loaded.auth.secret_file.is_some());
+            jail.set_env(
+                "DEMO_API__AUTH__JWKS_URL",
+                "http://127.0.0.1:4100/jwks.json",
+            );
+            let loaded = Settings::load(&INFO, None, local_auth()).unwrap();
+            assert_eq!(
+                loaded.auth.jwks_url.as_deref(),
+                Some("http://127.0.0.1:4100/jwks.json")
+            );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            let loaded = Settings::load(&INFO, None, local_auth()).unwrap();
+            assert!(loaded.auth.jwks_url.is_some(), "the default stays alone");
+            Ok(())
+        });
     }
 
     /// A service other machines can reach refuses the dev-only fixtures keys in the local

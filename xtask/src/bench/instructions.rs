@@ -374,7 +374,7 @@ mod tests {
         let args = Bench {
             algs: vec![Alg::HS256],
             requests: 20,
-            ..Bench::smoke()
+            ..crate::bench::tests::smoke_args()
         };
         let kept = profiles_dir(&crate::root(), &args).join("HS256-distinct.out");
         let _ = std::fs::remove_file(&kept);
