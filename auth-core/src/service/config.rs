@@ -1246,7 +1246,7 @@ mod tests {
             );
             Ok(())
         });
-        Jail::expect_with(|jail| {
+        Jail::expect_with(|_jail| {
             let loaded = Settings::load(&INFO, None, local_auth()).unwrap();
             assert!(loaded.auth.jwks_url.is_some(), "the default stays alone");
             Ok(())
