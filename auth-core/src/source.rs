@@ -542,12 +542,18 @@ pub(crate) fn shown_url(url: &Url) -> String {
 }
 
 /// A configured key location as it may be printed: a URL without userinfo, query and fragment
-/// ([`shown_url`]); text with a `://` that does not parse as one (a bad port, a space), which
-/// may still hold credentials, as a placeholder; anything else (a file path) as it is.
+/// ([`shown_url`]); text that looks like a URL but does not parse as one (a bad port, a space,
+/// `https:user:pw@host`: a scheme before any `/`), which may still hold credentials, as a
+/// placeholder; anything else (a file path) as it is.
 pub(crate) fn shown_location(location: &str) -> String {
+    let scheme_like = location
+        .trim()
+        .split('/')
+        .next()
+        .is_some_and(|first| first.contains(':'));
     match Url::parse(location.trim()) {
         Ok(url) if url.has_host() => shown_url(&url),
-        _ if location.contains("://") => "[a URL that does not parse]".to_owned(),
+        _ if scheme_like || location.contains('@') => "[a URL that does not parse]".to_owned(),
         _ => location.to_owned(),
     }
 }

@@ -1991,16 +1991,13 @@ pub(crate) mod tests {
         );
     }
 
-    /// [`Bench::smoke`], without its `cargo build` when the debug binary is there: under
-    /// `cargo xtask test`, the test build made it, and another build with the plain build's
-    /// features would compile again and replace it while other tests run it.
+    /// [`Bench::smoke`], without its `cargo build` under `cargo xtask test`: the test build
+    /// made the debug binary, and another build with the plain build's features would compile
+    /// again and replace it while other tests run it. Run otherwise (`cargo test -p xtask`), it
+    /// builds, so it never measures a stale binary.
     pub(crate) fn smoke_args() -> Bench {
-        let built = crate::target_dir(&crate::root())
-            .join("debug")
-            .join("todo-api")
-            .exists();
         Bench {
-            no_build: built,
+            no_build: std::env::var_os(crate::test::BINARIES_BUILT).is_some(),
             ..Bench::smoke()
         }
     }

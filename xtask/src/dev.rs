@@ -268,7 +268,10 @@ fn is_ready(port: u16) -> bool {
 }
 
 fn print_welcome() {
-    println!(
+    // Through `writeln!`, not `println!`: a closed stdout (`| head`, a hung-up terminal) must
+    // not panic past the stop path.
+    let _ = writeln!(
+        std::io::stdout(),
         r#"
 xtask: the stack is ready
   token-service  http://127.0.0.1:4000   (JWKS: /.well-known/jwks.json)

@@ -221,9 +221,14 @@ pub(crate) fn build_tests(root: &Path) -> anyhow::Result<Vec<Target>> {
 
 /// Runs a libtest binary (or `cargo test --doc`), echoing its output and adding up its
 /// `test result:` lines.
+/// Set for the test binaries `cargo xtask test` runs: the debug binaries are the test build's.
+pub(crate) const BINARIES_BUILT: &str = "XTASK_TEST_BINARIES_BUILT";
+
 pub(crate) fn run_suite(name: &str, mut cmd: Command) -> anyhow::Result<Suite> {
     println!("\n== {name}");
-    cmd.stdout(Stdio::piped());
+    // The workspace's binaries were built with the tests (`build_tests`): a test that would
+    // build one again (the bench smoke test) uses them instead.
+    cmd.env(BINARIES_BUILT, "1").stdout(Stdio::piped());
     let mut child = cmd.spawn().with_context(|| format!("running {name}"))?;
     let stdout = child.stdout.take().context("stdout")?;
     let (mut passed, mut failed, mut skipped) = (0, 0, Vec::new());

@@ -280,6 +280,15 @@ impl DatabaseSettings {
     /// parameters, and for what the URL leaves out `PGHOSTADDR`, `PGHOST` and `PGSSLMODE`. The
     /// message never shows the URL.
     pub fn check_for_production(&self) -> Result<(), ConfigError> {
+        self.check_for_production_with(&|name| std::env::var(name).ok())
+    }
+
+    /// [`DatabaseSettings::check_for_production`] with `env` for the process environment (a test
+    /// must not set `PGSSLMODE` for the PostgreSQL tests running beside it).
+    fn check_for_production_with(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
         let Some(url) = &self.url else {
             return Ok(());
         };
@@ -291,7 +300,7 @@ impl DatabaseSettings {
         let Ok(parsed) = reqwest::Url::parse(url) else {
             return Ok(());
         };
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
         // A socket path in the URL's host is percent-encoded (`%2Frun%2Fpostgresql`).
         let mut host = match parsed.host_str().filter(|h| !h.is_empty()) {
             Some(h) => percent_encoding::percent_decode_str(h)
@@ -429,10 +438,15 @@ impl Settings {
         // fixtures secret for `dev-token --alg HS256`, a PEM file): "only one key source" was
         // otherwise an error about a setting they never made. One they set themselves stays.
         let auth = &mut settings.auth;
-        let other_source = auth.discovery_url.is_some()
-            || auth.public_key.is_some()
-            || auth.secret.is_some()
-            || auth.secret_file.is_some();
+        // Blank is unset, as the key source reads it.
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        let other_source = set(&auth.discovery_url)
+            || set(&auth.public_key)
+            || auth
+                .secret
+                .as_ref()
+                .is_some_and(|s| !s.expose_secret().is_empty())
+            || set(&auth.secret_file);
         if settings.environment == Environment::Local
             && other_source
             && auth.jwks_url.is_some()
@@ -1246,9 +1260,13 @@ mod tests {
             );
             Ok(())
         });
-        Jail::expect_with(|_jail| {
+        Jail::expect_with(|jail| {
             let loaded = Settings::load(&INFO, None, local_auth()).unwrap();
             assert!(loaded.auth.jwks_url.is_some(), "the default stays alone");
+            // A blank value is unset, as the key source reads it: the default stays.
+            jail.set_env("DEMO_API__AUTH__PUBLIC_KEY", "");
+            let loaded = Settings::load(&INFO, None, local_auth()).unwrap();
+            assert!(loaded.auth.jwks_url.is_some(), "a blank key source is none");
             Ok(())
         });
     }
@@ -1319,6 +1337,40 @@ mod tests {
             assert!(Settings::load(&INFO, None, local_auth()).is_ok());
             Ok(())
         });
+        // Wired into production's checks (the query's sslmode wins over any PGSSLMODE).
+        Jail::expect_with(|jail| {
+            production_with_jwks(jail);
+            jail.set_env(
+                "DEMO_API__DATABASE__URL",
+                "postgres://app:Leak-Me@db.internal/app?sslmode=require",
+            );
+            let e = load_err(jail);
+            assert!(
+                e.starts_with("config error: database.url: a PostgreSQL server beyond loopback needs sslmode=verify-full"),
+                "{e}"
+            );
+            assert!(!e.contains("Leak-Me") && !e.contains("db.internal"), "{e}");
+            Ok(())
+        });
+    }
+
+    /// Production's PostgreSQL rule, judged as sqlx reads the URL and, for what it leaves out,
+    /// libpq's variables (given here, never set in the process: the PostgreSQL tests beside
+    /// this one would read them).
+    #[test]
+    fn production_postgres_needs_verify_full_beyond_loopback() {
+        let check = |url: &str, pghost: Option<&str>, pgsslmode: Option<&str>| {
+            let settings = DatabaseSettings {
+                url: Some(url.to_owned().into()),
+                ..DatabaseSettings::default()
+            };
+            let env = |name: &str| match name {
+                "PGHOST" => pghost.map(str::to_owned),
+                "PGSSLMODE" => pgsslmode.map(str::to_owned),
+                _ => None,
+            };
+            settings.check_for_production_with(&env)
+        };
         for (url, refused) in [
             ("postgres://app:Leak-Me@db.internal/app", true),
             (
@@ -1347,23 +1399,20 @@ mod tests {
             ("postgres://app@localhost/app", false),
             ("postgres://%2Fvar%2Frun%2Fpostgresql/app", false),
             ("postgres:///app?host=/run/postgresql", false),
+            ("sqlite:///tmp/a.db", false),
         ] {
-            Jail::expect_with(|jail| {
-                production_with_jwks(jail);
-                jail.set_env("DEMO_API__DATABASE__URL", url);
-                let loaded = Settings::load(&INFO, None, local_auth());
-                if refused {
-                    let e = loaded.unwrap_err().to_string();
+            match check(url, None, None) {
+                Err(e) if refused => {
+                    let e = e.to_string();
                     assert!(
                         e.starts_with("config error: database.url: a PostgreSQL server beyond loopback needs sslmode=verify-full"),
                         "{url}: {e}"
                     );
                     assert!(!e.contains("Leak-Me") && !e.contains("db.internal"), "{e}");
-                } else {
-                    assert!(loaded.is_ok(), "{url}");
                 }
-                Ok(())
-            });
+                Ok(()) if !refused => {}
+                other => panic!("{url}: {other:?}"),
+            }
         }
         // What the URL leaves out, sqlx reads from libpq's variables.
         for (url, pghost, pgsslmode, refused) in [
@@ -1390,29 +1439,13 @@ mod tests {
             ),
             ("postgres://127.0.0.1/app", Some("db.internal"), None, false),
         ] {
-            Jail::expect_with(|jail| {
-                production_with_jwks(jail);
-                jail.set_env("DEMO_API__DATABASE__URL", url);
-                for (name, value) in [("PGHOST", pghost), ("PGSSLMODE", pgsslmode)] {
-                    if let Some(value) = value {
-                        jail.set_env(name, value);
-                    }
-                }
-                let loaded = Settings::load(&INFO, None, local_auth());
-                let case = format!("{url} PGHOST={pghost:?} PGSSLMODE={pgsslmode:?}");
-                match refused {
-                    true => assert!(
-                        loaded
-                            .unwrap_err()
-                            .to_string()
-                            .starts_with("config error: database.url:"),
-                        "{case}"
-                    ),
-                    false => assert!(loaded.is_ok(), "{case}"),
-                }
-                Ok(())
-            });
+            let case = format!("{url} PGHOST={pghost:?} PGSSLMODE={pgsslmode:?}");
+            assert_eq!(check(url, pghost, pgsslmode).is_err(), refused, "{case}");
         }
+    }
+
+    #[test]
+    fn production_refuses_unsafe_key_settings() {
         for key in ["MIN_TTL_SECONDS", "DEFAULT_TTL_SECONDS", "MAX_TTL_SECONDS"] {
             Jail::expect_with(|jail| {
                 production_with_jwks(jail);

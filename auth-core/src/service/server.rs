@@ -66,7 +66,7 @@ impl<F> Routes<F> {
 /// HTTP/2's per-stream flow-control window: the largest request body a route reads (tasks-api's
 /// 32 KiB), so one upload never waits on a window update, and no more.
 pub const H2_STREAM_WINDOW: u32 = 32 * 1024;
-/// HTTP/2's per-connection window, shared by its streams: sixteen whole bodies at once (a
+/// HTTP/2's per-connection window, shared by its streams: eight of the largest bodies at once (a
 /// gateway multiplexes many clients' uploads over one connection), a quarter of hyper's 1 MiB.
 pub const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
 
@@ -146,7 +146,7 @@ where
                 .timer(TokioTimer::new())
                 .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX))
                 .max_concurrent_streams(128)
-                // Flow-control windows sized to this workspace's bodies (16 KiB at most), not
+                // Flow-control windows sized to this workspace's bodies (32 KiB at most), not
                 // hyper's 1 MiB per stream: h2 buffers DATA a route has not read (a GET, a
                 // refused request), so each stream could park a mebibyte.
                 .initial_stream_window_size(H2_STREAM_WINDOW)

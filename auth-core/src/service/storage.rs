@@ -149,6 +149,13 @@ impl Database {
             pool.execute("PRAGMA journal_mode = WAL;")
                 .await
                 .map_err(StorageError::Connect)?;
+            // SQLite's own word on where the data lives, whatever spelling of the URL got past
+            // `check_url` (asked after the journal mode is set: a statement of this pool's
+            // before it kept the file in its old mode).
+            if !has_a_file(&pool).await.map_err(StorageError::Connect)? {
+                pool.close().await;
+                return Err(StorageError::InMemory);
+            }
         }
         Ok(Database { pool, backend })
     }
@@ -302,6 +309,53 @@ fn decoded(text: &str) -> String {
         .into_owned()
 }
 
+/// Whether a SQLite pool's main database is a file: in memory, or SQLite's temporary
+/// database, it is one per connection and is lost with it.
+async fn has_a_file(pool: &AnyPool) -> Result<bool, sqlx::Error> {
+    // Every row read: a statement left part-read holds a read lock on its connection, under
+    // which `PRAGMA journal_mode = WAL` quietly keeps the old mode.
+    let files: Vec<String> =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_all(pool)
+            .await?;
+    Ok(files.first().is_some_and(|f| !f.is_empty()))
+}
+
+/// libpq's connection parameters that sqlx does not read (PostgreSQL 17's list): an unknown
+/// parameter is named in the error only when it is one of these.
+const LIBPQ_PARAMETERS: &[&str] = &[
+    "passfile",
+    "require_auth",
+    "channel_binding",
+    "connect_timeout",
+    "client_encoding",
+    "fallback_application_name",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "replication",
+    "gssencmode",
+    "requiressl",
+    "sslnegotiation",
+    "sslcompression",
+    "sslpassword",
+    "sslcertmode",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "requirepeer",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "krbsrvname",
+    "gsslib",
+    "gssdelegation",
+    "service",
+    "target_session_attrs",
+    "load_balance_hosts",
+];
+
 /// What sqlx would read from `url` other than intended: a PostgreSQL parameter it does not know
 /// (it logs the value at warn level, a password's too, and ignores it), or an in-memory SQLite
 /// database. A URL that does not parse is left to sqlx, whose error names no part of it.
@@ -315,39 +369,45 @@ fn check_url(url: &str, backend: Backend) -> Result<(), StorageError> {
                 let known = POSTGRES_PARAMETERS.contains(&key.as_ref())
                     || (key.starts_with("options[") && key.ends_with(']'));
                 if !known {
-                    let name_like = key.len() <= 40
-                        && key
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "_-.[]".contains(c));
-                    return Err(StorageError::Parameter(name_like.then(|| key.into_owned())));
+                    // Named only when it is libpq's: anything else may be the part of a
+                    // password after a `&` (`password=Summer&Winter`).
+                    let libpq = LIBPQ_PARAMETERS.contains(&key.as_ref());
+                    return Err(StorageError::Parameter(libpq.then(|| key.into_owned())));
                 }
             }
             Ok(())
         }
         Backend::Sqlite => {
-            // As sqlx splits it: the file name (percent-decoded, opened as a URI when it is
-            // `file:…`), then its parameters. In memory: `:memory:` however spelt, an empty name
-            // (SQLite's temporary database, one per connection too), a `file:` URI naming
-            // memory, or `mode=memory`.
-            let rest = url
-                .strip_prefix("sqlite://")
-                .or_else(|| url.strip_prefix("sqlite:"))
-                .unwrap_or(url);
+            // As sqlx reads it: the URL as the url crate normalises it (spaces and control
+            // characters trimmed), every leading `sqlite:` and `//` stripped, then the file name
+            // (percent-decoded, opened as a URI when it is `file:…`) and its parameters. In
+            // memory: `:memory:` however spelt, an empty name (SQLite's temporary database, one
+            // per connection too), a `file:` URI naming memory or nothing, `mode=memory`, or the
+            // `memdb` VFS. Whatever this misses, [`Database::connect_url`] asks SQLite itself.
+            let normalised = reqwest::Url::parse(url).map_or_else(|_| url.to_owned(), String::from);
+            let rest = normalised
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
             let (name, query) = rest.split_once('?').unwrap_or((rest, ""));
             let name = decoded(name);
-            let uri = name
+            let uri_path = name
                 .get(..5)
-                .is_some_and(|p| p.eq_ignore_ascii_case("file:"));
-            let mode_memory = |pair: &str| {
+                .filter(|p| p.eq_ignore_ascii_case("file:"))
+                .map(|_| &name[5..]);
+            let in_memory = |pair: &str| {
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
                 let key = decoded(&key.replace('+', " "));
                 let value = decoded(&value.replace('+', " "));
-                key.eq_ignore_ascii_case("mode") && value.eq_ignore_ascii_case("memory")
+                (key.eq_ignore_ascii_case("mode") && value.eq_ignore_ascii_case("memory"))
+                    || (key.eq_ignore_ascii_case("vfs") && value.eq_ignore_ascii_case("memdb"))
             };
-            let memory = name.is_empty()
+            let memory = name.trim().is_empty()
                 || name == ":memory:"
-                || (uri && (name.contains(":memory:") || name.split(['?', '&']).any(mode_memory)))
-                || query.split('&').any(mode_memory);
+                || uri_path.is_some_and(|path| {
+                    let (path, params) = path.split_once('?').unwrap_or((path, ""));
+                    path.is_empty() || path.contains(":memory:") || params.split('&').any(in_memory)
+                })
+                || query.split('&').any(in_memory);
             if memory {
                 Err(StorageError::InMemory)
             } else {
@@ -594,7 +654,7 @@ mod tests {
     async fn a_postgres_url_parameter_sqlx_ignores_is_refused_by_name() {
         for url in [
             "postgres://app@127.0.0.1:1/app?sslpassword=Leak-Me",
-            "postgres://app@127.0.0.1:1/app?sslmode=disable&pasword=Leak-Me",
+            "postgres://app@127.0.0.1:1/app?sslmode=disable&connect_timeout=5",
         ] {
             let err = Database::connect_url(url, 1, Duration::from_secs(1), None)
                 .await
@@ -610,14 +670,20 @@ mod tests {
             );
             assert!(!message.contains("Leak-Me"), "{message}");
         }
-        // A password holding `&` splits into a "parameter" that is part of it: not named.
-        let url = "postgres://app@127.0.0.1:1/app?password=Xy7&Qp9!Leak-Me";
-        let message = check_url(url, Backend::Postgres).unwrap_err().to_string();
-        assert!(
-            message.starts_with("database.url: an unknown parameter, whose name is not shown"),
-            "{message}"
-        );
-        assert!(!message.contains("Leak-Me"), "{message}");
+        // A password holding `&` splits into a "parameter" that is part of it: not named, even
+        // when it looks like a name.
+        for url in [
+            "postgres://app@127.0.0.1:1/app?password=Xy7&Qp9!Leak-Me",
+            "postgres://app@127.0.0.1:1/app?password=Summer2024&LeakMe",
+            "postgres://app@127.0.0.1:1/app?sslmode=disable&pasword=Leak-Me",
+        ] {
+            let message = check_url(url, Backend::Postgres).unwrap_err().to_string();
+            assert!(
+                message.starts_with("database.url: an unknown parameter, whose name is not shown"),
+                "{message}"
+            );
+            assert!(!message.contains("Leak"), "{message}");
+        }
         for url in [
             "postgres://app:pw@db/app",
             "postgres://app@db/app?sslmode=require&application_name=x&options[search_path]=s",
@@ -643,6 +709,11 @@ mod tests {
             "sqlite:%3Amemory%3A",
             "sqlite:a.db?mode=%6Demory",
             "sqlite:file:a.db%3Fmode=memory",
+            "sqlite::memory:\n",
+            "sqlite:sqlite::memory:",
+            "sqlite:file:",
+            "sqlite:file:?cache=shared",
+            "sqlite:a.db?vfs=memdb",
         ] {
             let err = Database::connect_url(url, 2, Duration::from_secs(1), None)
                 .await
@@ -658,6 +729,21 @@ mod tests {
         ] {
             assert!(check_url(url, Backend::Sqlite).is_ok(), "{url}");
         }
+    }
+
+    /// SQLite's own answer backs the URL check: a pool on memory has no file, one on a file has.
+    #[tokio::test]
+    async fn sqlite_says_whether_a_pool_has_a_file() {
+        install_default_drivers();
+        let memory = AnyPool::connect("sqlite::memory:").await.unwrap();
+        assert!(!has_a_file(&memory).await.unwrap());
+        let temporary = AnyPool::connect("sqlite:").await.unwrap();
+        assert!(!has_a_file(&temporary).await.unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let file = AnyPool::connect(&sqlite_url(&dir.path().join("a.db")))
+            .await
+            .unwrap();
+        assert!(has_a_file(&file).await.unwrap());
     }
 
     /// A read-only PostgreSQL (a standby, a primary demoted by a failover) answers `SELECT 1`
@@ -713,9 +799,19 @@ mod tests {
             .unwrap();
         plain.close().await;
         if ssl != "on" {
+            // Still telling: refused by the server's lack of TLS, not by sqlx's build.
+            let err = Database::connect_url(
+                &format!("{url}?sslmode=require"),
+                1,
+                Duration::from_secs(5),
+                None,
+            )
+            .await
+            .unwrap_err();
+            assert!(!err.to_string().contains("without TLS support"), "{err}");
             report_skip(
                 "postgres_connects_over_tls",
-                "the PostgreSQL server of TEST_DATABASE_URL has ssl = off",
+                "the PostgreSQL server of TEST_DATABASE_URL has ssl = off: only sqlx's TLS build was checked",
             );
             return;
         }

@@ -110,12 +110,17 @@ async fn a_key_source_urls_credentials_are_never_logged() {
         };
         // The settings themselves print no credentials either (a service may log its config),
         // a URL that does not parse (an invalid port) included.
-        let unparsed = AuthSettings {
-            jwks_url: Some("https://svc:Url-Pa55word@host:99999/jwks".into()),
-            ..settings()
-        };
-        let printed = format!("{unparsed:?}");
-        assert!(!printed.contains("Url-Pa55word"), "{printed}");
+        for broken in [
+            "https://svc:Url-Pa55word@host:99999/jwks",
+            "https:svc:Url-Pa55word@host:99999/jwks",
+        ] {
+            let unparsed = AuthSettings {
+                jwks_url: Some(broken.into()),
+                ..settings()
+            };
+            let printed = format!("{unparsed:?}");
+            assert!(!printed.contains("Url-Pa55word"), "{printed}");
+        }
         let printed = format!("{configured:?}");
         assert!(
             !printed.to_lowercase().contains("url-pa55word")

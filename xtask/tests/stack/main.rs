@@ -112,17 +112,25 @@ async fn the_stack_end_to_end() {
             .sign()
     };
     let before = stack.jwks_fetches("todo").await;
-    // No later than the probe's refresh: the cooldown it starts is counted from here.
-    let probe_started = Instant::now();
+    // The start of the probe attempt that caused the refresh: no later than the refresh, so
+    // the cooldown it starts is counted from here (an earlier attempt may have waited out an
+    // older cooldown).
+    let attempt_started = std::sync::Mutex::new(Instant::now());
     poll(
         "an unknown kid triggers a JWKS refresh",
         Duration::from_secs(10),
         || async {
+            let started = Instant::now();
             assert_eq!(stack.status("todo", "/whoami", &forge("probe")).await, 401);
-            (stack.jwks_fetches("todo").await > before).then_some(())
+            let refreshed = stack.jwks_fetches("todo").await > before;
+            if refreshed {
+                *attempt_started.lock().unwrap() = started;
+            }
+            refreshed.then_some(())
         },
     )
     .await;
+    let probe_started = *attempt_started.lock().unwrap();
     let before = stack.jwks_fetches("todo").await;
     let started = Instant::now();
     let forged: Vec<String> = (0..200).map(|i| forge(&i.to_string())).collect();
@@ -136,7 +144,7 @@ async fn the_stack_end_to_end() {
     let fetched = stack.jwks_fetches("todo").await - before;
     eprintln!("flood: 200 random kids in {elapsed:?} caused {fetched} JWKS fetch(es)");
     // The probe's refresh started a cooldown: a fetch may follow each whole cooldown since then
-    // (counted from before the probe, so never too few), and none within the first.
+    // (counted from before the refresh, so never too few), and none within the first.
     let allowed = (probe_started.elapsed().as_secs_f64() / stack::COOLDOWN_SECONDS as f64) as u64;
     assert!(
         fetched <= allowed,
