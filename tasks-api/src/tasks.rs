@@ -51,6 +51,9 @@ pub struct Task {
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+    /// Its version, one more at every change: answered as the `ETag` (`"3"`), not in the body.
+    #[serde(skip)]
+    pub version: i64,
 }
 
 /// `POST /tasks` and `PUT /tasks/{id}`: the whole task (PUT resets absent optional fields).
@@ -219,10 +222,11 @@ fn row_to_task(row: &AnyRow) -> Result<Task, sqlx::Error> {
         done: row.try_get::<i64, _>("done")? != 0,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        version: row.try_get("version")?,
     })
 }
 
-const COLUMNS: &str = "id, owner, title, description, due, done, created_at, updated_at";
+const COLUMNS: &str = "id, owner, title, description, due, done, created_at, updated_at, version";
 
 /// Which tasks a list shows.
 struct ListFilter {
@@ -317,11 +321,18 @@ impl Store {
         row_to_task(&row)
     }
 
-    /// Replaces a task's fields; the owner condition travels with the id.
-    async fn replace(&self, task: &Task, f: &Fields) -> Result<Option<Task>, sqlx::Error> {
+    /// Replaces a task's fields; the owner condition travels with the id, and with
+    /// `expected` (an `If-Match`) the version it must still have.
+    async fn replace(
+        &self,
+        task: &Task,
+        f: &Fields,
+        expected: Option<i64>,
+    ) -> Result<Option<Task>, sqlx::Error> {
         let row = sqlx::query(&format!(
-            "UPDATE tasks SET title = $1, description = $2, due = $3, done = $4, updated_at = $5 \
-             WHERE id = $6 AND owner = $7 RETURNING {COLUMNS}"
+            "UPDATE tasks SET title = $1, description = $2, due = $3, done = $4, updated_at = $5, \
+             version = version + 1 \
+             WHERE id = $6 AND owner = $7 AND ($8 < 0 OR version = $8) RETURNING {COLUMNS}"
         ))
         .bind(&f.title)
         .bind(&f.description)
@@ -330,6 +341,7 @@ impl Store {
         .bind(body::now_rfc3339())
         .bind(task.id)
         .bind(&task.owner)
+        .bind(expected.unwrap_or(-1))
         .fetch_optional(&self.db.pool)
         .await?;
         row.as_ref().map(row_to_task).transpose()
@@ -338,13 +350,18 @@ impl Store {
     /// Applies `c` to the stored row in one statement: a field the patch leaves alone keeps what
     /// is stored at that moment, so two PATCHes of different fields at once both land (merging
     /// a copy read earlier would put back what the other one changed).
-    async fn patch(&self, task: &Task, c: &Changes) -> Result<Option<Task>, sqlx::Error> {
+    async fn patch(
+        &self,
+        task: &Task,
+        c: &Changes,
+        expected: Option<i64>,
+    ) -> Result<Option<Task>, sqlx::Error> {
         let row = sqlx::query(&format!(
             "UPDATE tasks SET title = COALESCE($1, title), \
              description = CASE WHEN $2 = 1 THEN $3 ELSE description END, \
              due = CASE WHEN $4 = 1 THEN $5 ELSE due END, \
-             done = COALESCE($6, done), updated_at = $7 \
-             WHERE id = $8 AND owner = $9 RETURNING {COLUMNS}"
+             done = COALESCE($6, done), updated_at = $7, version = version + 1 \
+             WHERE id = $8 AND owner = $9 AND ($10 < 0 OR version = $10) RETURNING {COLUMNS}"
         ))
         .bind(&c.title)
         .bind(i64::from(c.description.is_some()))
@@ -355,19 +372,95 @@ impl Store {
         .bind(body::now_rfc3339())
         .bind(task.id)
         .bind(&task.owner)
+        .bind(expected.unwrap_or(-1))
         .fetch_optional(&self.db.pool)
         .await?;
         row.as_ref().map(row_to_task).transpose()
     }
 
-    async fn delete(&self, task: &Task) -> Result<bool, sqlx::Error> {
-        let res = sqlx::query("DELETE FROM tasks WHERE id = $1 AND owner = $2")
-            .bind(task.id)
-            .bind(&task.owner)
-            .execute(&self.db.pool)
-            .await?;
+    async fn delete(&self, task: &Task, expected: Option<i64>) -> Result<bool, sqlx::Error> {
+        let res = sqlx::query(
+            "DELETE FROM tasks WHERE id = $1 AND owner = $2 AND ($3 < 0 OR version = $3)",
+        )
+        .bind(task.id)
+        .bind(&task.owner)
+        .bind(expected.unwrap_or(-1))
+        .execute(&self.db.pool)
+        .await?;
         Ok(res.rows_affected() > 0)
     }
+}
+
+/// A request's `If-Match` (RFC 9110 §13.1.1), all its lines together.
+#[derive(Debug, Clone, PartialEq)]
+enum IfMatch {
+    /// `*`: any current version.
+    Any,
+    /// The strong entity tags listed, unquoted (a weak one, `W/"3"`, never matches).
+    Tags(Vec<String>),
+}
+
+impl IfMatch {
+    fn parse(lines: &[&str]) -> IfMatch {
+        let mut tags = Vec::new();
+        for item in lines.iter().flat_map(|l| l.split(',')).map(str::trim) {
+            if item == "*" {
+                return IfMatch::Any;
+            }
+            if let Some(tag) = item.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+                tags.push(tag.to_owned());
+            }
+        }
+        IfMatch::Tags(tags)
+    }
+
+    fn matches(&self, version: i64) -> bool {
+        match self {
+            IfMatch::Any => true,
+            IfMatch::Tags(tags) => tags.iter().any(|t| *t == version.to_string()),
+        }
+    }
+}
+
+/// The `If-Match` of the request, if it has one.
+fn if_match() -> impl Filter<Extract = (Option<IfMatch>,), Error = std::convert::Infallible> + Clone
+{
+    warp::header::headers_cloned().map(|headers: http::HeaderMap| {
+        let lines: Vec<&str> = headers
+            .get_all(http::header::IF_MATCH)
+            .iter()
+            .map(|v| v.to_str().unwrap_or(""))
+            .collect();
+        (!lines.is_empty()).then(|| IfMatch::parse(&lines))
+    })
+}
+
+/// 412: the task is not at a version the request's `If-Match` names.
+fn precondition_failed() -> Rejection {
+    warp::reject::custom(ApiError::new(
+        StatusCode::PRECONDITION_FAILED,
+        "precondition_failed",
+        "the task is not at the version If-Match names: read it again",
+    ))
+}
+
+/// The version `condition` lets a change of `task` go ahead from (checked again by the change's
+/// own statement, so a change in between is a 412, not lost), or the 412.
+fn expected_version(task: &Task, condition: Option<&IfMatch>) -> Result<Option<i64>, Rejection> {
+    match condition {
+        None => Ok(None),
+        Some(c) if c.matches(task.version) => Ok(Some(task.version)),
+        Some(_) => Err(precondition_failed()),
+    }
+}
+
+/// `task` as JSON with its `ETag`, and `status`.
+fn task_reply(task: &Task, status: StatusCode) -> Response {
+    let mut res = warp::reply::with_status(warp::reply::json(task), status).into_response();
+    if let Ok(etag) = http::HeaderValue::from_str(&format!("\"{}\"", task.version)) {
+        res.headers_mut().insert(http::header::ETAG, etag);
+    }
+    res
 }
 
 /// The one 404 of a single task: for a task that does not exist, one of another user's, and a
@@ -420,18 +513,21 @@ pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
     let put = warp::path!("tasks" / String)
         .and(warp::put())
         .and(within_scope(auth, WRITE, with_auth(auth)))
+        .and(if_match())
         .and(body::json::<TaskInput>(MAX_BODY))
         .and(with_store(store.clone()))
         .and_then(replace_task);
     let patch = warp::path!("tasks" / String)
         .and(warp::patch())
         .and(within_scope(auth, WRITE, with_auth(auth)))
+        .and(if_match())
         .and(body::json::<TaskPatch>(MAX_BODY))
         .and(with_store(store.clone()))
         .and_then(update_task);
     let delete = warp::path!("tasks" / String)
         .and(warp::delete())
         .and(within_scope(auth, WRITE, with_auth(auth)))
+        .and(if_match())
         .and(with_store(store))
         .and_then(delete_task);
     list.or(create)
@@ -545,68 +641,89 @@ async fn create_task(
     let task = store.insert(&owner, &fields).await.map_err(db_rejection)?;
     // RFC 9110 §15.3.2: where the new resource is (without it, the target `/tasks` is taken
     // for it).
-    let location = format!("/tasks/{}", task.id);
-    let created = warp::reply::with_status(warp::reply::json(&task), StatusCode::CREATED);
-    Ok(warp::reply::with_header(created, http::header::LOCATION, location).into_response())
+    let mut res = task_reply(&task, StatusCode::CREATED);
+    if let Ok(location) = http::HeaderValue::from_str(&format!("/tasks/{}", task.id)) {
+        res.headers_mut().insert(http::header::LOCATION, location);
+    }
+    Ok(res)
 }
 
 /// One task (its owner or an admin).
 #[utoipa::path(get, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])),
     params(("id" = i64, Path, description = "the task's id")),
-    responses((status = 200, body = Task), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 200, body = Task, headers(("etag" = String, description = "the task's version, for If-Match"))), (status = 401), (status = 403), (status = 404)))]
 async fn get_task(id: String, claims: Arc<Claims>, store: Store) -> Result<Response, Rejection> {
     let task = find(&store, &claims, &id).await?;
-    Ok(warp::reply::json(&task).into_response())
+    Ok(task_reply(&task, StatusCode::OK))
 }
 
 /// Replaces a task: `title` required, absent optional fields reset.
 #[utoipa::path(put, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])), request_body = TaskInput,
     params(("id" = i64, Path, description = "the task's id")),
-    responses((status = 200, body = Task), (status = 400), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 200, body = Task), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version")))]
 async fn replace_task(
     id: String,
     claims: Arc<Claims>,
+    condition: Option<IfMatch>,
     input: TaskInput,
     store: Store,
 ) -> Result<Response, Rejection> {
     let task = find(&store, &claims, &id).await?;
+    let expected = expected_version(&task, condition.as_ref())?;
     let fields = input.validate()?;
     let task = store
-        .replace(&task, &fields)
+        .replace(&task, &fields, expected)
         .await
         .map_err(db_rejection)?
-        .ok_or_else(not_found)?;
-    Ok(warp::reply::json(&task).into_response())
+        .ok_or_else(|| changed_or_gone(expected))?;
+    Ok(task_reply(&task, StatusCode::OK))
+}
+
+/// A conditional change that matched no row: the task changed (or went) since it was read, a
+/// 412; an unconditional one: it went, the 404.
+fn changed_or_gone(expected: Option<i64>) -> Rejection {
+    match expected {
+        Some(_) => precondition_failed(),
+        None => not_found(),
+    }
 }
 
 /// Changes any subset of a task's fields.
 #[utoipa::path(patch, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])), request_body = TaskPatch,
     params(("id" = i64, Path, description = "the task's id")),
-    responses((status = 200, body = Task), (status = 400), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 200, body = Task), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version")))]
 async fn update_task(
     id: String,
     claims: Arc<Claims>,
+    condition: Option<IfMatch>,
     patch: TaskPatch,
     store: Store,
 ) -> Result<Response, Rejection> {
     let task = find(&store, &claims, &id).await?;
+    let expected = expected_version(&task, condition.as_ref())?;
     let changes = patch.validate()?;
     let task = store
-        .patch(&task, &changes)
+        .patch(&task, &changes, expected)
         .await
         .map_err(db_rejection)?
-        .ok_or_else(not_found)?;
-    Ok(warp::reply::json(&task).into_response())
+        .ok_or_else(|| changed_or_gone(expected))?;
+    Ok(task_reply(&task, StatusCode::OK))
 }
 
 /// Deletes a task.
 #[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])),
     params(("id" = i64, Path, description = "the task's id")),
-    responses((status = 204), (status = 401), (status = 403), (status = 404)))]
-async fn delete_task(id: String, claims: Arc<Claims>, store: Store) -> Result<Response, Rejection> {
+    responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version")))]
+async fn delete_task(
+    id: String,
+    claims: Arc<Claims>,
+    condition: Option<IfMatch>,
+    store: Store,
+) -> Result<Response, Rejection> {
     let task = find(&store, &claims, &id).await?;
-    if !store.delete(&task).await.map_err(db_rejection)? {
-        return Err(not_found());
+    let expected = expected_version(&task, condition.as_ref())?;
+    if !store.delete(&task, expected).await.map_err(db_rejection)? {
+        return Err(changed_or_gone(expected));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -689,12 +806,19 @@ mod tests {
             description: Some(Some("new".into())),
             ..Changes::default()
         };
-        store.patch(&read_before, &set_description).await.unwrap();
+        store
+            .patch(&read_before, &set_description, None)
+            .await
+            .unwrap();
         let set_done = Changes {
             done: Some(true),
             ..Changes::default()
         };
-        let task = store.patch(&read_before, &set_done).await.unwrap().unwrap();
+        let task = store
+            .patch(&read_before, &set_done, None)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (task.description.as_deref(), task.done, task.title.as_str()),
             (Some("new"), true, "a")
@@ -704,10 +828,69 @@ mod tests {
             due: Some(Some("2030-01-01T00:00:00Z".into())),
             ..Changes::default()
         };
-        let task = store.patch(&read_before, &clear).await.unwrap().unwrap();
+        let task = store
+            .patch(&read_before, &clear, None)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (task.description, task.due.as_deref(), task.done),
             (None, Some("2030-01-01T00:00:00Z"), true)
         );
+    }
+
+    /// A conditional change goes ahead only from the version it names, checked by its own
+    /// statement: one that slipped in after the read makes it match nothing (the 412), not
+    /// overwrite it.
+    #[tokio::test]
+    async fn a_change_from_a_stale_version_matches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(dir.path()).await;
+        let fields = |title: &str| Fields {
+            title: title.into(),
+            description: None,
+            due: None,
+            done: false,
+        };
+        let read = store.insert("alice", &fields("a")).await.unwrap();
+        assert_eq!(read.version, 1);
+        let other = store
+            .replace(&read, &fields("b"), Some(1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((other.version, other.title.as_str()), (2, "b"));
+        assert!(
+            store
+                .replace(&read, &fields("c"), Some(1))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let done = Changes {
+            done: Some(true),
+            ..Changes::default()
+        };
+        assert!(store.patch(&read, &done, Some(1)).await.unwrap().is_none());
+        assert!(!store.delete(&read, Some(1)).await.unwrap());
+        let now = store.get(read.id, &Scope::Anyone).await.unwrap().unwrap();
+        assert_eq!((now.version, now.title.as_str(), now.done), (2, "b", false));
+        // Unconditional changes still go ahead, and count.
+        let patched = store.patch(&read, &done, None).await.unwrap().unwrap();
+        assert_eq!(patched.version, 3);
+        assert!(store.delete(&read, Some(3)).await.unwrap());
+    }
+
+    #[test]
+    fn if_match_lists_strong_tags_or_any() {
+        assert_eq!(IfMatch::parse(&["*"]), IfMatch::Any);
+        let m = IfMatch::parse(&["\"1\", W/\"2\"", " \"3\""]);
+        assert!(m.matches(1) && m.matches(3));
+        assert!(
+            !m.matches(2),
+            "a weak tag never matches (strong comparison)"
+        );
+        assert!(!IfMatch::parse(&["garbage"]).matches(1));
+        assert!(!IfMatch::parse(&[""]).matches(1));
     }
 }

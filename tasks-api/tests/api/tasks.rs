@@ -165,6 +165,94 @@ async fn put_replaces_and_patch_merges_on_postgres() {
     put_and_patch(&spawn_on(Some(url)).await).await;
 }
 
+/// Optimistic concurrency (RFC 9110 §13.1.1): every task answer carries an `ETag`; a change
+/// with `If-Match` goes ahead only from that version, else 412 and nothing changes. Without
+/// `If-Match` changes go ahead as before.
+async fn conditional_changes(t: &TestApp) {
+    let alice = t.token("alice", &["user"]);
+    let res = t
+        .request("POST", "/tasks", Some(&alice), Some(json!({"title": "t"})))
+        .await;
+    assert_eq!(res.headers()["etag"], "\"1\"");
+    let task: Value = res.json().await.unwrap();
+    let path = format!("/tasks/{}", task["id"]);
+    let res = t.request("GET", &path, Some(&alice), None).await;
+    assert_eq!(res.headers()["etag"], "\"1\"");
+    let conditional = |method: &'static str, tag: &'static str, body: Option<Value>| {
+        let mut req = t
+            .app
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", t.app.address))
+            .bearer_auth(&alice)
+            .header("if-match", tag);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send()
+    };
+    // Two clients read version 1; the first change lands and makes version 2.
+    let res = conditional("PATCH", "\"1\"", Some(json!({"done": true})))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["etag"], "\"2\"");
+    // The second, from version 1, would put back what the first changed: refused.
+    for (method, body) in [
+        ("PUT", Some(json!({"title": "stale"}))),
+        ("PATCH", Some(json!({"title": "stale"}))),
+        ("DELETE", None),
+    ] {
+        let (status, err) = parts(conditional(method, "\"1\"", body).await.unwrap()).await;
+        assert_eq!(
+            (status, err["error"].as_str()),
+            (412, Some("precondition_failed")),
+            "{method}: {err}"
+        );
+    }
+    let (status, now) = parts(t.request("GET", &path, Some(&alice), None).await).await;
+    assert_eq!(
+        (status, now["title"].as_str(), now["done"].as_bool()),
+        (200, Some("t"), Some(true))
+    );
+    // The current version, or any, goes ahead; a weak tag never matches.
+    let res = conditional("PATCH", "W/\"2\"", Some(json!({"title": "x"})))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 412);
+    let res = conditional("PUT", "\"7\", \"2\"", Some(json!({"title": "u"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            res.status().as_u16(),
+            res.headers()["etag"].to_str().unwrap()
+        ),
+        (200, "\"3\"")
+    );
+    let res = conditional("DELETE", "*", None).await.unwrap();
+    assert_eq!(res.status(), 204);
+    // Gone: no version matches any more.
+    let res = conditional("DELETE", "*", None).await.unwrap();
+    assert_eq!(res.status(), 404);
+}
+
+#[tokio::test]
+async fn changes_with_if_match_are_conditional() {
+    conditional_changes(&spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn changes_with_if_match_are_conditional_on_postgres() {
+    let Some(url) = auth_core::service::storage::test_postgres_url(
+        "changes_with_if_match_are_conditional_on_postgres",
+    )
+    .await
+    else {
+        return;
+    };
+    conditional_changes(&spawn_on(Some(url)).await).await;
+}
+
 async fn put_and_patch(t: &TestApp) {
     let alice = t.token("alice", &["user"]);
     let task = t.create(&alice, json!({"title": "t", "description": "d", "due": "2030-01-02T03:04:05+01:00", "done": true})).await;
