@@ -9,6 +9,7 @@ use auth_core::Claims;
 use auth_core::error::ApiError;
 use auth_core::filters::{with_auth, within_scope};
 use auth_core::service::body;
+use auth_core::service::conditional::{self, IfMatch};
 use auth_core::service::paging::{self, ListQuery, Page};
 use auth_core::service::storage::{Database, db_rejection};
 use auth_core::verify::{Auth, AuthError, AuthErrorKind};
@@ -391,75 +392,11 @@ impl Store {
     }
 }
 
-/// A request's `If-Match` (RFC 9110 §13.1.1), all its lines together.
-#[derive(Debug, Clone, PartialEq)]
-enum IfMatch {
-    /// `*`: any current version.
-    Any,
-    /// The strong entity tags listed, unquoted (a weak one, `W/"3"`, never matches).
-    Tags(Vec<String>),
-}
-
-impl IfMatch {
-    fn parse(lines: &[&str]) -> IfMatch {
-        let mut tags = Vec::new();
-        for item in lines.iter().flat_map(|l| l.split(',')).map(str::trim) {
-            if item == "*" {
-                return IfMatch::Any;
-            }
-            if let Some(tag) = item.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-                tags.push(tag.to_owned());
-            }
-        }
-        IfMatch::Tags(tags)
-    }
-
-    fn matches(&self, version: i64) -> bool {
-        match self {
-            IfMatch::Any => true,
-            IfMatch::Tags(tags) => tags.iter().any(|t| *t == version.to_string()),
-        }
-    }
-}
-
-/// The `If-Match` of the request, if it has one.
-fn if_match() -> impl Filter<Extract = (Option<IfMatch>,), Error = std::convert::Infallible> + Clone
-{
-    warp::header::headers_cloned().map(|headers: http::HeaderMap| {
-        let lines: Vec<&str> = headers
-            .get_all(http::header::IF_MATCH)
-            .iter()
-            .map(|v| v.to_str().unwrap_or(""))
-            .collect();
-        (!lines.is_empty()).then(|| IfMatch::parse(&lines))
-    })
-}
-
-/// 412: the task is not at a version the request's `If-Match` names.
-fn precondition_failed() -> Rejection {
-    warp::reject::custom(ApiError::new(
-        StatusCode::PRECONDITION_FAILED,
-        "precondition_failed",
-        "the task is not at the version If-Match names: read it again",
-    ))
-}
-
-/// The version `condition` lets a change of `task` go ahead from (checked again by the change's
-/// own statement, so a change in between is a 412, not lost), or the 412.
-fn expected_version(task: &Task, condition: Option<&IfMatch>) -> Result<Option<i64>, Rejection> {
-    match condition {
-        None => Ok(None),
-        Some(c) if c.matches(task.version) => Ok(Some(task.version)),
-        Some(_) => Err(precondition_failed()),
-    }
-}
-
 /// `task` as JSON with its `ETag`, and `status`.
 fn task_reply(task: &Task, status: StatusCode) -> Response {
     let mut res = warp::reply::with_status(warp::reply::json(task), status).into_response();
-    if let Ok(etag) = http::HeaderValue::from_str(&format!("\"{}\"", task.version)) {
-        res.headers_mut().insert(http::header::ETAG, etag);
-    }
+    res.headers_mut()
+        .insert(http::header::ETAG, conditional::etag(task.version));
     res
 }
 
@@ -513,21 +450,21 @@ pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
     let put = warp::path!("tasks" / String)
         .and(warp::put())
         .and(within_scope(auth, WRITE, with_auth(auth)))
-        .and(if_match())
+        .and(conditional::if_match())
         .and(body::json::<TaskInput>(MAX_BODY))
         .and(with_store(store.clone()))
         .and_then(replace_task);
     let patch = warp::path!("tasks" / String)
         .and(warp::patch())
         .and(within_scope(auth, WRITE, with_auth(auth)))
-        .and(if_match())
+        .and(conditional::if_match())
         .and(body::json::<TaskPatch>(MAX_BODY))
         .and(with_store(store.clone()))
         .and_then(update_task);
     let delete = warp::path!("tasks" / String)
         .and(warp::delete())
         .and(within_scope(auth, WRITE, with_auth(auth)))
-        .and(if_match())
+        .and(conditional::if_match())
         .and(with_store(store))
         .and_then(delete_task);
     list.or(create)
@@ -669,23 +606,14 @@ async fn replace_task(
     store: Store,
 ) -> Result<Response, Rejection> {
     let task = find(&store, &claims, &id).await?;
-    let expected = expected_version(&task, condition.as_ref())?;
+    let expected = IfMatch::expected(condition.as_ref(), task.version, "task")?;
     let fields = input.validate()?;
     let task = store
         .replace(&task, &fields, expected)
         .await
         .map_err(db_rejection)?
-        .ok_or_else(|| changed_or_gone(expected))?;
+        .ok_or_else(|| conditional::changed_or_gone(expected, "task", not_found))?;
     Ok(task_reply(&task, StatusCode::OK))
-}
-
-/// A conditional change that matched no row: the task changed (or went) since it was read, a
-/// 412; an unconditional one: it went, the 404.
-fn changed_or_gone(expected: Option<i64>) -> Rejection {
-    match expected {
-        Some(_) => precondition_failed(),
-        None => not_found(),
-    }
 }
 
 /// Changes any subset of a task's fields.
@@ -700,13 +628,13 @@ async fn update_task(
     store: Store,
 ) -> Result<Response, Rejection> {
     let task = find(&store, &claims, &id).await?;
-    let expected = expected_version(&task, condition.as_ref())?;
+    let expected = IfMatch::expected(condition.as_ref(), task.version, "task")?;
     let changes = patch.validate()?;
     let task = store
         .patch(&task, &changes, expected)
         .await
         .map_err(db_rejection)?
-        .ok_or_else(|| changed_or_gone(expected))?;
+        .ok_or_else(|| conditional::changed_or_gone(expected, "task", not_found))?;
     Ok(task_reply(&task, StatusCode::OK))
 }
 
@@ -721,9 +649,9 @@ async fn delete_task(
     store: Store,
 ) -> Result<Response, Rejection> {
     let task = find(&store, &claims, &id).await?;
-    let expected = expected_version(&task, condition.as_ref())?;
+    let expected = IfMatch::expected(condition.as_ref(), task.version, "task")?;
     if !store.delete(&task, expected).await.map_err(db_rejection)? {
-        return Err(changed_or_gone(expected));
+        return Err(conditional::changed_or_gone(expected, "task", not_found));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -879,18 +807,5 @@ mod tests {
         let patched = store.patch(&read, &done, None).await.unwrap().unwrap();
         assert_eq!(patched.version, 3);
         assert!(store.delete(&read, Some(3)).await.unwrap());
-    }
-
-    #[test]
-    fn if_match_lists_strong_tags_or_any() {
-        assert_eq!(IfMatch::parse(&["*"]), IfMatch::Any);
-        let m = IfMatch::parse(&["\"1\", W/\"2\"", " \"3\""]);
-        assert!(m.matches(1) && m.matches(3));
-        assert!(
-            !m.matches(2),
-            "a weak tag never matches (strong comparison)"
-        );
-        assert!(!IfMatch::parse(&["garbage"]).matches(1));
-        assert!(!IfMatch::parse(&[""]).matches(1));
     }
 }

@@ -8,8 +8,8 @@ use utoipa::OpenApi;
 use crate::INFO;
 use crate::todos::{self, Store, TodosApi};
 
-static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+pub(crate) static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(crate) static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The OpenAPI document of this service.
 #[derive(OpenApi)]

@@ -6,6 +6,7 @@ use auth_core::Claims;
 use auth_core::error::ApiError;
 use auth_core::filters::{with_any_role, with_auth, with_role, within_scope};
 use auth_core::service::body;
+use auth_core::service::conditional::{self, IfMatch};
 use auth_core::service::paging::{self, ListQuery, Page, PathId};
 use auth_core::service::storage::{Database, db_rejection};
 use auth_core::verify::{Auth, AuthError, AuthErrorKind};
@@ -42,6 +43,9 @@ pub struct Todo {
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+    /// Its version, one more at every change: answered as the `ETag` (`"3"`), not in the body.
+    #[serde(skip)]
+    pub version: i64,
 }
 
 /// `POST /todos`'s body.
@@ -90,10 +94,11 @@ fn row_to_todo(row: &AnyRow) -> Result<Todo, sqlx::Error> {
         created_by: row.try_get("created_by")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        version: row.try_get("version")?,
     })
 }
 
-const COLUMNS: &str = "id, title, done, created_by, created_at, updated_at";
+const COLUMNS: &str = "id, title, done, created_by, created_at, updated_at, version";
 
 /// Storage of todos.
 #[derive(Clone)]
@@ -158,30 +163,55 @@ impl Store {
         row_to_todo(&row)
     }
 
+    /// Changes a todo in one statement; with `expected` (an `If-Match`), only from that
+    /// version.
     async fn update(
         &self,
         id: i64,
         title: Option<&str>,
         done: Option<bool>,
+        expected: Option<i64>,
     ) -> Result<Option<Todo>, sqlx::Error> {
         let row = sqlx::query(&format!(
-            "UPDATE todos SET title = COALESCE($1, title), done = COALESCE($2, done), updated_at = $3 WHERE id = $4 RETURNING {COLUMNS}"
+            "UPDATE todos SET title = COALESCE($1, title), done = COALESCE($2, done), updated_at = $3, \
+             version = version + 1 WHERE id = $4 AND ($5 < 0 OR version = $5) RETURNING {COLUMNS}"
         ))
         .bind(title)
         .bind(done.map(i64::from))
         .bind(body::now_rfc3339())
         .bind(id)
+        .bind(expected.unwrap_or(-1))
         .fetch_optional(&self.db.pool)
         .await?;
         row.as_ref().map(row_to_todo).transpose()
     }
 
-    async fn delete(&self, id: i64) -> Result<bool, sqlx::Error> {
-        let res = sqlx::query("DELETE FROM todos WHERE id = $1")
+    async fn delete(&self, id: i64, expected: Option<i64>) -> Result<bool, sqlx::Error> {
+        let res = sqlx::query("DELETE FROM todos WHERE id = $1 AND ($2 < 0 OR version = $2)")
             .bind(id)
+            .bind(expected.unwrap_or(-1))
             .execute(&self.db.pool)
             .await?;
         Ok(res.rows_affected() > 0)
+    }
+
+    /// The version an `If-Match` lets a change of todo `id` go ahead from: `None` without one
+    /// (no read); else the todo's current version if it is named, the 412 if not, the 404 if
+    /// there is no todo.
+    async fn expected(
+        &self,
+        id: i64,
+        condition: Option<&IfMatch>,
+    ) -> Result<Option<i64>, Rejection> {
+        let Some(condition) = condition else {
+            return Ok(None);
+        };
+        let todo = self
+            .get(id)
+            .await
+            .map_err(db_rejection)?
+            .ok_or_else(not_found)?;
+        IfMatch::expected(Some(condition), todo.version, "todo")
     }
 }
 
@@ -222,6 +252,7 @@ pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
         .map(|PathId(id)| id)
         .and(warp::patch())
         .and(within_scope(auth, WRITE, with_any_role(auth, &editors)))
+        .and(conditional::if_match())
         .and(body::json::<TodoPatch>(MAX_BODY))
         .and(with_store(store.clone()))
         .and_then(update_todo);
@@ -229,6 +260,7 @@ pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
         .map(|PathId(id)| id)
         .and(warp::delete())
         .and(within_scope(auth, WRITE, with_role(auth, "admin")))
+        .and(conditional::if_match())
         .and(with_store(store))
         .and_then(delete_todo);
     list.or(create)
@@ -297,50 +329,68 @@ async fn create_todo(
         .map_err(db_rejection)?;
     // RFC 9110 §15.3.2: where the new resource is (without it, the target `/todos` is taken
     // for it).
-    let location = format!("/todos/{}", todo.id);
-    let created = warp::reply::with_status(warp::reply::json(&todo), StatusCode::CREATED);
-    Ok(warp::reply::with_header(created, http::header::LOCATION, location).into_response())
+    let mut res = todo_reply(&todo, StatusCode::CREATED);
+    if let Ok(location) = http::HeaderValue::from_str(&format!("/todos/{}", todo.id)) {
+        res.headers_mut().insert(http::header::LOCATION, location);
+    }
+    Ok(res)
+}
+
+/// `todo` as JSON with its `ETag`, and `status`.
+fn todo_reply(todo: &Todo, status: StatusCode) -> Response {
+    let mut res = warp::reply::with_status(warp::reply::json(todo), status).into_response();
+    res.headers_mut()
+        .insert(http::header::ETAG, conditional::etag(todo.version));
+    res
 }
 
 /// One todo.
 #[utoipa::path(get, path = "/todos/{id}", tag = "todos", security(("bearer_auth" = [])),
     params(("id" = i64, Path, description = "the todo's id")),
-    responses((status = 200, body = Todo), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 200, body = Todo, headers(("etag" = String, description = "the todo's version, for If-Match"))), (status = 401), (status = 403), (status = 404)))]
 async fn get_todo(id: i64, _claims: Arc<Claims>, store: Store) -> Result<Response, Rejection> {
     let todo = store
         .get(id)
         .await
         .map_err(db_rejection)?
         .ok_or_else(not_found)?;
-    Ok(warp::reply::json(&todo).into_response())
+    Ok(todo_reply(&todo, StatusCode::OK))
 }
 
 /// Changes a todo's title and/or done flag (role `editor` or `admin`).
 #[utoipa::path(patch, path = "/todos/{id}", tag = "todos", security(("bearer_auth" = [])), request_body = TodoPatch,
     params(("id" = i64, Path, description = "the todo's id")),
-    responses((status = 200, body = Todo), (status = 400), (status = 401), (status = 403), (status = 404), (status = 413)))]
+    responses((status = 200, body = Todo), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version"), (status = 413)))]
 async fn update_todo(
     id: i64,
     _claims: Arc<Claims>,
+    condition: Option<IfMatch>,
     patch: TodoPatch,
     store: Store,
 ) -> Result<Response, Rejection> {
     let title = patch.title.as_deref().map(valid_title).transpose()?;
+    let expected = store.expected(id, condition.as_ref()).await?;
     let todo = store
-        .update(id, title.as_deref(), patch.done)
+        .update(id, title.as_deref(), patch.done, expected)
         .await
         .map_err(db_rejection)?
-        .ok_or_else(not_found)?;
-    Ok(warp::reply::json(&todo).into_response())
+        .ok_or_else(|| conditional::changed_or_gone(expected, "todo", not_found))?;
+    Ok(todo_reply(&todo, StatusCode::OK))
 }
 
 /// Deletes a todo (role `admin`).
 #[utoipa::path(delete, path = "/todos/{id}", tag = "todos", security(("bearer_auth" = [])),
     params(("id" = i64, Path, description = "the todo's id")),
-    responses((status = 204), (status = 401), (status = 403), (status = 404)))]
-async fn delete_todo(id: i64, _claims: Arc<Claims>, store: Store) -> Result<Response, Rejection> {
-    if !store.delete(id).await.map_err(db_rejection)? {
-        return Err(not_found());
+    responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version")))]
+async fn delete_todo(
+    id: i64,
+    _claims: Arc<Claims>,
+    condition: Option<IfMatch>,
+    store: Store,
+) -> Result<Response, Rejection> {
+    let expected = store.expected(id, condition.as_ref()).await?;
+    if !store.delete(id, expected).await.map_err(db_rejection)? {
+        return Err(conditional::changed_or_gone(expected, "todo", not_found));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -352,3 +402,49 @@ async fn delete_todo(id: i64, _claims: Arc<Claims>, store: Store) -> Result<Resp
     components(schemas(Todo, NewTodo, TodoPatch, TodoPage))
 )]
 pub struct TodosApi;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A conditional change goes ahead only from the version it names, checked by its own
+    /// statement: one that slipped in after the handler read the version makes it match
+    /// nothing (the 412), not overwrite it.
+    #[tokio::test]
+    async fn a_change_from_a_stale_version_matches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = auth_core::service::config::DatabaseSettings {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let db = Database::connect(&settings, "todo-api").await.unwrap();
+        db.migrate(&crate::startup::SQLITE, &crate::startup::POSTGRES)
+            .await
+            .unwrap();
+        let store = Store::new(db);
+        let todo = store.insert("a", false, "ed").await.unwrap();
+        assert_eq!(todo.version, 1);
+        let other = store
+            .update(todo.id, Some("b"), None, Some(1))
+            .await
+            .unwrap();
+        assert_eq!(other.map(|t| t.version), Some(2));
+        assert!(
+            store
+                .update(todo.id, Some("c"), None, Some(1))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(!store.delete(todo.id, Some(1)).await.unwrap());
+        let now = store.get(todo.id).await.unwrap().unwrap();
+        assert_eq!((now.version, now.title.as_str()), (2, "b"));
+        let done = store.update(todo.id, None, Some(true), None).await.unwrap();
+        assert_eq!(
+            done.map(|t| t.version),
+            Some(3),
+            "unconditional changes count too"
+        );
+        assert!(store.delete(todo.id, Some(3)).await.unwrap());
+    }
+}

@@ -7,6 +7,7 @@
 //! - [`ops`]: `/health`, `/ready`, `/metrics`, `/openapi.json`;
 //! - [`cors`]: exact-origin CORS answered before any auth check;
 //! - [`allow`]: the `Allow` header of a 405, from the OpenAPI document;
+//! - [`conditional`]: `ETag` and `If-Match` for a resource's versions (412);
 //! - [`storage`]: sqlx pools on SQLite or PostgreSQL with per-backend migrations.
 //!
 //! None of it knows about todos, tasks or users: services bring their own routes and tables.
@@ -14,6 +15,7 @@
 pub mod allow;
 pub mod app;
 pub mod body;
+pub mod conditional;
 pub mod config;
 pub mod cors;
 pub mod ops;

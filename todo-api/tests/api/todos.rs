@@ -127,6 +127,77 @@ async fn crud_as_editor_and_admin_on_postgres() {
     crud_flow(&spawn_with(|s| s.database.url = Some(url.into())).await).await;
 }
 
+/// Optimistic concurrency: every todo answer carries an `ETag`; a PATCH or DELETE with
+/// `If-Match` goes ahead only from a version it names, else 412 and nothing changes.
+async fn conditional_changes(t: &TestApp) {
+    let (editor, admin) = (t.token("ed", &["editor"]), t.token("root", &["admin"]));
+    let todo = t.create(&editor, "t").await;
+    let path = format!("/todos/{}", todo["id"]);
+    let res = t.request("GET", &path, Some(&editor), None).await;
+    assert_eq!(res.headers()["etag"], "\"1\"");
+    let conditional =
+        |method: &'static str, token: &str, tag: &'static str, body: Option<Value>| {
+            let mut req = t
+                .app
+                .client
+                .request(method.parse().unwrap(), t.url(&path))
+                .bearer_auth(token)
+                .header("if-match", tag);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            req.send()
+        };
+    let res = conditional("PATCH", &editor, "\"1\"", Some(json!({"done": true})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            res.status().as_u16(),
+            res.headers()["etag"].to_str().unwrap()
+        ),
+        (200, "\"2\"")
+    );
+    // From version 1 again: refused, and nothing changes.
+    let (status, err) = parts(
+        conditional("PATCH", &editor, "\"1\"", Some(json!({"title": "stale"})))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (412, Some("precondition_failed")),
+        "{err}"
+    );
+    let res = conditional("DELETE", &admin, "\"1\"", None).await.unwrap();
+    assert_eq!(res.status(), 412);
+    let (_, now) = parts(t.request("GET", &path, Some(&editor), None).await).await;
+    assert_eq!(
+        (now["title"].as_str(), now["done"].as_bool()),
+        (Some("t"), Some(true))
+    );
+    // The current version goes ahead; unconditional changes still do too.
+    let res = conditional("DELETE", &admin, "\"2\"", None).await.unwrap();
+    assert_eq!(res.status(), 204);
+    let res = conditional("DELETE", &admin, "*", None).await.unwrap();
+    assert_eq!(res.status(), 404, "gone");
+}
+
+#[tokio::test]
+async fn changes_with_if_match_are_conditional() {
+    conditional_changes(&spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn changes_with_if_match_are_conditional_on_postgres() {
+    let Some(url) = auth_core::service::storage::test_postgres_url("todo-api if-match").await
+    else {
+        return;
+    };
+    conditional_changes(&spawn_with(|s| s.database.url = Some(url.into())).await).await;
+}
+
 /// A todo records its creator's `sub`: a token without one (or with an empty one) creates
 /// nothing, with a 401 `invalid_token`; it may still read.
 #[tokio::test]

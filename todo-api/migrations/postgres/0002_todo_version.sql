@@ -1,0 +1,2 @@
+-- A todo's version, for ETag and If-Match: every change adds one.
+ALTER TABLE todos ADD COLUMN version BIGINT NOT NULL DEFAULT 1;
