@@ -9,11 +9,18 @@ use super::config::CorsSettings;
 use super::server::Routes;
 
 /// Not CORS-safelisted, so hidden from a page's script unless exposed: the challenge of a 401/403,
-/// the wait of a 429/503, the methods of a 405 and the new resource of a 201.
-const EXPOSED: [&str; 4] = ["www-authenticate", "retry-after", "allow", "location"];
+/// the wait of a 429/503, the methods of a 405, the new resource of a 201, and a resource's
+/// version (`ETag`), which a page sends back in `If-Match`.
+const EXPOSED: [&str; 5] = [
+    "www-authenticate",
+    "retry-after",
+    "allow",
+    "location",
+    "etag",
+];
 
 /// [`EXPOSED`] as one header value, for the responses the serving loop writes itself.
-const EXPOSED_VALUE: &str = "www-authenticate, retry-after, allow, location";
+const EXPOSED_VALUE: &str = "www-authenticate, retry-after, allow, location, etag";
 
 /// `routes` as the serving loop serves them: with no origin allowed, as they are (no CORS
 /// headers are sent and browsers keep cross-origin pages out); else with `Vary: Origin` on every
@@ -35,7 +42,7 @@ pub fn wrap(
     let cors = warp::cors()
         .allow_origins(settings.allowed_origins.iter().map(String::as_str))
         .allow_methods(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
-        .allow_headers(["authorization", "content-type"])
+        .allow_headers(["authorization", "content-type", "if-match"])
         .expose_headers(EXPOSED)
         .max_age(600);
     let cross_origin = routes
