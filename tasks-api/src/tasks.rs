@@ -553,7 +553,7 @@ fn only_admins_pass_owner() -> Rejection {
 
 /// Creates a task owned by the caller.
 #[utoipa::path(post, path = "/tasks", tag = "tasks", security(("bearer_auth" = [])), request_body = TaskInput,
-    responses((status = 201, body = Task, headers(("location" = String, description = "/tasks/{id}: the new task"))), (status = 400), (status = 401), (status = 403), (status = 413)))]
+    responses((status = 201, body = Task, headers(("location" = String, description = "/tasks/{id}: the new task"), ("etag" = String, description = "the task's version, for If-Match"))), (status = 400), (status = 401), (status = 403), (status = 413)))]
 async fn create_task(
     claims: Arc<Claims>,
     input: TaskInput,
@@ -596,8 +596,8 @@ async fn get_task(id: String, claims: Arc<Claims>, store: Store) -> Result<Respo
 
 /// Replaces a task: `title` required, absent optional fields reset.
 #[utoipa::path(put, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])), request_body = TaskInput,
-    params(("id" = i64, Path, description = "the task's id")),
-    responses((status = 200, body = Task), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version")))]
+    params(("id" = i64, Path, description = "the task's id"), ("If-Match" = Option<String>, Header, description = "go ahead only from this version (the ETag), or * for any")),
+    responses((status = 200, body = Task, headers(("etag" = String, description = "the task's version, for If-Match"))), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version")))]
 async fn replace_task(
     id: String,
     claims: Arc<Claims>,
@@ -618,8 +618,8 @@ async fn replace_task(
 
 /// Changes any subset of a task's fields.
 #[utoipa::path(patch, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])), request_body = TaskPatch,
-    params(("id" = i64, Path, description = "the task's id")),
-    responses((status = 200, body = Task), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version")))]
+    params(("id" = i64, Path, description = "the task's id"), ("If-Match" = Option<String>, Header, description = "go ahead only from this version (the ETag), or * for any")),
+    responses((status = 200, body = Task, headers(("etag" = String, description = "the task's version, for If-Match"))), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version")))]
 async fn update_task(
     id: String,
     claims: Arc<Claims>,
@@ -640,7 +640,7 @@ async fn update_task(
 
 /// Deletes a task.
 #[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])),
-    params(("id" = i64, Path, description = "the task's id")),
+    params(("id" = i64, Path, description = "the task's id"), ("If-Match" = Option<String>, Header, description = "go ahead only from this version (the ETag), or * for any")),
     responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version")))]
 async fn delete_task(
     id: String,

@@ -295,7 +295,7 @@ async fn list_todos(
 
 /// Creates a todo (role `editor` or `admin`).
 #[utoipa::path(post, path = "/todos", tag = "todos", security(("bearer_auth" = [])), request_body = NewTodo,
-    responses((status = 201, body = Todo, headers(("location" = String, description = "/todos/{id}: the new todo"))), (status = 400), (status = 401), (status = 403), (status = 413)))]
+    responses((status = 201, body = Todo, headers(("location" = String, description = "/todos/{id}: the new todo"), ("etag" = String, description = "the todo's version, for If-Match"))), (status = 400), (status = 401), (status = 403), (status = 413)))]
 async fn create_todo(
     claims: Arc<Claims>,
     new: NewTodo,
@@ -359,8 +359,8 @@ async fn get_todo(id: i64, _claims: Arc<Claims>, store: Store) -> Result<Respons
 
 /// Changes a todo's title and/or done flag (role `editor` or `admin`).
 #[utoipa::path(patch, path = "/todos/{id}", tag = "todos", security(("bearer_auth" = [])), request_body = TodoPatch,
-    params(("id" = i64, Path, description = "the todo's id")),
-    responses((status = 200, body = Todo), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version"), (status = 413)))]
+    params(("id" = i64, Path, description = "the todo's id"), ("If-Match" = Option<String>, Header, description = "go ahead only from this version (the ETag), or * for any")),
+    responses((status = 200, body = Todo, headers(("etag" = String, description = "the todo's version, for If-Match"))), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version"), (status = 413)))]
 async fn update_todo(
     id: i64,
     _claims: Arc<Claims>,
@@ -368,8 +368,9 @@ async fn update_todo(
     patch: TodoPatch,
     store: Store,
 ) -> Result<Response, Rejection> {
-    let title = patch.title.as_deref().map(valid_title).transpose()?;
+    // The precondition before the body (RFC 9110 §13.2.1), as tasks-api orders them.
     let expected = store.expected(id, condition.as_ref()).await?;
+    let title = patch.title.as_deref().map(valid_title).transpose()?;
     let todo = store
         .update(id, title.as_deref(), patch.done, expected)
         .await
@@ -380,7 +381,7 @@ async fn update_todo(
 
 /// Deletes a todo (role `admin`).
 #[utoipa::path(delete, path = "/todos/{id}", tag = "todos", security(("bearer_auth" = [])),
-    params(("id" = i64, Path, description = "the todo's id")),
+    params(("id" = i64, Path, description = "the todo's id"), ("If-Match" = Option<String>, Header, description = "go ahead only from this version (the ETag), or * for any")),
     responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version")))]
 async fn delete_todo(
     id: i64,

@@ -43,14 +43,17 @@ impl IfMatch {
     }
 
     /// The version a change of a resource now at `version` may go ahead from, to be checked
-    /// again by the change's own statement; else the 412 (`what`: "task", "todo").
+    /// again by the change's own statement; else the 412 (`what`: "task", "todo"). `None`
+    /// (no version to check) without `If-Match` and for `*`, which asks only that the resource
+    /// exists, as the change's statement does anyway: a change in between does not make it
+    /// fail. A list is narrowed to the listed version the resource was read at.
     pub fn expected(
         condition: Option<&IfMatch>,
         version: i64,
         what: &str,
     ) -> Result<Option<i64>, Rejection> {
         match condition {
-            None => Ok(None),
+            None | Some(IfMatch::Any) => Ok(None),
             Some(c) if c.matches(version) => Ok(Some(version)),
             Some(_) => Err(precondition_failed(what)),
         }
@@ -80,7 +83,8 @@ pub fn precondition_failed(what: &str) -> Rejection {
 }
 
 /// A conditional change (`expected`) that matched no row: the resource changed or went since
-/// it was read, the 412; an unconditional one: it went, `gone` (the service's 404).
+/// it was read, the 412 (for one gone in between, a 404 would do as well; the client's next
+/// read says which); an unconditional one: it went, `gone` (the service's 404).
 pub fn changed_or_gone(
     expected: Option<i64>,
     what: &str,
@@ -113,5 +117,22 @@ mod tests {
         assert!(!IfMatch::parse(&["garbage"]).matches(1));
         assert!(!IfMatch::parse(&[""]).matches(1));
         assert_eq!(etag(3), "\"3\"");
+    }
+
+    /// `*` asks only that the resource exists: no version is pinned, so a change in between
+    /// does not turn it into a 412.
+    #[test]
+    fn any_pins_no_version_and_a_listed_one_pins_the_one_read() {
+        assert_eq!(
+            IfMatch::expected(Some(&IfMatch::Any), 4, "task").unwrap(),
+            None
+        );
+        assert_eq!(IfMatch::expected(None, 4, "task").unwrap(), None);
+        let listed = IfMatch::parse(&["\"3\", \"4\""]);
+        assert_eq!(
+            IfMatch::expected(Some(&listed), 4, "task").unwrap(),
+            Some(4)
+        );
+        assert!(IfMatch::expected(Some(&listed), 5, "task").is_err());
     }
 }
