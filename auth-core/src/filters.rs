@@ -15,9 +15,10 @@
 //!
 //! # Access grants (`with_access`)
 //!
-//! The request path is normalised ([`normalize_path`]: no query, `.`/`..` resolved, including
-//! their `%2e` spellings, repeated and trailing slashes dropped) and compared with each entry of
-//! the `access` claim:
+//! The request path is normalised ([`normalize_path`]: no query, one trailing slash dropped) and
+//! compared with each entry of the `access` claim; a path with an empty, `.` or `..` segment
+//! (`%2e` spellings too) is granted by nothing, since warp routes it unresolved. An entry not
+//! written in that normalised form ([`valid_grant`]) grants nothing either:
 //!
 //! - an exact path, `/todos/7`, grants that path only;
 //! - the prefix form `/todos/*` grants every path *below* `/todos/` at any depth (`/todos/7`,
@@ -288,45 +289,55 @@ fn bearer_token(header: &HeaderValue) -> Result<&[u8], AuthErrorKind> {
     Ok(token)
 }
 
-/// A request path as [`with_access`] compares it: the query (and fragment) dropped, empty and
-/// `.` segments removed, `..` removing the segment before it (never above the root); `%2e` is
-/// read as `.` for this. Always starts with `/`, never ends with one (except the root).
-pub fn normalize_path(path: &str) -> String {
+/// A request path as [`with_access`] compares it: the query (and fragment) dropped, and one
+/// trailing `/` (warp routes `/todos/7/` as `/todos/7`). `None` for a path that does not start
+/// with `/` or holds an empty segment (`//`), `.` or `..` (`%2e` read as `.`): warp routes a
+/// path as written, never resolved, so a grant must not be judged on a resolved one (the
+/// check would approve `/tasks/%2e` as `/tasks`, and a route taking any segment would serve it).
+pub fn normalize_path(path: &str) -> Option<String> {
     let path = path.split(['?', '#']).next().unwrap_or_default();
-    let mut segments: Vec<&str> = Vec::new();
-    for segment in path.split('/') {
+    if path.is_empty() || path == "/" {
+        return Some("/".to_owned());
+    }
+    let rest = path.strip_prefix('/')?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    for segment in rest.split('/') {
         let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-        match decoded.as_str() {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            _ => segments.push(segment),
+        if segment.is_empty() || decoded == "." || decoded == ".." {
+            return None;
         }
     }
-    format!("/{}", segments.join("/"))
+    Some(format!("/{rest}"))
+}
+
+/// Whether `grant` is an `access` entry as it should be written: an absolute path in its
+/// normalised form ([`normalize_path`]: no query, no trailing `/`, no empty or dot segment),
+/// optionally ending in `/*`. Any other entry grants nothing: an issuer refuses it.
+pub fn valid_grant(grant: &str) -> bool {
+    let path = match grant.strip_suffix("/*") {
+        Some("") => return true,
+        Some("/") => return false,
+        Some(prefix) => prefix,
+        None => grant,
+    };
+    normalize_path(path).is_some_and(|normal| normal == path)
 }
 
 /// Whether any entry of an `access` claim grants `path` (see the module docs).
 pub fn path_granted(grants: &[String], path: &str) -> bool {
-    let path = normalize_path(path);
-    grants.iter().any(|grant| {
-        if !grant.starts_with('/') {
-            return false;
-        }
-        match grant.strip_suffix("/*") {
-            Some(prefix) => {
-                let prefix = normalize_path(prefix);
-                if prefix == "/" {
-                    path != "/"
-                } else {
-                    path.strip_prefix(&prefix)
-                        .is_some_and(|rest| rest.starts_with('/'))
-                }
-            }
-            None => normalize_path(grant) == path,
-        }
-    })
+    let Some(path) = normalize_path(path) else {
+        return false;
+    };
+    grants
+        .iter()
+        .filter(|g| valid_grant(g))
+        .any(|grant| match grant.strip_suffix("/*") {
+            Some("") => path != "/",
+            Some(prefix) => path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/')),
+            None => *grant == path,
+        })
 }
 
 #[cfg(test)]
@@ -338,17 +349,46 @@ mod tests {
         for (raw, want) in [
             ("/todos/7", "/todos/7"),
             ("/todos/7?x=1", "/todos/7"),
-            ("//todos///7/", "/todos/7"),
-            ("/todos/./7", "/todos/7"),
-            ("/admin/../todos/7", "/todos/7"),
-            ("/todos/%2e%2e/admin", "/admin"),
-            ("/todos/%2E./admin", "/admin"),
-            ("/../../etc", "/etc"),
+            ("/todos/7/", "/todos/7"),
             ("", "/"),
             ("/", "/"),
         ] {
-            assert_eq!(normalize_path(raw), want, "{raw}");
+            assert_eq!(normalize_path(raw).as_deref(), Some(want), "{raw}");
         }
+        // Never resolved: warp routes such a path as written.
+        for raw in [
+            "//todos///7/",
+            "/todos//7",
+            "/todos/./7",
+            "/admin/../todos/7",
+            "/todos/%2e%2e/admin",
+            "/todos/%2E./admin",
+            "/tasks/%2e",
+            "/../../etc",
+            "todos/7",
+        ] {
+            assert_eq!(normalize_path(raw), None, "{raw}");
+        }
+    }
+
+    #[test]
+    fn grants_are_written_normalised() {
+        for ok in ["/todos", "/todos/*", "/*", "/todos/7", "/"] {
+            assert!(valid_grant(ok), "{ok}");
+        }
+        for bad in [
+            "todos",
+            "/todos/",
+            "/todos?x",
+            "/todos/../*",
+            "/todos/%2e%2e/*",
+            "//*",
+            "",
+            "*",
+        ] {
+            assert!(!valid_grant(bad), "{bad}");
+        }
+        assert!(!path_granted(&grants(&["/todos/../*"]), "/admin"));
     }
 
     fn grants(g: &[&str]) -> Vec<String> {
@@ -359,7 +399,11 @@ mod tests {
     fn exact_grants() {
         let g = grants(&["/todos/7"]);
         assert!(path_granted(&g, "/todos/7"));
-        assert!(path_granted(&g, "/todos//7/?q"));
+        assert!(path_granted(&g, "/todos/7/?q"));
+        assert!(
+            !path_granted(&g, "/todos//7"),
+            "an empty segment is not resolved"
+        );
         assert!(!path_granted(&g, "/todos/8"));
         assert!(!path_granted(&g, "/todos/7/items"));
         assert!(!path_granted(&g, "/todos"));
@@ -378,8 +422,9 @@ mod tests {
         assert!(!path_granted(&g, "/todos-admin/1"));
         assert!(
             !path_granted(&g, "/todos/../admin"),
-            "dot segments are resolved first"
+            "dot segments are never granted"
         );
+        assert!(!path_granted(&g, "/todos/%2e"));
         assert!(!path_granted(&g, "/todos/%2e%2e/admin"));
         assert!(!path_granted(&g, "/other"));
     }

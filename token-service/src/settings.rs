@@ -391,6 +391,18 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        for (role, grants) in &self.token.role_access {
+            if let Some(bad) = grants.iter().find(|g| !auth_core::filters::valid_grant(g)) {
+                return Err(ConfigError::key(
+                    "token.role_access",
+                    format!(
+                        "role {role:?}: {bad:?} is not a path written as the services compare it \
+                         (starting with '/', no query, trailing '/', empty or dot segment; '/*' \
+                         at the end for everything below)"
+                    ),
+                ));
+            }
+        }
         if self.token.lifetime_seconds == 0 || self.token.lifetime_seconds > MAX_TOKEN_LIFETIME {
             return Err(ConfigError::key(
                 "token.lifetime_seconds",

@@ -195,9 +195,14 @@ async fn create_user(
             shorten(bad, 64)
         )));
     }
-    if let Some(bad) = body.access.iter().find(|p| !p.starts_with('/')) {
+    if let Some(bad) = body
+        .access
+        .iter()
+        .find(|p| !auth_core::filters::valid_grant(p))
+    {
         return Err(ApiError::bad_request(format!(
-            "access: {:?} is not a path starting with '/'",
+            "access: {:?} is not a path written as the services compare it (starting with '/', \
+             no query, trailing '/', empty or dot segment; '/*' at the end for everything below)",
             shorten(bad, 64)
         )));
     }

@@ -293,11 +293,15 @@ async fn with_access_compares_normalised_paths() {
     for (path, want) in [
         ("/todos/7", StatusCode::OK),
         ("/todos/7/items?x=1", StatusCode::OK),
-        ("//todos//7", StatusCode::OK),
+        ("/todos/7/", StatusCode::OK),
         ("/lists", StatusCode::OK),
         ("/lists/", StatusCode::OK),
         ("/lists?page=2", StatusCode::OK),
-        ("/admin/../lists", StatusCode::OK),
+        // Never resolved: warp routes these as written, so no grant covers them.
+        ("//todos//7", StatusCode::FORBIDDEN),
+        ("/admin/../lists", StatusCode::FORBIDDEN),
+        ("/todos/%2e", StatusCode::FORBIDDEN),
+        ("/todos/./7", StatusCode::FORBIDDEN),
         ("/todos", StatusCode::FORBIDDEN),
         ("/todos-admin", StatusCode::FORBIDDEN),
         ("/todos/../admin", StatusCode::FORBIDDEN),

@@ -231,6 +231,18 @@ fn a_configured_role_adds_to_the_default_ones() {
 #[test]
 fn config_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
+    let e = expect_config_error(
+        env!("CARGO_BIN_EXE_token-service").as_ref(),
+        dir.path(),
+        &[(
+            "TOKEN_SERVICE__TOKEN__ROLE_ACCESS",
+            r#"{user = ["/todos/%2e%2e/*"]}"#,
+        )],
+    );
+    assert!(
+        e.starts_with("config error: token.role_access: role \"user\""),
+        "{e}"
+    );
     // A secret pasted into the file key by mistake (the local environment) is not printed back.
     let e = expect_config_error(
         env!("CARGO_BIN_EXE_token-service").as_ref(),

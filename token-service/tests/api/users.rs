@@ -123,6 +123,19 @@ async fn admin_creates_users_with_validation_and_conflicts() {
             "roles",
         ),
         (json!({"password": "a-long-password"}), "username"),
+        // A grant the services would never match, or would match otherwise than it reads.
+        (
+            json!({"username": "dave", "password": "a-long-password", "access": ["/todos/../*"]}),
+            "access",
+        ),
+        (
+            json!({"username": "dave", "password": "a-long-password", "access": ["/todos/"]}),
+            "access",
+        ),
+        (
+            json!({"username": "dave", "password": "a-long-password", "access": ["todos"]}),
+            "access",
+        ),
     ] {
         let res = post(body.clone()).await;
         assert_eq!(res.status(), 400, "{body}");
