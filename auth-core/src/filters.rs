@@ -157,7 +157,10 @@ where
             Ok(claims)
         } else {
             Err(warp::reject::custom(auth.deny(
-                AuthErrorKind::InsufficientScope(format!("requires scope {scope}")),
+                AuthErrorKind::MissingScope {
+                    scope: scope.to_string(),
+                    message: format!("requires scope {scope}"),
+                },
                 None,
                 claims.sub.as_deref(),
             )))

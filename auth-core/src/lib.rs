@@ -53,7 +53,7 @@
 //! |---|---|---|---|
 //! | no token, or a scheme other than `Bearer` | 401 | `missing_token` | `Bearer realm="<service>"` |
 //! | malformed, bad signature, expired, not yet valid, wrong iss/aud/typ/alg, unknown kid, `crit` | 401 | `invalid_token` | `Bearer realm="…", error="invalid_token", error_description="…"` |
-//! | valid token lacking a role, scope or access | 403 | `insufficient_scope` | `Bearer realm="…", error="insufficient_scope", error_description="…"` |
+//! | valid token lacking a role, scope or access | 403 | `insufficient_scope` | `Bearer realm="…", error="insufficient_scope", error_description="…"`, and `scope="…"` when a scope is lacking |
 //! | no verification key can be had | 503 | `temporarily_unavailable` | none; `Retry-After` instead |
 //!
 //! The body is always `{"status": 401, "error": "invalid_token", "message": "token expired"}`.

@@ -79,8 +79,17 @@ pub enum AuthErrorKind {
     /// A token that verifies but whose subject may no longer act (a disabled or deleted
     /// account, as the service that owns the accounts knows); the message says which.
     Revoked(&'static str),
-    /// A valid token lacking a role, scope or access grant; the message says what is required.
+    /// A valid token lacking a role or an access grant; the message says what is required.
     InsufficientScope(String),
+    /// A valid token whose `scope` claim lacks `scope`: as [`AuthErrorKind::InsufficientScope`],
+    /// and its challenge names the scope (RFC 6750 §3's `scope` attribute), so a client can ask
+    /// for a token that carries it.
+    MissingScope {
+        /// The scope required.
+        scope: String,
+        /// "requires scope …".
+        message: String,
+    },
     /// No verification key can be had (the key source is unreachable and nothing is cached).
     Unavailable,
 }
@@ -105,7 +114,7 @@ impl AuthErrorKind {
             Self::Issuer => "issuer",
             Self::Audience => "audience",
             Self::Revoked(_) => "revoked",
-            Self::InsufficientScope(_) => "insufficient_scope",
+            Self::InsufficientScope(_) | Self::MissingScope { .. } => "insufficient_scope",
             Self::Unavailable => "unavailable",
         }
     }
@@ -131,6 +140,7 @@ impl AuthErrorKind {
             Self::Audience => "token audience not accepted",
             Self::Revoked(m) => m,
             Self::InsufficientScope(m) => m,
+            Self::MissingScope { message, .. } => message,
             Self::Unavailable => "verification keys unavailable",
         }
     }
@@ -148,6 +158,7 @@ impl fmt::Display for AuthErrorKind {
 /// |---|---|---|---|
 /// | [`Missing`](AuthErrorKind::Missing), [`Scheme`](AuthErrorKind::Scheme) | 401 | `missing_token` | `Bearer realm="…"` |
 /// | [`InsufficientScope`](AuthErrorKind::InsufficientScope) | 403 | `insufficient_scope` | `Bearer realm="…", error="insufficient_scope", error_description="…"` |
+/// | [`MissingScope`](AuthErrorKind::MissingScope) | 403 | `insufficient_scope` | the same, and `scope="…"` |
 /// | [`Unavailable`](AuthErrorKind::Unavailable) | 503 | `temporarily_unavailable` | none; `Retry-After`: from a key store, the rest of its backoff (≥ 1); else `auth.jwks.unknown_kid_cooldown_seconds` |
 /// | any other | 401 | `invalid_token` | `Bearer realm="…", error="invalid_token", error_description="…"` |
 #[derive(Debug, Clone, thiserror::Error)]
@@ -190,7 +201,9 @@ impl AuthError {
     /// The HTTP status of the response.
     pub fn status(&self) -> StatusCode {
         match self.kind {
-            AuthErrorKind::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            AuthErrorKind::InsufficientScope(_) | AuthErrorKind::MissingScope { .. } => {
+                StatusCode::FORBIDDEN
+            }
             AuthErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::UNAUTHORIZED,
         }
@@ -212,6 +225,14 @@ impl AuthError {
                 Some(format!(
                     "Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{}\"",
                     description(message)
+                )),
+            ),
+            AuthErrorKind::MissingScope { ref scope, .. } => (
+                "insufficient_scope",
+                Some(format!(
+                    "Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{}\", scope=\"{}\"",
+                    description(message),
+                    quoted(scope)
                 )),
             ),
             _ => (

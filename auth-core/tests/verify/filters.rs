@@ -236,6 +236,15 @@ async fn within_scope_narrows_a_token_that_carries_scopes() {
     let (status_code, text) = message(admin(Some("todos:read"))).await;
     assert_eq!(status_code, StatusCode::FORBIDDEN);
     assert!(text.contains("requires scope users:admin"), "{text}");
+    // The challenge names the scope (RFC 6750 §3), so a client knows what to ask for.
+    let res = warp::test::request()
+        .header("authorization", admin(Some("todos:read")))
+        .reply(&route().map(|_: Arc<Claims>| "ok").recover(handle_rejection))
+        .await;
+    assert_eq!(
+        res.headers()["www-authenticate"],
+        "Bearer realm=\"todo-api\", error=\"insufficient_scope\", error_description=\"requires scope users:admin\", scope=\"users:admin\""
+    );
     // The role rule answers first: a user's token with the scope still lacks the role.
     let user = bearer(
         &mint(&keys::ec())
