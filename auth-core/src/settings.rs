@@ -58,6 +58,30 @@ pub struct AuthSettings {
     pub cache: CacheSettings,
 }
 
+impl AuthSettings {
+    /// The key sources set, by key (`auth.jwks_url`, …), in the order they are documented; a
+    /// blank value is unset. Exactly one must be set (verification-off mode aside).
+    pub fn key_sources(&self) -> Vec<&'static str> {
+        use secrecy::ExposeSecret;
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        [
+            ("auth.jwks_url", set(&self.jwks_url)),
+            ("auth.discovery_url", set(&self.discovery_url)),
+            ("auth.public_key", set(&self.public_key)),
+            (
+                "auth.secret",
+                self.secret
+                    .as_ref()
+                    .is_some_and(|s| !s.expose_secret().is_empty()),
+            ),
+            ("auth.secret_file", set(&self.secret_file)),
+        ]
+        .into_iter()
+        .filter_map(|(key, on)| on.then_some(key))
+        .collect()
+    }
+}
+
 impl std::fmt::Debug for AuthSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Destructured, so a new field is printed deliberately or not at all.

@@ -309,23 +309,7 @@ impl KeySource {
         settings: &AuthSettings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, SetupError> {
-        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
-        let configured: Vec<&'static str> = [
-            ("auth.jwks_url", set(&settings.jwks_url)),
-            ("auth.discovery_url", set(&settings.discovery_url)),
-            ("auth.public_key", set(&settings.public_key)),
-            (
-                "auth.secret",
-                settings
-                    .secret
-                    .as_ref()
-                    .is_some_and(|s| !s.expose_secret().is_empty()),
-            ),
-            ("auth.secret_file", set(&settings.secret_file)),
-        ]
-        .into_iter()
-        .filter_map(|(key, on)| on.then_some(key))
-        .collect();
+        let configured = settings.key_sources();
         let source = match configured.as_slice() {
             [] => {
                 return Err(SetupError::new(

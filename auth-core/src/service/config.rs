@@ -438,15 +438,7 @@ impl Settings {
         // fixtures secret for `dev-token --alg HS256`, a PEM file): "only one key source" was
         // otherwise an error about a setting they never made. One they set themselves stays.
         let auth = &mut settings.auth;
-        // Blank is unset, as the key source reads it.
-        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
-        let other_source = set(&auth.discovery_url)
-            || set(&auth.public_key)
-            || auth
-                .secret
-                .as_ref()
-                .is_some_and(|s| !s.expose_secret().is_empty())
-            || set(&auth.secret_file);
+        let other_source = auth.key_sources().iter().any(|k| *k != "auth.jwks_url");
         if settings.environment == Environment::Local
             && other_source
             && auth.jwks_url.is_some()
