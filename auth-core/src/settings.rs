@@ -62,23 +62,35 @@ impl AuthSettings {
     /// The key sources set, by key (`auth.jwks_url`, …), in the order they are documented; a
     /// blank value is unset. Exactly one must be set (verification-off mode aside).
     pub fn key_sources(&self) -> Vec<&'static str> {
-        use secrecy::ExposeSecret;
-        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        let set = self.set_sources();
         [
-            ("auth.jwks_url", set(&self.jwks_url)),
-            ("auth.discovery_url", set(&self.discovery_url)),
-            ("auth.public_key", set(&self.public_key)),
-            (
-                "auth.secret",
-                self.secret
-                    .as_ref()
-                    .is_some_and(|s| !s.expose_secret().is_empty()),
-            ),
-            ("auth.secret_file", set(&self.secret_file)),
+            ("auth.jwks_url", set.jwks_url.is_some()),
+            ("auth.discovery_url", set.discovery_url.is_some()),
+            ("auth.public_key", set.public_key.is_some()),
+            ("auth.secret", set.secret.is_some()),
+            ("auth.secret_file", set.secret_file.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, on)| on.then_some(key))
         .collect()
+    }
+
+    /// These settings with every blank key source (`""`, spaces; an empty secret) unset: how
+    /// the key source, and every check of key sources, reads them.
+    pub fn set_sources(&self) -> AuthSettings {
+        use secrecy::ExposeSecret;
+        let set = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        AuthSettings {
+            jwks_url: set(&self.jwks_url),
+            discovery_url: set(&self.discovery_url),
+            public_key: set(&self.public_key),
+            secret: self
+                .secret
+                .clone()
+                .filter(|s| !s.expose_secret().is_empty()),
+            secret_file: set(&self.secret_file),
+            ..self.clone()
+        }
     }
 }
 

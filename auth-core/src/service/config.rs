@@ -673,14 +673,10 @@ pub fn check_auth_for_production(auth: &AuthSettings) -> Result<(), ConfigError>
              auth.jwks.max_stale_seconds",
         ));
     }
-    let sources = [
-        auth.jwks_url.is_some(),
-        auth.discovery_url.is_some(),
-        auth.public_key.is_some(),
-        auth.secret.is_some(),
-        auth.secret_file.is_some(),
-    ];
-    if !sources.contains(&true) {
+    // Read as the key source reads them: a blank value (`TODO_API__AUTH__SECRET_FILE=`) is
+    // unset, not a file named "" that cannot be read.
+    let auth = &auth.set_sources();
+    if auth.key_sources().is_empty() {
         return Err(ConfigError::key(
             "auth.jwks_url",
             "a key source is required in production (auth.jwks_url, auth.discovery_url, auth.public_key or auth.secret)",
@@ -710,6 +706,7 @@ pub fn check_auth_for_production(auth: &AuthSettings) -> Result<(), ConfigError>
 /// and on a `server.host` other machines can reach. Fetched key sets are judged as they load
 /// (`auth.jwks.refuse_dev_keys`).
 pub fn refuse_dev_key_sources(auth: &AuthSettings) -> Result<(), ConfigError> {
+    let auth = &auth.set_sources();
     if let Some(pk) = &auth.public_key
         && !pk.contains("://")
     {
@@ -1434,6 +1431,43 @@ mod tests {
             let case = format!("{url} PGHOST={pghost:?} PGSSLMODE={pgsslmode:?}");
             assert_eq!(check(url, pghost, pgsslmode).is_err(), refused, "{case}");
         }
+    }
+
+    /// A blank key source (an env var set empty) is unset in production and beyond loopback
+    /// too, as the key source reads it: not a file named "" that cannot be read, nor a URL
+    /// that does not parse.
+    #[test]
+    fn a_blank_key_source_is_unset_wherever_sources_are_checked() {
+        for key in ["PUBLIC_KEY", "SECRET", "SECRET_FILE", "DISCOVERY_URL"] {
+            Jail::expect_with(|jail| {
+                production_with_jwks(jail);
+                jail.set_env(format!("DEMO_API__AUTH__{key}"), "");
+                assert!(
+                    Settings::load(&INFO, None, local_auth()).is_ok(),
+                    "production, {key}"
+                );
+                Ok(())
+            });
+            Jail::expect_with(|jail| {
+                jail.set_env("DEMO_API__SERVER__HOST", "0.0.0.0");
+                jail.set_env(format!("DEMO_API__AUTH__{key}"), "");
+                assert!(
+                    Settings::load(&INFO, None, local_auth()).is_ok(),
+                    "0.0.0.0, {key}"
+                );
+                Ok(())
+            });
+        }
+        Jail::expect_with(|jail| {
+            production_with_jwks(jail);
+            jail.set_env("DEMO_API__AUTH__JWKS_URL", "");
+            let e = load_err(jail);
+            assert!(
+                e.starts_with("config error: auth.jwks_url: a key source is required"),
+                "{e}"
+            );
+            Ok(())
+        });
     }
 
     #[test]
