@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use reqwest::Url;
-use reqwest::header::{CACHE_CONTROL, ETAG, HeaderMap, IF_NONE_MATCH};
+use reqwest::header::{AGE, CACHE_CONTROL, ETAG, HeaderMap, IF_NONE_MATCH};
 use tokio::sync::watch;
 
 use crate::cache::VerifiedCache;
@@ -996,25 +996,32 @@ fn refresh_delay(ttl: u64) -> u64 {
     ttl.saturating_mul(8_000 + jitter) / 10_000
 }
 
-/// `Cache-Control: max-age=N`; `no-cache` / `no-store` without one count as 0 (then clamped).
+/// How long the answer may be held, by its `Cache-Control` (RFC 9111): `no-cache` or
+/// `no-store` anywhere count as 0, whatever `max-age` says (the field-named form
+/// `no-cache="…"` too: on the safe side); else the first `max-age=N` that parses, less
+/// the `Age` a cache in between already held it for. Then clamped to the TTL bounds.
 fn max_age(headers: &HeaderMap) -> Option<u64> {
-    let mut no_cache = false;
+    let mut max_age = None;
     for value in headers.get_all(CACHE_CONTROL) {
         let Ok(value) = value.to_str() else { continue };
         for directive in value.split(',') {
             let directive = directive.trim();
             let (name, arg) = directive.split_once('=').unwrap_or((directive, ""));
             let name = name.trim().to_ascii_lowercase();
-            if name == "max-age" {
-                if let Ok(n) = arg.trim().trim_matches('"').parse::<u64>() {
-                    return Some(n);
-                }
-            } else if name == "no-cache" || name == "no-store" {
-                no_cache = true;
+            if name == "no-cache" || name == "no-store" {
+                return Some(0);
+            }
+            if name == "max-age" && max_age.is_none() {
+                max_age = arg.trim().trim_matches('"').parse::<u64>().ok();
             }
         }
     }
-    no_cache.then_some(0)
+    let age = headers
+        .get(AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    max_age.map(|n| n.saturating_sub(age))
 }
 
 /// The `auth_jwks_fetches_total{outcome}` label of a failure.
@@ -1079,7 +1086,17 @@ mod tests {
         );
         assert_eq!(max_age(&headers(&["max-age=\"9\""])), Some(9));
         assert_eq!(max_age(&headers(&["no-store"])), Some(0));
-        assert_eq!(max_age(&headers(&["no-cache", "max-age=30"])), Some(30));
+        // no-store and no-cache win over a max-age, wherever they are.
+        assert_eq!(max_age(&headers(&["no-cache", "max-age=30"])), Some(0));
+        assert_eq!(max_age(&headers(&["max-age=30, no-store"])), Some(0));
+        // A cache in between held it for Age seconds already.
+        let mut aged = headers(&["max-age=300"]);
+        aged.insert(AGE, "100".parse().unwrap());
+        assert_eq!(max_age(&aged), Some(200));
+        aged.insert(AGE, "1000".parse().unwrap());
+        assert_eq!(max_age(&aged), Some(0));
+        aged.insert(AGE, "soon".parse().unwrap());
+        assert_eq!(max_age(&aged), Some(300));
         assert_eq!(max_age(&headers(&["public"])), None);
         assert_eq!(max_age(&headers(&["max-age=-1"])), None);
         assert_eq!(max_age(&HeaderMap::new()), None);
