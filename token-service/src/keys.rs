@@ -454,7 +454,7 @@ fn scan_with(
     previous: Option<&KeyRing>,
 ) -> (KeyRing, Vec<Problem>) {
     if signing.uses_secret() {
-        return match secret_key(signing) {
+        return match secret_key(signing, production) {
             Ok(k) => (KeyRing::new(vec![k], Alg::HS256), Vec::new()),
             Err(p) => (KeyRing::default(), vec![p]),
         };
@@ -626,23 +626,43 @@ fn scan_file(
     }
 }
 
-fn secret_key(signing: &SigningSettings) -> Result<SigningKey, Problem> {
+/// The HS256 key, read again at every rescan (a changed `signing.secret_file` signs from then
+/// on). In production the rules startup applies hold at each read too: a secret file that is
+/// readable by group or others, or the fixtures secret, is a problem, and the reload keeps the
+/// secret it had.
+fn secret_key(signing: &SigningSettings, production: bool) -> Result<SigningKey, Problem> {
+    // The checks' own messages, without the `config error: key: ` a Problem adds again.
+    let refused = |key: &'static str, e: ConfigError| Problem {
+        key,
+        message: e
+            .0
+            .strip_prefix(&format!("config error: {key}: "))
+            .unwrap_or(&e.0)
+            .to_owned(),
+        missing: false,
+    };
     let (key, secret) = match (&signing.secret, &signing.secret_file) {
         (Some(s), _) => ("signing.secret", s.expose_secret().as_bytes().to_vec()),
-        (None, Some(path)) => (
-            "signing.secret_file",
-            std::fs::read(path)
-                .map_err(|e| Problem {
-                    key: "signing.secret_file",
-                    // Not the path: a secret pasted into this key by mistake would be printed.
-                    message: format!("cannot read the file it names: {e}"),
-                    missing: false,
-                })?
-                .trim_ascii()
-                .to_vec(),
-        ),
+        (None, Some(path)) => {
+            let key = "signing.secret_file";
+            if production {
+                auth_core::service::config::check_private_file(key, path)
+                    .map_err(|e| refused(key, e))?;
+            }
+            let bytes = std::fs::read(path).map_err(|e| Problem {
+                key,
+                // Not the path: a secret pasted into this key by mistake would be printed.
+                message: format!("cannot read the file it names: {e}"),
+                missing: false,
+            })?;
+            (key, bytes.trim_ascii().to_vec())
+        }
         (None, None) => unreachable!("uses_secret"),
     };
+    if production {
+        auth_core::service::config::check_not_dev_secret(key, &secret)
+            .map_err(|e| refused(key, e))?;
+    }
     let verifying = VerifyingKey::from_secret(&secret).map_err(|e| Problem {
         key,
         message: e.to_string(),
@@ -1180,6 +1200,54 @@ mod tests {
         let inner = hex(&Sha256::digest(secret.trim_ascii()));
         let expected = format!("hs256-{}", &hex(&Sha256::digest(inner.as_bytes()))[..16]);
         assert_eq!(ring.signer(0).unwrap().kid, expected);
+    }
+
+    /// The secret file is read again at each rescan: in production, a copy of the fixtures
+    /// secret or a file others can read is refused then too, and the reload keeps the secret
+    /// the service had.
+    #[cfg(unix)]
+    #[test]
+    fn a_rescanned_secret_file_is_held_to_production_rules() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.txt");
+        let write = |bytes: &[u8], mode: u32| {
+            std::fs::write(&path, bytes).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let signing = SigningSettings {
+            key_files: Vec::new(),
+            secret_file: Some(path.clone()),
+            algorithm: Alg::HS256,
+            ..SigningSettings::default()
+        };
+        let ours = b"a production secret of thirty-two bytes or more, surely";
+        write(ours, 0o600);
+        let (ring, problems) = scan(&signing, true);
+        assert!(problems.is_empty(), "{problems:?}");
+        let kid = ring.signer(0).unwrap().kid.clone();
+        write(ours, 0o644);
+        let (ring, problems) = scan(&signing, true);
+        assert!(ring.keys().is_empty());
+        assert!(
+            problems[0].to_string().starts_with(
+                "config error: signing.secret_file: the file it names is readable by group or others"
+            ),
+            "{problems:?}"
+        );
+        write(&std::fs::read(fixture("hs256-secret.txt")).unwrap(), 0o600);
+        let (ring, problems) = scan(&signing, true);
+        assert!(ring.keys().is_empty());
+        assert!(
+            problems[0]
+                .to_string()
+                .starts_with("config error: signing.secret_file:")
+                && problems[0].to_string().contains("dev-only"),
+            "{problems:?}"
+        );
+        // Locally the fixtures secret is what the stack signs with.
+        let (ring, problems) = scan(&signing, false);
+        assert!(problems.is_empty() && ring.signer(0).unwrap().kid != kid);
     }
 
     #[test]

@@ -28,6 +28,14 @@ use crate::INFO;
 /// production allows (`throttle.max_failures`).
 pub const MAX_PRODUCTION_FAILURES: u32 = 100;
 
+/// The shortest throttle window production allows (`throttle.window_seconds`): with
+/// [`MAX_PRODUCTION_FAILURES`], at most 100 guesses a minute at one account.
+pub const MIN_PRODUCTION_WINDOW_SECONDS: u64 = 60;
+
+/// The smallest throttle table production allows (`throttle.max_entries`): a tiny one lets a
+/// guesser alternate names so that each evicts the other's count.
+pub const MIN_PRODUCTION_ENTRIES: usize = 1_000;
+
 /// The audience of token-service's own routes (`/users…`): a token must carry it in `aud`.
 pub const SELF_AUDIENCE: &str = "token-service";
 
@@ -128,7 +136,7 @@ impl TokenSettings {
 /// RSA) and, optionally, X.509 certificates, matched to their key by its public key. A key file
 /// `NAME.pem` may have a sidecar `NAME.toml` (`created_at`, `activate_at`, `retire_at`, RFC 3339)
 /// written by `token-service keys rotate`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SigningSettings {
     /// `signing.keys_dir`: every `*.pem` in it is read (`keys rotate` writes here).
@@ -154,6 +162,36 @@ pub struct SigningSettings {
     pub rescan_seconds: u64,
     /// `signing.jwks_max_age_seconds`: `Cache-Control: max-age` of the JWKS (default 300).
     pub jwks_max_age_seconds: u64,
+}
+
+impl std::fmt::Debug for SigningSettings {
+    /// `secret_file` only as set, as `AuthSettings` shows it: a secret pasted into the key by
+    /// mistake is not printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so a new field is printed deliberately or not at all.
+        let SigningSettings {
+            keys_dir,
+            key_files,
+            algorithm,
+            secret,
+            secret_file,
+            propagation_delay_seconds,
+            retire_after_seconds,
+            rescan_seconds,
+            jwks_max_age_seconds,
+        } = self;
+        f.debug_struct("SigningSettings")
+            .field("keys_dir", keys_dir)
+            .field("key_files", key_files)
+            .field("algorithm", algorithm)
+            .field("secret", secret)
+            .field("secret_file", &secret_file.as_ref().map(|_| "[set]"))
+            .field("propagation_delay_seconds", propagation_delay_seconds)
+            .field("retire_after_seconds", retire_after_seconds)
+            .field("rescan_seconds", rescan_seconds)
+            .field("jwks_max_age_seconds", jwks_max_age_seconds)
+            .finish()
+    }
 }
 
 impl Default for SigningSettings {
@@ -230,8 +268,8 @@ pub struct ThrottleSettings {
     /// IP addresses (`10.0.0.9`) or CIDR ranges (`10.0.0.0/8`, `fd00::/8`).
     #[serde(deserialize_with = "one_or_many")]
     pub trusted_proxies: Vec<String>,
-    /// `throttle.max_entries`: counters kept per kind (username, IP); the oldest are dropped
-    /// beyond it (default 10000).
+    /// `throttle.max_entries`: counters kept per kind (username, IP); the oldest that are not
+    /// running lockouts are dropped beyond it (default 10000; production: at least 1000).
     pub max_entries: usize,
     /// `throttle.max_in_flight_per_address`: sign-ins from one client IP (IPv6: /64) in flight
     /// at once; more get 429 with `Retry-After: 1` before they count against any username
@@ -620,6 +658,24 @@ impl Settings {
                 ),
             ));
         }
+        if self.throttle.window_seconds < MIN_PRODUCTION_WINDOW_SECONDS {
+            return Err(ConfigError::key(
+                "throttle.window_seconds",
+                format!(
+                    "at least {MIN_PRODUCTION_WINDOW_SECONDS} in production: a shorter window \
+                     lets guessing resume sooner"
+                ),
+            ));
+        }
+        if self.throttle.max_entries < MIN_PRODUCTION_ENTRIES {
+            return Err(ConfigError::key(
+                "throttle.max_entries",
+                format!(
+                    "at least {MIN_PRODUCTION_ENTRIES} in production: a small table lets a \
+                     guesser's other names evict an account's count"
+                ),
+            ));
+        }
         // Merged first: `0.0.0.0/1` and `128.0.0.0/1` together trust every IPv4 peer too.
         let merged = IpNet::aggregate(&self.throttle.proxies());
         if let Some(all) = merged.iter().find(|net| net.prefix_len() == 0) {
@@ -647,12 +703,8 @@ impl Settings {
             // operator never set, for the same file.
             config::check_private_file("signing.secret_file", path)?;
         }
-        let mut auth = self.auth.clone();
-        let has_source = auth.jwks_url.is_some()
-            || auth.discovery_url.is_some()
-            || auth.public_key.is_some()
-            || auth.secret.is_some()
-            || auth.secret_file.is_some();
+        let mut auth = self.auth.set_sources();
+        let has_source = !auth.key_sources().is_empty();
         if !has_source && let Some(issuer) = &auth.issuer {
             // token-service's own keys are what it verifies with: judge them by the URL that
             // publishes them.
@@ -693,4 +745,25 @@ impl Settings {
 
 fn one_or_many_paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
     Ok(one_or_many(d)?.into_iter().map(PathBuf::from).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service may log its settings: a secret pasted into `signing.secret_file` (or
+    /// `signing.secret`) by mistake is not printed.
+    #[test]
+    fn signing_settings_print_no_secret() {
+        let signing = SigningSettings {
+            secret: Some(SecretString::from("Pasted-S3cret-value")),
+            secret_file: Some("Pasted-S3cret-file".into()),
+            ..SigningSettings::default()
+        };
+        let printed = format!("{signing:?}");
+        assert!(
+            !printed.contains("Pasted-S3cret") && printed.contains("secret_file: Some(\"[set]\")"),
+            "{printed}"
+        );
+    }
 }

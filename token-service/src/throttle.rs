@@ -2,7 +2,8 @@
 //! client IP, independently, in fixed windows of `throttle.window_seconds` starting at the first
 //! failure. At `throttle.max_failures` failures further attempts get 429 with `Retry-After` until
 //! the window ends. Memory is bounded: each map holds at most `throttle.max_entries` counters;
-//! expired ones are dropped first, then the oldest.
+//! expired ones are dropped first, then the oldest that is not a running lockout. An attempt
+//! that checked no password leaves no counter behind.
 //!
 //! An attempt counts against its username when it starts (taken back when its credentials are
 //! right, or when it is shed before any password was checked because the queue for a hash was
@@ -166,7 +167,11 @@ impl Throttle {
             map.failures.retain(|_, e| now < e.since + window);
             if map.failures.len() >= self.max_entries {
                 // Never evict a running lockout (a flood of throwaway names must not free a
-                // victim): the oldest entry that is not locked goes.
+                // victim): the oldest entry that is not locked goes. (Not the one with the
+                // fewest failures: a guesser could then keep a victim at one failure by
+                // guessing one throwaway name after each guess at it.) Evicting takes as many
+                // new names as the table holds, each a failure some address paid for: an
+                // attempt that checked no password leaves no entry ([`Attempt::take_back`]).
                 let oldest = map
                     .failures
                     .iter()
@@ -284,7 +289,9 @@ impl Attempt<'_> {
     }
 
     /// Takes back the count [`Throttle::begin`] made against the username, from the counter it
-    /// was made in only.
+    /// was made in only. A counter back at zero is removed: an attempt that checked no password
+    /// leaves no entry, so free attempts (shed, or hung up while queued) at throwaway names
+    /// cannot fill the table and evict a victim's count.
     fn take_back(&mut self) {
         let Some(counted) = self.counted.take() else {
             return;
@@ -294,6 +301,9 @@ impl Attempt<'_> {
             && e.generation == counted
         {
             e.failures = e.failures.saturating_sub(1);
+            if e.failures == 0 {
+                users.failures.remove(&self.username);
+            }
         }
     }
 }
@@ -363,13 +373,28 @@ pub fn client_ip(
     };
     let mut leftmost = peer;
     for hop in xff.split(',').map(str::trim).rev() {
-        match hop.parse::<IpAddr>() {
+        match forwarded_hop(hop) {
             Ok(ip) if is_trusted(&ip) => leftmost = ip,
             Ok(ip) => return Some(ip),
             Err(_) => return Some(peer),
         }
     }
     Some(leftmost)
+}
+
+/// One `X-Forwarded-For` entry's address: a bare IP, or as some proxies write it (Azure
+/// Application Gateway, IIS ARR), with a port (`203.0.113.7:51234`, `[2001:db8::7]:443`) or an
+/// IPv6 address in brackets (`[2001:db8::7]`). Without this every client behind such a proxy
+/// would be throttled as the proxy's one address.
+fn forwarded_hop(hop: &str) -> Result<IpAddr, std::net::AddrParseError> {
+    hop.parse::<IpAddr>()
+        .or_else(|e| {
+            hop.strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .ok_or(e)
+                .and_then(str::parse)
+        })
+        .or_else(|e| hop.parse::<SocketAddr>().map(|a| a.ip()).map_err(|_| e))
 }
 
 #[cfg(test)]
@@ -485,6 +510,27 @@ mod tests {
         }
         old.shed();
         assert_eq!(t.begin("carol", None).err(), Some(locked(60)));
+    }
+
+    /// Attempts that checked no password leave no entry, so a flood of them at throwaway names
+    /// (a full hash queue answers each 503 at once, counted against no address) cannot evict a
+    /// victim's failures and give the guesser a fresh count.
+    #[test]
+    fn free_attempts_at_throwaway_names_leave_no_entry() {
+        let clock = Arc::new(ManualClock::new(1000));
+        let t = throttle(clock.clone(), 3);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..2 {
+            t.begin("victim", Some(ip)).unwrap().finish(false).unwrap();
+        }
+        for i in 0..100 {
+            t.begin(&format!("throwaway{i}"), None).unwrap().shed();
+            drop(t.begin(&format!("hung-up{i}"), None).unwrap());
+            t.begin(&format!("outage{i}"), None).unwrap().abandoned();
+        }
+        assert_eq!(t.len().0, 1, "only the victim's count is held");
+        t.begin("victim", None).unwrap().finish(false).unwrap();
+        assert_eq!(t.begin("victim", None).err(), Some(locked(60)));
     }
 
     #[test]
@@ -715,6 +761,38 @@ mod tests {
             ip("5.6.7.8")
         );
         assert_eq!(client_ip(peer("10.0.0.9"), None, &[proxy]), ip("10.0.0.9"));
+    }
+
+    /// A proxy that writes the client's port, or brackets an IPv6 address, still names the
+    /// client: not the proxy, which every client behind it would share.
+    #[test]
+    fn forwarded_for_entries_with_a_port_or_brackets_name_the_client() {
+        let proxy = IpNet::from("10.0.0.9".parse::<IpAddr>().unwrap());
+        for (xff, client) in [
+            ("203.0.113.7:51234", "203.0.113.7"),
+            ("[2001:db8::7]", "2001:db8::7"),
+            ("[2001:db8::7]:443", "2001:db8::7"),
+            ("6.6.6.6, 203.0.113.7:1, 10.0.0.9:80", "203.0.113.7"),
+        ] {
+            assert_eq!(
+                client_ip(peer("10.0.0.9"), Some(xff), &[proxy]),
+                ip(client),
+                "{xff}"
+            );
+        }
+        // What is no address at all still stops the walk at the proxy.
+        for xff in [
+            "unknown",
+            "[203.0.113.7",
+            "203.0.113.7:",
+            "2001:db8::7:443:x",
+        ] {
+            assert_eq!(
+                client_ip(peer("10.0.0.9"), Some(xff), &[proxy]),
+                ip("10.0.0.9"),
+                "{xff}"
+            );
+        }
     }
 
     #[test]

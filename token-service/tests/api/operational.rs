@@ -74,6 +74,30 @@ fn production_refuses_loose_throttling_and_names_the_issuer_key_set() {
         e.starts_with("config error: throttle.max_failures: at most 100 in production"),
         "{e}"
     );
+    for (key, var, refused, allowed) in [
+        (
+            "throttle.window_seconds",
+            "TOKEN_SERVICE__THROTTLE__WINDOW_SECONDS",
+            "59",
+            "60",
+        ),
+        (
+            "throttle.max_entries",
+            "TOKEN_SERVICE__THROTTLE__MAX_ENTRIES",
+            "999",
+            "1000",
+        ),
+    ] {
+        let e = refuse(&[(var, refused.into())]);
+        assert!(
+            e.starts_with(&format!(
+                "config error: {key}: at least {allowed} in production"
+            )),
+            "{e}"
+        );
+        let e = refuse(&[(var, allowed.into())]);
+        assert!(!e.contains(key), "{allowed} is allowed: {e}");
+    }
     let dir = tempfile::tempdir().unwrap();
     let only_auth = [
         ("TOKEN_SERVICE__ENVIRONMENT", "production"),
