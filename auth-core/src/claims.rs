@@ -45,8 +45,10 @@ pub struct Claims {
     /// The caller's user name, for display.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// OAuth scopes, space separated (RFC 8693 §4.2). `None` only when the token has no `scope`
-    /// claim; `"scope": null` reads as `Some("")`, no scope at all.
+    /// OAuth scopes, space separated (RFC 8693 §4.2). `None` only when the token has neither a
+    /// `scope` claim nor an `scp` one; `"scope": null` reads as `Some("")`, no scope at all.
+    /// Okta's and Microsoft Entra ID's `scp` (an array of scopes, or a space-separated string)
+    /// is read as `scope` is; a token carrying both holds only the scopes both name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     /// The client the token was issued to (`client_id`, RFC 9068 §2.2).
@@ -156,6 +158,7 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
         let mut roles: Option<Vec<String>> = None;
         let mut username: Option<Option<String>> = None;
         let mut scope: Option<Option<String>> = None;
+        let mut scp: Option<Aud> = None;
         let mut client_id: Option<Option<String>> = None;
         let mut access: Option<Vec<String>> = None;
         let mut extra = BTreeMap::new();
@@ -171,6 +174,7 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
                 Field::Roles => set(&mut map, &mut roles, "roles")?,
                 Field::Username => set(&mut map, &mut username, "username")?,
                 Field::Scope => set(&mut map, &mut scope, "scope")?,
+                Field::Scp => set(&mut map, &mut scp, "scp")?,
                 Field::ClientId => set(&mut map, &mut client_id, "client_id")?,
                 Field::Access => set(&mut map, &mut access, "access")?,
                 Field::Other(name) => {
@@ -190,7 +194,21 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
             username: username.flatten(),
             // A `scope` present as `null` names no scope: it narrows to nothing, as `""`
             // does, rather than reading as a token without the claim (which roles alone judge).
-            scope: scope.map(Option::unwrap_or_default),
+            // `scp` narrows the same way (`null` or `[]`: nothing); with both, the narrower.
+            scope: match (scope.map(Option::unwrap_or_default), scp) {
+                (scope, None) => scope,
+                (None, Some(scp)) => Some(scp.0.join(" ")),
+                (Some(scope), Some(scp)) => {
+                    let held = |s: &&str| {
+                        scp.0
+                            .iter()
+                            .flat_map(|v| v.split_ascii_whitespace())
+                            .any(|v| v == *s)
+                    };
+                    let both: Vec<&str> = scope.split_ascii_whitespace().filter(held).collect();
+                    Some(both.join(" "))
+                }
+            },
             client_id: client_id.flatten(),
             access: access.unwrap_or_default(),
             extra,
@@ -210,6 +228,7 @@ enum Field {
     Roles,
     Username,
     Scope,
+    Scp,
     ClientId,
     Access,
     Other(String),
@@ -242,6 +261,7 @@ impl Visitor<'_> for FieldVisitor {
             "roles" => Field::Roles,
             "username" => Field::Username,
             "scope" => Field::Scope,
+            "scp" => Field::Scp,
             "client_id" => Field::ClientId,
             "access" => Field::Access,
             other => Field::Other(other.to_owned()),
@@ -431,6 +451,41 @@ mod tests {
         assert!(admin.owns_or_has_role("bob", &["admin"]));
         let anonymous = parse(serde_json::json!({}));
         assert!(!anonymous.owns(""), "an empty sub owns nothing");
+    }
+
+    /// Okta's `scp` (an array) and Microsoft Entra ID's (a space-separated string) are scopes
+    /// as `scope` is; `null` or `[]` narrow to nothing; a token with both holds only what both
+    /// name; any other type is refused.
+    #[test]
+    fn scp_is_read_as_scope() {
+        let c = parse(serde_json::json!({"scp": ["todos:read", "todos:write"]}));
+        assert!(c.has_scope("todos:write") && c.has_scope("todos:read"));
+        assert_eq!(c.scope.as_deref(), Some("todos:read todos:write"));
+        let c = parse(serde_json::json!({"scp": "todos:read  tasks:read"}));
+        assert!(c.has_scope("tasks:read") && !c.has_scope("todos:write"));
+        for none in [serde_json::json!(null), serde_json::json!([])] {
+            let c = parse(serde_json::json!({ "scp": none }));
+            assert_eq!(c.scope.as_deref(), Some(""), "{none}");
+        }
+        let c = parse(
+            serde_json::json!({"scope": "todos:read todos:write", "scp": ["todos:read", "tasks:write"]}),
+        );
+        assert_eq!(c.scope.as_deref(), Some("todos:read"));
+        let c = parse(serde_json::json!({"scope": "todos:write", "scp": null}));
+        assert_eq!(c.scope.as_deref(), Some(""));
+        assert!(c.extra.is_empty(), "scp is read, not kept as another claim");
+        for bad in [
+            serde_json::json!(7),
+            serde_json::json!([1]),
+            serde_json::json!({"a": 1}),
+        ] {
+            let claims = serde_json::json!({ "scp": bad });
+            assert!(serde_json::from_value::<Claims>(claims).is_err(), "{bad}");
+        }
+        assert!(
+            serde_json::from_str::<Claims>(r#"{"scp": "a", "scp": "b"}"#).is_err(),
+            "a repeated scp is refused"
+        );
     }
 
     #[test]

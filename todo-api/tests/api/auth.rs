@@ -180,6 +180,40 @@ async fn a_token_narrowed_by_scope_is_held_to_it() {
     );
 }
 
+/// An Okta or Entra ID token narrows by `scp` as one of ours does by `scope`: an admin whose
+/// `scp` names only `todos:read` reads and writes nothing.
+#[tokio::test]
+async fn a_token_narrowed_by_scp_is_held_to_it() {
+    let t = spawn_app().await;
+    let okta = |scp: serde_json::Value| {
+        t.issuer
+            .builder("todo-api")
+            .claim("sub", "root")
+            .claim("roles", json!(["admin"]))
+            .without_claim("scope")
+            .claim("scp", scp)
+            .sign()
+    };
+    let reader = okta(json!(["todos:read"]));
+    assert_eq!(
+        t.request("GET", "/todos", Some(&reader), None)
+            .await
+            .status(),
+        200
+    );
+    let res = t
+        .request("POST", "/todos", Some(&reader), Some(json!({"title": "x"})))
+        .await;
+    auth_core::service::testing::assert_needs_scope(res, "todos:write").await;
+    let entra = okta(json!("todos:read todos:write"));
+    assert_eq!(
+        t.request("POST", "/todos", Some(&entra), Some(json!({"title": "x"})))
+            .await
+            .status(),
+        201
+    );
+}
+
 #[tokio::test]
 async fn whoami_shows_the_verified_claims() {
     let t = spawn_app().await;
