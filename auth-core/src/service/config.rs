@@ -66,6 +66,10 @@ pub struct ServerSettings {
     /// this, else 503 `temporarily_unavailable` (default 60): a handler stuck on a database
     /// that stopped answering does not hold its client and its connection for ever.
     pub request_timeout_seconds: u64,
+    /// `server.write_timeout_seconds`: a response the client takes none of for this long (it
+    /// stopped reading: its window is shut) closes the connection (default 30), so a client
+    /// that never reads cannot hold a connection slot for ever.
+    pub write_timeout_seconds: u64,
 }
 
 impl ServerSettings {
@@ -122,6 +126,12 @@ impl ServerSettings {
                 1,
                 3_600,
             ),
+            (
+                "server.write_timeout_seconds",
+                self.write_timeout_seconds,
+                1,
+                3_600,
+            ),
         ] {
             check_range(key, value, min, max)?;
         }
@@ -151,6 +161,7 @@ impl Default for ServerSettings {
             max_query_bytes: 4096,
             max_query_params: 32,
             request_timeout_seconds: 60,
+            write_timeout_seconds: 30,
         }
     }
 }

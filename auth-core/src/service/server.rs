@@ -89,6 +89,7 @@ where
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let header_timeout = Duration::from_secs(settings.header_read_timeout_seconds.max(1));
+    let write_timeout = Duration::from_secs(settings.write_timeout_seconds.max(1));
     let max_header = settings.max_header_bytes.max(8192);
     let limits = Arc::new(RequestLimits {
         body_timeout: Duration::from_secs(settings.body_read_timeout_seconds.max(1)),
@@ -153,7 +154,12 @@ where
                 .initial_connection_window_size(H2_CONNECTION_WINDOW)
                 .keep_alive_interval(Some(header_timeout))
                 .keep_alive_timeout(header_timeout);
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            // A write that makes no progress for `write_timeout` (the client stopped reading,
+            // its receive window shut) fails the connection: no other timer runs while hyper
+            // waits to flush a response (the header timer starts only once it has).
+            let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+            stream.set_write_timeout(Some(write_timeout));
+            let conn = builder.serve_connection(TokioIo::new(Box::pin(stream)), svc);
             let conn = graceful_watch.watch(conn.into_owned());
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection closed with an error");
@@ -877,6 +883,42 @@ mod tests {
         );
         let res = String::from_utf8_lossy(&out);
         assert!(!res.contains("200 OK"), "{res}");
+    }
+
+    /// A client that sends a request and never reads the answer (its receive window shut once
+    /// the socket buffers fill) gives its slot back after `server.write_timeout_seconds`:
+    /// before, nothing timed hyper's wait to flush, and the slot was held for ever.
+    #[tokio::test]
+    async fn a_client_that_never_reads_gives_its_slot_back() {
+        // The deadline is the server's own timer (1 s here); the test waits on the next client.
+        let route = warp::path("big")
+            .map(|| vec![b'x'; 32 << 20])
+            .or(warp::any().map(|| b"ok".to_vec()));
+        let settings = ServerSettings {
+            header_read_timeout_seconds: 1,
+            write_timeout_seconds: 1,
+            max_connections: 1,
+            ..ServerSettings::default()
+        };
+        let (addr, _stop, _h) = start(route, settings).await;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stalled = socket.connect(addr).await.unwrap();
+        stalled
+            .write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let res = tokio::time::timeout(
+            Duration::from_secs(10),
+            raw(
+                addr,
+                b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            ),
+        )
+        .await
+        .expect("a client that never reads kept the only slot");
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+        drop(stalled);
     }
 
     /// A server with one connection slot and a header timeout of 1 s.
