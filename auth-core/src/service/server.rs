@@ -357,6 +357,15 @@ where
             }
         };
         Box::pin(async move {
+            // Dropped before the answer (the client closed the connection, or reset the
+            // stream): the request still gets its access line, as nginx's 499.
+            let mut unanswered = Unanswered {
+                method: &method,
+                path: &path,
+                start,
+                slot: &slot,
+                answered: false,
+            };
             let res = match outcome {
                 // A handler that panics costs its request a 500, not the connection (and with
                 // it every other request in flight on an HTTP/2 connection). The panic hook has
@@ -415,6 +424,7 @@ where
             } else {
                 res
             };
+            unanswered.answered = true;
             tracing::info!(
                 target: "access",
                 method = %method,
@@ -426,6 +436,36 @@ where
             );
             Ok(res)
         })
+    }
+}
+
+/// A request's access line for when its future is dropped unanswered: the client went away
+/// (closed the connection, reset the HTTP/2 stream) while its handler ran. Logged with status
+/// 499 (nginx's "client closed request") and counted in `http_requests_abandoned_total`, so a
+/// request a load balancer gave up on is not missing from the service's log.
+struct Unanswered<'a> {
+    method: &'a http::Method,
+    path: &'a str,
+    start: Instant,
+    slot: &'a CallerSlot,
+    answered: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        metrics::counter!("http_requests_abandoned_total").increment(1);
+        tracing::info!(
+            target: "access",
+            method = %self.method,
+            path = %self.path,
+            status = 499u16,
+            latency_us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX),
+            sub = self.slot.get(),
+            "request abandoned: the client went away before its answer"
+        );
     }
 }
 
@@ -919,6 +959,57 @@ mod tests {
         .expect("a client that never reads kept the only slot");
         assert!(res.starts_with("HTTP/1.1 200"), "{res}");
         drop(stalled);
+    }
+
+    /// A request whose client goes away while its handler runs still gets its access line
+    /// (status 499): before, the dropped future logged nothing.
+    #[tokio::test]
+    async fn a_request_its_client_abandons_is_logged() {
+        let logs = crate::service::telemetry::LogCapture::install();
+        let (dropped_tx, dropped_rx) = oneshot::channel::<()>();
+        let dropped_tx = Arc::new(std::sync::Mutex::new(Some(dropped_tx)));
+        /// Tells the test when the handler's future is dropped.
+        struct OnDrop(Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>);
+        impl Drop for OnDrop {
+            fn drop(&mut self) {
+                if let Some(tx) = self.0.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        let started = Arc::new(tokio::sync::Notify::new());
+        let running = started.clone();
+        let route = warp::path("never-answered-4a7").then(move || {
+            let guard = OnDrop(dropped_tx.clone());
+            running.notify_one();
+            async move {
+                let _guard = guard;
+                std::future::pending::<&'static str>().await
+            }
+        });
+        let (addr, _stop, _h) = start(route, ServerSettings::default()).await;
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET /never-answered-4a7 HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Closed once the handler runs: the server sees the end of the stream and drops it.
+        tokio::time::timeout(Duration::from_secs(10), started.notified())
+            .await
+            .expect("the handler ran");
+        drop(conn);
+        tokio::time::timeout(Duration::from_secs(10), dropped_rx)
+            .await
+            .expect("the abandoned request's handler was dropped")
+            .unwrap();
+        let text = logs.contents();
+        let line = text
+            .lines()
+            .find(|l| l.contains("path=/never-answered-4a7"))
+            .unwrap_or_else(|| panic!("no access line for the abandoned request:\n{text}"));
+        assert!(
+            line.contains("status=499") && line.contains("abandoned"),
+            "{line}"
+        );
     }
 
     /// A server with one connection slot and a header timeout of 1 s.
