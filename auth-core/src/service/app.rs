@@ -6,6 +6,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use warp::Filter;
@@ -17,10 +18,10 @@ use super::storage::Database;
 
 /// How long a service's `main`, once it has stopped serving, waits for blocking tasks still
 /// running (a key rescan on a hung filesystem, a password hash) before it exits anyway.
-pub const BLOCKING_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
+pub const BLOCKING_AT_EXIT: Duration = Duration::from_secs(1);
 
 /// How long a shutdown whose grace period ran out still waits for the database to close.
-const CLOSE_AFTER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+const CLOSE_AFTER_GRACE: Duration = Duration::from_secs(1);
 
 /// A service ready to serve: its port is bound, its database open.
 pub struct App {
@@ -116,8 +117,28 @@ impl App {
     }
 
     /// Serves until SIGINT or SIGTERM, lets in-flight requests finish, closes the database.
+    /// From the signal on, `/ready` answers 503, and the service goes on accepting for
+    /// `server.shutdown_delay_seconds` first (a load balancer takes it out of rotation before
+    /// its listener closes). A second signal ends the process at once.
     pub async fn run_until_stopped(self) {
-        self.run_until(super::server::shutdown_signal()).await;
+        let delay = Duration::from_secs(self.server.shutdown_delay_seconds);
+        self.run_until(async move {
+            super::server::shutdown_signal().await;
+            super::ops::mark_stopping();
+            tokio::spawn(async {
+                super::server::stop_signal().await;
+                tracing::warn!("second stop signal: exiting without waiting for in-flight requests");
+                std::process::exit(1);
+            });
+            if !delay.is_zero() {
+                tracing::info!(
+                    delay_seconds = delay.as_secs(),
+                    "/ready answers 503; serving on for server.shutdown_delay_seconds before closing the listener"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        })
+        .await;
     }
 
     /// Serves until `shutdown` resolves (tests), then stops gracefully.

@@ -55,6 +55,10 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     /// `server.shutdown_timeout_seconds`: how long in-flight requests may take after a stop signal (default 30).
     pub shutdown_timeout_seconds: u64,
+    /// `server.shutdown_delay_seconds`: after a stop signal, how long the service goes on
+    /// accepting and serving with `/ready` answering 503, so a load balancer takes it out of
+    /// rotation before its listener closes (default 0: close at once).
+    pub shutdown_delay_seconds: u64,
     /// `server.body_read_timeout_seconds`: a request body must arrive within this, counted from
     /// the first read (default 30; a slower body is a 408).
     pub body_read_timeout_seconds: u64,
@@ -99,6 +103,12 @@ impl ServerSettings {
             (
                 "server.shutdown_timeout_seconds",
                 self.shutdown_timeout_seconds,
+                0,
+                3_600,
+            ),
+            (
+                "server.shutdown_delay_seconds",
+                self.shutdown_delay_seconds,
                 0,
                 3_600,
             ),
@@ -157,6 +167,7 @@ impl Default for ServerSettings {
             header_read_timeout_seconds: 10,
             max_header_bytes: 16 * 1024,
             shutdown_timeout_seconds: 30,
+            shutdown_delay_seconds: 0,
             body_read_timeout_seconds: 30,
             max_query_bytes: 4096,
             max_query_params: 32,

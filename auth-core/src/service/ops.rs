@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::future::{self, Either};
@@ -102,25 +103,36 @@ pub fn health() -> Response {
     warp::reply::json(&Health { status: "ok" }).into_response()
 }
 
-/// Readiness: every check passes (database reachable, verification keys loaded).
+/// Set once the process received its stop signal ([`App::run_until_stopped`]): `/ready` is 503
+/// from then on, while the service goes on serving for `server.shutdown_delay_seconds`. A
+/// signal stops the whole process, so this is the process's, not one `App`'s.
+///
+/// [`App::run_until_stopped`]: super::app::App::run_until_stopped
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// The process is stopping: `/ready` answers 503 `shutting down` from now on.
+pub fn mark_stopping() {
+    STOPPING.store(true, Ordering::Relaxed);
+}
+
+/// Readiness: every check passes (database reachable, verification keys loaded), and the
+/// process is not stopping.
 #[utoipa::path(get, path = "/ready", tag = "operations", responses(
     (status = 200, body = Readiness), (status = 503, body = Readiness)))]
 async fn ready(checks: Arc<Vec<ReadyCheck>>) -> Response {
+    let stopping = STOPPING
+        .load(Ordering::Relaxed)
+        .then(|| "shutting down".to_owned());
+    if let Some(reason) = stopping {
+        return unavailable(reason);
+    }
     for check in checks.iter() {
         let outcome = match tokio::time::timeout(Duration::from_secs(2), check()).await {
             Ok(r) => r,
             Err(_) => Err("readiness check timed out".to_owned()),
         };
         if let Err(reason) = outcome {
-            let body = Readiness {
-                status: "unavailable",
-                reason: Some(reason),
-            };
-            return warp::reply::with_status(
-                warp::reply::json(&body),
-                StatusCode::SERVICE_UNAVAILABLE,
-            )
-            .into_response();
+            return unavailable(reason);
         }
     }
     warp::reply::json(&Readiness {
@@ -128,6 +140,16 @@ async fn ready(checks: Arc<Vec<ReadyCheck>>) -> Response {
         reason: None,
     })
     .into_response()
+}
+
+/// `/ready`'s 503 with its reason.
+fn unavailable(reason: String) -> Response {
+    let body = Readiness {
+        status: "unavailable",
+        reason: Some(reason),
+    };
+    warp::reply::with_status(warp::reply::json(&body), StatusCode::SERVICE_UNAVAILABLE)
+        .into_response()
 }
 
 /// Prometheus text exposition.

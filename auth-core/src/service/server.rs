@@ -202,8 +202,14 @@ async fn protocol_known_in_time(stream: &tokio::net::TcpStream, timeout: Duratio
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on SIGINT or SIGTERM, and logs it.
 pub async fn shutdown_signal() {
+    stop_signal().await;
+    tracing::info!("stop signal received, finishing in-flight requests");
+}
+
+/// Resolves on the next SIGINT or SIGTERM.
+pub async fn stop_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -222,7 +228,6 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("stop signal received, finishing in-flight requests");
 }
 
 /// The per-request limits the loop enforces before any filter runs.

@@ -226,3 +226,89 @@ async fn the_stack_end_to_end() {
         assert!(!logs.contains(password), "a password is in the logs");
     }
 }
+
+/// A stop signal drains through `/ready`: with `server.shutdown_delay_seconds` set, the service
+/// goes on accepting, `/ready` answers 503 `shutting down` (a load balancer takes it out of
+/// rotation) and `/health` 200. A second signal ends it at once, without waiting out the delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_signal_drains_through_ready_and_a_second_one_exits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = stack::free_port();
+    let mut child = std::process::Command::new(stack::bin_dir().join("todo-api"))
+        .env("TODO_API__SERVER__PORT", port.to_string())
+        .env("TODO_API__DATABASE__DATA_DIR", dir.path())
+        .env("TODO_API__AUTH__ENABLED", "false")
+        .env("TODO_API__SERVER__SHUTDOWN_DELAY_SECONDS", "600")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start todo-api");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let get = |path: &'static str| {
+        let req = client.get(format!("http://127.0.0.1:{port}{path}"));
+        async move {
+            let res = req.send().await.ok()?;
+            let status = res.status().as_u16();
+            Some((status, res.text().await.unwrap_or_default()))
+        }
+    };
+    let term = |child: &std::process::Child| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM sent");
+    };
+    poll(
+        "todo-api becomes ready",
+        Duration::from_secs(30),
+        || async { matches!(get("/ready").await, Some((200, _))).then_some(()) },
+    )
+    .await;
+    term(&child);
+    let body = poll(
+        "/ready answers 503 while the service still serves",
+        Duration::from_secs(10),
+        || async {
+            match get("/ready").await {
+                Some((503, body)) => Some(body),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    assert!(body.contains("shutting down"), "{body}");
+    assert_eq!(
+        get("/health").await.map(|(s, _)| s),
+        Some(200),
+        "the service serves on during the delay"
+    );
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "it waits out the delay"
+    );
+    term(&child);
+    let until = Instant::now() + Duration::from_secs(10);
+    let exited = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > until {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        exited.is_some(),
+        "a second stop signal did not end the process"
+    );
+}

@@ -38,7 +38,7 @@ pub fn kid(token: &str) -> String {
     header["kid"].as_str().unwrap_or_default().to_owned()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -46,7 +46,7 @@ fn free_port() -> u16 {
 }
 
 /// `target/debug`, where the service binaries are (this test runs from `target/debug/deps`).
-fn bin_dir() -> PathBuf {
+pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
     exe.parent()
         .and_then(Path::parent)
