@@ -121,6 +121,8 @@ impl App {
     /// `server.shutdown_delay_seconds` first (a load balancer takes it out of rotation before
     /// its listener closes). A second signal ends the process at once.
     pub async fn run_until_stopped(self) {
+        #[cfg(unix)]
+        super::server::raise_open_files_limit(self.server.max_connections);
         let delay = Duration::from_secs(self.server.shutdown_delay_seconds);
         self.run_until(async move {
             super::server::shutdown_signal().await;

@@ -202,6 +202,42 @@ async fn protocol_known_in_time(stream: &tokio::net::TcpStream, timeout: Duratio
     }
 }
 
+/// Connections beyond `server.max_connections` the process needs descriptors for: the database
+/// pool, key fetches, SQLite's files, the listener.
+const OTHER_FILES: u64 = 128;
+
+/// Raises the soft limit on open files to the hard one (as Go's runtime does): systemd and
+/// container runtimes often start services at a soft 1024, below `server.max_connections`, so
+/// the process would run out of descriptors (EMFILE: failed accepts, database connections and
+/// key fetches) before its own cap applies. Warns when even the hard limit is below what the
+/// cap needs. Returns the soft limit now in force.
+#[cfg(unix)]
+pub fn raise_open_files_limit(max_connections: usize) -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    // Far above any need; macOS refuses an unlimited soft limit.
+    const CEILING: u64 = 1 << 20;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let wanted = hard.min(CEILING);
+    let soft = if soft < wanted && setrlimit(Resource::RLIMIT_NOFILE, wanted, hard).is_ok() {
+        wanted
+    } else {
+        soft
+    };
+    let needed = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(OTHER_FILES);
+    if soft < needed {
+        tracing::warn!(
+            open_files = soft,
+            needed,
+            "the open-files limit (ulimit -n) is below server.max_connections plus {OTHER_FILES}: \
+             descriptors run out before the connection cap applies; raise the limit or lower \
+             server.max_connections"
+        );
+    }
+    Some(soft)
+}
+
 /// Resolves on SIGINT or SIGTERM, and logs it.
 pub async fn shutdown_signal() {
     stop_signal().await;
@@ -1015,6 +1051,21 @@ mod tests {
             line.contains("status=499") && line.contains("abandoned"),
             "{line}"
         );
+    }
+
+    /// The soft open-files limit is raised to the hard one: a service started at a low soft
+    /// limit (systemd's 1024) gets the descriptors its connection cap needs.
+    #[cfg(unix)]
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_one() {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        let low = hard.min(4096) / 2;
+        setrlimit(Resource::RLIMIT_NOFILE, low, hard).unwrap();
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap().0, low);
+        let raised = super::raise_open_files_limit(16).unwrap();
+        assert_eq!(raised, hard.min(1 << 20));
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap().0, raised);
     }
 
     /// A server with one connection slot and a header timeout of 1 s.
