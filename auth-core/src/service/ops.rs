@@ -56,7 +56,10 @@ pub fn routes(
     openapi: utoipa::openapi::OpenApi,
 ) -> BoxedFilter<(Response,)> {
     let openapi = Arc::new(serde_json::to_value(&openapi).unwrap_or_default());
-    let checks = Arc::new(checks);
+    let checks = Arc::new(Probes {
+        checks: Arc::new(checks),
+        in_flight: std::sync::Mutex::new(None),
+    });
     warp::path::param::<Op>()
         .and(warp::path::end())
         .and(warp::get())
@@ -115,31 +118,62 @@ pub fn mark_stopping() {
     STOPPING.store(true, Ordering::Relaxed);
 }
 
+/// One run of `/ready`'s checks, shared by the probes that arrive while it runs.
+type CheckRun = future::Shared<Pin<Box<dyn Future<Output = Result<(), String>> + Send>>>;
+
+/// `/ready`'s checks and the run in flight. Probes that arrive while one runs await its outcome
+/// instead of starting their own: a flood of unauthenticated probes holds at most one database
+/// connection (and, on SQLite, takes the write lock once at a time), not one each. Nothing is
+/// cached past the run: the next probe runs the checks again.
+struct Probes {
+    checks: Arc<Vec<ReadyCheck>>,
+    in_flight: std::sync::Mutex<Option<CheckRun>>,
+}
+
+impl Probes {
+    /// The run in flight, or a new one.
+    fn run(&self) -> CheckRun {
+        use futures_util::FutureExt as _;
+        let mut slot = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(run) = slot.as_ref().filter(|run| run.peek().is_none()) {
+            return run.clone();
+        }
+        let checks = Arc::clone(&self.checks);
+        let run: Pin<Box<dyn Future<Output = Result<(), String>> + Send>> = Box::pin(async move {
+            for check in checks.iter() {
+                match tokio::time::timeout(Duration::from_secs(2), check()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(reason)) => return Err(reason),
+                    Err(_) => return Err("readiness check timed out".to_owned()),
+                }
+            }
+            Ok(())
+        });
+        let run = run.shared();
+        *slot = Some(run.clone());
+        run
+    }
+}
+
 /// Readiness: every check passes (database reachable, verification keys loaded), and the
 /// process is not stopping.
 #[utoipa::path(get, path = "/ready", tag = "operations", responses(
     (status = 200, body = Readiness), (status = 503, body = Readiness)))]
-async fn ready(checks: Arc<Vec<ReadyCheck>>) -> Response {
+async fn ready(probes: Arc<Probes>) -> Response {
     let stopping = STOPPING
         .load(Ordering::Relaxed)
         .then(|| "shutting down".to_owned());
     if let Some(reason) = stopping {
         return unavailable(reason);
     }
-    for check in checks.iter() {
-        let outcome = match tokio::time::timeout(Duration::from_secs(2), check()).await {
-            Ok(r) => r,
-            Err(_) => Err("readiness check timed out".to_owned()),
-        };
-        if let Err(reason) = outcome {
-            return unavailable(reason);
-        }
+    match probes.run().await {
+        Ok(()) => warp::reply::json(&Readiness {
+            status: "ready",
+            reason: None,
+        })
+        .into_response(),
+        Err(reason) => unavailable(reason),
     }
-    warp::reply::json(&Readiness {
-        status: "ready",
-        reason: None,
-    })
-    .into_response()
 }
 
 /// `/ready`'s 503 with its reason.
@@ -426,6 +460,47 @@ mod tests {
             .reply(&ops)
             .await;
         assert_eq!(res.status(), 405);
+    }
+
+    /// Probes that arrive while a run of the checks is in flight share it; the next probe
+    /// after it runs them again (nothing is cached past the run).
+    #[tokio::test]
+    async fn concurrent_ready_probes_share_one_run_of_the_checks() {
+        use std::sync::atomic::AtomicUsize;
+        let runs = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (counted, gated) = (runs.clone(), gate.clone());
+        let ops = routes(
+            vec![ready_check(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let gated = gated.clone();
+                async move {
+                    gated.acquire().await.unwrap().forget();
+                    Ok(())
+                }
+            })],
+            utoipa::openapi::OpenApiBuilder::new().build(),
+        );
+        let release = async {
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(runs.load(Ordering::SeqCst), 1, "each probe ran the checks");
+            gate.add_permits(2);
+        };
+        let (a, b, ()) = tokio::join!(
+            warp::test::request().path("/ready").reply(&ops),
+            warp::test::request().path("/ready").reply(&ops),
+            release
+        );
+        assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+        let c = warp::test::request().path("/ready").reply(&ops).await;
+        assert_eq!(c.status(), 200);
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            2,
+            "the next probe runs them again"
+        );
     }
 
     #[test]
