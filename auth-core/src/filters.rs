@@ -105,7 +105,8 @@ pub fn with_all_roles(
     guarded(auth, Rule::AllRoles(owned(roles)))
 }
 
-/// Requires a valid token whose `scope` holds `scope`.
+/// Requires a valid token whose scopes hold `scope` (its `scope` claim, or an `scp` one as Okta
+/// and Entra ID write it: [`Claims::scope`]).
 pub fn with_scope(
     auth: &Auth,
     scope: &str,

@@ -262,7 +262,7 @@ pub struct ThrottleSettings {
     /// `throttle.max_failures`: failed sign-ins per username, and per client IP, within a window
     /// before further attempts get 429 (default 5).
     pub max_failures: u32,
-    /// `throttle.window_seconds` (default 300).
+    /// `throttle.window_seconds` (default 300; production: at least 60).
     pub window_seconds: u64,
     /// `throttle.trusted_proxies`: peers whose `X-Forwarded-For` is believed (default none):
     /// IP addresses (`10.0.0.9`) or CIDR ranges (`10.0.0.0/8`, `fd00::/8`).
@@ -375,6 +375,24 @@ impl Settings {
     }
 
     fn finish_with(mut self, check_keys: bool) -> Result<Settings, ConfigError> {
+        // A blank secret source (an environment variable set empty) is unset, as auth-core
+        // reads its key sources: not an HS256 secret from a file named "".
+        if self
+            .signing
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.expose_secret().is_empty())
+        {
+            self.signing.secret = None;
+        }
+        if self
+            .signing
+            .secret_file
+            .as_ref()
+            .is_some_and(|p| p.to_string_lossy().trim().is_empty())
+        {
+            self.signing.secret_file = None;
+        }
         // One issuer: token.issuer and auth.issuer default to each other and must agree.
         let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
         // Errors about the issuer name the key the operator set: `token.issuer`, the one

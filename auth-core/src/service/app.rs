@@ -119,19 +119,16 @@ impl App {
     /// Serves until SIGINT or SIGTERM, lets in-flight requests finish, closes the database.
     /// From the signal on, `/ready` answers 503, and the service goes on accepting for
     /// `server.shutdown_delay_seconds` first (a load balancer takes it out of rotation before
-    /// its listener closes). A second signal ends the process at once.
+    /// its listener closes). A second Ctrl-C (SIGINT) ends the process at once.
     pub async fn run_until_stopped(self) {
         #[cfg(unix)]
         super::server::raise_open_files_limit(self.server.max_connections);
         let delay = Duration::from_secs(self.server.shutdown_delay_seconds);
+        let (first, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(super::server::watch_stop_signals(first, true));
         self.run_until(async move {
-            super::server::shutdown_signal().await;
+            let _ = stopped.await;
             super::ops::mark_stopping();
-            tokio::spawn(async {
-                super::server::stop_signal().await;
-                tracing::warn!("second stop signal: exiting without waiting for in-flight requests");
-                std::process::exit(1);
-            });
             if !delay.is_zero() {
                 tracing::info!(
                     delay_seconds = delay.as_secs(),
@@ -157,8 +154,9 @@ impl App {
         if let Some(db) = self.db {
             // The pool's close waits for every connection lent out. After the grace period
             // the requests still holding one (a stuck query) are abandoned, not awaited: the
-            // process stops about `server.shutdown_timeout_seconds` after the signal, as
-            // orchestrators' own grace periods expect, not at the request timeout.
+            // process stops about `server.shutdown_delay_seconds` plus
+            // `server.shutdown_timeout_seconds` after the signal, as orchestrators' own grace
+            // periods expect, not at the request timeout.
             if finished {
                 db.close().await;
             } else if tokio::time::timeout(CLOSE_AFTER_GRACE, db.close())

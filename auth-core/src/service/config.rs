@@ -1096,6 +1096,21 @@ mod tests {
                 "server.request_timeout_seconds",
             ),
             (
+                "SERVER__WRITE_TIMEOUT_SECONDS",
+                "0",
+                "server.write_timeout_seconds",
+            ),
+            (
+                "SERVER__WRITE_TIMEOUT_SECONDS",
+                "3601",
+                "server.write_timeout_seconds",
+            ),
+            (
+                "SERVER__SHUTDOWN_DELAY_SECONDS",
+                "3601",
+                "server.shutdown_delay_seconds",
+            ),
+            (
                 "DATABASE__ACQUIRE_TIMEOUT_SECONDS",
                 "18446744073709551615",
                 "database.acquire_timeout_seconds",
@@ -1120,6 +1135,7 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("DEMO_API__DATABASE__STATEMENT_TIMEOUT_SECONDS", "0");
             jail.set_env("DEMO_API__SERVER__SHUTDOWN_TIMEOUT_SECONDS", "0");
+            jail.set_env("DEMO_API__SERVER__SHUTDOWN_DELAY_SECONDS", "0");
             let s = Settings::load(&INFO, None, local_auth()).unwrap();
             assert_eq!(s.database.statement_timeout(), None);
             Ok(())

@@ -118,6 +118,11 @@ pub fn mark_stopping() {
     STOPPING.store(true, Ordering::Relaxed);
 }
 
+/// Whether the process received its stop signal.
+pub fn is_stopping() -> bool {
+    STOPPING.load(Ordering::Relaxed)
+}
+
 /// One run of `/ready`'s checks, shared by the probes that arrive while it runs.
 type CheckRun = future::Shared<Pin<Box<dyn Future<Output = Result<(), String>> + Send>>>;
 
@@ -160,9 +165,7 @@ impl Probes {
 #[utoipa::path(get, path = "/ready", tag = "operations", responses(
     (status = 200, body = Readiness), (status = 503, body = Readiness)))]
 async fn ready(probes: Arc<Probes>) -> Response {
-    let stopping = STOPPING
-        .load(Ordering::Relaxed)
-        .then(|| "shutting down".to_owned());
+    let stopping = is_stopping().then(|| "shutting down".to_owned());
     if let Some(reason) = stopping {
         return unavailable(reason);
     }

@@ -240,29 +240,52 @@ pub fn raise_open_files_limit(max_connections: usize) -> Option<u64> {
 
 /// Resolves on SIGINT or SIGTERM, and logs it.
 pub async fn shutdown_signal() {
-    stop_signal().await;
-    tracing::info!("stop signal received, finishing in-flight requests");
+    let (first, stopped) = tokio::sync::oneshot::channel();
+    tokio::spawn(watch_stop_signals(first, false));
+    let _ = stopped.await;
 }
 
-/// Resolves on the next SIGINT or SIGTERM.
-pub async fn stop_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Watches for the stop signals for the process's whole life: the first SIGINT or SIGTERM is
+/// sent on `first` (the graceful stop); with `force`, a later SIGINT (a second Ctrl-C) ends the
+/// process at once, exit status 130, without waiting for in-flight requests. Only SIGINT
+/// forces: orchestrators send SIGTERM and then SIGKILL, and `cargo xtask dev` follows the
+/// terminal's Ctrl-C with a SIGTERM of its own. The signal streams are made once, before the
+/// first signal, so a second one is never lost between the two.
+pub async fn watch_stop_signals(first: tokio::sync::oneshot::Sender<()>, force: bool) {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            tracing::warn!("cannot listen for stop signals");
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
         }
-    };
+        tracing::info!("stop signal received, finishing in-flight requests");
+        let _ = first.send(());
+        if force {
+            int.recv().await;
+            tracing::warn!(
+                "second Ctrl-C (SIGINT): exiting without waiting for in-flight requests"
+            );
+            std::process::exit(130);
+        }
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("stop signal received, finishing in-flight requests");
+        let _ = first.send(());
+        if force {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::warn!("second Ctrl-C: exiting without waiting for in-flight requests");
+            std::process::exit(130);
+        }
     }
 }
 
@@ -497,13 +520,28 @@ impl Drop for Unanswered<'_> {
         if self.answered {
             return;
         }
+        let latency_us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        // Past the shutdown grace period the service drops what still runs: not the client's
+        // doing, and no answer reached it.
+        if super::ops::is_stopping() {
+            tracing::warn!(
+                target: "access",
+                method = %self.method,
+                path = %self.path,
+                status = 503u16,
+                latency_us,
+                sub = self.slot.get(),
+                "request dropped unanswered: the service stopped (server.shutdown_timeout_seconds passed)"
+            );
+            return;
+        }
         metrics::counter!("http_requests_abandoned_total").increment(1);
         tracing::info!(
             target: "access",
             method = %self.method,
             path = %self.path,
             status = 499u16,
-            latency_us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX),
+            latency_us,
             sub = self.slot.get(),
             "request abandoned: the client went away before its answer"
         );

@@ -49,6 +49,22 @@ fn refuse(extra: &[(&'static str, String)]) -> String {
     )
 }
 
+/// A blank signing secret (an environment variable set empty) is unset: production then asks
+/// for a signing key, where it failed reading a secret file named "".
+#[test]
+fn a_blank_signing_secret_is_unset() {
+    for var in [
+        "TOKEN_SERVICE__SIGNING__SECRET",
+        "TOKEN_SERVICE__SIGNING__SECRET_FILE",
+    ] {
+        let e = refuse(&[(var, String::new())]);
+        assert!(
+            e.starts_with("config error: signing.keys_dir: a signing key is required"),
+            "{var}: {e}"
+        );
+    }
+}
+
 #[test]
 fn production_refuses_a_proxy_range_that_trusts_every_peer() {
     for all in [

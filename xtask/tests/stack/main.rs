@@ -229,23 +229,36 @@ async fn the_stack_end_to_end() {
 
 /// A stop signal drains through `/ready`: with `server.shutdown_delay_seconds` set, the service
 /// goes on accepting, `/ready` answers 503 `shutting down` (a load balancer takes it out of
-/// rotation) and `/health` 200. A second signal ends it at once, without waiting out the delay.
+/// rotation) and a new connection is still served. A second Ctrl-C (SIGINT) ends it at once,
+/// without waiting out the delay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stop_signal_drains_through_ready_and_a_second_one_exits() {
+async fn a_stop_signal_drains_through_ready_and_a_second_ctrl_c_exits() {
+    /// Killed if the test ends early, so no service outlives it.
+    struct Service(std::process::Child);
+    impl Drop for Service {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let port = stack::free_port();
-    let mut child = std::process::Command::new(stack::bin_dir().join("todo-api"))
-        .env("TODO_API__SERVER__PORT", port.to_string())
-        .env("TODO_API__DATABASE__DATA_DIR", dir.path())
-        .env("TODO_API__AUTH__ENABLED", "false")
-        .env("TODO_API__SERVER__SHUTDOWN_DELAY_SECONDS", "600")
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start todo-api");
+    let mut service = Service(
+        std::process::Command::new(stack::bin_dir().join("todo-api"))
+            .env("TODO_API__SERVER__PORT", port.to_string())
+            .env("TODO_API__DATABASE__DATA_DIR", dir.path())
+            .env("TODO_API__AUTH__ENABLED", "false")
+            .env("TODO_API__SERVER__SHUTDOWN_DELAY_SECONDS", "600")
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start todo-api"),
+    );
+    // No kept-alive connections: each request shows whether the listener still accepts.
     let client = reqwest::Client::builder()
         .no_proxy()
+        .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
@@ -257,12 +270,12 @@ async fn a_stop_signal_drains_through_ready_and_a_second_one_exits() {
             Some((status, res.text().await.unwrap_or_default()))
         }
     };
-    let term = |child: &std::process::Child| {
+    let send = |child: &std::process::Child, signal| {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
-            nix::sys::signal::Signal::SIGTERM,
+            signal,
         )
-        .expect("SIGTERM sent");
+        .expect("signal sent");
     };
     poll(
         "todo-api becomes ready",
@@ -270,7 +283,7 @@ async fn a_stop_signal_drains_through_ready_and_a_second_one_exits() {
         || async { matches!(get("/ready").await, Some((200, _))).then_some(()) },
     )
     .await;
-    term(&child);
+    send(&service.0, nix::sys::signal::Signal::SIGTERM);
     let body = poll(
         "/ready answers 503 while the service still serves",
         Duration::from_secs(10),
@@ -286,16 +299,16 @@ async fn a_stop_signal_drains_through_ready_and_a_second_one_exits() {
     assert_eq!(
         get("/health").await.map(|(s, _)| s),
         Some(200),
-        "the service serves on during the delay"
+        "a new connection is served during the delay"
     );
     assert!(
-        child.try_wait().expect("wait").is_none(),
+        service.0.try_wait().expect("wait").is_none(),
         "it waits out the delay"
     );
-    term(&child);
+    send(&service.0, nix::sys::signal::Signal::SIGINT);
     let until = Instant::now() + Duration::from_secs(10);
     let exited = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
+        if let Some(status) = service.0.try_wait().expect("wait") {
             break Some(status);
         }
         if Instant::now() > until {
@@ -303,12 +316,6 @@ async fn a_stop_signal_drains_through_ready_and_a_second_one_exits() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    if exited.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    assert!(
-        exited.is_some(),
-        "a second stop signal did not end the process"
-    );
+    let exited = exited.expect("a second stop signal (Ctrl-C) did not end the process");
+    assert_eq!(exited.code(), Some(130), "{exited:?}");
 }
