@@ -125,7 +125,16 @@ impl App {
         super::server::raise_open_files_limit(self.server.max_connections);
         let delay = Duration::from_secs(self.server.shutdown_delay_seconds);
         let (first, stopped) = tokio::sync::oneshot::channel();
-        tokio::spawn(super::server::watch_stop_signals(first, true));
+        match super::server::StopSignals::register() {
+            Ok(signals) => {
+                tokio::spawn(super::server::watch_stop_signals(signals, first, true));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for stop signals; only SIGKILL stops this process");
+                // Never sent, never dropped: the service serves on.
+                std::mem::forget(first);
+            }
+        }
         self.run_until(async move {
             let _ = stopped.await;
             super::ops::mark_stopping();
@@ -313,6 +322,7 @@ mod tests {
     /// the signal. It used to wait for the pool's close, i.e. for the request timeout.
     #[tokio::test]
     async fn a_request_stuck_on_a_database_connection_does_not_hold_the_shutdown() {
+        let logs = super::super::telemetry::LogCapture::install();
         let dir = tempfile::tempdir().unwrap();
         let url = super::super::storage::sqlite_url(&dir.path().join("stuck.db"));
         let db = Database::connect_url(&url, 1, Duration::from_secs(5), None)
@@ -359,5 +369,24 @@ mod tests {
             .expect("run_until waited for the stuck request")
             .unwrap();
         request.abort();
+        // The request the service gave up on is logged as the service's doing, not as a
+        // client's 499, once its connection goes (every chance, no wall-clock wait).
+        let mut line = None;
+        for _ in 0..10_000 {
+            line = logs
+                .contents()
+                .lines()
+                .find(|l| l.contains("path=/stuck"))
+                .map(str::to_owned);
+            if line.is_some() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let line = line.expect("no access line for the request given up on");
+        assert!(
+            line.contains("status=503") && line.contains("the service stopped"),
+            "{line}"
+        );
     }
 }

@@ -144,7 +144,11 @@ impl Probes {
             return run.clone();
         }
         let checks = Arc::clone(&self.checks);
-        let run: Pin<Box<dyn Future<Output = Result<(), String>> + Send>> = Box::pin(async move {
+        // A task of its own: it runs to its end (within its timeouts) whether or not a probe
+        // still waits for it, so a check left half done never holds what it took (SQLite's
+        // write lock, a pooled connection) until the next probe; and a check that panics is a
+        // failed run, not a `Shared` poisoned for every later probe.
+        let task = tokio::spawn(async move {
             for check in checks.iter() {
                 match tokio::time::timeout(Duration::from_secs(2), check()).await {
                     Ok(Ok(())) => {}
@@ -153,6 +157,12 @@ impl Probes {
                 }
             }
             Ok(())
+        });
+        let run: Pin<Box<dyn Future<Output = Result<(), String>> + Send>> = Box::pin(async move {
+            task.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "a readiness check failed");
+                Err("readiness check failed".to_owned())
+            })
         });
         let run = run.shared();
         *slot = Some(run.clone());
@@ -504,6 +514,51 @@ mod tests {
             2,
             "the next probe runs them again"
         );
+    }
+
+    /// A run whose probe went away still runs to its end (what a check took is given back at
+    /// once, not at the next probe); a check that panics fails its run, and the next probe
+    /// runs the checks again.
+    #[tokio::test]
+    async fn a_ready_run_ends_without_its_probe_and_survives_a_panic() {
+        let finished = Arc::new(tokio::sync::Notify::new());
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (done, gated) = (finished.clone(), gate.clone());
+        let ops = routes(
+            vec![ready_check(move || {
+                let (done, gated) = (done.clone(), gated.clone());
+                async move {
+                    gated.acquire().await.unwrap().forget();
+                    done.notify_one();
+                    Ok(())
+                }
+            })],
+            utoipa::openapi::OpenApiBuilder::new().build(),
+        );
+        // The probe is polled once (its run starts and waits) and dropped; the run goes on.
+        let probe = warp::test::request().path("/ready").reply(&ops);
+        assert!(futures_util::FutureExt::now_or_never(probe).is_none());
+        gate.add_permits(1);
+        tokio::time::timeout(Duration::from_secs(10), finished.notified())
+            .await
+            .expect("the run finished without its probe");
+
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let ops = routes(
+            vec![ready_check(move || {
+                let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+                async move {
+                    assert!(!first, "a check's bug");
+                    Ok(())
+                }
+            })],
+            utoipa::openapi::OpenApiBuilder::new().build(),
+        );
+        let res = warp::test::request().path("/ready").reply(&ops).await;
+        assert_eq!(res.status(), 503);
+        let res = warp::test::request().path("/ready").reply(&ops).await;
+        assert_eq!(res.status(), 200, "the next probe runs the checks again");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -97,6 +98,7 @@ where
         max_query_bytes: settings.max_query_bytes,
         max_query_params: settings.max_query_params,
         cors: cors.clone(),
+        gave_up: AtomicBool::new(false),
     });
     loop {
         let permit = tokio::select! {
@@ -174,6 +176,7 @@ where
         .is_err()
     {
         tracing::warn!("in-flight requests still running after the shutdown timeout; closing");
+        limits.gave_up.store(true, Ordering::Relaxed);
         return false;
     }
     true
@@ -214,15 +217,19 @@ const OTHER_FILES: u64 = 128;
 #[cfg(unix)]
 pub fn raise_open_files_limit(max_connections: usize) -> Option<u64> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    // Far above any need; macOS refuses an unlimited soft limit.
+    // Far above any need.
     const CEILING: u64 = 1 << 20;
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
-    let wanted = hard.min(CEILING);
-    let soft = if soft < wanted && setrlimit(Resource::RLIMIT_NOFILE, wanted, hard).is_ok() {
-        wanted
-    } else {
-        soft
-    };
+    let (mut soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    // Linux allows any soft limit up to the hard one; macOS refuses one above its
+    // `kern.maxfilesperproc` (its hard limit is unlimited): halve until one is taken.
+    let mut wanted = hard.min(CEILING);
+    while wanted > soft {
+        if setrlimit(Resource::RLIMIT_NOFILE, wanted, hard).is_ok() {
+            soft = wanted;
+            break;
+        }
+        wanted /= 2;
+    }
     let needed = u64::try_from(max_connections)
         .unwrap_or(u64::MAX)
         .saturating_add(OTHER_FILES);
@@ -238,38 +245,68 @@ pub fn raise_open_files_limit(max_connections: usize) -> Option<u64> {
     Some(soft)
 }
 
-/// Resolves on SIGINT or SIGTERM, and logs it.
+/// Resolves on SIGINT or SIGTERM, and logs it (never, when the signals cannot be listened for).
 pub async fn shutdown_signal() {
     let (first, stopped) = tokio::sync::oneshot::channel();
-    tokio::spawn(watch_stop_signals(first, false));
+    match StopSignals::register() {
+        Ok(signals) => {
+            tokio::spawn(watch_stop_signals(signals, first, false));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for stop signals");
+            return std::future::pending().await;
+        }
+    }
     let _ = stopped.await;
 }
 
-/// Watches for the stop signals for the process's whole life: the first SIGINT or SIGTERM is
-/// sent on `first` (the graceful stop); with `force`, a later SIGINT (a second Ctrl-C) ends the
-/// process at once, exit status 130, without waiting for in-flight requests. Only SIGINT
-/// forces: orchestrators send SIGTERM and then SIGKILL, and `cargo xtask dev` follows the
-/// terminal's Ctrl-C with a SIGTERM of its own. The signal streams are made once, before the
-/// first signal, so a second one is never lost between the two.
-pub async fn watch_stop_signals(first: tokio::sync::oneshot::Sender<()>, force: bool) {
+/// The process's stop signals (SIGINT, SIGTERM), listened for from when they are registered:
+/// registered before the service serves, and kept for its whole life, so no signal is lost
+/// between the first and a second.
+pub struct StopSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Listens for SIGINT and SIGTERM from now on (within a Tokio runtime with its IO driver).
+    pub fn register() -> std::io::Result<StopSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(StopSignals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
+    }
+}
+
+/// The first SIGINT or SIGTERM is sent on `first` (the graceful stop); with `force`, a later
+/// SIGINT (a second Ctrl-C) ends the process at once, exit status 130, without waiting for
+/// in-flight requests. Only SIGINT forces: orchestrators send SIGTERM and then SIGKILL, and
+/// `cargo xtask dev` follows the terminal's Ctrl-C with a SIGTERM of its own. A SIGINT pending
+/// with the first signal is taken as the first (`biased`), so that pair never forces.
+pub async fn watch_stop_signals(
+    mut signals: StopSignals,
+    first: tokio::sync::oneshot::Sender<()>,
+    force: bool,
+) {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            tracing::warn!("cannot listen for stop signals");
-            return;
-        };
         tokio::select! {
-            _ = int.recv() => {},
-            _ = term.recv() => {},
+            biased;
+            _ = signals.interrupt.recv() => {},
+            _ = signals.terminate.recv() => {},
         }
         tracing::info!("stop signal received, finishing in-flight requests");
         let _ = first.send(());
         if force {
-            int.recv().await;
+            signals.interrupt.recv().await;
             tracing::warn!(
                 "second Ctrl-C (SIGINT): exiting without waiting for in-flight requests"
             );
@@ -278,6 +315,7 @@ pub async fn watch_stop_signals(first: tokio::sync::oneshot::Sender<()>, force: 
     }
     #[cfg(not(unix))]
     {
+        let _ = &mut signals;
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("stop signal received, finishing in-flight requests");
         let _ = first.send(());
@@ -298,6 +336,9 @@ struct RequestLimits {
     cors: CorsSettings,
     max_query_bytes: usize,
     max_query_params: usize,
+    /// Set when the shutdown grace period ran out: requests still running are dropped by the
+    /// service, not abandoned by their clients.
+    gave_up: AtomicBool,
 }
 
 impl RequestLimits {
@@ -387,6 +428,7 @@ where
             .check_query(req.uri().query())
             .or_else(|| check_authorization(req.headers()));
         let request_timeout = self.limits.request_timeout;
+        let limits = Arc::clone(&self.limits);
         // The CORS headers of the responses written here when CORS is on: for a request from a
         // page, and `Vary: Origin` on every one, with an `Origin` or without.
         // (`None`: CORS off; `Some(None)`: on, and no `Origin`, so nothing is cloned.)
@@ -428,6 +470,7 @@ where
                 path: &path,
                 start,
                 slot: &slot,
+                limits: &limits,
                 answered: false,
             };
             let res = match outcome {
@@ -512,6 +555,7 @@ struct Unanswered<'a> {
     path: &'a str,
     start: Instant,
     slot: &'a CallerSlot,
+    limits: &'a RequestLimits,
     answered: bool,
 }
 
@@ -523,7 +567,7 @@ impl Drop for Unanswered<'_> {
         let latency_us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
         // Past the shutdown grace period the service drops what still runs: not the client's
         // doing, and no answer reached it.
-        if super::ops::is_stopping() {
+        if self.limits.gave_up.load(Ordering::Relaxed) {
             tracing::warn!(
                 target: "access",
                 method = %self.method,
@@ -775,6 +819,7 @@ mod tests {
                 cors: CorsSettings::default(),
                 max_query_bytes: 1024,
                 max_query_params: 8,
+                gave_up: AtomicBool::new(false),
             }),
         };
         let req = http::Request::builder()

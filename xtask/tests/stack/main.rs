@@ -243,18 +243,20 @@ async fn a_stop_signal_drains_through_ready_and_a_second_ctrl_c_exits() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let port = stack::free_port();
+    let log = dir.path().join("todo-api.log");
     let mut service = Service(
         std::process::Command::new(stack::bin_dir().join("todo-api"))
             .env("TODO_API__SERVER__PORT", port.to_string())
             .env("TODO_API__DATABASE__DATA_DIR", dir.path())
             .env("TODO_API__AUTH__ENABLED", "false")
-            .env("TODO_API__SERVER__SHUTDOWN_DELAY_SECONDS", "600")
+            .env("TODO_API__SERVER__SHUTDOWN_DELAY_SECONDS", "60")
             .current_dir(dir.path())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start todo-api"),
     );
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     // No kept-alive connections: each request shows whether the listener still accepts.
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -277,12 +279,24 @@ async fn a_stop_signal_drains_through_ready_and_a_second_ctrl_c_exits() {
         )
         .expect("signal sent");
     };
-    poll(
-        "todo-api becomes ready",
-        Duration::from_secs(30),
-        || async { matches!(get("/ready").await, Some((200, _))).then_some(()) },
-    )
-    .await;
+    let started = Instant::now() + Duration::from_secs(30);
+    loop {
+        if matches!(get("/ready").await, Some((200, _))) {
+            break;
+        }
+        if let Some(status) = service.0.try_wait().expect("wait") {
+            panic!(
+                "todo-api exited ({status}) before it was ready:\n{}",
+                log_text()
+            );
+        }
+        assert!(
+            Instant::now() < started,
+            "todo-api not ready in 30 s:\n{}",
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     send(&service.0, nix::sys::signal::Signal::SIGTERM);
     let body = poll(
         "/ready answers 503 while the service still serves",
@@ -316,6 +330,11 @@ async fn a_stop_signal_drains_through_ready_and_a_second_ctrl_c_exits() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let exited = exited.expect("a second stop signal (Ctrl-C) did not end the process");
-    assert_eq!(exited.code(), Some(130), "{exited:?}");
+    let exited = exited.unwrap_or_else(|| {
+        panic!(
+            "a second stop signal (Ctrl-C) did not end the process:\n{}",
+            log_text()
+        )
+    });
+    assert_eq!(exited.code(), Some(130), "{exited:?}:\n{}", log_text());
 }
