@@ -15,19 +15,43 @@ pub enum IfMatch {
     /// `*`: any current version.
     Any,
     /// The strong entity tags listed, unquoted (a weak one, `W/"3"`, never matches: If-Match
-    /// compares strongly; anything that is not a quoted tag matches nothing).
+    /// compares strongly).
     Tags(Vec<String>),
+    /// Not the field's syntax (`*` alone, or a list of quoted entity tags): `3` without its
+    /// quotes, `*` in a list (which would otherwise turn a pinned version into any), a value
+    /// that is not ASCII, an empty one. A 400: a 412 would send the client to read again and
+    /// send the same header for ever.
+    Invalid,
 }
 
 impl IfMatch {
-    /// The condition of the field lines `lines`.
-    pub fn parse(lines: &[&str]) -> IfMatch {
+    /// The condition of the field lines `lines` (`None`: a line that is not visible ASCII).
+    pub fn parse(lines: &[Option<&str>]) -> IfMatch {
+        let mut items = Vec::new();
+        for line in lines {
+            let Some(line) = line else {
+                return IfMatch::Invalid;
+            };
+            // Empty list elements are allowed and mean nothing (RFC 9110 §5.6.1).
+            items.extend(line.split(',').map(str::trim).filter(|i| !i.is_empty()));
+        }
+        match items.as_slice() {
+            [] => return IfMatch::Invalid,
+            ["*"] => return IfMatch::Any,
+            _ => {}
+        }
         let mut tags = Vec::new();
-        for item in lines.iter().flat_map(|l| l.split(',')).map(str::trim) {
-            if item == "*" {
-                return IfMatch::Any;
-            }
-            if let Some(tag) = item.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        for item in items {
+            let weak = item.strip_prefix("W/");
+            let Some(tag) = weak
+                .unwrap_or(item)
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .filter(|t| t.bytes().all(|b| b == 0x21 || (0x23..=0x7e).contains(&b)))
+            else {
+                return IfMatch::Invalid;
+            };
+            if weak.is_none() {
                 tags.push(tag.to_owned());
             }
         }
@@ -39,6 +63,7 @@ impl IfMatch {
         match self {
             IfMatch::Any => true,
             IfMatch::Tags(tags) => tags.iter().any(|t| *t == version.to_string()),
+            IfMatch::Invalid => false,
         }
     }
 
@@ -46,7 +71,8 @@ impl IfMatch {
     /// again by the change's own statement; else the 412 (`what`: "task", "todo"). `None`
     /// (no version to check) without `If-Match` and for `*`, which asks only that the resource
     /// exists, as the change's statement does anyway: a change in between does not make it
-    /// fail. A list is narrowed to the listed version the resource was read at.
+    /// fail. A list is narrowed to the listed version the resource was read at. An invalid
+    /// `If-Match` is a 400 (judged here, after the resource was found: its owner rule first).
     pub fn expected(
         condition: Option<&IfMatch>,
         version: i64,
@@ -54,6 +80,9 @@ impl IfMatch {
     ) -> Result<Option<i64>, Rejection> {
         match condition {
             None | Some(IfMatch::Any) => Ok(None),
+            Some(IfMatch::Invalid) => Err(warp::reject::custom(ApiError::bad_request(
+                "If-Match must be * alone or a list of quoted entity tags (\"3\")",
+            ))),
             Some(c) if c.matches(version) => Ok(Some(version)),
             Some(_) => Err(precondition_failed(what)),
         }
@@ -64,10 +93,10 @@ impl IfMatch {
 pub fn if_match()
 -> impl Filter<Extract = (Option<IfMatch>,), Error = std::convert::Infallible> + Clone {
     warp::header::headers_cloned().map(|headers: HeaderMap| {
-        let lines: Vec<&str> = headers
+        let lines: Vec<Option<&str>> = headers
             .get_all(http::header::IF_MATCH)
             .iter()
-            .map(|v| v.to_str().unwrap_or(""))
+            .map(|v| v.to_str().ok())
             .collect();
         (!lines.is_empty()).then(|| IfMatch::parse(&lines))
     })
@@ -107,16 +136,38 @@ mod tests {
 
     #[test]
     fn if_match_lists_strong_tags_or_any() {
-        assert_eq!(IfMatch::parse(&["*"]), IfMatch::Any);
-        let m = IfMatch::parse(&["\"1\", W/\"2\"", " \"3\""]);
+        assert_eq!(IfMatch::parse(&[Some("*")]), IfMatch::Any);
+        assert_eq!(IfMatch::parse(&[Some(" * ,")]), IfMatch::Any);
+        let m = IfMatch::parse(&[Some("\"1\", W/\"2\""), Some(" \"3\", ")]);
         assert!(m.matches(1) && m.matches(3));
         assert!(
             !m.matches(2),
             "a weak tag never matches (strong comparison)"
         );
-        assert!(!IfMatch::parse(&["garbage"]).matches(1));
-        assert!(!IfMatch::parse(&[""]).matches(1));
         assert_eq!(etag(3), "\"3\"");
+    }
+
+    /// What is not the field's syntax is a 400, not a condition that can never hold (a 412
+    /// for ever) or one that holds always: `*` beside a tag must not unpin the version.
+    #[test]
+    fn an_invalid_if_match_is_refused() {
+        for lines in [
+            vec![Some("3")],
+            vec![Some("W/3")],
+            vec![Some("garbage")],
+            vec![Some("")],
+            vec![Some(" , ")],
+            vec![Some("\"3\", *")],
+            vec![Some("\"3\""), Some("*")],
+            vec![Some("\"3 4\"")],
+            vec![Some("\"3")],
+            vec![None],
+        ] {
+            assert_eq!(IfMatch::parse(&lines), IfMatch::Invalid, "{lines:?}");
+            let refused = IfMatch::expected(Some(&IfMatch::parse(&lines)), 3, "task").unwrap_err();
+            let error = refused.find::<ApiError>().expect("an ApiError");
+            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{lines:?}");
+        }
     }
 
     /// `*` asks only that the resource exists: no version is pinned, so a change in between
@@ -128,7 +179,7 @@ mod tests {
             None
         );
         assert_eq!(IfMatch::expected(None, 4, "task").unwrap(), None);
-        let listed = IfMatch::parse(&["\"3\", \"4\""]);
+        let listed = IfMatch::parse(&[Some("\"3\", \"4\"")]);
         assert_eq!(
             IfMatch::expected(Some(&listed), 4, "task").unwrap(),
             Some(4)

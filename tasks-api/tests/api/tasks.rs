@@ -229,6 +229,33 @@ async fn conditional_changes(t: &TestApp) {
         ),
         (200, "\"3\"")
     );
+    // Not the field's syntax (unquoted, `*` beside a tag): a 400, not a 412 for ever, nor
+    // `*` unpinning the version; another user still gets the 404 first.
+    for tag in ["3", "\"7\", *"] {
+        let (status, err) = parts(
+            conditional("PATCH", tag, Some(json!({"title": "y"})))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status, err["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{tag}: {err}"
+        );
+        let bob = t.token("bob", &["user"]);
+        let res = t
+            .app
+            .client
+            .patch(format!("{}{path}", t.app.address))
+            .bearer_auth(&bob)
+            .header("if-match", tag)
+            .json(&json!({"title": "y"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404, "{tag}");
+    }
     let res = conditional("DELETE", "*", None).await.unwrap();
     assert_eq!(res.status(), 204);
     // Gone: no version matches any more.
