@@ -109,11 +109,14 @@ pub fn run(args: Dev) -> anyhow::Result<()> {
             shutdown(&mut running);
             return Ok(());
         }
-        if let Some(msg) = check_children(&mut running) {
-            shutdown(&mut running);
-            bail!("{msg}");
+        match check_children(&mut running) {
+            Some(Exited::Interrupted) => stop.store(true, Ordering::SeqCst),
+            Some(Exited::Failed(msg)) => {
+                shutdown(&mut running);
+                bail!("{msg}");
+            }
+            None => std::thread::sleep(Duration::from_millis(200)),
         }
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -132,9 +135,16 @@ fn wait_ready(
         if stop.load(Ordering::SeqCst) {
             return Ok(());
         }
-        if let Some(msg) = check_children(running) {
-            shutdown(running);
-            bail!("{msg}");
+        match check_children(running) {
+            Some(Exited::Interrupted) => {
+                stop.store(true, Ordering::SeqCst);
+                return Ok(());
+            }
+            Some(Exited::Failed(msg)) => {
+                shutdown(running);
+                bail!("{msg}");
+            }
+            None => {}
         }
         if Instant::now() > deadline {
             shutdown(running);
@@ -206,11 +216,37 @@ fn prefix_lines(name: &'static str, stream: impl Read + Send + 'static) {
 }
 
 /// A child that exited on its own, as a message.
-fn check_children(running: &mut [Running]) -> Option<String> {
+fn check_children(running: &mut [Running]) -> Option<Exited> {
     running.iter_mut().find_map(|r| match r.child.try_wait() {
-        Ok(Some(status)) => Some(format!("{} exited ({status}); stopping the others", r.name)),
+        Ok(Some(status)) if interrupted(status) => Some(Exited::Interrupted),
+        Ok(Some(status)) => Some(Exited::Failed(format!(
+            "{} exited ({status}); stopping the others",
+            r.name
+        ))),
         _ => None,
     })
+}
+
+/// How a child of the stack ended.
+enum Exited {
+    /// By a Ctrl-C: the terminal's reaches the services too, and one that gets it before it
+    /// handles signals dies of it (or a second one forces its exit, status 130). The stack is
+    /// stopping, whether or not xtask's own handler has run yet: not a failure.
+    Interrupted,
+    /// Anything else: the message says which service and how.
+    Failed(String),
+}
+
+/// Whether `status` is a Ctrl-C's doing: killed by SIGINT, or exit status 130.
+fn interrupted(status: std::process::ExitStatus) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if status.signal() == Some(nix::sys::signal::Signal::SIGINT as i32) {
+            return true;
+        }
+    }
+    status.code() == Some(130)
 }
 
 /// SIGTERM to each child (a graceful stop), then wait for them: at most `STOP_GRACE`, then
@@ -297,6 +333,22 @@ Ctrl-C stops all three.
 #[cfg(test)]
 mod tests {
     use super::delete_databases;
+
+    /// A service the terminal's Ctrl-C killed before it handled signals, or whose second
+    /// Ctrl-C forced its exit, is the stack stopping, not a service failing.
+    #[cfg(unix)]
+    #[test]
+    fn a_child_ended_by_ctrl_c_is_not_a_failure() {
+        use std::os::unix::process::ExitStatusExt;
+        use std::process::ExitStatus;
+        // Wait statuses: killed by signal N is N; exit code C is C << 8.
+        assert!(super::interrupted(ExitStatus::from_raw(2)));
+        assert!(super::interrupted(ExitStatus::from_raw(130 << 8)));
+        assert!(!super::interrupted(ExitStatus::from_raw(15)));
+        assert!(!super::interrupted(ExitStatus::from_raw(9)));
+        assert!(!super::interrupted(ExitStatus::from_raw(1 << 8)));
+        assert!(!super::interrupted(ExitStatus::from_raw(0)));
+    }
 
     #[test]
     fn fresh_deletes_the_stack_databases_and_nothing_else() {
