@@ -127,7 +127,7 @@ impl App {
         let (first, stopped) = tokio::sync::oneshot::channel();
         match super::server::StopSignals::register() {
             Ok(signals) => {
-                tokio::spawn(super::server::watch_stop_signals(signals, first, true));
+                tokio::spawn(super::server::watch_stop_signals(signals, first));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for stop signals; only SIGKILL stops this process");

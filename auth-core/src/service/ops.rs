@@ -119,7 +119,7 @@ pub fn mark_stopping() {
 }
 
 /// Whether the process received its stop signal.
-pub fn is_stopping() -> bool {
+fn is_stopping() -> bool {
     STOPPING.load(Ordering::Relaxed)
 }
 

@@ -245,21 +245,6 @@ pub fn raise_open_files_limit(max_connections: usize) -> Option<u64> {
     Some(soft)
 }
 
-/// Resolves on SIGINT or SIGTERM, and logs it (never, when the signals cannot be listened for).
-pub async fn shutdown_signal() {
-    let (first, stopped) = tokio::sync::oneshot::channel();
-    match StopSignals::register() {
-        Ok(signals) => {
-            tokio::spawn(watch_stop_signals(signals, first, false));
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for stop signals");
-            return std::future::pending().await;
-        }
-    }
-    let _ = stopped.await;
-}
-
 /// The process's stop signals (SIGINT, SIGTERM), listened for from when they are registered:
 /// registered before the service serves, and kept for its whole life, so no signal is lost
 /// between the first and a second.
@@ -286,16 +271,12 @@ impl StopSignals {
     }
 }
 
-/// The first SIGINT or SIGTERM is sent on `first` (the graceful stop); with `force`, a later
-/// SIGINT (a second Ctrl-C) ends the process at once, exit status 130, without waiting for
-/// in-flight requests. Only SIGINT forces: orchestrators send SIGTERM and then SIGKILL, and
+/// The first SIGINT or SIGTERM is sent on `first` (the graceful stop); a later SIGINT (a
+/// second Ctrl-C) ends the process at once, exit status 130, without waiting for in-flight
+/// requests. Only SIGINT forces: orchestrators send SIGTERM and then SIGKILL, and
 /// `cargo xtask dev` follows the terminal's Ctrl-C with a SIGTERM of its own. A SIGINT pending
 /// with the first signal is taken as the first (`biased`), so that pair never forces.
-pub async fn watch_stop_signals(
-    mut signals: StopSignals,
-    first: tokio::sync::oneshot::Sender<()>,
-    force: bool,
-) {
+pub async fn watch_stop_signals(mut signals: StopSignals, first: tokio::sync::oneshot::Sender<()>) {
     #[cfg(unix)]
     {
         tokio::select! {
@@ -305,13 +286,7 @@ pub async fn watch_stop_signals(
         }
         tracing::info!("stop signal received, finishing in-flight requests");
         let _ = first.send(());
-        if force {
-            signals.interrupt.recv().await;
-            tracing::warn!(
-                "second Ctrl-C (SIGINT): exiting without waiting for in-flight requests"
-            );
-            std::process::exit(130);
-        }
+        signals.interrupt.recv().await;
     }
     #[cfg(not(unix))]
     {
@@ -319,12 +294,10 @@ pub async fn watch_stop_signals(
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("stop signal received, finishing in-flight requests");
         let _ = first.send(());
-        if force {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::warn!("second Ctrl-C: exiting without waiting for in-flight requests");
-            std::process::exit(130);
-        }
+        let _ = tokio::signal::ctrl_c().await;
     }
+    tracing::warn!("second Ctrl-C (SIGINT): exiting without waiting for in-flight requests");
+    std::process::exit(130);
 }
 
 /// The per-request limits the loop enforces before any filter runs.
