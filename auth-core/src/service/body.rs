@@ -263,6 +263,11 @@ pub fn timestamp_bound(name: &str, value: &str) -> Result<String, ApiError> {
 fn timestamp(name: &str, value: &str, round_up: bool) -> Result<String, ApiError> {
     use time::format_description::well_known::Rfc3339;
     let bad = || ApiError::bad_request(format!("{name}: must be an RFC 3339 timestamp"));
+    // The `time` crate's parser takes any byte between date and time; RFC 3339 §5.6 names `T`,
+    // and its note allows `t` and a space, nothing else (`2030-01-02X03:04:05Z` is no time).
+    if !matches!(value.as_bytes().get(10), Some(b'T' | b't' | b' ')) {
+        return Err(bad());
+    }
     let t = time::OffsetDateTime::parse(value, &Rfc3339).map_err(|_| bad())?;
     // `to_offset` panics when UTC falls past year 9999 (`9999-12-31T23:59:59-01:00`).
     let t = t.checked_to_offset(time::UtcOffset::UTC).ok_or_else(bad)?;
@@ -280,6 +285,32 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
+
+    #[test]
+    fn a_timestamp_separates_date_and_time_with_t_or_a_space_only() {
+        for ok in [
+            "2030-01-02T03:04:05Z",
+            "2030-01-02t03:04:05Z",
+            "2030-01-02 03:04:05Z",
+        ] {
+            assert_eq!(
+                timestamp_field("due", ok).unwrap(),
+                "2030-01-02T03:04:05Z",
+                "{ok}"
+            );
+        }
+        for bad in [
+            "2030-01-02X03:04:05Z",
+            "2030-01-02_03:04:05Z",
+            "2030-01-02:03:04:05Z",
+            "",
+        ] {
+            let err = timestamp_field("due", bad).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(err.message.starts_with("due:"), "{bad}: {}", err.message);
+            assert!(timestamp_bound("due_before", bad).is_err(), "{bad}");
+        }
+    }
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
