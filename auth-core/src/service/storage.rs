@@ -259,8 +259,7 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
                 return false;
             };
             if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
-                code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+                code.parse::<u32>().is_ok_and(sqlite_unavailable)
             } else {
                 // A SQLSTATE (see `postgres_unavailable`). Its digits are not a SQLite code:
                 // 22021 (a NUL in text) & 0xff is 5.
@@ -415,6 +414,15 @@ fn check_url(url: &str, backend: Backend) -> Result<(), StorageError> {
             }
         }
     }
+}
+
+/// Whether a SQLite result code (extended or primary) means the database cannot serve right
+/// now, as [`postgres_unavailable`] reads PostgreSQL's: the file locked past the busy timeout
+/// (SQLITE_BUSY 5, SQLITE_LOCKED 6), no memory (7), a read-only file or filesystem (8), an I/O
+/// error (10), a full disk (13), or a file that cannot be opened (14). A corrupt file (11), a
+/// constraint (19) or a type mismatch (20) stays a fault (500).
+fn sqlite_unavailable(code: u32) -> bool {
+    matches!(code & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14)
 }
 
 /// Whether a PostgreSQL SQLSTATE means the server cannot serve right now, so the same request
@@ -632,6 +640,65 @@ mod tests {
         db.migrate(&SQLITE, &POSTGRES).await.unwrap();
         db.close().await;
         assert!(db.ping().await.is_err(), "a closed pool is not ready");
+    }
+
+    /// A SQLite database that cannot take a write for want of room, or because its file is
+    /// read-only, is unavailable (503, as PostgreSQL's 53100 and 25006 are), not a faulty query
+    /// (500); a constraint is still a fault.
+    #[tokio::test]
+    async fn a_full_or_read_only_sqlite_database_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DatabaseSettings {
+            data_dir: dir.path().to_owned(),
+            ..DatabaseSettings::default()
+        };
+        let db = Database::connect(&settings, "demo").await.unwrap();
+        db.migrate(&SQLITE, &POSTGRES).await.unwrap();
+        let mut conn = db.pool.acquire().await.unwrap();
+        let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let full = sqlx::query("INSERT INTO notes (body, done) VALUES ($1, 0)")
+            .bind("x".repeat(64 * 1024))
+            .execute(&mut *conn)
+            .await
+            .unwrap_err();
+        let sqlx::Error::Database(e) = &full else {
+            panic!("{full:?}");
+        };
+        assert_eq!(e.code().as_deref(), Some("13"), "SQLITE_FULL: {full}");
+        assert!(is_unavailable(&full), "{full}");
+        let fault = sqlx::query("INSERT INTO notes (body, done) VALUES (NULL, 0)")
+            .execute(&mut *conn)
+            .await
+            .unwrap_err();
+        assert!(!is_unavailable(&fault), "a constraint: {fault}");
+        drop(conn);
+        db.close().await;
+
+        let url = format!("sqlite://{}?mode=ro", dir.path().join("demo.db").display());
+        let ro = Database::connect_url(&url, 1, Duration::from_secs(5), None)
+            .await
+            .unwrap();
+        let refused = sqlx::query("INSERT INTO notes (body, done) VALUES ('x', 0)")
+            .execute(&ro.pool)
+            .await
+            .unwrap_err();
+        let sqlx::Error::Database(e) = &refused else {
+            panic!("{refused:?}");
+        };
+        assert_eq!(
+            e.code().map(|c| c.parse::<u32>().unwrap() & 0xff),
+            Some(8),
+            "SQLITE_READONLY: {refused}"
+        );
+        assert!(is_unavailable(&refused), "{refused}");
+        ro.close().await;
     }
 
     #[test]
