@@ -330,9 +330,14 @@ impl Store {
         f: &Fields,
         expected: Option<i64>,
     ) -> Result<Option<Task>, sqlx::Error> {
+        // A replacement identical to what is stored changes nothing: no new version, no new
+        // `updated_at` (as Kubernetes treats a no-op update), so a client's cached copy stays valid.
+        const CHANGED: &str = "(title <> $1 OR description IS DISTINCT FROM $2 \
+             OR due IS DISTINCT FROM $3 OR done <> $4)";
         let row = sqlx::query(&format!(
-            "UPDATE tasks SET title = $1, description = $2, due = $3, done = $4, updated_at = $5, \
-             version = version + 1 \
+            "UPDATE tasks SET title = $1, description = $2, due = $3, done = $4, \
+             updated_at = CASE WHEN {CHANGED} THEN $5 ELSE updated_at END, \
+             version = version + CASE WHEN {CHANGED} THEN 1 ELSE 0 END \
              WHERE id = $6 AND owner = $7 AND ($8 < 0 OR version = $8) RETURNING {COLUMNS}"
         ))
         .bind(&f.title)
@@ -350,18 +355,24 @@ impl Store {
 
     /// Applies `c` to the stored row in one statement: a field the patch leaves alone keeps what
     /// is stored at that moment, so two PATCHes of different fields at once both land (merging
-    /// a copy read earlier would put back what the other one changed).
+    /// a copy read earlier would put back what the other one changed). A patch that changes
+    /// nothing (`{}`, or every field as stored) keeps the version and `updated_at`.
     async fn patch(
         &self,
         task: &Task,
         c: &Changes,
         expected: Option<i64>,
     ) -> Result<Option<Task>, sqlx::Error> {
+        const CHANGED: &str = "(COALESCE($1, title) <> title \
+             OR ($2 = 1 AND $3 IS DISTINCT FROM description) \
+             OR ($4 = 1 AND $5 IS DISTINCT FROM due) OR COALESCE($6, done) <> done)";
         let row = sqlx::query(&format!(
             "UPDATE tasks SET title = COALESCE($1, title), \
              description = CASE WHEN $2 = 1 THEN $3 ELSE description END, \
              due = CASE WHEN $4 = 1 THEN $5 ELSE due END, \
-             done = COALESCE($6, done), updated_at = $7, version = version + 1 \
+             done = COALESCE($6, done), \
+             updated_at = CASE WHEN {CHANGED} THEN $7 ELSE updated_at END, \
+             version = version + CASE WHEN {CHANGED} THEN 1 ELSE 0 END \
              WHERE id = $8 AND owner = $9 AND ($10 < 0 OR version = $10) RETURNING {COLUMNS}"
         ))
         .bind(&c.title)

@@ -172,9 +172,14 @@ impl Store {
         done: Option<bool>,
         expected: Option<i64>,
     ) -> Result<Option<Todo>, sqlx::Error> {
+        // A patch that changes nothing (`{}`, or every field as stored) keeps the version and
+        // `updated_at`, as Kubernetes treats a no-op update: a client's cached copy stays valid.
+        const CHANGED: &str = "(COALESCE($1, title) <> title OR COALESCE($2, done) <> done)";
         let row = sqlx::query(&format!(
-            "UPDATE todos SET title = COALESCE($1, title), done = COALESCE($2, done), updated_at = $3, \
-             version = version + 1 WHERE id = $4 AND ($5 < 0 OR version = $5) RETURNING {COLUMNS}"
+            "UPDATE todos SET title = COALESCE($1, title), done = COALESCE($2, done), \
+             updated_at = CASE WHEN {CHANGED} THEN $3 ELSE updated_at END, \
+             version = version + CASE WHEN {CHANGED} THEN 1 ELSE 0 END \
+             WHERE id = $4 AND ($5 < 0 OR version = $5) RETURNING {COLUMNS}"
         ))
         .bind(title)
         .bind(done.map(i64::from))

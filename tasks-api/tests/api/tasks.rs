@@ -229,6 +229,24 @@ async fn conditional_changes(t: &TestApp) {
         ),
         (200, "\"3\"")
     );
+    // A change that changes nothing keeps the version (`{}`, a field as stored, the same
+    // replacement again); a real one still makes the next.
+    for (method, body, tag) in [
+        ("PATCH", json!({}), "\"3\""),
+        ("PATCH", json!({"title": "u", "due": null}), "\"3\""),
+        ("PUT", json!({"title": "u"}), "\"3\""),
+        ("PATCH", json!({"description": "d"}), "\"4\""),
+    ] {
+        let res = conditional(method, "\"3\"", Some(body)).await.unwrap();
+        assert_eq!(
+            (
+                res.status().as_u16(),
+                res.headers()["etag"].to_str().unwrap()
+            ),
+            (200, tag),
+            "{method}"
+        );
+    }
     // Not the field's syntax (unquoted, `*` beside a tag): a 400, not a 412 for ever, nor
     // `*` unpinning the version; another user still gets the 404 first.
     for tag in ["3", "\"7\", *"] {

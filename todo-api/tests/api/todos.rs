@@ -158,6 +158,24 @@ async fn conditional_changes(t: &TestApp) {
         ),
         (200, "\"2\"")
     );
+    // A patch that changes nothing keeps the version.
+    for body in [
+        json!({}),
+        json!({"done": true}),
+        json!({"title": "t", "done": true}),
+    ] {
+        let res = conditional("PATCH", &editor, "\"2\"", Some(body.clone()))
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                res.status().as_u16(),
+                res.headers()["etag"].to_str().unwrap()
+            ),
+            (200, "\"2\""),
+            "{body}"
+        );
+    }
     // From version 1 again: refused, and nothing changes.
     let (status, err) = parts(
         conditional("PATCH", &editor, "\"1\"", Some(json!({"title": "stale"})))
