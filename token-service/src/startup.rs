@@ -35,6 +35,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(crate::token::TokenApi::openapi());
     doc.merge(crate::wellknown::WellKnownApi::openapi());
     doc.merge(crate::users_api::UsersApi::openapi());
+    ops::document_shared_answers(&mut doc);
     doc
 }
 

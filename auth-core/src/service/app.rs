@@ -272,6 +272,7 @@ impl Parts {
         use utoipa::OpenApi as _;
         doc.merge(super::ops::OpsApi::openapi());
         doc.merge(super::ops::WhoAmIApi::openapi());
+        super::ops::document_shared_answers(&mut doc);
         let ops = super::ops::routes(self.ready_checks(), doc.clone());
         let api = super::ops::whoami(&self.auth).or(api).unify().boxed();
         App::new(

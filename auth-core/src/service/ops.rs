@@ -226,6 +226,60 @@ fn openapi_doc() {}
 )]
 pub struct OpsApi;
 
+/// Adds to every operation of `doc` the answers the shared layers give it, where the operation
+/// does not document them itself: a route with a body, the body reader's 408 (not received in
+/// time) and 413 (too large), and 415 when it takes JSON only ([`super::body::json`]); a bearer
+/// route, 401 and 503 (the verification keys or the database unavailable); a conditional
+/// change (one documenting 412), the 400 of a malformed `If-Match`.
+pub fn document_shared_answers(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, ResponseBuilder, path::Operation};
+    fn add(op: &mut Operation, status: &str, description: &str) {
+        op.responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| RefOr::T(ResponseBuilder::new().description(description).build()));
+    }
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            if let Some(body) = &op.request_body {
+                let json_only = !body.content.is_empty()
+                    && body.content.keys().all(|ctype| super::body::is_json(ctype));
+                add(
+                    op,
+                    "408",
+                    "request_timeout: the body was not received in time",
+                );
+                add(op, "413", "payload_too_large: the body is over the limit");
+                if json_only {
+                    add(
+                        op,
+                        "415",
+                        "unsupported_media_type: the body must be application/json",
+                    );
+                }
+            }
+            if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                add(op, "401", "missing or invalid token");
+                add(
+                    op,
+                    "503",
+                    "the verification keys or the database unavailable; see Retry-After",
+                );
+            }
+            if op.responses.responses.contains_key("412") {
+                add(op, "400", "invalid_request: a malformed If-Match");
+            }
+        }
+    }
+}
+
 /// The bearer security scheme every authenticated route names (`bearer_auth`).
 pub struct BearerSecurity;
 

@@ -585,4 +585,39 @@ async fn openapi_lists_every_route_with_security_and_schemas() {
     for schema in ["Todo", "NewTodo", "TodoPatch", "TodoPage", "WhoAmI"] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
+    // Every answer the shared layers give is documented: a JSON body's 408, 413 and 415, a
+    // bearer route's 503 (keys or database), a conditional change's 400 (malformed If-Match).
+    for (path, method, statuses) in [
+        (
+            "/todos",
+            "post",
+            &["400", "401", "403", "408", "413", "415", "503"][..],
+        ),
+        ("/todos", "get", &["400", "401", "403", "503"][..]),
+        (
+            "/todos/{id}",
+            "patch",
+            &["400", "401", "404", "408", "412", "413", "415", "503"][..],
+        ),
+        (
+            "/todos/{id}",
+            "delete",
+            &["400", "401", "404", "412", "503"][..],
+        ),
+    ] {
+        let responses = doc["paths"][path][method]["responses"].as_object().unwrap();
+        for status in statuses {
+            assert!(
+                responses.contains_key(*status),
+                "{method} {path} {status}: {:?}",
+                responses.keys().collect::<Vec<_>>()
+            );
+        }
+    }
+    assert!(
+        doc["paths"]["/todos/{id}"]["get"]["responses"]
+            .get("415")
+            .is_none(),
+        "no body, no 415"
+    );
 }

@@ -231,4 +231,25 @@ async fn openapi_documents_every_route() {
             "{method} {path} security"
         );
     }
+    // The shared layers' answers: a body's 408 and 413 (no 415: `/token` takes a form, and
+    // another content type is RFC 6749's 400); a bearer route's 503.
+    let statuses = |path: &str, method: &str| -> Vec<String> {
+        let responses = doc["paths"][path][method]["responses"].as_object().unwrap();
+        responses.keys().cloned().collect()
+    };
+    let token = statuses("/token", "post");
+    for status in ["408", "413", "429", "503"] {
+        assert!(
+            token.contains(&status.to_owned()),
+            "/token {status}: {token:?}"
+        );
+    }
+    assert!(!token.contains(&"415".to_owned()), "{token:?}");
+    let create = statuses("/users", "post");
+    for status in ["401", "408", "413", "415", "503"] {
+        assert!(
+            create.contains(&status.to_owned()),
+            "POST /users {status}: {create:?}"
+        );
+    }
 }
