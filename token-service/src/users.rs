@@ -81,7 +81,8 @@ pub enum StoreError {
 impl StoreError {
     /// The client's answer for a failed store call: 503 `temporarily_unavailable` with
     /// `Retry-After` when the database cannot be had right now (unreachable, its pool exhausted,
-    /// a statement past `database.statement_timeout_seconds`), as every service answers it;
+    /// a statement past `database.statement_timeout_seconds`, a full disk:
+    /// [`auth_core::service::storage::is_unavailable`]), as every service answers it;
     /// an opaque 500 otherwise. Logged either way (never with the query's values).
     pub fn to_api_error(&self) -> auth_core::ApiError {
         match self {

@@ -246,7 +246,8 @@ pub fn db_rejection(e: sqlx::Error) -> warp::Rejection {
 }
 
 /// Whether an error means the database cannot be had right now (unreachable, pool exhausted or
-/// closed, a SQLite file locked past the busy timeout), as opposed to a fault in a query.
+/// closed, a SQLite file locked past the busy timeout, a full disk: [`sqlite_unavailable`] and
+/// [`postgres_unavailable`]), as opposed to a fault in a query or a corrupt database.
 pub fn is_unavailable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::PoolTimedOut
@@ -419,10 +420,16 @@ fn check_url(url: &str, backend: Backend) -> Result<(), StorageError> {
 /// Whether a SQLite result code (extended or primary) means the database cannot serve right
 /// now, as [`postgres_unavailable`] reads PostgreSQL's: the file locked past the busy timeout
 /// (SQLITE_BUSY 5, SQLITE_LOCKED 6), no memory (7), a read-only file or filesystem (8), an I/O
-/// error (10), a full disk (13), or a file that cannot be opened (14). A corrupt file (11), a
-/// constraint (19) or a type mismatch (20) stays a fault (500).
+/// error (10), a full disk (13), or a file that cannot be opened (14; a lasting misconfiguration
+/// such as an unwritable temporary directory reads so too). A corrupt file stays a fault (500,
+/// logged at error): SQLITE_CORRUPT (11) and the two I/O codes that report corruption,
+/// SQLITE_IOERR_DATA (a page checksum mismatch) and SQLITE_IOERR_CORRUPTFS; so do a constraint
+/// (19) and a type mismatch (20).
 fn sqlite_unavailable(code: u32) -> bool {
-    matches!(code & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14)
+    const IOERR_DATA: u32 = 10 | (32 << 8);
+    const IOERR_CORRUPTFS: u32 = 10 | (33 << 8);
+    !matches!(code, IOERR_DATA | IOERR_CORRUPTFS)
+        && matches!(code & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14)
 }
 
 /// Whether a PostgreSQL SQLSTATE means the server cannot serve right now, so the same request
@@ -699,6 +706,20 @@ mod tests {
         );
         assert!(is_unavailable(&refused), "{refused}");
         ro.close().await;
+    }
+
+    #[test]
+    fn sqlite_codes_that_mean_unavailable() {
+        // Busy, locked (and SQLITE_BUSY_SNAPSHOT 517), no memory, read-only, I/O (and
+        // SQLITE_IOERR_FSYNC 1034), full, cannot open.
+        for code in [5, 517, 6, 7, 8, 10, 1034, 13, 14] {
+            assert!(sqlite_unavailable(code), "{code}");
+        }
+        // Corrupt (and SQLITE_IOERR_DATA 8202, SQLITE_IOERR_CORRUPTFS 8458), constraint
+        // (and SQLITE_CONSTRAINT_UNIQUE 2067), mismatch, a generic error.
+        for code in [11, 8202, 8458, 19, 2067, 20, 1] {
+            assert!(!sqlite_unavailable(code), "{code}");
+        }
     }
 
     #[test]
