@@ -9,7 +9,7 @@ use auth_core::Claims;
 use auth_core::error::ApiError;
 use auth_core::filters::{with_auth, within_scope};
 use auth_core::service::body;
-use auth_core::service::conditional::{self, IfMatch};
+use auth_core::service::conditional::{self, Preconditions};
 use auth_core::service::paging::{self, ListQuery, Page};
 use auth_core::service::storage::{Database, db_rejection};
 use auth_core::verify::{Auth, AuthError, AuthErrorKind};
@@ -456,26 +456,27 @@ pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
     let get = warp::path!("tasks" / String)
         .and(warp::get())
         .and(within_scope(auth, READ, with_auth(auth)))
+        .and(conditional::preconditions())
         .and(with_store(store.clone()))
         .and_then(get_task);
     let put = warp::path!("tasks" / String)
         .and(warp::put())
         .and(within_scope(auth, WRITE, with_auth(auth)))
-        .and(conditional::if_match())
+        .and(conditional::preconditions())
         .and(body::json::<TaskInput>(MAX_BODY))
         .and(with_store(store.clone()))
         .and_then(replace_task);
     let patch = warp::path!("tasks" / String)
         .and(warp::patch())
         .and(within_scope(auth, WRITE, with_auth(auth)))
-        .and(conditional::if_match())
+        .and(conditional::preconditions())
         .and(body::json::<TaskPatch>(MAX_BODY))
         .and(with_store(store.clone()))
         .and_then(update_task);
     let delete = warp::path!("tasks" / String)
         .and(warp::delete())
         .and(within_scope(auth, WRITE, with_auth(auth)))
-        .and(conditional::if_match())
+        .and(conditional::preconditions())
         .and(with_store(store))
         .and_then(delete_task);
     list.or(create)
@@ -598,26 +599,34 @@ async fn create_task(
 
 /// One task (its owner or an admin).
 #[utoipa::path(get, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])),
-    params(("id" = i64, Path, description = "the task's id")),
-    responses((status = 200, body = Task, headers(("etag" = String, description = "the task's version, for If-Match"))), (status = 401), (status = 403), (status = 404)))]
-async fn get_task(id: String, claims: Arc<Claims>, store: Store) -> Result<Response, Rejection> {
+    params(("id" = i64, Path, description = "the task's id"), ("If-None-Match" = Option<String>, Header, description = "the ETag of the copy the client holds: 304 while the task is still at that version")),
+    responses((status = 200, body = Task, headers(("etag" = String, description = "the task's version, for If-Match"))), (status = 304, description = "Not modified: the task is at a version If-None-Match names"), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version")))]
+async fn get_task(
+    id: String,
+    claims: Arc<Claims>,
+    condition: Preconditions,
+    store: Store,
+) -> Result<Response, Rejection> {
     let task = find(&store, &claims, &id).await?;
+    if condition.not_modified(task.version, "task")? {
+        return Ok(conditional::not_modified(task.version));
+    }
     Ok(task_reply(&task, StatusCode::OK))
 }
 
 /// Replaces a task: `title` required, absent optional fields reset.
 #[utoipa::path(put, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])), request_body = TaskInput,
-    params(("id" = i64, Path, description = "the task's id"), ("If-Match" = Option<String>, Header, description = "go ahead only from this version (the ETag), or * for any")),
-    responses((status = 200, body = Task, headers(("etag" = String, description = "the task's version, for If-Match"))), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version")))]
+    params(("id" = i64, Path, description = "the task's id"), ("If-Match" = Option<String>, Header, description = "go ahead only from this version (the ETag), or * for any"), ("If-None-Match" = Option<String>, Header, description = "go ahead only if the task is not at this version (* for any: never)")),
+    responses((status = 200, body = Task, headers(("etag" = String, description = "the task's version, for If-Match"))), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version, or If-None-Match the current one")))]
 async fn replace_task(
     id: String,
     claims: Arc<Claims>,
-    condition: Option<IfMatch>,
+    condition: Preconditions,
     input: TaskInput,
     store: Store,
 ) -> Result<Response, Rejection> {
     let task = find(&store, &claims, &id).await?;
-    let expected = IfMatch::expected(condition.as_ref(), task.version, "task")?;
+    let expected = condition.expected(task.version, "task")?;
     let fields = input.validate()?;
     let task = store
         .replace(&task, &fields, expected)
@@ -629,17 +638,17 @@ async fn replace_task(
 
 /// Changes any subset of a task's fields.
 #[utoipa::path(patch, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])), request_body = TaskPatch,
-    params(("id" = i64, Path, description = "the task's id"), ("If-Match" = Option<String>, Header, description = "go ahead only from this version (the ETag), or * for any")),
-    responses((status = 200, body = Task, headers(("etag" = String, description = "the task's version, for If-Match"))), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version")))]
+    params(("id" = i64, Path, description = "the task's id"), ("If-Match" = Option<String>, Header, description = "go ahead only from this version (the ETag), or * for any"), ("If-None-Match" = Option<String>, Header, description = "go ahead only if the task is not at this version (* for any: never)")),
+    responses((status = 200, body = Task, headers(("etag" = String, description = "the task's version, for If-Match"))), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version, or If-None-Match the current one")))]
 async fn update_task(
     id: String,
     claims: Arc<Claims>,
-    condition: Option<IfMatch>,
+    condition: Preconditions,
     patch: TaskPatch,
     store: Store,
 ) -> Result<Response, Rejection> {
     let task = find(&store, &claims, &id).await?;
-    let expected = IfMatch::expected(condition.as_ref(), task.version, "task")?;
+    let expected = condition.expected(task.version, "task")?;
     let changes = patch.validate()?;
     let task = store
         .patch(&task, &changes, expected)
@@ -651,16 +660,16 @@ async fn update_task(
 
 /// Deletes a task.
 #[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])),
-    params(("id" = i64, Path, description = "the task's id"), ("If-Match" = Option<String>, Header, description = "go ahead only from this version (the ETag), or * for any")),
-    responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version")))]
+    params(("id" = i64, Path, description = "the task's id"), ("If-Match" = Option<String>, Header, description = "go ahead only from this version (the ETag), or * for any"), ("If-None-Match" = Option<String>, Header, description = "go ahead only if the task is not at this version (* for any: never)")),
+    responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version, or If-None-Match the current one")))]
 async fn delete_task(
     id: String,
     claims: Arc<Claims>,
-    condition: Option<IfMatch>,
+    condition: Preconditions,
     store: Store,
 ) -> Result<Response, Rejection> {
     let task = find(&store, &claims, &id).await?;
-    let expected = IfMatch::expected(condition.as_ref(), task.version, "task")?;
+    let expected = condition.expected(task.version, "task")?;
     if !store.delete(&task, expected).await.map_err(db_rejection)? {
         return Err(conditional::changed_or_gone(expected, "task", not_found));
     }

@@ -6,7 +6,7 @@ use auth_core::Claims;
 use auth_core::error::ApiError;
 use auth_core::filters::{with_any_role, with_auth, with_role, within_scope};
 use auth_core::service::body;
-use auth_core::service::conditional::{self, IfMatch};
+use auth_core::service::conditional::{self, Preconditions};
 use auth_core::service::paging::{self, ListQuery, Page, PathId};
 use auth_core::service::storage::{Database, db_rejection};
 use auth_core::verify::{Auth, AuthError, AuthErrorKind};
@@ -200,23 +200,19 @@ impl Store {
         Ok(res.rows_affected() > 0)
     }
 
-    /// The version an `If-Match` lets a change of todo `id` go ahead from: `None` without one
-    /// (no read); else the todo's current version if it is named, the 412 if not, the 404 if
-    /// there is no todo.
-    async fn expected(
-        &self,
-        id: i64,
-        condition: Option<&IfMatch>,
-    ) -> Result<Option<i64>, Rejection> {
-        let Some(condition) = condition else {
+    /// The version the preconditions (`If-Match`, `If-None-Match`) let a change of todo `id`
+    /// go ahead from: `None` without them (no read); else as [`Preconditions::expected`]
+    /// judges the todo's current version (the 412), or the 404 if there is no todo.
+    async fn expected(&self, id: i64, condition: &Preconditions) -> Result<Option<i64>, Rejection> {
+        if condition.is_empty() {
             return Ok(None);
-        };
+        }
         let todo = self
             .get(id)
             .await
             .map_err(db_rejection)?
             .ok_or_else(not_found)?;
-        IfMatch::expected(Some(condition), todo.version, "todo")
+        condition.expected(todo.version, "todo")
     }
 }
 
@@ -251,13 +247,14 @@ pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
         .map(|PathId(id)| id)
         .and(warp::get())
         .and(within_scope(auth, READ, with_auth(auth)))
+        .and(conditional::preconditions())
         .and(with_store(store.clone()))
         .and_then(get_todo);
     let patch = warp::path!("todos" / PathId)
         .map(|PathId(id)| id)
         .and(warp::patch())
         .and(within_scope(auth, WRITE, with_any_role(auth, &editors)))
-        .and(conditional::if_match())
+        .and(conditional::preconditions())
         .and(body::json::<TodoPatch>(MAX_BODY))
         .and(with_store(store.clone()))
         .and_then(update_todo);
@@ -265,7 +262,7 @@ pub fn routes(auth: &Auth, store: Store) -> BoxedFilter<(Response,)> {
         .map(|PathId(id)| id)
         .and(warp::delete())
         .and(within_scope(auth, WRITE, with_role(auth, "admin")))
-        .and(conditional::if_match())
+        .and(conditional::preconditions())
         .and(with_store(store))
         .and_then(delete_todo);
     list.or(create)
@@ -351,30 +348,38 @@ fn todo_reply(todo: &Todo, status: StatusCode) -> Response {
 
 /// One todo.
 #[utoipa::path(get, path = "/todos/{id}", tag = "todos", security(("bearer_auth" = [])),
-    params(("id" = i64, Path, description = "the todo's id")),
-    responses((status = 200, body = Todo, headers(("etag" = String, description = "the todo's version, for If-Match"))), (status = 401), (status = 403), (status = 404)))]
-async fn get_todo(id: i64, _claims: Arc<Claims>, store: Store) -> Result<Response, Rejection> {
+    params(("id" = i64, Path, description = "the todo's id"), ("If-None-Match" = Option<String>, Header, description = "the ETag of the copy the client holds: 304 while the todo is still at that version")),
+    responses((status = 200, body = Todo, headers(("etag" = String, description = "the todo's version, for If-Match"))), (status = 304, description = "Not modified: the todo is at a version If-None-Match names"), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version")))]
+async fn get_todo(
+    id: i64,
+    _claims: Arc<Claims>,
+    condition: Preconditions,
+    store: Store,
+) -> Result<Response, Rejection> {
     let todo = store
         .get(id)
         .await
         .map_err(db_rejection)?
         .ok_or_else(not_found)?;
+    if condition.not_modified(todo.version, "todo")? {
+        return Ok(conditional::not_modified(todo.version));
+    }
     Ok(todo_reply(&todo, StatusCode::OK))
 }
 
 /// Changes a todo's title and/or done flag (role `editor` or `admin`).
 #[utoipa::path(patch, path = "/todos/{id}", tag = "todos", security(("bearer_auth" = [])), request_body = TodoPatch,
-    params(("id" = i64, Path, description = "the todo's id"), ("If-Match" = Option<String>, Header, description = "go ahead only from this version (the ETag), or * for any")),
-    responses((status = 200, body = Todo, headers(("etag" = String, description = "the todo's version, for If-Match"))), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version"), (status = 413)))]
+    params(("id" = i64, Path, description = "the todo's id"), ("If-Match" = Option<String>, Header, description = "go ahead only from this version (the ETag), or * for any"), ("If-None-Match" = Option<String>, Header, description = "go ahead only if the todo is not at this version (* for any: never)")),
+    responses((status = 200, body = Todo, headers(("etag" = String, description = "the todo's version, for If-Match"))), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version, or If-None-Match the current one"), (status = 413)))]
 async fn update_todo(
     id: i64,
     _claims: Arc<Claims>,
-    condition: Option<IfMatch>,
+    condition: Preconditions,
     patch: TodoPatch,
     store: Store,
 ) -> Result<Response, Rejection> {
     // The precondition before the body (RFC 9110 §13.2.1), as tasks-api orders them.
-    let expected = store.expected(id, condition.as_ref()).await?;
+    let expected = store.expected(id, &condition).await?;
     let title = patch.title.as_deref().map(valid_title).transpose()?;
     let todo = store
         .update(id, title.as_deref(), patch.done, expected)
@@ -386,15 +391,15 @@ async fn update_todo(
 
 /// Deletes a todo (role `admin`).
 #[utoipa::path(delete, path = "/todos/{id}", tag = "todos", security(("bearer_auth" = [])),
-    params(("id" = i64, Path, description = "the todo's id"), ("If-Match" = Option<String>, Header, description = "go ahead only from this version (the ETag), or * for any")),
-    responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version")))]
+    params(("id" = i64, Path, description = "the todo's id"), ("If-Match" = Option<String>, Header, description = "go ahead only from this version (the ETag), or * for any"), ("If-None-Match" = Option<String>, Header, description = "go ahead only if the todo is not at this version (* for any: never)")),
+    responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version, or If-None-Match the current one")))]
 async fn delete_todo(
     id: i64,
     _claims: Arc<Claims>,
-    condition: Option<IfMatch>,
+    condition: Preconditions,
     store: Store,
 ) -> Result<Response, Rejection> {
-    let expected = store.expected(id, condition.as_ref()).await?;
+    let expected = store.expected(id, &condition).await?;
     if !store.delete(id, expected).await.map_err(db_rejection)? {
         return Err(conditional::changed_or_gone(expected, "todo", not_found));
     }

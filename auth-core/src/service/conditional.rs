@@ -1,8 +1,12 @@
-//! Optimistic concurrency for a service's resources (RFC 9110 §13.1.1): a resource's version is
+//! Optimistic concurrency for a service's resources (RFC 9110 §13.1): a resource's version is
 //! its strong `ETag` (`"3"`), and a change sent with `If-Match` goes ahead only from a version
 //! the header names (`*`: any current one). The store checks the version in the change's own
 //! statement (`… AND version = $n`), so a change that slipped in after the read makes the
 //! conditional one match nothing, a 412, instead of being overwritten.
+//!
+//! `If-None-Match` (§13.1.2) is the converse, compared weakly (`W/"3"` names version 3): a read
+//! of a version it names (or of any, `*`) is a 304 with no body, and a change of one is a 412.
+//! The two are judged in §13.2.2's order, `If-Match` first ([`Preconditions`]).
 
 use http::{HeaderMap, HeaderValue, StatusCode};
 use warp::{Filter, Rejection};
@@ -27,6 +31,12 @@ pub enum IfMatch {
 impl IfMatch {
     /// The condition of the field lines `lines` (`None`: a line that is not visible ASCII).
     pub fn parse(lines: &[Option<&str>]) -> IfMatch {
+        Self::parse_lines(lines, false)
+    }
+
+    /// `If-Match`'s syntax, which `If-None-Match` shares; a weak tag is kept (as its opaque
+    /// part, so it matches as a weak comparison does) only when `weak` is set.
+    fn parse_lines(lines: &[Option<&str>], weak_tags: bool) -> IfMatch {
         let mut items = Vec::new();
         for line in lines {
             let Some(line) = line else {
@@ -51,7 +61,7 @@ impl IfMatch {
             else {
                 return IfMatch::Invalid;
             };
-            if weak.is_none() {
+            if weak.is_none() || weak_tags {
                 tags.push(tag.to_owned());
             }
         }
@@ -80,34 +90,110 @@ impl IfMatch {
     ) -> Result<Option<i64>, Rejection> {
         match condition {
             None | Some(IfMatch::Any) => Ok(None),
-            Some(IfMatch::Invalid) => Err(warp::reject::custom(ApiError::bad_request(
-                "If-Match must be * alone or a list of quoted entity tags (\"3\")",
-            ))),
+            Some(IfMatch::Invalid) => Err(invalid("If-Match")),
             Some(c) if c.matches(version) => Ok(Some(version)),
             Some(_) => Err(precondition_failed(what)),
         }
     }
 }
 
-/// The `If-Match` of the request, if it has one.
-pub fn if_match()
--> impl Filter<Extract = (Option<IfMatch>,), Error = std::convert::Infallible> + Clone {
-    warp::header::headers_cloned().map(|headers: HeaderMap| {
-        let lines: Vec<Option<&str>> = headers
-            .get_all(http::header::IF_MATCH)
-            .iter()
-            .map(|v| v.to_str().ok())
-            .collect();
-        (!lines.is_empty()).then(|| IfMatch::parse(&lines))
-    })
+/// A request's preconditions on a resource's version: its `If-Match` and its `If-None-Match`
+/// (parsed as `If-Match` is, weak tags kept: `If-None-Match` compares weakly).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preconditions {
+    /// `If-Match`, if the request has one.
+    pub if_match: Option<IfMatch>,
+    /// `If-None-Match`, if the request has one.
+    pub if_none_match: Option<IfMatch>,
+}
+
+impl Preconditions {
+    /// The preconditions of `headers`.
+    pub fn of(headers: &HeaderMap) -> Preconditions {
+        let field = |name: &http::header::HeaderName, weak_tags: bool| {
+            let lines: Vec<Option<&str>> = headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().ok())
+                .collect();
+            (!lines.is_empty()).then(|| IfMatch::parse_lines(&lines, weak_tags))
+        };
+        Preconditions {
+            if_match: field(&http::header::IF_MATCH, false),
+            if_none_match: field(&http::header::IF_NONE_MATCH, true),
+        }
+    }
+
+    /// Whether the request has neither field (no read of the resource is needed for them).
+    pub fn is_empty(&self) -> bool {
+        self.if_match.is_none() && self.if_none_match.is_none()
+    }
+
+    /// The version a change (`PUT`, `PATCH`, `DELETE`) of a resource now at `version` may go
+    /// ahead from, for the change's own statement to check again; else the 412 (`what`:
+    /// "task", "todo") or, for a field that is not the syntax, the 400. `If-Match` as
+    /// [`IfMatch::expected`] judges it; then `If-None-Match`: `*` (the resource exists) or a
+    /// tag naming `version` is a 412, and any other list pins the version read, so a change in
+    /// between cannot bring the resource to a listed version unseen (it makes this one a 412).
+    pub fn expected(&self, version: i64, what: &str) -> Result<Option<i64>, Rejection> {
+        let expected = IfMatch::expected(self.if_match.as_ref(), version, what)?;
+        match &self.if_none_match {
+            None => Ok(expected),
+            Some(IfMatch::Invalid) => Err(invalid("If-None-Match")),
+            Some(c) if c.matches(version) => Err(precondition(format!(
+                "the {what} is at a version If-None-Match names"
+            ))),
+            Some(_) => Ok(Some(version)),
+        }
+    }
+
+    /// Whether a read (`GET`) of a resource now at `version` is answered 304 Not Modified:
+    /// `If-None-Match` names `version` (weakly) or is `*`. An `If-Match` it fails is the 412
+    /// first (§13.2.2); a field that is not the syntax, the 400.
+    pub fn not_modified(&self, version: i64, what: &str) -> Result<bool, Rejection> {
+        IfMatch::expected(self.if_match.as_ref(), version, what)?;
+        match &self.if_none_match {
+            None => Ok(false),
+            Some(IfMatch::Invalid) => Err(invalid("If-None-Match")),
+            Some(c) => Ok(c.matches(version)),
+        }
+    }
+}
+
+/// The 400 of a precondition field (`name`) that is not the field's syntax.
+fn invalid(name: &str) -> Rejection {
+    warp::reject::custom(ApiError::bad_request(format!(
+        "{name} must be * alone or a list of quoted entity tags (\"3\")"
+    )))
+}
+
+/// The request's `If-Match` and `If-None-Match` ([`Preconditions`]).
+pub fn preconditions()
+-> impl Filter<Extract = (Preconditions,), Error = std::convert::Infallible> + Clone {
+    warp::header::headers_cloned().map(|headers: HeaderMap| Preconditions::of(&headers))
+}
+
+/// The 304 Not Modified of a read whose `If-None-Match` names the current version: no body,
+/// the `ETag` (RFC 9110 §15.4.5).
+pub fn not_modified(version: i64) -> warp::reply::Response {
+    let mut res = warp::Reply::into_response(StatusCode::NOT_MODIFIED);
+    res.headers_mut().insert(http::header::ETAG, etag(version));
+    res
 }
 
 /// 412 `precondition_failed`: the resource is not at a version the `If-Match` names.
 pub fn precondition_failed(what: &str) -> Rejection {
+    precondition(format!(
+        "the {what} is not at the version If-Match names: read it again"
+    ))
+}
+
+/// 412 `precondition_failed` with `message`.
+fn precondition(message: String) -> Rejection {
     warp::reject::custom(ApiError::new(
         StatusCode::PRECONDITION_FAILED,
         "precondition_failed",
-        format!("the {what} is not at the version If-Match names: read it again"),
+        message,
     ))
 }
 
@@ -120,7 +206,9 @@ pub fn changed_or_gone(
     gone: impl FnOnce() -> Rejection,
 ) -> Rejection {
     match expected {
-        Some(_) => precondition_failed(what),
+        Some(_) => precondition(format!(
+            "the {what} changed while this request ran: read it again"
+        )),
         None => gone(),
     }
 }
@@ -168,6 +256,68 @@ mod tests {
             let error = refused.find::<ApiError>().expect("an ApiError");
             assert_eq!(error.status, StatusCode::BAD_REQUEST, "{lines:?}");
         }
+    }
+
+    fn preconditions(if_match: Option<&str>, if_none_match: Option<&str>) -> Preconditions {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = if_match {
+            headers.insert(http::header::IF_MATCH, HeaderValue::from_str(v).unwrap());
+        }
+        if let Some(v) = if_none_match {
+            headers.insert(
+                http::header::IF_NONE_MATCH,
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        Preconditions::of(&headers)
+    }
+
+    fn status(refused: Rejection) -> StatusCode {
+        refused.find::<ApiError>().expect("an ApiError").status
+    }
+
+    /// RFC 9110 §13.1.2: a read of a version `If-None-Match` names (weakly) or of any (`*`) is
+    /// not modified; a change of one is a 412; `If-Match` is judged first (§13.2.2).
+    #[test]
+    fn if_none_match_compares_weakly_and_refuses_changes_of_what_it_names() {
+        assert!(preconditions(None, None).is_empty());
+        for named in ["\"3\"", "W/\"3\"", "*", "\"1\", \"3\""] {
+            let c = preconditions(None, Some(named));
+            assert!(c.not_modified(3, "task").unwrap(), "{named}");
+            assert_eq!(
+                status(c.expected(3, "task").unwrap_err()),
+                StatusCode::PRECONDITION_FAILED,
+                "{named}"
+            );
+        }
+        let other = preconditions(None, Some("\"2\", W/\"4\""));
+        assert!(!other.not_modified(3, "task").unwrap());
+        assert_eq!(
+            other.expected(3, "task").unwrap(),
+            Some(3),
+            "a listed tag pins the version read, so a change in between is a 412"
+        );
+        assert!(!preconditions(None, None).not_modified(3, "task").unwrap());
+        assert_eq!(preconditions(None, None).expected(3, "task").unwrap(), None);
+        // Not the syntax: the 400, for a read and a change alike.
+        let invalid = preconditions(None, Some("3"));
+        assert_eq!(
+            status(invalid.not_modified(3, "task").unwrap_err()),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(invalid.expected(3, "task").unwrap_err()),
+            StatusCode::BAD_REQUEST
+        );
+        // If-Match first: a stale one is the 412 before If-None-Match is looked at.
+        let both = preconditions(Some("\"2\""), Some("\"3\""));
+        assert_eq!(
+            status(both.not_modified(3, "task").unwrap_err()),
+            StatusCode::PRECONDITION_FAILED
+        );
+        let both = preconditions(Some("\"3\""), Some("\"2\""));
+        assert_eq!(both.expected(3, "task").unwrap(), Some(3));
+        assert!(!both.not_modified(3, "task").unwrap());
     }
 
     /// `*` asks only that the resource exists: no version is pinned, so a change in between

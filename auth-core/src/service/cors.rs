@@ -10,7 +10,7 @@ use super::server::Routes;
 
 /// Not CORS-safelisted, so hidden from a page's script unless exposed: the challenge of a 401/403,
 /// the wait of a 429/503, the methods of a 405, the new resource of a 201, and a resource's
-/// version (`ETag`), which a page sends back in `If-Match`.
+/// version (`ETag`), which a page sends back in `If-Match` or `If-None-Match`.
 const EXPOSED: [&str; 5] = [
     "www-authenticate",
     "retry-after",
@@ -42,7 +42,7 @@ pub fn wrap(
     let cors = warp::cors()
         .allow_origins(settings.allowed_origins.iter().map(String::as_str))
         .allow_methods(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
-        .allow_headers(["authorization", "content-type", "if-match"])
+        .allow_headers(["authorization", "content-type", "if-match", "if-none-match"])
         .expose_headers(EXPOSED)
         .max_age(600);
     let cross_origin = routes

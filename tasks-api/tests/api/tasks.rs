@@ -286,6 +286,76 @@ async fn changes_with_if_match_are_conditional() {
     conditional_changes(&spawn_app().await).await;
 }
 
+/// RFC 9110 §13.1.2: a read whose `If-None-Match` names the current version (weakly) or is `*`
+/// is a 304 with the `ETag` and no body; a change of a version it names is a 412 and changes
+/// nothing; a malformed one is a 400; another user still gets the one 404 first.
+#[tokio::test]
+async fn if_none_match_answers_304_to_reads_and_412_to_changes() {
+    let t = spawn_app().await;
+    let (alice, bob) = (t.token("alice", &["user"]), t.token("bob", &["user"]));
+    let task = t.create(&alice, json!({"title": "t"})).await;
+    let path = format!("/tasks/{}", task["id"]);
+    let send = |method: &'static str, token: &str, tag: &'static str, body: Option<Value>| {
+        let mut req = t
+            .app
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", t.app.address))
+            .bearer_auth(token)
+            .header("if-none-match", tag);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send()
+    };
+    for tag in ["\"1\"", "W/\"1\"", "*", "\"7\", \"1\""] {
+        let res = send("GET", &alice, tag, None).await.unwrap();
+        assert_eq!(res.status(), 304, "{tag}");
+        assert_eq!(res.headers()["etag"], "\"1\"", "{tag}");
+        assert!(res.bytes().await.unwrap().is_empty(), "{tag}: no body");
+    }
+    let res = send("GET", &alice, "\"7\"", None).await.unwrap();
+    assert_eq!(res.status(), 200, "another version: the task");
+    let (status, err) = parts(send("GET", &alice, "1", None).await.unwrap()).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{err}"
+    );
+    let res = send("GET", &bob, "\"1\"", None).await.unwrap();
+    assert_eq!(res.status(), 404, "another user's task: the one 404");
+    for tag in ["*", "\"1\"", "W/\"1\""] {
+        for (method, body) in [
+            ("PUT", Some(json!({"title": "x"}))),
+            ("PATCH", Some(json!({"title": "x"}))),
+            ("DELETE", None),
+        ] {
+            let (status, err) = parts(send(method, &alice, tag, body).await.unwrap()).await;
+            assert_eq!(
+                (status, err["error"].as_str()),
+                (412, Some("precondition_failed")),
+                "{method} {tag}: {err}"
+            );
+        }
+    }
+    let (status, now) = parts(t.request("GET", &path, Some(&alice), None).await).await;
+    assert_eq!(
+        (status, now["title"].as_str()),
+        (200, Some("t")),
+        "nothing changed"
+    );
+    let res = send("PATCH", &alice, "\"7\"", Some(json!({"title": "x"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            res.status().as_u16(),
+            res.headers()["etag"].to_str().unwrap()
+        ),
+        (200, "\"2\""),
+        "not at a named version: the change goes ahead"
+    );
+}
+
 #[tokio::test]
 async fn changes_with_if_match_are_conditional_on_postgres() {
     let Some(url) = auth_core::service::storage::test_postgres_url(

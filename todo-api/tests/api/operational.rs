@@ -103,7 +103,7 @@ async fn cors_preflight_is_answered_before_any_auth_check() {
             .header("access-control-request-method", "POST")
             .header(
                 "access-control-request-headers",
-                "authorization, content-type, if-match",
+                "authorization, content-type, if-match, if-none-match",
             )
             .send()
     };

@@ -207,6 +207,68 @@ async fn changes_with_if_match_are_conditional() {
     conditional_changes(&spawn_app().await).await;
 }
 
+/// RFC 9110 §13.1.2: a read whose `If-None-Match` names the current version (weakly) or is `*`
+/// is a 304 with the `ETag` and no body; a change of a version it names is a 412 and changes
+/// nothing; a malformed one is a 400.
+#[tokio::test]
+async fn if_none_match_answers_304_to_reads_and_412_to_changes() {
+    let t = spawn_app().await;
+    let (editor, admin) = (t.token("ed", &["editor"]), t.token("root", &["admin"]));
+    let todo = t.create(&editor, "t").await;
+    let path = format!("/todos/{}", todo["id"]);
+    let send = |method: &'static str, token: &str, tag: &'static str, body: Option<Value>| {
+        let mut req = t
+            .app
+            .client
+            .request(method.parse().unwrap(), t.url(&path))
+            .bearer_auth(token)
+            .header("if-none-match", tag);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send()
+    };
+    for tag in ["\"1\"", "W/\"1\"", "*"] {
+        let res = send("GET", &editor, tag, None).await.unwrap();
+        assert_eq!(res.status(), 304, "{tag}");
+        assert_eq!(res.headers()["etag"], "\"1\"", "{tag}");
+        assert!(res.bytes().await.unwrap().is_empty(), "{tag}: no body");
+    }
+    let res = send("GET", &editor, "\"7\"", None).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let (status, err) = parts(send("GET", &editor, "1", None).await.unwrap()).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{err}"
+    );
+    for (method, token, body) in [
+        ("PATCH", &editor, Some(json!({"title": "x"}))),
+        ("DELETE", &admin, None),
+    ] {
+        for tag in ["*", "\"1\""] {
+            let (status, err) = parts(send(method, token, tag, body.clone()).await.unwrap()).await;
+            assert_eq!(
+                (status, err["error"].as_str()),
+                (412, Some("precondition_failed")),
+                "{method} {tag}: {err}"
+            );
+        }
+    }
+    let (_, now) = parts(t.request("GET", &path, Some(&editor), None).await).await;
+    assert_eq!(now["title"], "t", "nothing changed");
+    let res = send("PATCH", &editor, "\"7\"", Some(json!({"title": "x"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            res.status().as_u16(),
+            res.headers()["etag"].to_str().unwrap()
+        ),
+        (200, "\"2\"")
+    );
+}
+
 #[tokio::test]
 async fn changes_with_if_match_are_conditional_on_postgres() {
     let Some(url) = auth_core::service::storage::test_postgres_url("todo-api if-match").await
