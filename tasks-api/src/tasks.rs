@@ -599,7 +599,7 @@ async fn create_task(
 
 /// One task (its owner or an admin).
 #[utoipa::path(get, path = "/tasks/{id}", tag = "tasks", security(("bearer_auth" = [])),
-    params(("id" = i64, Path, description = "the task's id"), ("If-None-Match" = Option<String>, Header, description = "the ETag of the copy the client holds: 304 while the task is still at that version")),
+    params(("id" = i64, Path, description = "the task's id"), ("If-Match" = Option<String>, Header, description = "answer only at this version (the ETag), else 412"), ("If-None-Match" = Option<String>, Header, description = "the ETag of the copy the client holds: 304 while the task is still at that version")),
     responses((status = 200, body = Task, headers(("etag" = String, description = "the task's version, for If-Match"))), (status = 304, description = "Not modified: the task is at a version If-None-Match names"), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version")))]
 async fn get_task(
     id: String,

@@ -348,7 +348,7 @@ fn todo_reply(todo: &Todo, status: StatusCode) -> Response {
 
 /// One todo.
 #[utoipa::path(get, path = "/todos/{id}", tag = "todos", security(("bearer_auth" = [])),
-    params(("id" = i64, Path, description = "the todo's id"), ("If-None-Match" = Option<String>, Header, description = "the ETag of the copy the client holds: 304 while the todo is still at that version")),
+    params(("id" = i64, Path, description = "the todo's id"), ("If-Match" = Option<String>, Header, description = "answer only at this version (the ETag), else 412"), ("If-None-Match" = Option<String>, Header, description = "the ETag of the copy the client holds: 304 while the todo is still at that version")),
     responses((status = 200, body = Todo, headers(("etag" = String, description = "the todo's version, for If-Match"))), (status = 304, description = "Not modified: the todo is at a version If-None-Match names"), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412, description = "If-Match names another version")))]
 async fn get_todo(
     id: i64,

@@ -18,13 +18,14 @@ use crate::error::ApiError;
 pub enum IfMatch {
     /// `*`: any current version.
     Any,
-    /// The strong entity tags listed, unquoted (a weak one, `W/"3"`, never matches: If-Match
-    /// compares strongly).
+    /// The entity tags listed, unquoted: for `If-Match` the strong ones only (a weak one,
+    /// `W/"3"`, never matches: If-Match compares strongly); for `If-None-Match` the weak ones
+    /// too, by their opaque part (it compares weakly), and possibly none (an empty list).
     Tags(Vec<String>),
     /// Not the field's syntax (`*` alone, or a list of quoted entity tags): `3` without its
     /// quotes, `*` in a list (which would otherwise turn a pinned version into any), a value
-    /// that is not ASCII, an empty one. A 400: a 412 would send the client to read again and
-    /// send the same header for ever.
+    /// that is not ASCII, an empty `If-Match`. A 400 on a change: a 412 would send the client
+    /// to read again and send the same header for ever.
     Invalid,
 }
 
@@ -34,18 +35,19 @@ impl IfMatch {
         Self::parse_lines(lines, false)
     }
 
-    /// `If-Match`'s syntax, which `If-None-Match` shares; a weak tag is kept (as its opaque
-    /// part, so it matches as a weak comparison does) only when `weak` is set.
-    fn parse_lines(lines: &[Option<&str>], weak_tags: bool) -> IfMatch {
+    /// `If-Match`'s syntax, which `If-None-Match` (`none_match`) shares. For `If-None-Match` a
+    /// weak tag is kept (as its opaque part, so it matches as a weak comparison does), and an
+    /// empty list is one that names nothing.
+    fn parse_lines(lines: &[Option<&str>], none_match: bool) -> IfMatch {
         let mut items = Vec::new();
         for line in lines {
             let Some(line) = line else {
                 return IfMatch::Invalid;
             };
-            // Empty list elements are allowed and mean nothing (RFC 9110 §5.6.1).
-            items.extend(line.split(',').map(str::trim).filter(|i| !i.is_empty()));
+            items.extend(list_items(line));
         }
         match items.as_slice() {
+            [] if none_match => return IfMatch::Tags(Vec::new()),
             [] => return IfMatch::Invalid,
             ["*"] => return IfMatch::Any,
             _ => {}
@@ -61,7 +63,7 @@ impl IfMatch {
             else {
                 return IfMatch::Invalid;
             };
-            if weak.is_none() || weak_tags {
+            if weak.is_none() || none_match {
                 tags.push(tag.to_owned());
             }
         }
@@ -97,6 +99,27 @@ impl IfMatch {
     }
 }
 
+/// The elements of a comma-separated field line, trimmed, empty ones dropped (they are allowed
+/// and mean nothing, RFC 9110 §5.6.1); a comma inside a quoted entity tag (`"a,b"`) is part of
+/// the tag.
+fn list_items(line: &str) -> Vec<&str> {
+    let mut items = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, b) in line.bytes().enumerate() {
+        match b {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                items.push(&line[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&line[start..]);
+    items.retain(|item| !item.trim().is_empty());
+    items.into_iter().map(str::trim).collect()
+}
+
 /// A request's preconditions on a resource's version: its `If-Match` and its `If-None-Match`
 /// (parsed as `If-Match` is, weak tags kept: `If-None-Match` compares weakly).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,13 +133,13 @@ pub struct Preconditions {
 impl Preconditions {
     /// The preconditions of `headers`.
     pub fn of(headers: &HeaderMap) -> Preconditions {
-        let field = |name: &http::header::HeaderName, weak_tags: bool| {
+        let field = |name: &http::header::HeaderName, none_match: bool| {
             let lines: Vec<Option<&str>> = headers
                 .get_all(name)
                 .iter()
                 .map(|v| v.to_str().ok())
                 .collect();
-            (!lines.is_empty()).then(|| IfMatch::parse_lines(&lines, weak_tags))
+            (!lines.is_empty()).then(|| IfMatch::parse_lines(&lines, none_match))
         };
         Preconditions {
             if_match: field(&http::header::IF_MATCH, false),
@@ -149,14 +172,14 @@ impl Preconditions {
 
     /// Whether a read (`GET`) of a resource now at `version` is answered 304 Not Modified:
     /// `If-None-Match` names `version` (weakly) or is `*`. An `If-Match` it fails is the 412
-    /// first (§13.2.2); a field that is not the syntax, the 400.
+    /// first (§13.2.2). An `If-None-Match` that is not the syntax names nothing, as nginx reads
+    /// it: the read is answered in full (nothing is lost by it, unlike a change's condition).
     pub fn not_modified(&self, version: i64, what: &str) -> Result<bool, Rejection> {
         IfMatch::expected(self.if_match.as_ref(), version, what)?;
-        match &self.if_none_match {
-            None => Ok(false),
-            Some(IfMatch::Invalid) => Err(invalid("If-None-Match")),
-            Some(c) => Ok(c.matches(version)),
-        }
+        Ok(self
+            .if_none_match
+            .as_ref()
+            .is_some_and(|c| c.matches(version)))
     }
 }
 
@@ -299,15 +322,23 @@ mod tests {
         );
         assert!(!preconditions(None, None).not_modified(3, "task").unwrap());
         assert_eq!(preconditions(None, None).expected(3, "task").unwrap(), None);
-        // Not the syntax: the 400, for a read and a change alike.
+        // Not the syntax: a read is answered in full, a change is the 400.
         let invalid = preconditions(None, Some("3"));
-        assert_eq!(
-            status(invalid.not_modified(3, "task").unwrap_err()),
-            StatusCode::BAD_REQUEST
-        );
+        assert!(!invalid.not_modified(3, "task").unwrap());
         assert_eq!(
             status(invalid.expected(3, "task").unwrap_err()),
             StatusCode::BAD_REQUEST
+        );
+        // An empty list names nothing: the read is answered, the change goes ahead (pinned).
+        let empty = preconditions(None, Some(" , "));
+        assert!(!empty.not_modified(3, "task").unwrap());
+        assert_eq!(empty.expected(3, "task").unwrap(), Some(3));
+        // A comma inside a quoted tag is the tag's: no 400, and it names no version.
+        let comma = preconditions(Some("\"3,4\""), Some("\"1,2\", \"3\""));
+        assert_eq!(comma.if_match, Some(IfMatch::Tags(vec!["3,4".into()])));
+        assert_eq!(
+            comma.if_none_match,
+            Some(IfMatch::Tags(vec!["1,2".into(), "3".into()]))
         );
         // If-Match first: a stale one is the 412 before If-None-Match is looked at.
         let both = preconditions(Some("\"2\""), Some("\"3\""));

@@ -230,7 +230,7 @@ pub struct OpsApi;
 /// does not document them itself: a route with a body, the body reader's 408 (not received in
 /// time) and 413 (too large), and 415 when it takes JSON only ([`super::body::json`]); a bearer
 /// route, 401 and 503 (the verification keys or the database unavailable); a conditional
-/// change (one documenting 412), the 400 of a malformed `If-Match`.
+/// change (one documenting 412), the 400 of a malformed `If-Match` or `If-None-Match`.
 pub fn document_shared_answers(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{RefOr, ResponseBuilder, path::Operation};
     fn add(op: &mut Operation, status: &str, description: &str) {
@@ -274,7 +274,11 @@ pub fn document_shared_answers(doc: &mut utoipa::openapi::OpenApi) {
                 );
             }
             if op.responses.responses.contains_key("412") {
-                add(op, "400", "invalid_request: a malformed If-Match");
+                add(
+                    op,
+                    "400",
+                    "invalid_request: a malformed If-Match or If-None-Match",
+                );
             }
         }
     }
