@@ -217,16 +217,31 @@ impl RoundLimit {
         Some(median(&mut Self::ratios(rounds, distinct)))
     }
 
-    /// How the per-round ratios read against `target`: their range, and whether rounds fell on
-    /// both sides of it (then the median's verdict is the host's noise as much as the code's).
-    pub fn spread(rounds: &[RoundLimit], distinct: bool, target: f64) -> Option<String> {
+    /// The verdict of the per-round ratios against `target`: "met" only when every round
+    /// meets it; a median that meets it with a round over it is "met by the median only" and
+    /// unsettled (the host's noise as much as the code's), and a median over it is "NOT met".
+    /// The rounds follow, to three decimals (at two, 1.1502 read as 1.15 and as over the line).
+    pub fn verdict(rounds: &[RoundLimit], distinct: bool, target: f64) -> Option<String> {
         let ratios = Self::ratios(rounds, distinct);
         let lo = ratios.iter().copied().reduce(f64::min)?;
         let hi = ratios.iter().copied().reduce(f64::max)?;
-        let mut out = format!("rounds {lo:.2}–{hi:.2}");
-        if lo <= target && hi > target {
-            out.push_str(&format!(", on both sides of {target}: unsettled"));
-        }
+        let median = Self::median_ratio(rounds, distinct)?;
+        let over = ratios.iter().filter(|&&r| r > target).count();
+        let listed = ratios
+            .iter()
+            .map(|r| format!("{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut out = if hi <= target {
+            format!("met in every round ({listed})")
+        } else if median <= target {
+            format!(
+                "met by the median only: {over} of {} rounds over {target} ({listed}): unsettled",
+                ratios.len()
+            )
+        } else {
+            format!("NOT met ({listed})")
+        };
         if lo < 1.0 {
             out.push_str(", a round below its signature alone: the host's noise");
         }
@@ -581,7 +596,9 @@ fn bench_server(
     // Per round: the distinct window, and the distinct side of its interleaved run.
     let paired_seconds = args.warmup + args.duration + (SETTLE * SLICES).as_secs_f64();
     let seconds = (args.warmup + args.duration + paired_seconds) * args.rounds.max(1) as f64;
-    let ceiling = rate_ceiling(alg) / if args.smoke { 4.0 } else { 1.0 };
+    // The smoke's debug server is slower on one core but not pinned to one (ES256 served
+    // 11 000 distinct tokens a second on two): the same ceiling, so its pool never runs out.
+    let ceiling = rate_ceiling(alg);
     let distinct = ((ceiling * seconds) as usize).max(100);
     println!("xtask: {name}: minting {distinct} distinct tokens");
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
@@ -765,12 +782,31 @@ fn bench_server(
         .into_iter()
         .map(|mut rs| {
             let errors = rs.iter().map(|r| r.errors).sum();
+            // A distinct-token window with a cache hit in any round voids the figure, not only
+            // in the median round.
+            let distinct_hits: f64 = rs
+                .iter()
+                .filter(|r| r.mode == "distinct")
+                .filter_map(|r| r.cache_hits)
+                .sum();
             rs.sort_by(|a, b| a.cpu_us_per_request.total_cmp(&b.cpu_us_per_request));
             let mut median = rs.swap_remove(rs.len() / 2);
             median.errors = errors;
+            if distinct_hits > 0.0 {
+                median.cache_hits = Some(distinct_hits);
+            }
             median
         })
         .collect();
+    // The cursors only grow (a request is `cursor % len`): past its pool's end, the distinct
+    // set sent some token twice, and the cache may have admitted it.
+    let sent = cursors[2].load(Ordering::Relaxed);
+    if sent > plan[2].2.len() {
+        bail!(
+            "{name}: {sent} distinct-token requests from a pool of {}: tokens were reused (raise `rate_ceiling`)",
+            plan[2].2.len()
+        );
+    }
     let load_seconds = started.elapsed().as_secs_f64();
     let peak_rss_kib = proc_status(pid, "VmHWM:")?;
     let end_rss_kib = proc_status(pid, "VmRSS:")?;
@@ -883,13 +919,15 @@ fn wait_ready(
 }
 
 /// Requests per second of distinct `/whoami` tokens one release server core here never reaches
-/// (measured: about 35 000 RS256, 15 000 ES256, 19 000 EdDSA, 95 000 HS256).
+/// (the fastest host yet, a Zen 5: about 50 000 RS256, 22 000 ES256, 31 000 EdDSA, 124 000
+/// HS256). The pool is sized from it for the whole run, and a run that sends more distinct
+/// requests than the pool holds fails rather than reuse a token.
 fn rate_ceiling(alg: Alg) -> f64 {
     match alg {
-        Alg::RS256 => 50_000.0,
-        Alg::ES256 => 22_000.0,
-        Alg::EdDSA => 28_000.0,
-        Alg::HS256 => 130_000.0,
+        Alg::RS256 => 65_000.0,
+        Alg::ES256 => 29_000.0,
+        Alg::EdDSA => 40_000.0,
+        Alg::HS256 => 160_000.0,
     }
 }
 
@@ -1687,27 +1725,28 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
-                let spread = |distinct| {
-                    RoundLimit::spread(&server.round_limits, distinct, 1.15).unwrap_or_default()
+                let verdict = |distinct| {
+                    RoundLimit::verdict(&server.round_limits, distinct, 1.15).unwrap_or_default()
                 };
+                // Judged against the distinct-signature limit: a distinct token carries a
+                // signature of its own, and verifying distinct signatures is the least that
+                // costs (for ES256 measurably more than one signature over and over, whose
+                // table entries stay in cache; for RS256 and EdDSA the two limits agree).
                 verdicts.push(format!(
-                    "- {} distinct tokens: /whoami costs {one:.2} × the one-signature limit measured next to each round (median of per-round ratios; limits {} µs) (target ≤ 1.15): {} ({})",
-                    server.alg,
-                    limits(|r| r.signature_us),
-                    if one <= 1.15 { "met" } else { "NOT met" },
-                    spread(false)
-                ));
-                verdicts.push(format!(
-                    "- {} distinct tokens: {many:.2} × the distinct-signature limit measured next to each round (limits {} µs) (target ≤ 1.15): {} ({})",
+                    "- {} distinct tokens: /whoami costs {many:.3} × the distinct-signature limit measured next to each round (median of per-round ratios; limits {} µs) (target ≤ 1.15): {}",
                     server.alg,
                     limits(|r| r.signature_distinct_us),
-                    if many <= 1.15 { "met" } else { "NOT met" },
-                    spread(true)
+                    verdict(true)
                 ));
-                if let Some(sig) = limit("signature", server.alg) {
+                verdicts.push(format!(
+                    "  (not the verdict: {one:.3} × the one-signature limit measured next to each round, limits {} µs: {})",
+                    limits(|r| r.signature_us),
+                    verdict(false)
+                ));
+                let start = |name| limit(name, server.alg).map(|sig| extra / sig);
+                if let (Some(one), Some(many)) = (start("signature"), start("signature_distinct")) {
                     verdicts.push(format!(
-                        "  (against the limit of the run's start, {sig:.2} µs: {:.2} ×; not the verdict)",
-                        extra / sig
+                        "  (not the verdict: against the limits of the run's start, {many:.3} × the distinct-signature one, {one:.3} × the one-signature one)"
                     ));
                 }
             } else if let Some(sig) = limit("signature", server.alg) {
@@ -1715,18 +1754,23 @@ fn render(report: &Report, args: &Bench) -> (String, Value) {
                 // distinct signatures in turn (`signature_distinct`), which is what a distinct
                 // token costs at the least.
                 let ratio = extra / sig;
-                verdicts.push(format!(
-                    "- {} distinct tokens: /whoami costs {extra:+.2} µs over /health = {ratio:.2} × the one-signature limit {sig:.2} µs (target ≤ 1.15): {}",
-                    server.alg,
-                    if ratio <= 1.15 { "met" } else { "NOT met" }
-                ));
-                if let Some(sig) = limit("signature_distinct", server.alg) {
-                    let ratio = extra / sig;
-                    verdicts.push(format!(
-                        "- {} distinct tokens: {ratio:.2} × the distinct-signature limit {sig:.2} µs (target ≤ 1.15): {}",
+                match limit("signature_distinct", server.alg) {
+                    Some(distinct_sig) => {
+                        let judged = extra / distinct_sig;
+                        verdicts.push(format!(
+                            "- {} distinct tokens: /whoami costs {extra:+.2} µs over /health = {judged:.3} × the distinct-signature limit {distinct_sig:.2} µs (target ≤ 1.15): {}",
+                            server.alg,
+                            if judged <= 1.15 { "met" } else { "NOT met" }
+                        ));
+                        verdicts.push(format!(
+                            "  (not the verdict: {ratio:.3} × the one-signature limit {sig:.2} µs)"
+                        ));
+                    }
+                    None => verdicts.push(format!(
+                        "- {} distinct tokens: /whoami costs {extra:+.2} µs over /health = {ratio:.3} × the one-signature limit {sig:.2} µs (target ≤ 1.15; no distinct-signature limit measured): {}",
                         server.alg,
                         if ratio <= 1.15 { "met" } else { "NOT met" }
-                    ));
+                    )),
                 }
             } else {
                 verdicts.push(format!(
@@ -1945,7 +1989,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn rounds_on_both_sides_of_the_target_leave_it_unsettled() {
+    fn met_means_every_round_and_a_median_alone_is_unsettled() {
         let r = |extra_us, signature_us| RoundLimit {
             extra_us,
             windows_us: extra_us,
@@ -1954,20 +1998,26 @@ pub(crate) mod tests {
         };
         let steady = [r(11.0, 10.0), r(11.2, 10.0), r(11.4, 10.0)];
         assert_eq!(
-            RoundLimit::spread(&steady, false, 1.15).unwrap(),
-            "rounds 1.10–1.14"
+            RoundLimit::verdict(&steady, false, 1.15).unwrap(),
+            "met in every round (1.100, 1.120, 1.140)"
         );
-        let straddling = [r(11.4, 10.0), r(12.6, 10.0), r(12.6, 10.0)];
+        // 1.1502 is over the line, though two decimals print it as 1.15.
+        let median_only = [r(11.06, 10.0), r(11.25, 10.0), r(11.502, 10.0)];
         assert_eq!(
-            RoundLimit::spread(&straddling, true, 1.15).unwrap(),
-            "rounds 1.14–1.26, on both sides of 1.15: unsettled"
+            RoundLimit::verdict(&median_only, true, 1.15).unwrap(),
+            "met by the median only: 1 of 3 rounds over 1.15 (1.106, 1.125, 1.150): unsettled"
+        );
+        let missed = [r(11.4, 10.0), r(12.6, 10.0), r(12.6, 10.0)];
+        assert_eq!(
+            RoundLimit::verdict(&missed, true, 1.15).unwrap(),
+            "NOT met (1.140, 1.260, 1.260)"
         );
         let impossible = [r(8.7, 10.0), r(11.0, 10.0), r(13.1, 10.0)];
         assert_eq!(
-            RoundLimit::spread(&impossible, false, 1.15).unwrap(),
-            "rounds 0.87–1.31, on both sides of 1.15: unsettled, a round below its signature alone: the host's noise"
+            RoundLimit::verdict(&impossible, false, 1.15).unwrap(),
+            "met by the median only: 1 of 3 rounds over 1.15 (0.870, 1.100, 1.310): unsettled, a round below its signature alone: the host's noise"
         );
-        assert_eq!(RoundLimit::spread(&[], false, 1.15), None);
+        assert_eq!(RoundLimit::verdict(&[], false, 1.15), None);
     }
 
     #[test]
