@@ -52,6 +52,31 @@ impl Spawned {
         }
     }
 
+    /// `method {address}{path}` with `token` as its bearer, one more header (`name: value`: a
+    /// precondition, say) and `body` as JSON; the request is made at once, so the future
+    /// borrows nothing.
+    pub fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        (name, value): (&str, &str),
+        body: Option<serde_json::Value>,
+    ) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+        let mut req = self
+            .client
+            .request(
+                method.parse().expect("an HTTP method"),
+                format!("{}{path}", self.address),
+            )
+            .bearer_auth(token)
+            .header(name, value);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send()
+    }
+
     /// `GET {address}{path}`.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
@@ -309,6 +334,30 @@ pub fn assert_production_refusals(exe: &Path, env_prefix: &str, issuer_key: &str
     assert!(
         e.starts_with("config error: auth.jwks_url: must be https://"),
         "{e}"
+    );
+}
+
+/// Asserts `res` has `status` and the entity tag `etag` (`"2"`); `context` names the request
+/// in a failure.
+pub fn assert_etag(res: &reqwest::Response, status: u16, etag: &str, context: &str) {
+    let got = res.headers().get("etag").and_then(|v| v.to_str().ok());
+    assert_eq!(
+        (res.status().as_u16(), got),
+        (status, Some(etag)),
+        "{context}"
+    );
+}
+
+/// Asserts `res` is the JSON error `status` with the stable `code`; `context` names the request
+/// in a failure.
+pub async fn assert_error(res: reqwest::Response, status: u16, code: &str, context: &str) {
+    let got = res.status().as_u16();
+    let text = res.text().await.unwrap_or_default();
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    assert_eq!(
+        (got, body["error"].as_str()),
+        (status, Some(code)),
+        "{context}: {text}"
     );
 }
 

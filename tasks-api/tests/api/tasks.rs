@@ -1,4 +1,4 @@
-use auth_core::service::testing;
+use auth_core::service::testing::{self, assert_error};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, parts, spawn_app, spawn_on};
@@ -178,17 +178,9 @@ async fn conditional_changes(t: &TestApp) {
     let path = format!("/tasks/{}", task["id"]);
     let res = t.request("GET", &path, Some(&alice), None).await;
     assert_eq!(res.headers()["etag"], "\"1\"");
-    let conditional = |method: &'static str, tag: &'static str, body: Option<Value>| {
-        let mut req = t
-            .app
-            .client
-            .request(method.parse().unwrap(), format!("{}{path}", t.app.address))
-            .bearer_auth(&alice)
-            .header("if-match", tag);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        req.send()
+    let conditional = |method: &str, tag: &str, body: Option<Value>| {
+        t.app
+            .send_with(method, &path, &alice, ("if-match", tag), body)
     };
     // Two clients read version 1; the first change lands and makes version 2.
     let res = conditional("PATCH", "\"1\"", Some(json!({"done": true})))
@@ -222,13 +214,7 @@ async fn conditional_changes(t: &TestApp) {
     let res = conditional("PUT", "\"7\", \"2\"", Some(json!({"title": "u"})))
         .await
         .unwrap();
-    assert_eq!(
-        (
-            res.status().as_u16(),
-            res.headers()["etag"].to_str().unwrap()
-        ),
-        (200, "\"3\"")
-    );
+    testing::assert_etag(&res, 200, "\"3\"", "");
     // A change that changes nothing keeps the version (`{}`, a field as stored, the same
     // replacement again); a real one still makes the next.
     for (method, body, tag) in [
@@ -238,14 +224,7 @@ async fn conditional_changes(t: &TestApp) {
         ("PATCH", json!({"description": "d"}), "\"4\""),
     ] {
         let res = conditional(method, "\"3\"", Some(body)).await.unwrap();
-        assert_eq!(
-            (
-                res.status().as_u16(),
-                res.headers()["etag"].to_str().unwrap()
-            ),
-            (200, tag),
-            "{method}"
-        );
+        testing::assert_etag(&res, 200, tag, method);
     }
     // Not the field's syntax (unquoted, `*` beside a tag): a 400, not a 412 for ever, nor
     // `*` unpinning the version; another user still gets the 404 first.
@@ -264,12 +243,13 @@ async fn conditional_changes(t: &TestApp) {
         let bob = t.token("bob", &["user"]);
         let res = t
             .app
-            .client
-            .patch(format!("{}{path}", t.app.address))
-            .bearer_auth(&bob)
-            .header("if-match", tag)
-            .json(&json!({"title": "y"}))
-            .send()
+            .send_with(
+                "PATCH",
+                &path,
+                &bob,
+                ("if-match", tag),
+                Some(json!({"title": "y"})),
+            )
             .await
             .unwrap();
         assert_eq!(res.status(), 404, "{tag}");
@@ -296,17 +276,9 @@ async fn if_none_match_answers_304_to_reads_and_412_to_changes() {
     let (alice, bob) = (t.token("alice", &["user"]), t.token("bob", &["user"]));
     let task = t.create(&alice, json!({"title": "t"})).await;
     let path = format!("/tasks/{}", task["id"]);
-    let send = |method: &'static str, token: &str, tag: &'static str, body: Option<Value>| {
-        let mut req = t
-            .app
-            .client
-            .request(method.parse().unwrap(), format!("{}{path}", t.app.address))
-            .bearer_auth(token)
-            .header("if-none-match", tag);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        req.send()
+    let send = |method: &str, token: &str, tag: &str, body: Option<Value>| {
+        t.app
+            .send_with(method, &path, token, ("if-none-match", tag), body)
     };
     for tag in ["\"1\"", "W/\"1\"", "*", "\"7\", \"1\""] {
         let res = send("GET", &alice, tag, None).await.unwrap();
@@ -322,17 +294,8 @@ async fn if_none_match_answers_304_to_reads_and_412_to_changes() {
         let res = send("GET", &alice, tag, None).await.unwrap();
         assert_eq!(res.status(), 200, "{tag:?}");
     }
-    let (status, err) = parts(
-        send("PATCH", &alice, "1", Some(json!({"title": "x"})))
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, err["error"].as_str()),
-        (400, Some("invalid_request")),
-        "{err}"
-    );
+    let res = send("PATCH", &alice, "1", Some(json!({"title": "x"})));
+    assert_error(res.await.unwrap(), 400, "invalid_request", "PATCH").await;
     let res = send("GET", &bob, "\"1\"", None).await.unwrap();
     assert_eq!(res.status(), 404, "another user's task: the one 404");
     for tag in ["*", "\"1\"", "W/\"1\""] {
@@ -341,12 +304,8 @@ async fn if_none_match_answers_304_to_reads_and_412_to_changes() {
             ("PATCH", Some(json!({"title": "x"}))),
             ("DELETE", None),
         ] {
-            let (status, err) = parts(send(method, &alice, tag, body).await.unwrap()).await;
-            assert_eq!(
-                (status, err["error"].as_str()),
-                (412, Some("precondition_failed")),
-                "{method} {tag}: {err}"
-            );
+            let res = send(method, &alice, tag, body).await.unwrap();
+            assert_error(res, 412, "precondition_failed", &format!("{method} {tag}")).await;
         }
     }
     let (status, now) = parts(t.request("GET", &path, Some(&alice), None).await).await;
@@ -358,13 +317,11 @@ async fn if_none_match_answers_304_to_reads_and_412_to_changes() {
     let res = send("PATCH", &alice, "\"7\"", Some(json!({"title": "x"})))
         .await
         .unwrap();
-    assert_eq!(
-        (
-            res.status().as_u16(),
-            res.headers()["etag"].to_str().unwrap()
-        ),
-        (200, "\"2\""),
-        "not at a named version: the change goes ahead"
+    testing::assert_etag(
+        &res,
+        200,
+        "\"2\"",
+        "not at a named version: the change goes ahead",
     );
 }
 

@@ -1,4 +1,4 @@
-use auth_core::service::testing;
+use auth_core::service::testing::{self, assert_error};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, parts, spawn_app, spawn_with};
@@ -135,29 +135,14 @@ async fn conditional_changes(t: &TestApp) {
     let path = format!("/todos/{}", todo["id"]);
     let res = t.request("GET", &path, Some(&editor), None).await;
     assert_eq!(res.headers()["etag"], "\"1\"");
-    let conditional =
-        |method: &'static str, token: &str, tag: &'static str, body: Option<Value>| {
-            let mut req = t
-                .app
-                .client
-                .request(method.parse().unwrap(), t.url(&path))
-                .bearer_auth(token)
-                .header("if-match", tag);
-            if let Some(b) = body {
-                req = req.json(&b);
-            }
-            req.send()
-        };
+    let conditional = |method: &str, token: &str, tag: &str, body: Option<Value>| {
+        t.app
+            .send_with(method, &path, token, ("if-match", tag), body)
+    };
     let res = conditional("PATCH", &editor, "\"1\"", Some(json!({"done": true})))
         .await
         .unwrap();
-    assert_eq!(
-        (
-            res.status().as_u16(),
-            res.headers()["etag"].to_str().unwrap()
-        ),
-        (200, "\"2\"")
-    );
+    testing::assert_etag(&res, 200, "\"2\"", "");
     // A patch that changes nothing keeps the version.
     for body in [
         json!({}),
@@ -167,14 +152,7 @@ async fn conditional_changes(t: &TestApp) {
         let res = conditional("PATCH", &editor, "\"2\"", Some(body.clone()))
             .await
             .unwrap();
-        assert_eq!(
-            (
-                res.status().as_u16(),
-                res.headers()["etag"].to_str().unwrap()
-            ),
-            (200, "\"2\""),
-            "{body}"
-        );
+        testing::assert_etag(&res, 200, "\"2\"", &body.to_string());
     }
     // From version 1 again: refused, and nothing changes.
     let (status, err) = parts(
@@ -216,17 +194,9 @@ async fn if_none_match_answers_304_to_reads_and_412_to_changes() {
     let (editor, admin) = (t.token("ed", &["editor"]), t.token("root", &["admin"]));
     let todo = t.create(&editor, "t").await;
     let path = format!("/todos/{}", todo["id"]);
-    let send = |method: &'static str, token: &str, tag: &'static str, body: Option<Value>| {
-        let mut req = t
-            .app
-            .client
-            .request(method.parse().unwrap(), t.url(&path))
-            .bearer_auth(token)
-            .header("if-none-match", tag);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        req.send()
+    let send = |method: &str, token: &str, tag: &str, body: Option<Value>| {
+        t.app
+            .send_with(method, &path, token, ("if-none-match", tag), body)
     };
     for tag in ["\"1\"", "W/\"1\"", "*"] {
         let res = send("GET", &editor, tag, None).await.unwrap();
@@ -242,28 +212,15 @@ async fn if_none_match_answers_304_to_reads_and_412_to_changes() {
         let res = send("GET", &editor, tag, None).await.unwrap();
         assert_eq!(res.status(), 200, "{tag:?}");
     }
-    let (status, err) = parts(
-        send("PATCH", &editor, "1", Some(json!({"title": "x"})))
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, err["error"].as_str()),
-        (400, Some("invalid_request")),
-        "{err}"
-    );
+    let res = send("PATCH", &editor, "1", Some(json!({"title": "x"})));
+    assert_error(res.await.unwrap(), 400, "invalid_request", "PATCH").await;
     for (method, token, body) in [
         ("PATCH", &editor, Some(json!({"title": "x"}))),
         ("DELETE", &admin, None),
     ] {
         for tag in ["*", "\"1\""] {
-            let (status, err) = parts(send(method, token, tag, body.clone()).await.unwrap()).await;
-            assert_eq!(
-                (status, err["error"].as_str()),
-                (412, Some("precondition_failed")),
-                "{method} {tag}: {err}"
-            );
+            let res = send(method, token, tag, body.clone()).await.unwrap();
+            assert_error(res, 412, "precondition_failed", &format!("{method} {tag}")).await;
         }
     }
     let (_, now) = parts(t.request("GET", &path, Some(&editor), None).await).await;
@@ -271,13 +228,7 @@ async fn if_none_match_answers_304_to_reads_and_412_to_changes() {
     let res = send("PATCH", &editor, "\"7\"", Some(json!({"title": "x"})))
         .await
         .unwrap();
-    assert_eq!(
-        (
-            res.status().as_u16(),
-            res.headers()["etag"].to_str().unwrap()
-        ),
-        (200, "\"2\"")
-    );
+    testing::assert_etag(&res, 200, "\"2\"", "");
 }
 
 #[tokio::test]
