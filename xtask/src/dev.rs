@@ -34,6 +34,25 @@ const SERVICES: [(&str, &str, u16); 3] = [
     ("tasks-api", "TASKS_API", 3001),
 ];
 
+/// Asks the kernel for a SIGINT when whatever started this process goes away without stopping
+/// it (an interrupted `cargo xtask test` whose stack test had put it in a process group of its
+/// own, out of the terminal's Ctrl-C), so the stack stops as on Ctrl-C instead of outliving
+/// it. Linux only (`PR_SET_PDEATHSIG`); elsewhere the stack is stopped by hand. The signal
+/// follows the thread that spawned this process, as the kernel defines it.
+fn stop_with_parent() {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::signal::Signal;
+        let parent = nix::unistd::getppid();
+        if nix::sys::prctl::set_pdeathsig(Signal::SIGINT).is_ok()
+            && nix::unistd::getppid() != parent
+        {
+            // The parent went between the two reads: the signal will not come.
+            let _ = nix::sys::signal::raise(Signal::SIGINT);
+        }
+    }
+}
+
 /// The ports the stack listens on, token-service's first.
 pub(crate) fn ports() -> impl Iterator<Item = u16> {
     SERVICES.iter().map(|s| s.2)
@@ -45,6 +64,7 @@ struct Running {
 }
 
 pub fn run(args: Dev) -> anyhow::Result<()> {
+    stop_with_parent();
     let root = crate::root();
     let data_dir = if args.data_dir.is_absolute() {
         args.data_dir.clone()

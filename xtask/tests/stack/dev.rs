@@ -1,7 +1,7 @@
 //! `cargo xtask dev` itself: the README's first command, run as a developer runs it. The stack
 //! comes up on its default ports with the local defaults' wiring (the APIs verify against
 //! token-service's JWKS on 127.0.0.1:4000), serves a signed-in user, and stops, children and
-//! all, on Ctrl-C.
+//! all, on Ctrl-C, and when what started it goes away (Linux).
 //!
 //! The default ports are fixed, so the test cannot run while something holds them (a developer's
 //! own `cargo xtask dev`): it then says so and checks nothing, as the PostgreSQL tests do without
@@ -186,6 +186,31 @@ async fn xtask_dev_runs_the_stack_on_its_default_ports_and_stops_on_ctrl_c() {
         assert!(!answers(port), "port {port} still answers after Ctrl-C");
     }
     drop(dev);
+
+    // What started xtask dev goes away without stopping it (an interrupted `cargo xtask test`
+    // whose xtask dev sat in a process group of its own, out of the terminal's Ctrl-C): the
+    // kernel's parent-death signal stops the stack as Ctrl-C does. Its parent here is the
+    // thread that spawned it, which ends (the kernel counts the thread, not the process).
+    #[cfg(target_os = "linux")]
+    {
+        let orphan = tempfile::tempdir().expect("tempdir");
+        let path = orphan.path().to_owned();
+        let mut dev = std::thread::spawn(move || {
+            let mut dev = Dev::start_with(&path, true);
+            dev.wait_for_start_of("token-service |", Duration::from_secs(120));
+            dev
+        })
+        .join()
+        .expect("the thread that started xtask dev");
+        let status = dev.exit_status(Duration::from_secs(60));
+        assert!(status.success(), "xtask dev exited with {status}");
+        for port in PORTS {
+            assert!(
+                !answers(port),
+                "port {port} still answers after its parent went"
+            );
+        }
+    }
 
     let data = tempfile::tempdir().expect("tempdir");
     let mut dev = Dev::start(data.path());
