@@ -116,8 +116,11 @@ fn list_items(line: &str) -> Vec<&str> {
         }
     }
     items.push(&line[start..]);
-    items.retain(|item| !item.trim().is_empty());
-    items.into_iter().map(str::trim).collect()
+    items
+        .into_iter()
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .collect()
 }
 
 /// A request's preconditions on a resource's version: its `If-Match` and its `If-None-Match`
